@@ -1,0 +1,1 @@
+"""Platform adapters (Discord, Slack, web) and the ``llmconnect`` command line."""

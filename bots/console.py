@@ -1,0 +1,247 @@
+"""The ``llmconnect`` command line: ``chat`` (a terminal chat that streams tokens) and ``models``.
+
+Loads ``.env`` first (python-dotenv), as the original plan asks, so provider keys set there work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import TextIO
+
+from dotenv import load_dotenv
+
+from core.settings import Settings, SettingsError, load_settings
+from llmconnect import (
+    APIClientFactory,
+    AsyncAPIClient,
+    LLMError,
+    aclose_shared_clients,
+    list_models,
+    provider_status,
+)
+
+__all__ = ["main"]
+
+HELP = """Commands: /model <provider/model>  /system <text|clear>  /reset  /help  /quit
+Ctrl-C stops a reply that is streaming; Ctrl-D (or /quit) leaves."""
+
+
+class _LineReader:
+    """stdin lines delivered to the event loop by a daemon thread (a blocked read never holds
+    up exit, unlike ``asyncio.to_thread``)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def pump() -> None:
+            for line in stream:
+                loop.call_soon_threadsafe(self._queue.put_nowait, line)
+            loop.call_soon_threadsafe(self._queue.put_nowait, None)
+
+        threading.Thread(target=pump, name="stdin", daemon=True).start()
+
+    async def readline(self) -> str | None:
+        return await self._queue.get()
+
+
+def _new_client(settings: Settings, model: str, system: str | None) -> AsyncAPIClient:
+    return APIClientFactory.create(
+        model=model,
+        system=system or None,
+        timeouts=settings.timeouts(),
+        retry=settings.retry_policy(),
+    )
+
+
+async def _stream_reply(client: AsyncAPIClient, text: str, out: TextIO, err: TextIO) -> None:
+    replies = await client.chat(text, stream=True)
+    try:
+        async for delta in replies:
+            out.write(delta)
+            out.flush()
+        out.write("\n")
+        if client.truncated:
+            err.write("[reply cut at the token limit]\n")
+    except LLMError as exc:
+        out.write("\n")
+        err.write(f"⚠️ {exc.user_message}\n")
+    finally:
+        await replies.aclose()
+    out.flush()
+
+
+async def chat(
+    settings: Settings,
+    *,
+    model: str | None,
+    system: str | None,
+    prompt: str | None,
+    stdin: TextIO = sys.stdin,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
+    model = model or settings.llmconnect_model
+    system = system if system is not None else settings.llmconnect_system_prompt
+    try:
+        client = _new_client(settings, model, system)
+    except LLMError as exc:
+        err.write(f"{exc}\n")
+        return 2
+    try:
+        if prompt is not None:
+            await _stream_reply(client, prompt, out, err)
+            return 0
+        return await _repl(settings, client, stdin, out, err)
+    finally:
+        await aclose_shared_clients()
+
+
+async def _repl(
+    settings: Settings, client: AsyncAPIClient, stdin: TextIO, out: TextIO, err: TextIO
+) -> int:
+    err.write(f"llmconnect chat — model {client.model}. {HELP}\n")
+    reader = _LineReader(stdin)
+    loop = asyncio.get_running_loop()
+    reply: asyncio.Task[None] | None = None
+    main = asyncio.current_task()
+
+    def on_sigint() -> None:
+        if reply is not None and not reply.done():
+            reply.cancel()
+        elif main is not None:
+            main.cancel()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        while True:
+            err.write("you> ")
+            err.flush()
+            line = await reader.readline()
+            if line is None:
+                err.write("\n")
+                return 0
+            text = line.strip()
+            if not text:
+                continue
+            if text.startswith("/"):
+                command, _, arg = text[1:].partition(" ")
+                if command in ("quit", "exit"):
+                    return 0
+                client = _command(settings, client, command, arg.strip(), err)
+                continue
+            reply = asyncio.create_task(_stream_reply(client, text, out, err))
+            try:
+                await reply
+            except asyncio.CancelledError:
+                if main is not None and main.cancelling():
+                    raise
+                out.write("\n")
+                err.write("[stopped]\n")
+    except asyncio.CancelledError:
+        err.write("\n")
+        return 130
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+
+
+def _command(
+    settings: Settings, client: AsyncAPIClient, command: str, arg: str, err: TextIO
+) -> AsyncAPIClient:
+    if command == "model":
+        if not arg:
+            err.write(f"model: {client.model}\n")
+            return client
+        try:
+            new = _new_client(settings, arg, client.system)
+        except LLMError as exc:
+            err.write(f"⚠️ {exc}\n")
+            return client
+        new.messages = client.messages
+        err.write(f"model: {new.model}\n")
+        return new
+    if command == "system":
+        client.system = None if arg in ("", "clear") else arg
+        err.write(f"system prompt: {client.system or '(none)'}\n")
+    elif command == "reset":
+        client.reset()
+        err.write("history cleared\n")
+    else:
+        err.write(HELP + "\n")
+    return client
+
+
+async def models(provider: str | None, *, online: bool, out: TextIO = sys.stdout) -> int:
+    rows = provider_status()
+    if provider:
+        rows = [r for r in rows if r.spec.name == provider.lower()]
+        if not rows:
+            out.write(f"unknown provider {provider!r}\n")
+            return 2
+    out.write(f"{'provider':<12} {'configured':<11} {'key variable':<18} default model\n")
+    for r in rows:
+        status = "yes" if r.configured else "no"
+        out.write(
+            f"{r.spec.name:<12} {status:<11} {r.key_var or '-':<18} "
+            f"{r.spec.name}/{r.spec.default_model or '<model>'}\n"
+        )
+    try:
+        for r in rows:
+            if not (online and r.configured and r.spec.protocol == "openai"):
+                continue
+            try:
+                names = await list_models(r.spec.name)
+            except LLMError as exc:
+                out.write(f"\n{r.spec.name}: {exc.user_message}\n")
+                continue
+            out.write(f"\n{r.spec.name}: {len(names)} models\n")
+            for name in names:
+                out.write(f"  {r.spec.name}/{name}\n")
+    finally:
+        await aclose_shared_clients()
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmconnect", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_chat = sub.add_parser("chat", help="chat in the terminal, tokens streamed as they arrive")
+    p_chat.add_argument("prompt", nargs="?", help="answer this one prompt and exit")
+    p_chat.add_argument("--model", "-m", help="provider/model, or a bare provider name")
+    p_chat.add_argument("--system", "-s", help="system prompt")
+    p_models = sub.add_parser("models", help="list providers, their configuration and models")
+    p_models.add_argument("--provider", "-p", help="only this provider")
+    p_models.add_argument(
+        "--offline", action="store_true", help="do not ask configured providers for their models"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    load_dotenv()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.command == "chat":
+        coro = chat(settings, model=args.model, system=args.system, prompt=args.prompt)
+    else:
+        coro = models(args.provider, online=not args.offline)
+    try:
+        return asyncio.run(coro)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""``APIClientFactory`` and ``AsyncAPIClient``: the names from the original plan.
+
+::
+
+    client = APIClientFactory.create(model="groq/llama-3.3-70b-versatile", messages=history)
+    reply = await client.chat("Hello")                       # the whole reply
+    async for delta in await client.chat("More", stream=True):  # text deltas as they arrive
+        print(delta, end="")
+
+The client holds its own in-memory history (a list of ``{"role", "content"}`` dicts). A reply is
+atomic for the history: only a completed reply adds the user turn and the full assistant turn; an
+error or a cancellation leaves the history exactly as it was, never half an answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, overload
+
+import httpx
+from pydantic import SecretStr
+
+from .errors import ConfigurationError, LLMError
+from .protocols import Call, ReplyState, protocol
+from .providers import (
+    ModelRef,
+    ProviderSpec,
+    base_url_variable,
+    get_spec,
+    parse_model,
+    resolve_provider,
+)
+from .transport import RetryPolicy, Timeouts
+
+__all__ = ["APIClientFactory", "AsyncAPIClient", "Usage"]
+
+log = logging.getLogger("llmconnect")
+
+# Providers whose OpenAI-compatible endpoint rejects ``stream_options``.
+_NO_STREAM_OPTIONS = frozenset({"mistral"})
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int
+    output_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class AsyncAPIClient:
+    """A conversation with one model: history in memory, replies whole or streamed."""
+
+    def __init__(
+        self,
+        ref: ModelRef,
+        spec: ProviderSpec,
+        *,
+        base_url: str,
+        api_key: SecretStr | None,
+        messages: Sequence[Mapping[str, str]] | None = None,
+        system: str | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.ref = ref
+        self.spec = spec
+        self.base_url = base_url
+        self._api_key = api_key
+        self.messages: list[dict[str, str]] = [
+            {"role": m["role"], "content": m["content"]} for m in messages or ()
+        ]
+        self.system = system
+        self.http_client = http_client
+        self.timeouts = timeouts or Timeouts()
+        self.retry = retry or RetryPolicy()
+        self.options: dict[str, Any] = dict(options or {})
+        #: Filled when a reply completes: ``"stop"``, ``"length"`` (cut at max tokens), ...
+        self.finish_reason: str | None = None
+        #: Token usage of the last completed reply, when the provider reported it.
+        self.usage: Usage | None = None
+        self._busy = False
+
+    @property
+    def provider(self) -> str:
+        return self.ref.provider
+
+    @property
+    def model(self) -> str:
+        """``provider/model``."""
+        return str(self.ref)
+
+    @property
+    def truncated(self) -> bool:
+        """The last reply stopped at the token limit (``finish_reason == "length"``)."""
+        return self.finish_reason == "length"
+
+    def __repr__(self) -> str:
+        return f"AsyncAPIClient(model={self.model!r}, messages={len(self.messages)})"
+
+    def reset(self) -> None:
+        self.messages.clear()
+
+    @overload
+    async def chat(self, user_msg: str, stream: Literal[False] = ...) -> str: ...
+
+    @overload
+    async def chat(self, user_msg: str, stream: Literal[True]) -> AsyncGenerator[str, None]: ...
+
+    async def chat(self, user_msg: str, stream: bool = False) -> str | AsyncGenerator[str, None]:
+        """Send ``user_msg``; the reply text, or with ``stream=True`` an iterator of its deltas.
+
+        Close the iterator (``aclose()``, or leave ``async with contextlib.aclosing(...)``) or
+        cancel the task to stop: the HTTP response is closed at once.
+        """
+        replies = self._reply(user_msg)
+        if stream:
+            return replies
+        return "".join([delta async for delta in replies])
+
+    def _call(self, user_msg: str) -> Call:
+        return Call(
+            provider=self.ref.provider,
+            model=self.ref.model,
+            base_url=self.base_url,
+            api_key=self._api_key.get_secret_value() if self._api_key else None,
+            messages=[*self.messages, {"role": "user", "content": user_msg}],
+            system=self.system,
+            options=self.options,
+            http=self.http_client,
+            timeouts=self.timeouts,
+            stream_usage=self.ref.provider not in _NO_STREAM_OPTIONS,
+        )
+
+    async def _reply(self, user_msg: str) -> AsyncGenerator[str, None]:
+        # One generator for retries and the history commit: every extra async-generator layer
+        # costs on each delta (see benchmarks/stream_decode.py).
+        if self._busy:
+            raise RuntimeError("this client is already streaming a reply; await it first")
+        self._busy = True
+        try:
+            call = self._call(user_msg)
+            stream_reply = protocol(self.spec.protocol)
+            parts: list[str] = []
+            attempt = 0
+            while True:
+                state = ReplyState()
+                try:
+                    async for delta in stream_reply(call, state):
+                        parts.append(delta)
+                        yield delta
+                    break
+                except LLMError as exc:
+                    # Retry only before the first delta reached the caller: never duplicate text.
+                    if parts or not exc.retryable or attempt >= self.retry.max_retries:
+                        raise
+                    delay = self.retry.delay(attempt, getattr(exc, "retry_after", None))
+                    attempt += 1
+                    log.warning(
+                        "%s (retry %d/%d in %.2fs)", exc, attempt, self.retry.max_retries, delay
+                    )
+                    await self.retry.sleep(delay)
+            self.messages.append(call.messages[-1])
+            self.messages.append({"role": "assistant", "content": "".join(parts)})
+            self.finish_reason = state.finish_reason
+            self.usage = (
+                Usage(state.usage.get("input_tokens", 0), state.usage.get("output_tokens", 0))
+                if state.usage
+                else None
+            )
+        finally:
+            self._busy = False
+
+
+class APIClientFactory:
+    """Builds an :class:`AsyncAPIClient` from a ``provider/model`` name and the environment."""
+
+    @staticmethod
+    def create(
+        model: str | None = None,
+        messages: Sequence[Mapping[str, str]] | None = None,
+        system: str | None = None,
+        *,
+        provider: str | None = None,
+        api_key: str | SecretStr | None = None,
+        base_url: str | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        env: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> AsyncAPIClient:
+        """``model`` is ``provider/model`` (or give ``provider=`` and ``model=`` separately).
+
+        ``options`` are generation parameters (``temperature``, ``max_tokens``, ``top_p``,
+        ``stop``), mapped per protocol; anything else goes into the request body as is.
+        Raises :class:`ConfigurationError` when the provider is unknown or its key is not set.
+        """
+        env = os.environ if env is None else env
+        ref = parse_model(model or "", provider, env)
+        resolved = resolve_provider(get_spec(ref.provider, env), env)
+        spec = resolved.spec
+        url = (base_url or resolved.base_url).rstrip("/")
+        if spec.protocol != "echo" and not url:
+            raise ConfigurationError(
+                f"No base URL for provider {spec.name!r}: set {base_url_variable(spec.name)}.",
+                provider=spec.name,
+            )
+        key = api_key if api_key is not None else env.get(resolved.key_var or "") or None
+        if isinstance(key, str):
+            key = SecretStr(key)
+        if key is None and spec.needs_key:
+            raise ConfigurationError(
+                f"{spec.name} needs an API key: set {resolved.key_var}.",
+                provider=spec.name,
+                user_message=f"{spec.name} is not configured (set {resolved.key_var}).",
+            )
+        return AsyncAPIClient(
+            ref,
+            spec,
+            base_url=url,
+            api_key=key,
+            messages=messages,
+            system=system,
+            http_client=http_client,
+            timeouts=timeouts,
+            retry=retry,
+            options=options,
+        )

@@ -1,0 +1,120 @@
+"""Every error llmconnect raises, one tree.
+
+::
+
+    LLMError                      .provider  .status  .user_message  .retryable
+    ├── ConfigurationError        unknown provider, bad model string, missing key (names the variable)
+    ├── AuthenticationError       401 / 403: the key is wrong or lacks access
+    ├── RateLimitError            429: .retry_after (seconds) when the provider said
+    ├── ContextLengthError        the prompt does not fit the model's context window
+    ├── ModelNotFoundError        404 / unknown model id
+    ├── InvalidRequestError       any other 4xx: the request itself is wrong
+    ├── ProviderUnavailableError  5xx, 408, 409, connection refused / reset before the reply
+    ├── LLMTimeoutError           connect timeout, or the stream went silent (idle timeout)
+    └── StreamInterruptedError    the stream broke after it started: dropped connection,
+                                  malformed chunk, an error event in the middle of the stream
+
+``str(err)`` is for logs and developers; ``err.user_message`` is a short line that is safe to show a
+chat user. Neither ever contains an API key: messages are built here from the provider's error text
+with the key redacted, never from request headers or URLs.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigurationError",
+    "ContextLengthError",
+    "InvalidRequestError",
+    "LLMError",
+    "LLMTimeoutError",
+    "ModelNotFoundError",
+    "ProviderUnavailableError",
+    "RateLimitError",
+    "StreamInterruptedError",
+]
+
+
+class LLMError(Exception):
+    """Base of every llmconnect error."""
+
+    #: Whether sending the same request again may succeed (used before the first delta only).
+    retryable: bool = False
+    #: Default user-facing line; subclasses refine it.
+    default_user_message: str = "The language model failed to answer."
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        status: int | None = None,
+        user_message: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.status = status
+        self._user_message = user_message
+
+    @property
+    def user_message(self) -> str:
+        """A short line safe to show a chat user: no traceback, no key, no URL."""
+        if self._user_message:
+            return self._user_message
+        who = f" ({self.provider})" if self.provider else ""
+        return f"{self.default_user_message}{who}"
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.message!r}, provider={self.provider!r}, "
+            f"status={self.status!r})"
+        )
+
+
+class ConfigurationError(LLMError):
+    default_user_message = "This model is not configured."
+
+
+class AuthenticationError(LLMError):
+    default_user_message = "The provider rejected the API key."
+
+
+class RateLimitError(LLMError):
+    retryable = True
+    default_user_message = "The provider is rate limiting requests; try again shortly."
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class ContextLengthError(LLMError):
+    default_user_message = "The conversation is too long for this model; reset it or shorten it."
+
+
+class ModelNotFoundError(LLMError):
+    default_user_message = "The provider does not know this model."
+
+
+class InvalidRequestError(LLMError):
+    default_user_message = "The provider refused the request."
+
+
+class ProviderUnavailableError(LLMError):
+    retryable = True
+    default_user_message = "The provider is unavailable right now."
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class LLMTimeoutError(LLMError):
+    retryable = True
+    default_user_message = "The provider took too long to answer."
+
+
+class StreamInterruptedError(LLMError):
+    retryable = True
+    default_user_message = "The reply was cut off by the provider."

@@ -1,0 +1,119 @@
+"""Anthropic Messages streaming (``POST /v1/messages`` with ``stream: true``).
+
+Events: ``message_start`` (input usage), ``content_block_delta`` with ``text_delta.text``,
+``message_delta`` (``stop_reason``, cumulative ``usage.output_tokens``), ``message_stop``; ``ping``
+is ignored and ``event: error`` raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from json import JSONDecodeError, loads
+from typing import Any
+
+from ..errors import StreamInterruptedError
+from ..sse import SSEDecoder
+from ..transport import error_from_body, open_stream, shared_http_client
+from . import Call, ReplyState
+
+__all__ = ["ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS", "build_body", "stream_reply"]
+
+ANTHROPIC_VERSION = "2023-06-01"
+#: The Messages API requires max_tokens; this is used when the caller sets none.
+DEFAULT_MAX_TOKENS = 4096
+
+# Anthropic's stop reasons mapped onto the OpenAI vocabulary the client reports.
+_FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+}
+
+
+def build_body(call: Call) -> dict[str, Any]:
+    options = dict(call.options)
+    body: dict[str, Any] = {
+        "model": call.model,
+        "messages": [m for m in call.messages if m["role"] in ("user", "assistant")],
+        "max_tokens": options.pop("max_tokens", DEFAULT_MAX_TOKENS),
+        "stream": True,
+    }
+    if "stop" in options:
+        stop = options.pop("stop")
+        body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if call.system:
+        body["system"] = call.system
+    body.update(options)
+    return body
+
+
+def _headers(call: Call) -> dict[str, str]:
+    headers = {"anthropic-version": ANTHROPIC_VERSION, "Accept": "text/event-stream"}
+    if call.api_key:
+        headers["x-api-key"] = call.api_key
+    return headers
+
+
+def _take(call: Call, state: ReplyState, event: str, data: str) -> str | None:
+    if event == "ping":
+        return None
+    try:
+        payload = loads(data)
+    except JSONDecodeError:
+        raise StreamInterruptedError(
+            f"{call.provider}: malformed event in stream", provider=call.provider
+        ) from None
+    kind = event or payload.get("type", "")
+    if kind == "content_block_delta":
+        delta = payload.get("delta") or {}
+        return delta.get("text") if delta.get("type") == "text_delta" else None
+    if kind == "message_start":
+        usage = (payload.get("message") or {}).get("usage") or {}
+        state.usage = {
+            "input_tokens": int(usage.get("input_tokens") or 0),
+            "output_tokens": int(usage.get("output_tokens") or 0),
+        }
+    elif kind == "message_delta":
+        stop = (payload.get("delta") or {}).get("stop_reason")
+        if stop:
+            state.finish_reason = _FINISH.get(stop, stop)
+        output = (payload.get("usage") or {}).get("output_tokens")
+        if output is not None:
+            state.usage["output_tokens"] = int(output)  # cumulative, so the last one wins
+    elif kind == "error":
+        raise error_from_body(call.provider, None, payload, secrets=call.secrets)
+    return None
+
+
+async def stream_reply(call: Call, state: ReplyState) -> AsyncIterator[str]:
+    decoder = SSEDecoder()
+    http = call.http or shared_http_client()
+    stopped = False
+    async with open_stream(
+        http,
+        call.provider,
+        "POST",
+        f"{call.base_url}/v1/messages",
+        headers=_headers(call),
+        json_body=build_body(call),
+        timeouts=call.timeouts,
+        secrets=call.secrets,
+    ) as body:
+        async for raw in body:
+            for event, data in decoder.feed(raw):
+                if event == "message_stop":
+                    stopped = True
+                    continue
+                text = _take(call, state, event, data)
+                if text:
+                    yield text
+        for event, data in decoder.flush():
+            stopped = stopped or event == "message_stop"
+            text = None if stopped else _take(call, state, event, data)
+            if text:
+                yield text
+    if not stopped:
+        raise StreamInterruptedError(
+            f"{call.provider}: stream ended before message_stop", provider=call.provider
+        )
