@@ -59,6 +59,15 @@ class SSEDecoder:
             self._started = True
             if text.startswith(_BOM):
                 text = text[1:]
+        if (
+            not self._data
+            and not self._event
+            and text.startswith("data: ")
+            and text.endswith("\n")
+            and text.count("\n") == 1
+        ):
+            # Hot path: a read holding exactly one whole one-line event ("data: ...\n\n").
+            return [("", text[6:-1])]
         return self._lines(text.split("\n"))
 
     def flush(self) -> list[tuple[str, str]]:

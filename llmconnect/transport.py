@@ -257,15 +257,9 @@ async def open_stream(
         if response.status_code >= 400:
             with translate_transport_errors(provider, started=False):
                 raise await error_from_response(provider, response, secrets)
-        yield _iter_body(provider, response)
+        # Errors raised while the caller iterates surface here, at the yield, and are translated
+        # by this one block: no wrapper generator per read (it would cost on every chunk).
+        with translate_transport_errors(provider, started=True):
+            yield response.aiter_bytes()
     finally:
         await response.aclose()
-
-
-async def _iter_body(provider: str, response: httpx.Response) -> AsyncIterator[bytes]:
-    # Decoded bytes (gzip is honoured) without httpx's line splitting: SSEDecoder splits whole
-    # reads, which is what keeps it cheap per chunk. One translation block around the whole loop
-    # (not one per read) keeps the per-read cost to a single generator step.
-    with translate_transport_errors(provider, started=True):
-        async for chunk in response.aiter_bytes():
-            yield chunk

@@ -1,0 +1,935 @@
+"""A real aiohttp server on loopback that imitates LLM providers.
+
+Tests and benchmarks talk to it over actual HTTP so that the client's
+connection handling, SSE decoding and error paths are exercised for real.
+It speaks three wire protocols:
+
+* OpenAI-compatible chat completions (``POST /v1/chat/completions``,
+  ``GET /v1/models``),
+* Anthropic Messages (``POST /v1/messages``),
+* Gemini (``POST /v1beta/models/{model}:streamGenerateContent`` and
+  ``:generateContent``).
+
+Each chat request consumes one scripted action (``Reply``, ``Fail`` or
+``RawStream``) from a FIFO queue; when the queue is empty a default ``Reply()``
+echoes the last user message back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import enum
+import http
+import itertools
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+from aiohttp import web
+
+__all__ = [
+    "Fail",
+    "FakeLLMServer",
+    "RawStream",
+    "RecordedRequest",
+    "Reply",
+    "openai_stream_body",
+    "split_deltas",
+]
+
+Protocol = Literal["openai", "anthropic", "gemini"]
+
+_CREATED = 1700000000
+_DEFAULT_FINISH: dict[Protocol, str] = {
+    "openai": "stop",
+    "anthropic": "end_turn",
+    "gemini": "STOP",
+}
+_MALFORMED = "{not json"
+_UPSTREAM_FAILURE = "upstream failure"
+
+
+# --------------------------------------------------------------------------- actions
+
+
+@dataclass
+class Reply:
+    """A successful answer, optionally with a fault injected part-way through."""
+
+    text: str | None = None
+    deltas: list[str] | None = None
+    finish_reason: str | None = None
+    usage: tuple[int, int] = (7, 0)
+    write_sizes: int | list[int] | None = None
+    keepalive: bool = False
+    crlf: bool = False
+    error_after: int | None = None
+    drop_after: int | None = None
+    hang_after: int | None = None
+    malformed_after: int | None = None
+    delay: float = 0.0
+
+
+@dataclass
+class Fail:
+    """An HTTP error response (non-2xx) instead of an answer."""
+
+    status: int
+    body: dict[str, Any] | str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+@dataclass
+class RawStream:
+    """Send ``body`` verbatim with status 200, for decoder tests and benchmarks."""
+
+    body: bytes
+    write_sizes: int | list[int] | None = None
+    content_type: str = "text/event-stream"
+
+
+Action = Reply | Fail | RawStream
+
+
+class _Headers(dict[str, str]):
+    """A plain dict with case-insensitive lookups, because HTTP header names are."""
+
+    def __init__(self, items: Iterator[tuple[str, str]] | list[tuple[str, str]] = ()) -> None:
+        super().__init__()
+        for key, value in items:
+            self[key] = value
+
+    def __setitem__(self, key: str, value: str) -> None:
+        super().__setitem__(key.lower(), value)
+
+    def __getitem__(self, key: str) -> str:
+        return super().__getitem__(key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and super().__contains__(key.lower())
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(key.lower(), default)
+
+
+@dataclass
+class RecordedRequest:
+    """What the server received, captured before any scripted action runs."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # keys lower-cased; lookups are case-insensitive
+    json: Any  # parsed body, or None when empty / not JSON
+    body: bytes = b""  # raw body, for tests that send something that is not JSON
+
+
+# --------------------------------------------------------------------------- event building
+
+
+class _End(enum.Enum):
+    """How a stream ends after its last event has been written."""
+
+    FINISH = "finish"  # normal end of the chunked body
+    DROP = "drop"  # close the transport mid-body
+    HANG = "hang"  # keep the connection open, send nothing more
+
+
+@dataclass
+class _Parts:
+    """One protocol's stream split into the pieces faults are injected between."""
+
+    preamble: list[bytes]
+    deltas: list[bytes]
+    trailer: list[bytes]
+    error: bytes  # the protocol's in-stream error event
+    eol: str
+
+
+@dataclass
+class _Plan:
+    """The exact events to write, plus what to do afterwards."""
+
+    events: list[bytes]
+    end: _End = _End.FINISH
+
+
+@dataclass
+class _Context:
+    """Per-request facts the builders need."""
+
+    model: str
+    prompt: str  # text of the last user message
+    include_usage: bool = False
+
+
+def split_deltas(text: str) -> list[str]:
+    """Split text into word-sized deltas that join back to ``text`` exactly."""
+    return re.findall(r"\S+\s*|\s+", text)
+
+
+def _dumps(obj: Any) -> str:
+    """Compact JSON with raw UTF-8, like real providers (so pieces can split characters)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def _sse(data: str, *, event: str | None = None, eol: str = "\n") -> bytes:
+    """One SSE event; ``event:`` line only when given."""
+    head = f"event: {event}{eol}" if event else ""
+    return f"{head}data: {data}{eol}{eol}".encode()
+
+
+def _reply_text(reply: Reply, ctx: _Context) -> str:
+    """The full answer text: explicit text, joined deltas, or the echo default."""
+    if reply.text is not None:
+        return reply.text
+    if reply.deltas is not None:
+        return "".join(reply.deltas)
+    return f"You said: {ctx.prompt}"
+
+
+def _reply_deltas(reply: Reply, ctx: _Context) -> list[str]:
+    """The streamed pieces: explicit deltas or the text split into words."""
+    if reply.deltas is not None:
+        return list(reply.deltas)
+    return split_deltas(_reply_text(reply, ctx))
+
+
+def _usage(reply: Reply, deltas: list[str]) -> tuple[int, int]:
+    """(prompt, completion) tokens; completion 0 means "one per delta"."""
+    prompt, completion = reply.usage
+    return prompt, completion or len(deltas)
+
+
+def _openai_parts(reply: Reply, ctx: _Context) -> _Parts:
+    """OpenAI chat.completion.chunk events; ``data:`` lines only, ending in [DONE]."""
+    eol = "\r\n" if reply.crlf else "\n"
+    deltas = _reply_deltas(reply, ctx)
+    prompt, completion = _usage(reply, deltas)
+
+    def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
+        body = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": _CREATED,
+            "model": ctx.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        return _sse(_dumps(body), eol=eol)
+
+    trailer = [chunk({}, reply.finish_reason or _DEFAULT_FINISH["openai"])]
+    if ctx.include_usage:
+        usage = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": _CREATED,
+            "model": ctx.model,
+            "choices": [],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
+        }
+        trailer.append(_sse(_dumps(usage), eol=eol))
+    trailer.append(_sse("[DONE]", eol=eol))
+    error = {"error": {"message": _UPSTREAM_FAILURE, "type": "server_error", "code": None}}
+    return _Parts(
+        preamble=[chunk({"role": "assistant", "content": ""}, None)],
+        deltas=[chunk({"content": d}, None) for d in deltas],
+        trailer=trailer,
+        error=_sse(_dumps(error), eol=eol),
+        eol=eol,
+    )
+
+
+def _anthropic_parts(reply: Reply, ctx: _Context) -> _Parts:
+    """Anthropic Messages events, each with an ``event:`` line."""
+    eol = "\r\n" if reply.crlf else "\n"
+    deltas = _reply_deltas(reply, ctx)
+    prompt, completion = _usage(reply, deltas)
+
+    def ev(name: str, body: dict[str, Any]) -> bytes:
+        return _sse(_dumps({"type": name, **body}), event=name, eol=eol)
+
+    message = {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": ctx.model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": prompt, "output_tokens": 1},
+    }
+    stop = reply.finish_reason or _DEFAULT_FINISH["anthropic"]
+    error = {"error": {"type": "overloaded_error", "message": "Overloaded"}}
+    return _Parts(
+        preamble=[
+            ev("message_start", {"message": message}),
+            ev("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+            ev("ping", {}),
+        ],
+        deltas=[
+            ev("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": d}})
+            for d in deltas
+        ],
+        trailer=[
+            ev("content_block_stop", {"index": 0}),
+            ev(
+                "message_delta",
+                {
+                    "delta": {"stop_reason": stop, "stop_sequence": None},
+                    "usage": {"output_tokens": completion},
+                },
+            ),
+            ev("message_stop", {}),
+        ],
+        error=ev("error", error),
+        eol=eol,
+    )
+
+
+def _gemini_response(
+    ctx: _Context, text: str, finish: str | None, usage: tuple[int, int] | None
+) -> dict[str, Any]:
+    """One GenerateContentResponse; finishReason/usageMetadata only when finishing."""
+    candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}}
+    if finish is not None:
+        candidate["finishReason"] = finish
+    candidate["index"] = 0
+    body: dict[str, Any] = {"candidates": [candidate]}
+    if usage is not None:
+        body["usageMetadata"] = {
+            "promptTokenCount": usage[0],
+            "candidatesTokenCount": usage[1],
+            "totalTokenCount": usage[0] + usage[1],
+        }
+    body["modelVersion"] = ctx.model
+    return body
+
+
+def _gemini_parts(reply: Reply, ctx: _Context) -> _Parts:
+    """Gemini SSE: ``data:`` lines with CRLF; the last delta carries finish + usage."""
+    eol = "\r\n"
+    deltas = _reply_deltas(reply, ctx) or [""]  # a finishing event is always sent
+    usage = _usage(reply, [d for d in deltas if d])
+    finish = reply.finish_reason or _DEFAULT_FINISH["gemini"]
+    events = [
+        _sse(
+            _dumps(
+                _gemini_response(
+                    ctx,
+                    d,
+                    finish if i == len(deltas) - 1 else None,
+                    usage if i == len(deltas) - 1 else None,
+                )
+            ),
+            eol=eol,
+        )
+        for i, d in enumerate(deltas)
+    ]
+    error = {"error": {"code": 500, "message": _UPSTREAM_FAILURE, "status": "INTERNAL"}}
+    return _Parts(
+        preamble=[], deltas=events, trailer=[], error=_sse(_dumps(error), eol=eol), eol=eol
+    )
+
+
+_PARTS_BUILDERS: dict[Protocol, Callable[[Reply, _Context], _Parts]] = {
+    "openai": _openai_parts,
+    "anthropic": _anthropic_parts,
+    "gemini": _gemini_parts,
+}
+
+
+def _plan_stream(protocol: Protocol, reply: Reply, ctx: _Context) -> _Plan:
+    """Lay out a protocol's events with the reply's faults, shared by all protocols.
+
+    The earliest of error/drop/hang (ties: error, drop, hang) cuts the stream
+    after that many deltas; ``malformed_after`` inserts one bad line and the
+    stream carries on.
+    """
+    parts = _PARTS_BUILDERS[protocol](reply, ctx)
+    n_deltas = len(parts.deltas)
+    cut: tuple[int, _End | None] | None = None
+    for after, end in (
+        (reply.error_after, None),
+        (reply.drop_after, _End.DROP),
+        (reply.hang_after, _End.HANG),
+    ):
+        if after is not None and (cut is None or after < cut[0]):
+            cut = (after, end)
+
+    malformed_at = reply.malformed_after
+    deltas = list(parts.deltas)
+    if malformed_at is not None:
+        bad = f"data: {_MALFORMED}{parts.eol}{parts.eol}".encode()
+        deltas.insert(min(max(malformed_at, 0), n_deltas), bad)
+    if cut is None:
+        events = parts.preamble + deltas + parts.trailer
+        end = _End.FINISH
+    else:
+        after, cut_end = cut
+        kept = min(max(after, 0), n_deltas)
+        if malformed_at is not None and malformed_at <= kept:
+            kept += 1  # the inserted bad line sits before the cut
+        events = parts.preamble + deltas[:kept]
+        if cut_end is None:
+            events.append(parts.error)
+            end = _End.FINISH
+        else:
+            end = cut_end
+
+    if reply.keepalive:
+        comment = f": keep-alive{parts.eol}{parts.eol}".encode()
+        events = [comment + e for e in events]
+    return _Plan(events=events, end=end)
+
+
+def openai_stream_body(
+    deltas: list[str],
+    model: str = "fake",
+    *,
+    include_usage: bool = False,
+    finish_reason: str = "stop",
+) -> bytes:
+    """The exact bytes the OpenAI endpoint streams for ``deltas`` (benchmark input)."""
+    reply = Reply(deltas=deltas, finish_reason=finish_reason)
+    ctx = _Context(model=model, prompt="", include_usage=include_usage)
+    return b"".join(_plan_stream("openai", reply, ctx).events)
+
+
+def _full_body(protocol: Protocol, reply: Reply, ctx: _Context) -> dict[str, Any]:
+    """The non-streaming JSON answer for a protocol."""
+    text = _reply_text(reply, ctx)
+    prompt, completion = _usage(reply, _reply_deltas(reply, ctx))
+    finish = reply.finish_reason or _DEFAULT_FINISH[protocol]
+    if protocol == "openai":
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": _CREATED,
+            "model": ctx.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
+        }
+    if protocol == "anthropic":
+        return {
+            "id": "msg_fake",
+            "type": "message",
+            "role": "assistant",
+            "model": ctx.model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": finish,
+            "stop_sequence": None,
+            "usage": {"input_tokens": prompt, "output_tokens": completion},
+        }
+    return _gemini_response(ctx, text, finish, (prompt, completion))
+
+
+# --------------------------------------------------------------------------- errors
+
+
+_OPENAI_ERRORS: dict[int, tuple[str, str | None]] = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("permission_error", None),
+    404: ("invalid_request_error", "model_not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+}
+_ANTHROPIC_ERRORS: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+_GEMINI_STATUSES: dict[int, str] = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def _reason(status: int) -> str:
+    """Human text for a status, including the non-standard 529."""
+    if status == 529:
+        return "Overloaded"
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def error_body(protocol: Protocol, status: int, message: str | None = None) -> dict[str, Any]:
+    """The error JSON each provider returns for a non-2xx status."""
+    message = message or _reason(status)
+    if protocol == "openai":
+        kind, code = _OPENAI_ERRORS.get(
+            status, ("server_error" if status >= 500 else "invalid_request_error", None)
+        )
+        return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    if protocol == "anthropic":
+        default = "api_error" if status >= 500 else "invalid_request_error"
+        kind = _ANTHROPIC_ERRORS.get(status, default)
+        return {"type": "error", "error": {"type": kind, "message": message}}
+    default = "INTERNAL" if status >= 500 else "FAILED_PRECONDITION"
+    return {
+        "error": {
+            "code": status,
+            "message": message,
+            "status": _GEMINI_STATUSES.get(status, default),
+        }
+    }
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _pieces(data: bytes, sizes: int | list[int]) -> Iterator[tuple[int, int]]:
+    """Byte-exact (start, end) slices of ``data``; list sizes are cycled."""
+    cycle = [sizes] if isinstance(sizes, int) else list(sizes)
+    if not cycle or any(s <= 0 for s in cycle):
+        raise ValueError(f"write_sizes must be positive, got {sizes!r}")
+    start, i = 0, 0
+    while start < len(data):
+        end = min(start + cycle[i % len(cycle)], len(data))
+        yield start, end
+        start, i = end, i + 1
+
+
+def _writes(events: list[bytes], sizes: int | list[int] | None) -> Iterator[tuple[bytes, bool]]:
+    """(bytes to write, whether an event boundary precedes it so ``delay`` applies)."""
+    if sizes is None:
+        for i, event in enumerate(events):
+            yield event, i > 0
+        return
+    body = b"".join(events)
+    starts = list(itertools.accumulate(len(e) for e in events[:-1]))  # offsets of events 1..n
+    for start, end in _pieces(body, sizes):
+        # does some event (other than the first) begin inside [start, end)?
+        i = bisect.bisect_left(starts, start)
+        crosses = i < len(starts) and starts[i] < end
+        yield body[start:end], crosses
+
+
+def _client_gone(request: web.Request) -> bool:
+    """True once the peer closed the connection (aiohttp drops the transport)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+class _Outcome(enum.Enum):
+    """Why a stream writer stopped."""
+
+    DONE = "done"
+    DISCONNECTED = "disconnected"
+    SERVER_CLOSING = "server_closing"
+
+
+# --------------------------------------------------------------------------- server
+
+
+class FakeLLMServer:
+    """The fake provider: start it, point a client at one of the base URLs, script replies."""
+
+    def __init__(
+        self, *, models: list[str] | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.models: list[str] = list(models) if models is not None else ["fake"]
+        self.host = host
+        self.port = port
+        self.requests: list[RecordedRequest] = []
+        self.open_streams = 0
+        self.disconnects = 0
+        self._queue: list[Action] = []
+        self._runner: web.AppRunner | None = None
+        self._closing: asyncio.Event | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> FakeLLMServer:
+        """Bind the listening socket (port 0 picks a free one) and serve in the background."""
+        if self._runner is not None:
+            raise RuntimeError("FakeLLMServer already started")
+        self._closing = asyncio.Event()
+        app = web.Application(middlewares=[self._record_middleware])
+        app.router.add_post("/v1/chat/completions", self._openai_chat)
+        app.router.add_get("/v1/models", self._openai_models)
+        app.router.add_post("/v1/messages", self._anthropic_messages)
+        app.router.add_post("/v1beta/models/{tail}", self._gemini)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port)
+        await site.start()
+        self._runner = runner
+        sockname = runner.addresses[0]
+        self.port = int(sockname[1])
+        return self
+
+    async def close(self) -> None:
+        """Wake hanging streams, then stop; safe to call twice."""
+        if self._closing is not None:
+            self._closing.set()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> FakeLLMServer:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def base_url(self) -> str:
+        """Root URL, e.g. ``http://127.0.0.1:PORT``."""
+        if self._runner is None and self.port == 0:
+            raise RuntimeError("FakeLLMServer not started")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        """OpenAI SDK-style base URL (client appends /chat/completions)."""
+        return self.base_url + "/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        """Anthropic base URL (client appends /v1/messages)."""
+        return self.base_url
+
+    @property
+    def gemini_base_url(self) -> str:
+        """Gemini base URL (client appends /models/{model}:method)."""
+        return self.base_url + "/v1beta"
+
+    # ----------------------------------------------------------------- scripting
+
+    def enqueue(self, *actions: Action) -> None:
+        """Append actions for the next chat requests (any protocol), first in first out."""
+        for action in actions:
+            if not isinstance(action, Reply | Fail | RawStream):
+                raise TypeError(f"not a scripted action: {action!r}")
+        self._queue.extend(actions)
+
+    def set_stream(self, body: bytes, write_sizes: int | list[int] | None = None) -> None:
+        """Make the next chat request receive ``body`` verbatim (queued like enqueue)."""
+        self.enqueue(RawStream(body=body, write_sizes=write_sizes))
+
+    @property
+    def pending(self) -> int:
+        """How many scripted actions have not been consumed yet."""
+        return len(self._queue)
+
+    def _next_action(self) -> Action:
+        return self._queue.pop(0) if self._queue else Reply()
+
+    # ----------------------------------------------------------------- recording
+
+    @web.middleware
+    async def _record_middleware(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Any],
+    ) -> web.StreamResponse:
+        """Record every request (even 404s and failures) before it is acted on."""
+        raw = await request.read()
+        self.requests.append(
+            RecordedRequest(
+                method=request.method,
+                path=request.path,
+                query=dict(request.query),
+                headers=_Headers(list(request.headers.items())),
+                json=_parse_json(raw),
+                body=raw,
+            )
+        )
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    # ----------------------------------------------------------------- handlers
+
+    async def _openai_models(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI model list from the configured names."""
+        data = [
+            {"id": m, "object": "model", "created": _CREATED, "owned_by": "fake"}
+            for m in self.models
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _openai_chat(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI chat completions, streaming or not."""
+        payload = _parse_json(await request.read())
+        if not isinstance(payload, dict):
+            return _json_error("openai", 400, "request body is not a JSON object")
+        options = payload.get("stream_options") or {}
+        ctx = _Context(
+            model=str(payload.get("model") or "fake"),
+            prompt=_last_user_text_openai(payload.get("messages")),
+            include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
+        )
+        return await self._chat(request, "openai", ctx, stream=bool(payload.get("stream")))
+
+    async def _anthropic_messages(self, request: web.Request) -> web.StreamResponse:
+        """Anthropic Messages, streaming or not."""
+        payload = _parse_json(await request.read())
+        if not isinstance(payload, dict):
+            return _json_error("anthropic", 400, "request body is not a JSON object")
+        ctx = _Context(
+            model=str(payload.get("model") or "fake"),
+            prompt=_last_user_text_anthropic(payload.get("messages")),
+        )
+        return await self._chat(request, "anthropic", ctx, stream=bool(payload.get("stream")))
+
+    async def _gemini(self, request: web.Request) -> web.StreamResponse:
+        """Gemini ``{model}:streamGenerateContent`` / ``:generateContent``."""
+        model, _, method = request.match_info["tail"].partition(":")
+        if method not in ("streamGenerateContent", "generateContent"):
+            return _json_error("gemini", 404, f"method {method!r} not found")
+        payload = _parse_json(await request.read())
+        if not isinstance(payload, dict):
+            return _json_error("gemini", 400, "request body is not a JSON object")
+        ctx = _Context(model=model, prompt=_last_user_text_gemini(payload.get("contents")))
+        if method == "generateContent":
+            return await self._chat(request, "gemini", ctx, stream=False)
+        if request.query.get("alt") == "sse":
+            return await self._chat(request, "gemini", ctx, stream=True)
+        return await self._chat(request, "gemini", ctx, stream=False, json_array=True)
+
+    async def _chat(
+        self,
+        request: web.Request,
+        protocol: Protocol,
+        ctx: _Context,
+        *,
+        stream: bool,
+        json_array: bool = False,
+    ) -> web.StreamResponse:
+        """Consume one scripted action and answer with it in ``protocol``'s dialect."""
+        action = self._next_action()
+        if isinstance(action, Fail):
+            return await self._fail(protocol, action)
+        if isinstance(action, RawStream):
+            plan = _Plan(events=[action.body])
+            return await self._stream(
+                request, plan, action.write_sizes, 0.0, content_type=action.content_type
+            )
+        if stream:
+            plan = _plan_stream(protocol, action, ctx)
+            return await self._stream(request, plan, action.write_sizes, action.delay)
+        return await self._full(request, protocol, action, ctx, json_array=json_array)
+
+    async def _fail(self, protocol: Protocol, fail: Fail) -> web.StreamResponse:
+        """An HTTP error with the provider's error JSON unless a body is given."""
+        if fail.delay > 0:
+            await self._pause(fail.delay)
+        body = fail.body if fail.body is not None else error_body(protocol, fail.status)
+        headers = dict(fail.headers)
+        has_type = any(k.lower() == "content-type" for k in headers)
+        if isinstance(body, str):
+            return web.Response(
+                status=fail.status,
+                text=body,
+                headers=headers,
+                content_type=None if has_type else "text/plain",
+            )
+        return web.Response(
+            status=fail.status,
+            text=_dumps(body),
+            headers=headers,
+            content_type=None if has_type else "application/json",
+        )
+
+    async def _full(
+        self,
+        request: web.Request,
+        protocol: Protocol,
+        reply: Reply,
+        ctx: _Context,
+        *,
+        json_array: bool,
+    ) -> web.StreamResponse:
+        """Non-streaming answer; stream faults map to their nearest non-streaming form."""
+        if reply.delay > 0 and await self._pause(reply.delay):
+            return _json_error(protocol, 503, "server shutting down")
+        if reply.hang_after is not None:
+            self.open_streams += 1
+            try:
+                outcome = await self._hang(request)
+            finally:
+                self.open_streams -= 1
+            if outcome is _Outcome.DISCONNECTED:
+                self.disconnects += 1
+            _abort(request)
+            return web.Response()
+        if reply.drop_after is not None:
+            _abort(request)
+            return web.Response()
+        if reply.error_after is not None:
+            return _json_error(protocol, 500, _UPSTREAM_FAILURE)
+        if reply.malformed_after is not None:
+            return web.Response(text=_MALFORMED, content_type="application/json")
+        body: Any = _full_body(protocol, reply, ctx)
+        if json_array:  # Gemini streamGenerateContent without alt=sse returns a JSON array
+            body = [body]
+        return web.Response(text=_dumps(body), content_type="application/json")
+
+    async def _stream(
+        self,
+        request: web.Request,
+        plan: _Plan,
+        write_sizes: int | list[int] | None,
+        delay: float,
+        *,
+        content_type: str = "text/event-stream",
+    ) -> web.StreamResponse:
+        """Write a planned stream with pauses and the planned ending, noticing disconnects."""
+        resp = web.StreamResponse(status=200)
+        resp.headers["Content-Type"] = content_type
+        resp.headers["Cache-Control"] = "no-cache"
+        self.open_streams += 1
+        try:
+            await resp.prepare(request)
+            outcome = await self._write_events(request, resp, plan, write_sizes, delay)
+            if outcome is _Outcome.DONE and plan.end is _End.HANG:
+                outcome = await self._hang(request)
+        except ConnectionError:
+            outcome = _Outcome.DISCONNECTED
+        finally:
+            self.open_streams -= 1
+        if outcome is _Outcome.DISCONNECTED:
+            self.disconnects += 1
+        elif outcome is _Outcome.SERVER_CLOSING or plan.end is not _End.FINISH:
+            _abort(request)  # leave the chunked body unfinished so the client sees an error
+        return resp
+
+    async def _write_events(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        plan: _Plan,
+        write_sizes: int | list[int] | None,
+        delay: float,
+    ) -> _Outcome:
+        """Write the plan's bytes (split per ``write_sizes``), sleeping ``delay`` between events."""
+        await resp.write(b"")  # flush the buffered status line and headers right away
+        for piece, new_event in _writes(plan.events, write_sizes):
+            if new_event and delay > 0 and await self._pause(delay):
+                return _Outcome.SERVER_CLOSING
+            if _client_gone(request):
+                return _Outcome.DISCONNECTED
+            await resp.write(piece)
+        return _Outcome.DONE
+
+    async def _hang(self, request: web.Request) -> _Outcome:
+        """Send nothing until the client leaves or the server closes."""
+        while True:
+            if _client_gone(request):
+                return _Outcome.DISCONNECTED
+            if await self._pause(0.01):
+                return _Outcome.SERVER_CLOSING
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep, but wake early (returning True) when the server is closing."""
+        closing = self._closing
+        assert closing is not None
+        if closing.is_set():
+            return True
+        try:
+            await asyncio.wait_for(closing.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _abort(request: web.Request) -> None:
+    """Close the connection now; written bytes are flushed, the body stays unfinished."""
+    transport = request.transport
+    if transport is not None and not transport.is_closing():
+        transport.close()
+
+
+def _json_error(protocol: Protocol, status: int, message: str) -> web.Response:
+    """A provider-style JSON error response."""
+    return web.Response(
+        status=status,
+        text=_dumps(error_body(protocol, status, message)),
+        content_type="application/json",
+    )
+
+
+def _parse_json(raw: bytes) -> Any:
+    """Parsed JSON, or None for an empty or invalid body."""
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _text_of(content: Any) -> str:
+    """Text of a message content: a string or a list of text blocks/parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [
+            str(block.get("text", ""))
+            for block in content
+            if isinstance(block, dict) and isinstance(block.get("text"), str)
+        ]
+        return "".join(texts)
+    return ""
+
+
+def _last_user_text_openai(messages: Any) -> str:
+    """Content of the last ``role: user`` message (OpenAI or Anthropic shape)."""
+    if not isinstance(messages, list):
+        return ""
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return _text_of(message.get("content"))
+    return ""
+
+
+_last_user_text_anthropic = _last_user_text_openai
+
+
+def _last_user_text_gemini(contents: Any) -> str:
+    """Text parts of the last user ``contents`` entry (role missing counts as user)."""
+    if not isinstance(contents, list):
+        return ""
+    for content in reversed(contents):
+        if isinstance(content, dict) and content.get("role", "user") == "user":
+            return _text_of(content.get("parts"))
+    return ""

@@ -1,0 +1,307 @@
+"""Self-test of the fake LLM server over raw httpx, so the fake itself is trusted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fakes.llm_server import (
+    Fail,
+    FakeLLMServer,
+    RawStream,
+    Reply,
+    openai_stream_body,
+    split_deltas,
+)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeLLMServer]:
+    async with FakeLLMServer(models=["fake-a", "fake-b"]) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10.0) as c:
+        yield c
+
+
+def _openai_request(stream: bool = True, **extra: Any) -> dict[str, Any]:
+    return {
+        "model": "fake-a",
+        "messages": [{"role": "user", "content": "hello there"}],
+        "stream": stream,
+        **extra,
+    }
+
+
+def _data_lines(body: bytes) -> list[str]:
+    text = body.decode()
+    return [line[len("data: ") :] for line in text.splitlines() if line.startswith("data: ")]
+
+
+async def _post_raw(client: httpx.AsyncClient, url: str, payload: dict[str, Any]) -> bytes:
+    async with client.stream("POST", url, json=payload) as resp:
+        assert resp.status_code == 200
+        return b"".join([chunk async for chunk in resp.aiter_raw()])
+
+
+def test_split_deltas_round_trips() -> None:
+    for text in ["", "a", "  lead and trail  ", "x\ny\r\nz", "héllo wörld 😀 ok"]:
+        assert "".join(split_deltas(text)) == text
+
+
+async def test_openai_stream_joins_and_ends_with_done(
+    server: FakeLLMServer, client: httpx.AsyncClient
+) -> None:
+    server.enqueue(Reply(text="Hello, wörld! 😀  two  spaces"))
+    body = await _post_raw(
+        client,
+        server.openai_base_url + "/chat/completions",
+        _openai_request(stream_options={"include_usage": True}),
+    )
+    assert b"event:" not in body
+    data = _data_lines(body)
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(d) for d in data[:-1]]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == "Hello, wörld! 😀  two  spaces"
+    assert chunks[-2]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop"}
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"] == {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
+    assert all(c["model"] == "fake-a" for c in chunks)
+    recorded = server.requests[-1]
+    assert recorded.path == "/v1/chat/completions"
+    assert recorded.json["messages"][0]["content"] == "hello there"
+    assert recorded.headers["Content-Type"] == "application/json"
+
+
+async def test_openai_default_reply_echoes_and_no_usage_unless_asked(
+    server: FakeLLMServer, client: httpx.AsyncClient
+) -> None:
+    body = await _post_raw(client, server.openai_base_url + "/chat/completions", _openai_request())
+    chunks = [json.loads(d) for d in _data_lines(body)[:-1]]
+    assert all("usage" not in c for c in chunks)
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert text == "You said: hello there"
+    assert body == openai_stream_body(split_deltas("You said: hello there"), model="fake-a")
+
+
+async def test_openai_non_stream(server: FakeLLMServer, client: httpx.AsyncClient) -> None:
+    server.enqueue(Reply(text="full answer", finish_reason="length", usage=(3, 4)))
+    resp = await client.post(
+        server.openai_base_url + "/chat/completions", json=_openai_request(stream=False)
+    )
+    assert resp.status_code == 200
+    data = resp.json()
+    assert data["object"] == "chat.completion"
+    assert data["choices"][0]["message"]["content"] == "full answer"
+    assert data["choices"][0]["finish_reason"] == "length"
+    assert data["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+
+
+@pytest.mark.parametrize("write_sizes", [1, [1, 3, 7], 5])
+async def test_write_sizes_gives_identical_bytes(
+    server: FakeLLMServer, client: httpx.AsyncClient, write_sizes: int | list[int]
+) -> None:
+    url = server.openai_base_url + "/chat/completions"
+    payload = _openai_request(stream_options={"include_usage": True})
+    text = "naïve café — 日本語 done"
+    server.enqueue(
+        Reply(text=text, crlf=True), Reply(text=text, crlf=True, write_sizes=write_sizes)
+    )
+    whole = await _post_raw(client, url, payload)
+    pieces = await _post_raw(client, url, payload)
+    assert pieces == whole
+    assert b"\r\n\r\n" in whole
+
+
+async def test_raw_stream_verbatim(server: FakeLLMServer, client: httpx.AsyncClient) -> None:
+    raw = openai_stream_body(["a", "b"] * 50, include_usage=True)
+    server.set_stream(raw, write_sizes=[2, 1])
+    server.enqueue(RawStream(b"data: x\n\n", content_type="text/plain"))
+    url = server.openai_base_url + "/chat/completions"
+    assert await _post_raw(client, url, _openai_request()) == raw
+    async with client.stream("POST", url, json=_openai_request()) as resp:
+        assert resp.headers["content-type"].startswith("text/plain")
+        assert await resp.aread() == b"data: x\n\n"
+
+
+async def test_fail_returns_status_and_headers(
+    server: FakeLLMServer, client: httpx.AsyncClient
+) -> None:
+    server.enqueue(Fail(429, headers={"Retry-After": "2"}), Fail(500, body="oops"))
+    url = server.openai_base_url + "/chat/completions"
+    resp = await client.post(url, json=_openai_request())
+    assert resp.status_code == 429
+    assert resp.headers["retry-after"] == "2"
+    assert resp.json()["error"]["code"] == "rate_limit_exceeded"
+    resp = await client.post(url, json=_openai_request())
+    assert resp.status_code == 500
+    assert resp.text == "oops"
+    assert len(server.requests) == 2
+
+
+async def test_openai_in_stream_error(server: FakeLLMServer, client: httpx.AsyncClient) -> None:
+    server.enqueue(Reply(text="one two three", error_after=1, keepalive=True))
+    body = await _post_raw(client, server.openai_base_url + "/chat/completions", _openai_request())
+    assert body.count(b": keep-alive\n\n") == 3
+    data = _data_lines(body)
+    assert json.loads(data[1])["choices"][0]["delta"] == {"content": "one "}
+    assert json.loads(data[-1]) == {
+        "error": {"message": "upstream failure", "type": "server_error", "code": None}
+    }
+
+
+async def test_malformed_line_is_inserted(server: FakeLLMServer, client: httpx.AsyncClient) -> None:
+    server.enqueue(Reply(text="a b", malformed_after=1))
+    body = await _post_raw(client, server.openai_base_url + "/chat/completions", _openai_request())
+    data = _data_lines(body)
+    assert data[2] == "{not json"
+    assert data[-1] == "[DONE]"
+
+
+async def _read_until_error(
+    client: httpx.AsyncClient, url: str, payload: dict[str, Any]
+) -> tuple[bytes, Exception | None]:
+    """Everything received before the stream failed, and the failure (if any)."""
+    received = b""
+    try:
+        async with client.stream("POST", url, json=payload) as resp:
+            async for chunk in resp.aiter_raw():
+                received += chunk
+    except httpx.HTTPError as exc:
+        return received, exc
+    return received, None
+
+
+async def test_drop_after_gives_client_protocol_error(
+    server: FakeLLMServer, client: httpx.AsyncClient
+) -> None:
+    server.enqueue(Reply(text="one two three", drop_after=1))
+    received, error = await _read_until_error(
+        client, server.openai_base_url + "/chat/completions", _openai_request()
+    )
+    assert isinstance(error, httpx.RemoteProtocolError)
+    assert b'"content":"one "' in received
+    assert b"[DONE]" not in received
+
+
+async def test_anthropic_stream_parses(server: FakeLLMServer, client: httpx.AsyncClient) -> None:
+    server.enqueue(Reply(text="hi there friend", usage=(11, 0)))
+    body = await _post_raw(
+        client,
+        server.anthropic_base_url + "/v1/messages",
+        {
+            "model": "claude-fake",
+            "max_tokens": 10,
+            "stream": True,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "yo"}]}],
+        },
+    )
+    events = body.decode().split("\n\n")
+    assert events[-1] == ""
+    parsed: list[tuple[str, dict[str, Any]]] = []
+    for block in events[:-1]:
+        name_line, data_line = block.split("\n")
+        name = name_line.removeprefix("event: ")
+        data = json.loads(data_line.removeprefix("data: "))
+        assert data["type"] == name
+        parsed.append((name, data))
+    names = [n for n, _ in parsed]
+    assert names[:3] == ["message_start", "content_block_start", "ping"]
+    assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    assert parsed[0][1]["message"]["usage"]["input_tokens"] == 11
+    text = "".join(d["delta"]["text"] for n, d in parsed if n == "content_block_delta")
+    assert text == "hi there friend"
+    assert parsed[-2][1]["delta"]["stop_reason"] == "end_turn"
+    assert parsed[-2][1]["usage"] == {"output_tokens": 3}
+
+
+async def test_anthropic_error_event(server: FakeLLMServer, client: httpx.AsyncClient) -> None:
+    server.enqueue(Reply(text="a b c", error_after=2))
+    body = await _post_raw(
+        client,
+        server.anthropic_base_url + "/v1/messages",
+        {"model": "m", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+    )
+    assert body.endswith(
+        b'event: error\ndata: {"type":"error","error":'
+        b'{"type":"overloaded_error","message":"Overloaded"}}\n\n'
+    )
+    assert body.count(b"content_block_delta") == 4  # two events, each names it twice
+
+
+async def test_gemini_stream_parses(server: FakeLLMServer, client: httpx.AsyncClient) -> None:
+    server.enqueue(Reply(finish_reason="MAX_TOKENS"))
+    body = await _post_raw(
+        client,
+        server.gemini_base_url + "/models/gemini-fake:streamGenerateContent?alt=sse",
+        {"contents": [{"role": "user", "parts": [{"text": "ping"}]}]},
+    )
+    assert body.endswith(b"\r\n\r\n")
+    assert b"[DONE]" not in body
+    events = [json.loads(e.removeprefix(b"data: ")) for e in body.split(b"\r\n\r\n")[:-1]]
+    text = "".join(e["candidates"][0]["content"]["parts"][0]["text"] for e in events)
+    assert text == "You said: ping"
+    assert all(e["candidates"][0]["content"]["role"] == "model" for e in events)
+    assert events[-1]["candidates"][0]["finishReason"] == "MAX_TOKENS"
+    assert events[-1]["usageMetadata"] == {
+        "promptTokenCount": 7,
+        "candidatesTokenCount": 3,
+        "totalTokenCount": 10,
+    }
+    assert "finishReason" not in events[0]["candidates"][0]
+    recorded = server.requests[-1]
+    assert recorded.path == "/v1beta/models/gemini-fake:streamGenerateContent"
+    assert recorded.query == {"alt": "sse"}
+
+
+async def test_models_list(server: FakeLLMServer, client: httpx.AsyncClient) -> None:
+    resp = await client.get(server.openai_base_url + "/models")
+    assert resp.status_code == 200
+    data = resp.json()
+    assert data["object"] == "list"
+    assert [m["id"] for m in data["data"]] == ["fake-a", "fake-b"]
+    assert all(m["object"] == "model" for m in data["data"])
+
+
+async def test_hang_can_be_abandoned_and_stream_is_released(
+    server: FakeLLMServer, client: httpx.AsyncClient
+) -> None:
+    server.enqueue(Reply(text="one two three", hang_after=1))
+    async with client.stream(
+        "POST", server.openai_base_url + "/chat/completions", json=_openai_request()
+    ) as resp:
+        first = b""
+        async for chunk in resp.aiter_raw():
+            first += chunk
+            if b'"content":"one "' in first:
+                break
+        assert server.open_streams == 1
+    for _ in range(200):
+        if server.open_streams == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert server.open_streams == 0
+    assert server.disconnects == 1
+
+
+async def test_hang_is_released_by_server_close(client: httpx.AsyncClient) -> None:
+    srv = await FakeLLMServer().start()
+    srv.enqueue(Reply(hang_after=0))
+    async with client.stream(
+        "POST", srv.openai_base_url + "/chat/completions", json=_openai_request()
+    ) as resp:
+        await srv.close()
+        with pytest.raises(httpx.RemoteProtocolError):
+            await resp.aread()
+    assert srv.open_streams == 0
+    assert srv.disconnects == 0
