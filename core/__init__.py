@@ -1,0 +1,1 @@
+"""LLMConnect core: conversations, engine, stream rendering; no platform imports."""

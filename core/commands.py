@@ -1,0 +1,115 @@
+"""One platform-neutral command grammar, parsed and executed here for every adapter.
+
+``help``, ``model [name]``, ``models``, ``reset``, ``system [text|clear]``, ``stop``, ``status``.
+Slash commands map onto :class:`Command` directly; mention text goes through :func:`parse_command`,
+which only takes a message for a command when it has the command's shape, so a prompt such as
+"help me write a poem" or "system design tips" stays a prompt (in mention text, ``system`` takes its
+text after a colon: ``system: You are terse``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .conversations import ConversationKey, Status
+from .engine import HELP_TEXT, ChatEngine, Refused
+from .policy import Actor
+
+__all__ = ["COMMANDS", "Command", "CommandResult", "execute", "parse_command"]
+
+COMMANDS = ("help", "model", "models", "reset", "system", "stop", "status")
+_NO_ARGS = frozenset({"help", "models", "reset", "stop", "status"})
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    arg: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    text: str
+    #: Settings commands answer only the asker where the platform can (Slack/Discord ephemeral).
+    ephemeral: bool = True
+    ok: bool = True
+
+
+def parse_command(text: str) -> Command | None:
+    """The command in mention text, or ``None`` when the text is a prompt."""
+    stripped = text.strip()
+    word, _, rest = stripped.lstrip("/!").partition(" ")
+    name = word.rstrip(":").lower()
+    rest = rest.strip()
+    if name not in COMMANDS:
+        return None
+    if name in _NO_ARGS:
+        return Command(name) if not rest else None
+    if name == "model":
+        return Command(name, rest) if " " not in rest else None
+    # system: bare, "system clear", or "system: <text>"
+    if not rest or rest.lower() == "clear" or word.endswith(":"):
+        return Command(name, rest)
+    return None
+
+
+def _admin_only(engine: ChatEngine, actor: Actor | None) -> CommandResult | None:
+    if engine.policy.is_admin(actor):
+        return None
+    return CommandResult("Only admins can change this here.", ok=False)
+
+
+async def execute(
+    engine: ChatEngine,
+    key: ConversationKey,
+    command: Command,
+    actor: Actor | None = None,
+    *,
+    parent: ConversationKey | None = None,
+) -> CommandResult:
+    """Run ``command`` for the conversation ``key``; the plain-text answer to show."""
+    conversation = await engine.conversation(key, parent)
+    current = engine.model_of(conversation)
+    name, arg = command.name, command.arg.strip()
+    if name == "help":
+        return CommandResult(f"{HELP_TEXT}\nModel here: {current}.")
+    if name == "models":
+        lines = [f"{'→' if m == current else '•'} {m}" for m in engine.available_models()]
+        return CommandResult("Available models:\n" + "\n".join(lines or ["(none configured)"]))
+    if name == "model":
+        if not arg:
+            available = ", ".join(engine.available_models())
+            return CommandResult(f"Model here: {current}. Available: {available}.")
+        if denied := _admin_only(engine, actor):
+            return denied
+        try:
+            full = await engine.set_model(key, arg)
+        except Refused as exc:
+            return CommandResult(exc.user_message, ok=False)
+        return CommandResult(f"Model for this conversation is now {full}.")
+    if name == "system":
+        if not arg:
+            shown = engine.system_of(conversation) or "(none)"
+            return CommandResult(f"System prompt: {shown}")
+        if denied := _admin_only(engine, actor):
+            return denied
+        if arg.lower() == "clear":
+            await engine.set_system(key, "")
+            return CommandResult("System prompt cleared.")
+        await engine.set_system(key, arg)
+        return CommandResult("System prompt set.")
+    if name == "reset":
+        await engine.reset(key)
+        return CommandResult("History cleared.", ephemeral=False)
+    if name == "stop":
+        stopped = await engine.stop(key)
+        return CommandResult("Stopped." if stopped else "Nothing is running here.")
+    if name == "status":
+        reply = engine.reply_for(key)
+        running = reply is not None and reply.status in (Status.PENDING, Status.STREAMING)
+        kept = len(conversation.messages)
+        return CommandResult(
+            f"Model: {current}. System prompt: {engine.system_of(conversation) or '(none)'}. "
+            f"History: {kept} messages. {'A reply is streaming.' if running else 'Idle.'}"
+        )
+    return CommandResult(f"Unknown command {name!r}. {HELP_TEXT}", ok=False)

@@ -1,0 +1,195 @@
+"""Conversations and where they live.
+
+A conversation is keyed ``(platform, channel)``; a thread is its own conversation that starts from
+its parent channel's model and system prompt. ``MemoryStore`` keeps them in memory (the design's
+default) with bounds: per conversation at most N messages and a character budget — the oldest whole
+turns go first, the system prompt (a separate field) never — and at most M conversations, least
+recently used evicted. An idle conversation is a few small objects; nothing runs for it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import NamedTuple, Protocol
+
+__all__ = [
+    "Conversation",
+    "ConversationKey",
+    "ConversationStore",
+    "MemoryStore",
+    "Message",
+    "Status",
+]
+
+
+class ConversationKey(NamedTuple):
+    platform: str
+    channel: str
+
+    def __str__(self) -> str:
+        return f"{self.platform}:{self.channel}"
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    STREAMING = "streaming"
+    COMPLETE = "complete"  # the seed's name
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
+FINAL = frozenset({Status.COMPLETE, Status.ERROR, Status.CANCELLED})
+
+
+@dataclass(slots=True)
+class Message:
+    role: str  # "user" | "assistant"
+    content: str = ""
+    status: Status = Status.COMPLETE
+    created_at: float = field(default_factory=time.time)
+    #: The user-facing error line of an errored reply.
+    error: str | None = None
+    #: While streaming, the deltas so far (shared with the engine's reply: no copy per delta).
+    parts: list[str] | None = None
+
+    @property
+    def text(self) -> str:
+        """What the user sees now: the deltas so far while streaming, else ``content``."""
+        return "".join(self.parts) if self.parts is not None else self.content
+
+    def finish(self, status: Status, error: str | None = None) -> None:
+        if self.parts is not None:
+            self.content = "".join(self.parts)
+            self.parts = None
+        self.status = status
+        self.error = error
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "role": self.role,
+            "content": self.text,
+            "status": str(self.status),
+            "created_at": self.created_at,
+            "error": self.error,
+        }
+
+
+@dataclass(slots=True)
+class Conversation:
+    key: ConversationKey
+    model: str | None = None  # None: the configured default model
+    system: str | None = None  # None: the configured default system prompt
+    messages: list[Message] = field(default_factory=list)
+    parent: ConversationKey | None = None
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+
+    def llm_history(self) -> list[dict[str, str]]:
+        """What is sent to the LLM: completed turns, and what a user saw of a stopped reply.
+
+        An errored or unfinished reply is never sent, and neither is the user turn it answered
+        (so the next prompt does not arrive as two user turns in a row).
+        """
+        history: list[dict[str, str]] = []
+        pending_user: dict[str, str] | None = None
+        for message in self.messages:
+            if message.role == "user":
+                if pending_user is not None:
+                    history.append(pending_user)
+                pending_user = {"role": "user", "content": message.content}
+                continue
+            keep = message.status is Status.COMPLETE or (
+                message.status is Status.CANCELLED and message.content
+            )
+            if keep:
+                if pending_user is not None:
+                    history.append(pending_user)
+                history.append({"role": "assistant", "content": message.content})
+            pending_user = None
+        if pending_user is not None:
+            history.append(pending_user)
+        return history
+
+    def trim(self, max_messages: int, max_chars: int) -> int:
+        """Drop the oldest whole turns until both bounds hold; never the last turn. Returns how
+        many messages were dropped."""
+        dropped = 0
+        messages = self.messages
+        total = sum(len(m.text) for m in messages)
+        while len(messages) > 2 and (len(messages) > max_messages or total > max_chars):
+            # A turn is a user message and the replies that follow it.
+            end = 1
+            while end < len(messages) - 1 and messages[end].role != "user":
+                end += 1
+            if any(m.status not in FINAL for m in messages[:end]):
+                break  # never drop a reply that is still streaming
+            total -= sum(len(m.text) for m in messages[:end])
+            del messages[:end]
+            dropped += end
+        return dropped
+
+
+class ConversationStore(Protocol):
+    """Where conversations live. Async so that a store may be remote (SQLite, Redis)."""
+
+    async def get(self, key: ConversationKey) -> Conversation | None: ...
+
+    async def get_or_create(
+        self, key: ConversationKey, parent: ConversationKey | None = None
+    ) -> Conversation: ...
+
+    async def save(self, conversation: Conversation) -> None: ...
+
+    async def delete(self, key: ConversationKey) -> None: ...
+
+
+class MemoryStore:
+    """In-memory conversations, least recently used evicted past ``max_conversations``."""
+
+    def __init__(self, max_conversations: int = 10_000) -> None:
+        self.max_conversations = max_conversations
+        self._items: OrderedDict[ConversationKey, Conversation] = OrderedDict()
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    async def get(self, key: ConversationKey) -> Conversation | None:
+        conversation = self._items.get(key)
+        if conversation is not None:
+            self._items.move_to_end(key)
+        return conversation
+
+    async def get_or_create(
+        self, key: ConversationKey, parent: ConversationKey | None = None
+    ) -> Conversation:
+        conversation = await self.get(key)
+        if conversation is None:
+            conversation = Conversation(key, parent=parent)
+            if parent is not None:
+                # A thread starts with its parent channel's model and system prompt.
+                source = await self.get(parent)
+                if source is not None:
+                    conversation.model, conversation.system = source.model, source.system
+            await self.save(conversation)
+        return conversation
+
+    async def save(self, conversation: Conversation) -> None:
+        conversation.updated_at = time.time()
+        self._items[conversation.key] = conversation
+        self._items.move_to_end(conversation.key)
+        while len(self._items) > self.max_conversations:
+            self._items.popitem(last=False)
+            self.evicted += 1
+
+    async def delete(self, key: ConversationKey) -> None:
+        self._items.pop(key, None)
+
+    def keys(self) -> list[ConversationKey]:
+        return list(self._items)

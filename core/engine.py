@@ -1,0 +1,381 @@
+"""``ChatEngine``: runs every generation as a background task and makes it observable.
+
+For each request: append the user turn and an assistant placeholder, build the client from the
+conversation's model and history (``APIClientFactory``, the seed's ``get_llm_client(conv_id)``),
+stream, keep the placeholder current, and end it ``complete``, ``error`` or ``cancelled``.
+
+One generation at a time per conversation: a second request in the same channel waits its turn, in
+order; different channels run concurrently. Adapters get a :class:`Reply` they can iterate for
+deltas and await for the final state; a late observer (a reloaded web page) gets the text so far,
+then the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Generator, Mapping
+from typing import Any
+
+import httpx
+
+from llmconnect import APIClientFactory, ConfigurationError, LLMError, provider_status
+from llmconnect.providers import get_spec, parse_model, resolve_provider
+
+from .clock import Clock, MonotonicClock
+from .conversations import (
+    Conversation,
+    ConversationKey,
+    ConversationStore,
+    MemoryStore,
+    Message,
+    Status,
+)
+from .policy import AccessPolicy, Actor, UserRateLimiter
+from .settings import Settings
+
+__all__ = ["ChatEngine", "Refused", "Reply"]
+
+log = logging.getLogger("llmconnect.engine")
+
+HELP_TEXT = (
+    "Ask me anything: mention me with your question. Commands: help, model [name], models, "
+    "reset, system [text|clear], stop, status."
+)
+
+
+class Refused(Exception):
+    """A request the engine will not run; ``user_message`` says why, briefly."""
+
+    def __init__(self, user_message: str) -> None:
+        super().__init__(user_message)
+        self.user_message = user_message
+
+
+class Reply:
+    """One generation, observable while it runs and after it ends."""
+
+    __slots__ = ("_final", "_waiters", "key", "message", "model", "task")
+
+    def __init__(self, key: ConversationKey, message: Message, model: str) -> None:
+        self.key = key
+        self.message = message
+        self.model = model
+        self.task: asyncio.Task[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+        self._final: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def status(self) -> Status:
+        return self.message.status
+
+    @property
+    def text(self) -> str:
+        return self.message.text
+
+    @property
+    def error(self) -> str | None:
+        return self.message.error
+
+    @property
+    def done(self) -> bool:
+        return self._final.done()
+
+    def _push(self, delta: str) -> None:
+        # Per-delta path: the delta is already in message.parts; wake observers, if any.
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def _finish(self) -> None:
+        if not self._final.done():
+            self._final.set_result(None)
+        self._push("")
+
+    def __await__(self) -> Generator[Any, None, Reply]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> Reply:
+        await asyncio.shield(self._final)
+        return self
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        """Deltas; a late observer first gets everything so far as one delta."""
+        sent = 0  # characters handed out
+        index = 0  # parts handed out, while streaming
+        while True:
+            parts = self.message.parts
+            if parts is None and self.message.status is not Status.PENDING:
+                text = self.message.content
+                if len(text) > sent:
+                    yield text[sent:]
+                return
+            if parts is not None and index < len(parts):
+                chunk = parts[index] if index + 1 == len(parts) else "".join(parts[index:])
+                if index == 0 and sent:
+                    chunk = chunk[sent:]
+                index = len(parts)
+                sent += len(chunk)
+                if chunk:
+                    yield chunk
+                continue
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+
+
+class ChatEngine:
+    """Conversations, their models, and the generations that answer them."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ConversationStore | None = None,
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        clock: Clock | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store: ConversationStore = store or MemoryStore(settings.max_conversations)
+        self.http_client = http_client
+        self.clock = clock or MonotonicClock()
+        self.env = os.environ if env is None else env
+        self.policy = AccessPolicy(settings)
+        self.rate_limiter = UserRateLimiter(
+            settings.user_rate_limit, settings.user_rate_window, self.clock
+        )
+        self.default_model = str(parse_model(settings.llmconnect_model, env=self.env))
+        self._locks: dict[ConversationKey, asyncio.Lock] = {}
+        #: Replies not yet final, per conversation, in submission order (the first one runs).
+        self._queues: dict[ConversationKey, list[Reply]] = {}
+        self._last: dict[ConversationKey, Reply] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ----------------------------------------------------------------- conversations
+
+    async def conversation(
+        self, key: ConversationKey, parent: ConversationKey | None = None
+    ) -> Conversation:
+        return await self.store.get_or_create(key, parent)
+
+    def model_of(self, conversation: Conversation) -> str:
+        return conversation.model or self.default_model
+
+    def system_of(self, conversation: Conversation) -> str | None:
+        if conversation.system is not None:
+            return conversation.system or None
+        return self.settings.llmconnect_system_prompt or None
+
+    def reply_for(self, key: ConversationKey) -> Reply | None:
+        """The running reply of a conversation, else its latest one (for late observers)."""
+        queue = self._queues.get(key)
+        if queue and queue[0].status is not Status.PENDING:
+            return queue[0]
+        return self._last.get(key)
+
+    def is_busy(self, key: ConversationKey) -> bool:
+        return key in self._queues
+
+    # ----------------------------------------------------------------- models
+
+    def available_models(self) -> list[str]:
+        """Models a user may pick: the configured entries of the allowed list, else every
+        configured provider's default model."""
+        configured = {r.spec.name: r.spec for r in provider_status(self.env) if r.configured}
+        allowed = self.settings.llmconnect_allowed_models
+        if not allowed:
+            return [
+                f"{name}/{spec.default_model}"
+                for name, spec in configured.items()
+                if spec.default_model
+            ]
+        models = []
+        for entry in allowed:
+            provider, _, model = entry.strip().partition("/")
+            spec = configured.get(provider)
+            if spec is not None and (model not in ("", "*") or spec.default_model):
+                models.append(
+                    f"{provider}/{model if model not in ('', '*') else spec.default_model}"
+                )
+        return models
+
+    def validate_model(self, name: str) -> str:
+        """``provider/model`` for ``name``, or :class:`Refused` listing what is available."""
+        available = self.available_models()
+        listing = ", ".join(available) or "none configured"
+        try:
+            ref = parse_model(name, env=self.env)
+            resolved = resolve_provider(get_spec(ref.provider, self.env), self.env)
+        except ConfigurationError as exc:
+            raise Refused(f"{exc.user_message} Available: {listing}.") from None
+        if not resolved.configured:
+            raise Refused(
+                f"{ref.provider} is not configured (set {resolved.key_var}). Available: {listing}."
+            )
+        full = str(ref)
+        allowed = self.settings.llmconnect_allowed_models
+        if allowed and not any(_allows(entry, full) for entry in allowed):
+            raise Refused(f"{full} is not allowed here. Available: {listing}.")
+        return full
+
+    async def set_model(self, key: ConversationKey, name: str) -> str:
+        full = self.validate_model(name)
+        conversation = await self.conversation(key)
+        conversation.model = full
+        await self.store.save(conversation)
+        return full
+
+    async def set_system(self, key: ConversationKey, text: str | None) -> None:
+        conversation = await self.conversation(key)
+        conversation.system = text
+        await self.store.save(conversation)
+
+    # ----------------------------------------------------------------- generations
+
+    def check(self, key: ConversationKey, text: str, actor: Actor | None) -> str:
+        """The prompt to run, or :class:`Refused` with a clear, short reason."""
+        reason = self.policy.refusal(actor, key.channel)
+        if reason:
+            raise Refused(reason)
+        prompt = text.strip()
+        if not prompt:
+            raise Refused(HELP_TEXT)
+        limit = self.settings.max_input_chars
+        if len(prompt) > limit:
+            raise Refused(
+                f"That message is {len(prompt):,} characters; the limit is {limit:,}. "
+                "Please shorten it."
+            )
+        if actor is not None:
+            wait = self.rate_limiter.retry_after(actor.user_id)
+            if wait > 0:
+                raise Refused(f"You are sending messages too fast; try again in {wait:.0f} s.")
+        return prompt
+
+    async def submit(
+        self,
+        key: ConversationKey,
+        text: str,
+        *,
+        actor: Actor | None = None,
+        parent: ConversationKey | None = None,
+    ) -> Reply:
+        """Queue a prompt; returns at once with the observable :class:`Reply`."""
+        prompt = self.check(key, text, actor)
+        conversation = await self.conversation(key, parent)
+        placeholder = Message("assistant", status=Status.PENDING)
+        reply = Reply(key, placeholder, self.model_of(conversation))
+        self._queues.setdefault(key, []).append(reply)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        task = asyncio.create_task(self._run(reply, prompt, lock, parent), name=f"reply {key}")
+        reply.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return reply
+
+    async def _run(
+        self, reply: Reply, prompt: str, lock: asyncio.Lock, parent: ConversationKey | None
+    ) -> None:
+        key = reply.key
+        try:
+            async with lock:
+                await self._generate(reply, prompt, parent)
+        except asyncio.CancelledError:
+            # Stopped (or shut down) while still queued: end in a final state, quietly.
+            if reply.message.status is Status.PENDING:
+                reply.message.finish(Status.CANCELLED)
+            reply._finish()
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        finally:
+            queue = self._queues.get(key, [])
+            if reply in queue:
+                queue.remove(reply)
+            if not queue:
+                self._queues.pop(key, None)
+                self._locks.pop(key, None)
+
+    async def _generate(self, reply: Reply, prompt: str, parent: ConversationKey | None) -> None:
+        key = reply.key
+        conversation = await self.conversation(key, parent)
+        history = conversation.llm_history()
+        placeholder = reply.message
+        reply.model = self.model_of(conversation)
+        conversation.messages.append(Message("user", prompt))
+        conversation.messages.append(placeholder)
+        conversation.trim(self.settings.history_max_messages, self.settings.history_max_chars)
+        await self.store.save(conversation)
+        self._last[key] = reply
+        parts: list[str] = []
+        placeholder.parts = parts
+        placeholder.status = Status.STREAMING
+        reply._push("")
+        try:
+            client = APIClientFactory.create(
+                model=reply.model,
+                messages=history,
+                system=self.system_of(conversation),
+                http_client=self.http_client,
+                timeouts=self.settings.timeouts(),
+                retry=self.settings.retry_policy(),
+                env=self.env,
+            )
+            stream = await client.chat(prompt, stream=True)
+            try:
+                async for delta in stream:
+                    parts.append(delta)
+                    reply._push(delta)
+            finally:
+                await stream.aclose()
+            placeholder.finish(Status.COMPLETE)
+        except LLMError as exc:
+            log.warning("%s: %s", key, exc)
+            placeholder.finish(Status.ERROR, exc.user_message)
+        except asyncio.CancelledError:
+            placeholder.finish(Status.CANCELLED)
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        finally:
+            reply._finish()
+            conversation.trim(self.settings.history_max_messages, self.settings.history_max_chars)
+            await self.store.save(conversation)
+
+    async def stop(self, key: ConversationKey) -> bool:
+        """Cancel the generation of ``key`` that runs (or is next); False when there is none.
+
+        Prompts queued behind it still run, in order.
+        """
+        queue = self._queues.get(key)
+        reply = queue[0] if queue else None
+        if reply is None or reply.task is None or reply.done:
+            return False
+        reply.task.cancel()
+        await asyncio.wait([reply.task])
+        return True
+
+    async def reset(self, key: ConversationKey) -> None:
+        """Stop what runs and forget the history (model and system prompt stay)."""
+        await self.stop(key)
+        conversation = await self.conversation(key)
+        conversation.messages.clear()
+        self._last.pop(key, None)
+        await self.store.save(conversation)
+
+    async def aclose(self) -> None:
+        """Shutdown: cancel every generation; each ends in a final state."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+
+def _allows(entry: str, model: str) -> bool:
+    """An allow-list entry: ``provider/model`` exactly, or ``provider`` / ``provider/*``."""
+    entry = entry.strip()
+    if "/" not in entry or entry.endswith("/*"):
+        return model.split("/", 1)[0] == entry.removesuffix("/*")
+    return model == entry

@@ -1,0 +1,86 @@
+"""Who may use the bot, how often, and who may change a conversation's settings."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from .clock import Clock, MonotonicClock
+from .settings import Settings
+
+__all__ = ["AccessPolicy", "Actor", "UserRateLimiter"]
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who sent a request, as the adapter knows it."""
+
+    user_id: str
+    roles: frozenset[str] = field(default_factory=frozenset)
+    #: The platform's own notion of admin (Discord Manage Server, Slack workspace admin).
+    platform_admin: bool = False
+
+
+class AccessPolicy:
+    """Allow/block lists for users, roles and channels, and the admin rule."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def refusal(self, actor: Actor | None, channel: str) -> str | None:
+        """A short reason when ``actor`` may not use the bot in ``channel``; else ``None``."""
+        s = self.settings
+        if channel in s.blocked_channels or (
+            s.allowed_channels and channel not in s.allowed_channels
+        ):
+            return "I am not enabled in this channel."
+        if actor is None:
+            return None
+        if actor.user_id in s.blocked_users or (
+            s.blocked_roles and actor.roles & set(s.blocked_roles)
+        ):
+            return "Sorry, you are not allowed to use this bot."
+        if s.allowed_users and actor.user_id not in s.allowed_users:
+            if not (s.allowed_roles and actor.roles & set(s.allowed_roles)):
+                return "Sorry, you are not allowed to use this bot."
+        elif s.allowed_roles and not s.allowed_users and not actor.roles & set(s.allowed_roles):
+            return "Sorry, you are not allowed to use this bot."
+        return None
+
+    def is_admin(self, actor: Actor | None) -> bool:
+        """Admins change model and system prompt. With no admin ids configured, everyone may."""
+        if not self.settings.admin_user_ids:
+            return True
+        return actor is not None and (
+            actor.platform_admin or actor.user_id in self.settings.admin_user_ids
+        )
+
+
+class UserRateLimiter:
+    """At most ``limit`` prompts per user in any ``window`` seconds (a sliding log)."""
+
+    def __init__(self, limit: int, window: float, clock: Clock | None = None) -> None:
+        self.limit = limit
+        self.window = window
+        self.clock = clock or MonotonicClock()
+        self._log: dict[str, deque[float]] = {}
+
+    def retry_after(self, user_id: str) -> float:
+        """0 and the prompt is counted when allowed; else seconds until the next is allowed."""
+        if self.limit <= 0:
+            return 0.0
+        now = self.clock.now()
+        log = self._log.setdefault(user_id, deque(maxlen=self.limit))
+        while log and now - log[0] >= self.window:
+            log.popleft()
+        if len(log) >= self.limit:
+            return self.window - (now - log[0])
+        log.append(now)
+        if len(self._log) > 10_000:
+            self._forget(now)
+        return 0.0
+
+    def _forget(self, now: float) -> None:
+        # Keep memory bounded: drop users whose whole log has expired.
+        for user in [u for u, log in self._log.items() if not log or now - log[-1] >= self.window]:
+            del self._log[user]

@@ -1,0 +1,690 @@
+"""Tests for core.render (StreamRenderer, EditBudget) and core.clock, all on virtual time."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from core.clock import Clock, FakeClock, MonotonicClock
+from core.render import (
+    EditBudget,
+    MessageSink,
+    SinkGone,
+    SinkRateLimited,
+    StreamRenderer,
+    with_note,
+)
+from core.split import split_message, split_segments
+
+MARKER = " ▌"
+
+
+@dataclass(frozen=True)
+class Call:
+    time: float
+    sink: str
+    kind: str  # "post" | "edit"
+    ref: int
+    text: str
+
+
+class RecordingSink:
+    """In-memory MessageSink: keeps every message's current text and the history of calls.
+
+    ``faults`` maps an attempt number (0-based, posts and edits together) to the exception that
+    attempt raises; ``latency`` makes every call take that many virtual seconds.
+    """
+
+    def __init__(
+        self,
+        max_len: int = 2000,
+        *,
+        clock: FakeClock,
+        name: str = "",
+        latency: float = 0.0,
+        faults: dict[int, Exception] | None = None,
+        log: list[Call] | None = None,
+    ) -> None:
+        self.max_len = max_len
+        self.clock = clock
+        self.name = name
+        self.latency = latency
+        self.faults = dict(faults or {})
+        self.messages: list[str] = []
+        self.history: list[Call] = []
+        self.attempt_times: list[float] = []
+        self.log = log if log is not None else []
+
+    async def _call(self, kind: str, ref: int, text: str) -> None:
+        started = self.clock.now()
+        attempt = len(self.attempt_times)
+        self.attempt_times.append(started)
+        if self.latency:
+            await self.clock.sleep(self.latency)
+        else:
+            await asyncio.sleep(0)
+        fault = self.faults.pop(attempt, None)
+        if fault is not None:
+            raise fault
+        call = Call(started, self.name, kind, ref, text)
+        self.history.append(call)
+        self.log.append(call)
+
+    async def post(self, text: str) -> int:
+        ref = len(self.messages)
+        await self._call("post", ref, text)
+        self.messages.append(text)
+        return ref
+
+    async def edit(self, ref: Any, text: str) -> None:
+        assert 0 <= ref < len(self.messages)
+        await self._call("edit", ref, text)
+        self.messages[ref] = text
+
+    @property
+    def posts(self) -> int:
+        return sum(c.kind == "post" for c in self.history)
+
+    @property
+    def edits(self) -> int:
+        return sum(c.kind == "edit" for c in self.history)
+
+
+def make(
+    max_len: int = 2000, *, min_interval: float = 1.0, **sink_kw: Any
+) -> tuple[FakeClock, RecordingSink, StreamRenderer]:
+    clock = FakeClock()
+    sink = RecordingSink(max_len, clock=clock, **sink_kw)
+    return clock, sink, StreamRenderer(sink, min_interval=min_interval, clock=clock)
+
+
+# -- clock ----------------------------------------------------------------------------------------
+
+
+async def test_fake_clock_wakes_sleepers_in_deadline_order() -> None:
+    clock = FakeClock()
+    woke: list[tuple[str, float]] = []
+
+    async def sleeper(name: str, delay: float) -> None:
+        await clock.sleep(delay)
+        woke.append((name, clock.now()))
+
+    tasks = [asyncio.create_task(sleeper(n, d)) for n, d in (("c", 3), ("a", 1), ("b", 2))]
+    await clock.settle()
+    assert clock.pending == 3
+    await clock.advance(1.5)
+    assert woke == [("a", 1.0)]
+    assert clock.now() == 1.5
+    await clock.advance(10)
+    assert woke == [("a", 1.0), ("b", 2.0), ("c", 3.0)]
+    await asyncio.gather(*tasks)
+
+
+async def test_fake_clock_run_detects_deadlock() -> None:
+    clock = FakeClock()
+    with pytest.raises(RuntimeError, match="deadlock"):
+        await clock.run(asyncio.Event().wait())
+
+
+async def test_clocks_satisfy_protocol() -> None:
+    assert isinstance(FakeClock(), Clock)
+    assert isinstance(MonotonicClock(), Clock)
+    await MonotonicClock().sleep(0)  # non-positive: just yields
+
+
+# -- renderer basics --------------------------------------------------------------------------------
+
+
+async def test_first_delta_is_posted_at_once_with_marker() -> None:
+    clock, sink, r = make()
+    assert isinstance(sink, MessageSink)
+    await r.feed("Hel")
+    await clock.settle()
+    assert sink.history == [Call(0.0, "", "post", 0, "Hel" + MARKER)]
+    assert r.messages == [0]
+    assert r.posts == 1
+    assert r.edits == 0
+
+
+async def test_throttle_coalesces_and_final_edit_is_exact() -> None:
+    clock, sink, r = make(min_interval=1.0)
+    deltas = [f"w{i} " for i in range(100)]
+    for d in deltas:
+        await r.feed(d)
+        await asyncio.sleep(0)  # let the flusher run between deltas
+    await clock.settle()
+    assert clock.now() == 0.0
+    assert sink.posts == 1
+    assert sink.edits <= 1
+    assert sink.edits == 0  # the post went out at once; the next edit waits for min_interval
+    assert sink.history[0].text.startswith("w0 ")
+    await clock.advance(0.5)
+    assert sink.edits == 0
+    await clock.advance(0.5)
+    assert sink.edits == 1
+    full = "".join(deltas)
+    assert sink.history[-1] == Call(1.0, "", "edit", 0, full + MARKER)  # everything so far
+    result = await clock.run(r.finish())
+    assert sink.messages == [full]
+    assert sink.history[-1] == Call(2.0, "", "edit", 0, full)  # min_interval after the last one
+    assert result.texts == (full,)
+    assert result.refs == (0,)
+    assert (result.posts, result.edits, result.gone) == (1, 2, False)
+
+
+async def test_slow_edits_coalesce_to_latest_text() -> None:
+    clock, sink, r = make(min_interval=1.0, latency=3.0)
+    await r.feed("a")
+    await clock.settle()  # post in flight until t=3
+    for d in ("b", "c"):
+        await clock.advance(1)
+        await r.feed(d)
+    await clock.advance(1)  # t=3: post done; next edit carries b and c at once
+    await clock.advance(1)
+    await r.feed("d")
+    await clock.advance(1)
+    await r.feed("e")
+    await clock.advance(1)  # t=6: edit done; next edit carries d and e
+    result = await clock.run(r.finish())
+    assert [(c.time, c.text) for c in sink.history] == [
+        (0.0, "a" + MARKER),
+        (3.0, "abc" + MARKER),
+        (6.0, "abcde" + MARKER),
+        (9.0, "abcde"),
+    ]
+    assert result.texts == ("abcde",)
+
+
+async def test_rate_limited_edit_waits_retry_after_then_sends_latest() -> None:
+    clock, sink, r = make(min_interval=1.0, faults={1: SinkRateLimited(3)})
+    await r.feed("a")
+    await clock.settle()
+    await r.feed("b")
+    await clock.advance(1)  # t=1: the edit is answered with 429, retry_after=3
+    assert sink.attempt_times == [0.0, 1.0]
+    await clock.advance(1)
+    await r.feed("c")  # arrives while the renderer waits
+    await clock.advance(1.5)
+    assert sink.attempt_times == [0.0, 1.0]  # still waiting at t=3.5
+    await clock.advance(0.5)
+    assert sink.history[-1] == Call(4.0, "", "edit", 0, "abc" + MARKER)
+    result = await clock.run(r.finish())
+    assert sink.messages == ["abc"]
+    assert result.texts == ("abc",)
+    assert r.rate_limited == 1
+
+
+async def test_rate_limited_post_is_retried_with_latest_text() -> None:
+    clock, sink, r = make(faults={0: SinkRateLimited(2)})
+    await r.feed("a")
+    await clock.settle()
+    await r.feed("b")
+    await clock.advance(2)
+    assert sink.history == [Call(2.0, "", "post", 0, "ab" + MARKER)]
+    result = await clock.run(r.finish())
+    assert result.texts == ("ab",)
+    assert result.posts == 1
+
+
+async def test_finish_appends_note_on_its_own_line() -> None:
+    clock, sink, r = make()
+    await r.feed("hello")
+    result = await clock.run(r.finish(note="⚠️ provider unavailable"))
+    assert sink.messages == ["hello\n⚠️ provider unavailable"]
+    assert result.texts == ("hello\n⚠️ provider unavailable",)
+
+
+async def test_note_alone_when_nothing_was_generated() -> None:
+    clock, sink, r = make()
+    result = await clock.run(r.finish(note="⏹ stopped"))
+    assert sink.history == [Call(0.0, "", "post", 0, "⏹ stopped")]
+    assert result.texts == ("⏹ stopped",)
+
+
+async def test_finish_without_text_posts_nothing() -> None:
+    clock, sink, r = make()
+    result = await clock.run(r.finish())
+    assert sink.history == []
+    assert (result.refs, result.texts) == ((), ())
+
+
+def test_with_note_closes_an_open_code_fence_first() -> None:
+    assert with_note("```py\nx = 1", "⏹ stopped") == "```py\nx = 1\n```\n⏹ stopped"
+    assert with_note("```py\nx = 1\n", "⏹ stopped") == "```py\nx = 1\n```\n⏹ stopped"
+    assert with_note("done\n", "note") == "done\nnote"
+    assert with_note("done", None) == "done"
+
+
+async def test_feed_after_finish_is_refused() -> None:
+    clock, _sink, r = make()
+    await r.feed("x")
+    await clock.run(r.finish())
+    with pytest.raises(RuntimeError):
+        await r.feed("y")
+    with pytest.raises(RuntimeError):
+        await r.finish()
+
+
+async def test_sink_gone_stops_renderer_and_is_reported() -> None:
+    clock, sink, r = make(faults={1: SinkGone("message deleted")})
+    await r.feed("a")
+    await clock.settle()
+    await r.feed("b")
+    await clock.advance(1)  # the edit finds the message gone
+    assert r.gone
+    assert isinstance(r.error, SinkGone)
+    with pytest.raises(SinkGone):
+        await r.feed("c")
+    result = await clock.run(r.finish(note="⏹ stopped"))
+    assert result.gone
+    assert result.texts == ("a" + MARKER,)  # what was last shown
+    assert sink.attempt_times == [0.0, 1.0]  # nothing was tried after SinkGone
+    assert clock.pending == 0
+
+
+async def test_sink_gone_on_first_post() -> None:
+    clock, sink, r = make(faults={0: SinkGone()})
+    await r.feed("a")
+    await clock.settle()
+    with pytest.raises(SinkGone):
+        await r.feed("b")
+    result = await r.finish()
+    assert result.gone
+    assert result.refs == ()
+    assert sink.history == []
+
+
+async def test_other_sink_errors_are_raised_from_feed_and_finish() -> None:
+    clock, _sink, r = make(faults={0: RuntimeError("boom")})
+    await r.feed("a")
+    await clock.settle()
+    with pytest.raises(RuntimeError, match="boom"):
+        await r.feed("b")
+    with pytest.raises(RuntimeError, match="boom"):
+        await r.finish()
+
+
+async def test_aclose_stops_without_final_edit() -> None:
+    clock, sink, r = make()
+    await r.feed("a")
+    await clock.settle()
+    await r.feed("b")
+    await clock.settle()
+    assert clock.pending == 1  # waiting for min_interval
+    await r.aclose()
+    await clock.advance(5)
+    assert sink.messages == ["a" + MARKER]
+    with pytest.raises(RuntimeError):
+        await r.feed("c")
+
+
+async def test_long_reply_continues_in_new_messages_and_freezes_full_ones() -> None:
+    clock, sink, r = make(40, min_interval=1.0)
+    words = [f"word{i:02d} " for i in range(30)]
+    for w in words:
+        await r.feed(w)
+        await clock.advance(0.5)
+    result = await clock.run(r.finish())
+    full = "".join(words)
+    expected = split_message(full, 40)
+    assert len(expected) >= 6
+    assert sink.messages == expected
+    assert result.texts == tuple(expected)
+    assert result.refs == tuple(range(len(expected)))
+    for call in sink.history:
+        assert len(call.text) <= 40
+    # Once a message shows its final text it is never touched again.
+    for k, final in enumerate(expected):
+        calls = [c for c in sink.history if c.ref == k]
+        assert calls[-1].text == final
+        assert all(c.text != final for c in calls[:-1])
+        if k < len(expected) - 1:  # frozen before the stream ended
+            assert calls[-1].time < sink.history[-1].time
+
+
+async def test_code_fence_split_while_streaming() -> None:
+    clock, sink, r = make(60, min_interval=1.0)
+    code = "".join(f"value_{i} = {i}\n" for i in range(12))
+    text = "Here:\n\n```python\n" + code + "```\nDone."
+    for i in range(0, len(text), 7):
+        await r.feed(text[i : i + 7])
+        await clock.advance(0.3)
+    await clock.run(r.finish())
+    assert sink.messages == split_message(text, 60)
+    assert len(sink.messages) >= 3
+    assert all(m.startswith("```python\n") for m in sink.messages[1:-1])
+    assert all(m.endswith("\n```") for m in sink.messages[:-1])
+
+
+# -- EditBudget -------------------------------------------------------------------------------------
+
+
+def assert_rate(times: list[float], rate: int, per: float) -> None:
+    """No window of ``per`` virtual seconds holds more than ``rate`` grants."""
+    times = sorted(times)
+    for i in range(len(times) - rate):
+        assert times[i + rate] - times[i] >= per - 1e-9, times
+
+
+async def test_budget_serves_finals_first_then_interims_fifo() -> None:
+    clock = FakeClock()
+    budget = EditBudget(1, 1.0, clock=clock)
+    order: list[tuple[float, str]] = []
+
+    async def req(name: str, final: bool) -> None:
+        await budget.acquire(final)
+        order.append((clock.now(), name))
+
+    tasks = [asyncio.create_task(req("i1", False))]
+    await clock.settle()
+    for name, final in (("i2", False), ("i3", False), ("f1", True), ("f2", True)):
+        tasks.append(asyncio.create_task(req(name, final)))
+        await clock.settle()
+    assert budget.waiting == 4
+    await clock.run(asyncio.gather(*tasks))
+    assert order == [(0.0, "i1"), (1.0, "f1"), (2.0, "f2"), (3.0, "i2"), (4.0, "i3")]
+    assert budget.granted == 5
+
+
+async def test_budget_paces_after_busy_loop_instead_of_bursting() -> None:
+    clock = FakeClock()
+    budget = EditBudget(2, 1.0, clock=clock)  # one grant per 0.5 s
+    times: list[float] = []
+
+    async def req() -> None:
+        await budget.acquire()
+        times.append(clock.now())
+
+    tasks = [asyncio.create_task(req()) for _ in range(5)]
+    await clock.settle()
+    assert times == [0.0]
+    await clock.jump(10)  # the event loop was busy for 10 s: grants are overdue
+    assert times == [0.0, 10.0]  # one grant, not a catch-up burst
+    await clock.run(asyncio.gather(*tasks))
+    assert times == [0.0, 10.0, 10.5, 11.0, 11.5]
+
+
+async def test_budget_burst_is_bounded_and_never_overfills_a_window() -> None:
+    clock = FakeClock()
+    budget = EditBudget(4, 1.0, burst=2, clock=clock)
+    times: list[float] = []
+
+    async def req() -> None:
+        await budget.acquire()
+        times.append(clock.now())
+
+    tasks = [asyncio.create_task(req()) for _ in range(12)]
+    await clock.settle()
+    assert times == [0.0, 0.0]  # a burst of two, then paced
+    await clock.advance(0.5)
+    assert times == [0.0, 0.0, 0.25, 0.5]
+    await clock.jump(10)  # busy loop: at most `burst` overdue grants go together
+    assert clock.now() == 10.5
+    assert times[4:] == [10.5, 10.5]
+    await clock.run(asyncio.gather(*tasks))
+    assert len(times) == 12
+    assert_rate(times, 4, 1.0)
+
+
+async def test_budget_cancelled_waiter_does_not_consume_a_grant() -> None:
+    clock = FakeClock()
+    budget = EditBudget(1, 1.0, clock=clock)
+    await budget.acquire()
+    gone = asyncio.create_task(budget.acquire())
+    kept = asyncio.create_task(budget.acquire())
+    await clock.settle()
+    gone.cancel()
+    await clock.advance(1)
+    assert kept.done()
+    assert budget.granted == 2
+
+
+async def test_budget_promote_moves_a_request_ahead_of_interims() -> None:
+    clock = FakeClock()
+    budget = EditBudget(1, 1.0, clock=clock)
+    budget.request()  # takes the free slot at t=0
+    a = budget.request()
+    b = budget.request()
+    b.promote()
+    await clock.advance(1)
+    assert b.granted
+    assert not a.granted
+    await clock.advance(1)
+    assert a.granted
+
+
+async def test_budget_defer_pauses_grants() -> None:
+    clock = FakeClock()
+    budget = EditBudget(10, 1.0, clock=clock)
+    budget.defer(5)
+    task = asyncio.create_task(budget.acquire())
+    await clock.advance(4.9)
+    assert not task.done()
+    await clock.advance(0.1)
+    assert task.done()
+
+
+async def test_shared_rate_limit_defers_the_whole_budget() -> None:
+    clock = FakeClock()
+    budget = EditBudget(10, 1.0, clock=clock)
+    sink_a = RecordingSink(clock=clock, name="A", faults={0: SinkRateLimited(5, shared=True)})
+    sink_b = RecordingSink(clock=clock, name="B")
+    ra = StreamRenderer(sink_a, min_interval=1.0, budget=budget)
+    rb = StreamRenderer(sink_b, min_interval=1.0, budget=budget)
+    await ra.feed("a")
+    await clock.settle()  # A's post gets 429 for the whole scope
+    await rb.feed("b")
+    await clock.advance(4.9)
+    assert sink_b.history == []
+    await clock.advance(0.2)
+    assert sink_b.history[0].time == 5.0
+    await clock.run(asyncio.gather(ra.finish(), rb.finish()))
+    assert (sink_a.messages, sink_b.messages) == (["a"], ["b"])
+
+
+async def test_budget_finals_before_pending_interims_across_renderers() -> None:
+    clock = FakeClock()
+    budget = EditBudget(1, 1.0, clock=clock)
+    log: list[Call] = []
+    rs = {
+        n: StreamRenderer(
+            RecordingSink(clock=clock, name=n, log=log), min_interval=0.0, budget=budget
+        )
+        for n in "ABC"
+    }
+    await rs["A"].feed("a")
+    await clock.settle()  # A posts at once
+    await rs["B"].feed("b")
+    await rs["C"].feed("c")
+    await clock.settle()
+    await rs["A"].feed("a")
+    await clock.settle()  # queue: B, C, A (A just sent, so it is behind)
+    await clock.advance(1)  # B posts
+    await rs["B"].feed("b")
+    await clock.settle()  # queue: C, A, B
+    await clock.advance(1)  # C posts; A and B wait with interim edits
+    finish_c = asyncio.create_task(rs["C"].finish())
+    await clock.settle()
+    await clock.advance(1)
+    assert finish_c.done()
+    await clock.advance(1)
+    await clock.advance(1)
+    assert [(c.time, c.sink, c.kind, c.text) for c in log] == [
+        (0.0, "A", "post", "a" + MARKER),
+        (1.0, "B", "post", "b" + MARKER),
+        (2.0, "C", "post", "c" + MARKER),
+        (3.0, "C", "edit", "c"),  # final edit jumps ahead of A's and B's pending interims
+        (4.0, "A", "edit", "aa" + MARKER),
+        (5.0, "B", "edit", "bb" + MARKER),
+    ]
+    assert_rate([c.time for c in log], 1, 1.0)
+    await clock.run(asyncio.gather(rs["A"].finish(), rs["B"].finish()))
+
+
+async def test_finish_promotes_a_queued_interim_edit_to_final() -> None:
+    clock = FakeClock()
+    budget = EditBudget(1, 1.0, clock=clock)
+    log: list[Call] = []
+    ra = StreamRenderer(
+        RecordingSink(clock=clock, name="A", log=log), min_interval=0, budget=budget
+    )
+    rb = StreamRenderer(
+        RecordingSink(clock=clock, name="B", log=log), min_interval=0, budget=budget
+    )
+    await ra.feed("a")
+    await clock.settle()  # A posts at t=0
+    await rb.feed("b")
+    await clock.settle()  # B queues its post
+    await ra.feed("a")
+    await clock.settle()  # A queues an interim edit behind B
+    finish_a = asyncio.create_task(ra.finish())
+    await clock.advance(1)
+    assert finish_a.done()
+    await clock.run(rb.finish())
+    assert [(c.time, c.sink, c.text) for c in log] == [
+        (0.0, "A", "a" + MARKER),
+        (1.0, "A", "aa"),  # promoted: now a final edit, served before B's interim post
+        (2.0, "B", "b"),  # B finished while queued: its post already carries the final text
+    ]
+
+
+async def test_budget_round_robin_and_finishing_promotes_pending_interims() -> None:
+    clock = FakeClock()
+    budget = EditBudget(1, 1.0, clock=clock)
+    log: list[Call] = []
+    names = "ABC"
+    rs = [
+        StreamRenderer(RecordingSink(clock=clock, name=n, log=log), min_interval=0.0, budget=budget)
+        for n in names
+    ]
+
+    async def feeder() -> None:
+        for _ in range(48):  # 12 virtual seconds, every stream always has new text
+            for r in rs:
+                await r.feed("x")
+            await clock.sleep(0.25)
+
+    await clock.run(feeder())
+    interim = [c.sink for c in log]
+    assert len(interim) >= 12
+    assert interim[:12] == list(names) * 4  # strict round-robin
+    assert budget.waiting >= 2  # streams wait with interim edits (one may just have sent)
+    finals = asyncio.gather(*(r.finish() for r in rs))
+    results = await clock.run(finals)
+    tail = log[len(interim) :]
+    assert [c.kind for c in tail] == ["edit"] * 3
+    assert sorted(c.sink for c in tail) == list(names)
+    assert all(not c.text.endswith(MARKER) for c in tail)  # finals, served first
+    assert [res.texts for res in results] == [("x" * 48,)] * 3
+    assert_rate([c.time for c in log], 1, 1.0)
+
+
+# -- property: any stream renders to exactly split_message of the full text ----------------------
+
+_ALPHABET = [*"ab yz\n\t`.é漢🙂", "\u0301", "\u200d"]
+deltas_st = st.lists(
+    st.tuples(
+        st.one_of(
+            st.text(alphabet=st.sampled_from(_ALPHABET), max_size=12),
+            st.sampled_from(
+                ["\n\n", "```python\n", "```\n", "\n```\n", "```js title\n", "x" * 70, "word " * 9]
+            ),
+        ),
+        st.sampled_from([0.0, 0.0, 0.0, 0.4, 1.0, 3.0]),
+    ),
+    max_size=30,
+)
+
+
+def _repairable(text: str, max_len: int) -> bool:
+    # Same exclusion as in test_split: fences whose repair cannot fit by construction.
+    if "`````" in text:
+        return False
+    return all(
+        len(line) < max_len // 2
+        for line in text.split("\n")
+        if line.lstrip(" \t").startswith("```")
+    )
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(
+    deltas=deltas_st,
+    max_len=st.integers(20, 300),
+    note=st.sampled_from([None, None, "⏹ stopped"]),
+    faults=st.dictionaries(st.integers(0, 12), st.sampled_from([1.0, 2.5]), max_size=3),
+    budget_burst=st.sampled_from([0, 1, 2]),  # 0: no budget
+)
+def test_any_stream_renders_exactly(
+    deltas: list[tuple[str, float]],
+    max_len: int,
+    note: str | None,
+    faults: dict[int, float],
+    budget_burst: int,
+) -> None:
+    text = "".join(d for d, _ in deltas)
+    full = with_note(text, note)
+    assume(_repairable(full, max_len))
+    min_interval = 1.0
+
+    async def scenario() -> tuple[RecordingSink, Any]:
+        clock = FakeClock()
+        sink = RecordingSink(
+            max_len, clock=clock, faults={k: SinkRateLimited(v) for k, v in faults.items()}
+        )
+        budget = EditBudget(2, 1.0, burst=budget_burst, clock=clock) if budget_burst else None
+        r = StreamRenderer(sink, min_interval=min_interval, budget=budget, clock=clock)
+        for delta, pause in deltas:
+            await r.feed(delta)
+            if pause:
+                await clock.advance(pause)
+            else:
+                await asyncio.sleep(0)
+        result = await clock.run(r.finish(note))
+        if budget is not None:
+            assert_rate(sink.attempt_times, 2, 1.0)
+        return sink, result
+
+    sink, result = asyncio.run(scenario())
+
+    segs = split_segments(full, max_len)
+    expected = [s.text for s in segs]
+    assert sink.messages == expected
+    assert list(result.texts) == expected
+    assert list(result.refs) == list(range(len(expected)))
+    assert all(len(c.text) <= max_len for c in sink.history)
+    assert all(MARKER not in m for m in sink.messages)
+    # Modulo fence repair the messages give back the full text: each message is the segment's
+    # reopener + a span of the text + the segment's closer, and the spans concatenate to the text.
+    spans = []
+    for seg, msg in zip(segs, sink.messages, strict=True):
+        assert msg.startswith(seg.reopen)
+        assert msg.endswith(seg.close)
+        spans.append(msg[len(seg.reopen) : len(msg) - len(seg.close)])
+    assert "".join(spans) == full
+    # Interim texts: marker-terminated prefixes of what the message will hold, never going back,
+    # each message updated at most once per min_interval and never after its final text.
+    for k, seg in enumerate(segs):
+        calls = [c for c in sink.history if c.ref == k]
+        assert calls[-1].text == seg.text
+        source = seg.reopen + full[seg.start :]
+        previous = ""
+        for c in calls[:-1]:
+            assert c.text.endswith(MARKER)
+            shown = c.text[: -len(MARKER)]
+            assert source.startswith(shown)
+            assert shown.startswith(previous)
+            previous = shown
+        for a, b in itertools.pairwise(calls):
+            assert b.time - a.time >= min_interval - 1e-9
