@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
@@ -153,9 +154,12 @@ class AsyncAPIClient:
             while True:
                 state = ReplyState()
                 try:
-                    async for delta in stream_reply(call, state):
-                        parts.append(delta)
-                        yield delta
+                    # aclosing: when the caller closes us mid-reply, close the protocol generator
+                    # (and so its HTTP response) now, not whenever the garbage collector runs.
+                    async with aclosing(stream_reply(call, state)) as deltas:
+                        async for delta in deltas:
+                            parts.append(delta)
+                            yield delta
                     break
                 except LLMError as exc:
                     # Retry only before the first delta reached the caller: never duplicate text.

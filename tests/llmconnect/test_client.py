@@ -1,0 +1,433 @@
+"""AsyncAPIClient scenarios against the fake server: history, streaming, finish/usage, options,
+cancellation and concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import httpx
+import pytest
+
+from llmconnect import (
+    APIClientFactory,
+    LLMError,
+    ProviderUnavailableError,
+    RetryPolicy,
+    StreamInterruptedError,
+)
+from llmconnect.errors import AuthenticationError
+from tests.fakes.llm_server import Fail, FakeLLMServer, RawStream, Reply, openai_stream_body
+
+from .conftest import (
+    ClientMaker,
+    SleepRecorder,
+    TrackingTransport,
+    collect,
+    reply,
+    wait_until,
+)
+
+HISTORY = [
+    {"role": "user", "content": "earlier question"},
+    {"role": "assistant", "content": "earlier answer"},
+]
+UNICODE = "Café crème, naïve façade — 😀🎉 日本語 ünïcödé ok"
+
+# --------------------------------------------------------------------------- history
+
+
+async def test_chat_returns_joined_text_and_commits_both_turns(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    client = make_client()
+    llm_server.enqueue(Reply(text="Hello there, friend."))
+
+    text = await client.chat("hi")
+
+    assert text == "Hello there, friend."
+    assert client.messages == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Hello there, friend."},
+    ]
+
+
+async def test_next_request_carries_the_whole_history(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    client = make_client(messages=HISTORY)
+    llm_server.enqueue(Reply(text="first reply"), Reply(text="second reply"))
+
+    await client.chat("one")
+    await client.chat("two")
+
+    sent = llm_server.requests[-1].json["messages"]
+    assert sent == [
+        *HISTORY,
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "first reply"},
+        {"role": "user", "content": "two"},
+    ]
+    assert client.messages == [*sent, {"role": "assistant", "content": "second reply"}]
+
+
+async def test_stream_commits_history_only_when_the_reply_completes(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    client = make_client(messages=HISTORY)
+    llm_server.enqueue(Reply(deltas=["Once ", "upon ", "a time."]))
+
+    seen_mid_stream: list[list[dict[str, str]]] = []
+    deltas: list[str] = []
+    async for delta in await client.chat("story", stream=True):
+        deltas.append(delta)
+        seen_mid_stream.append(list(client.messages))
+
+    assert deltas == ["Once ", "upon ", "a time."]
+    assert all(snapshot == HISTORY for snapshot in seen_mid_stream)
+    assert client.messages == [
+        *HISTORY,
+        {"role": "user", "content": "story"},
+        {"role": "assistant", "content": "Once upon a time."},
+    ]
+
+
+async def test_reset_clears_history(llm_server: FakeLLMServer, make_client: ClientMaker) -> None:
+    client = make_client(messages=HISTORY)
+    await client.chat("hi")
+    client.reset()
+    assert client.messages == []
+    await client.chat("again")
+    assert llm_server.requests[-1].json["messages"] == [{"role": "user", "content": "again"}]
+
+
+FAILURES: dict[str, list[Any]] = {
+    "500-retries-exhausted": [Fail(500), Fail(500), Fail(500)],
+    "401": [Fail(401)],
+    "drop-after-2": [Reply(text="one two three four", drop_after=2)],
+    "malformed-chunk": [Reply(text="one two three four", malformed_after=2)],
+    "in-stream-error": [Reply(text="one two three four", error_after=2)],
+}
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+@pytest.mark.parametrize("actions", list(FAILURES.values()), ids=list(FAILURES))
+async def test_error_leaves_history_unchanged(
+    llm_server: FakeLLMServer, make_client: ClientMaker, actions: list[Any], stream: bool
+) -> None:
+    client = make_client(messages=HISTORY)
+    llm_server.enqueue(Reply(text="ok", finish_reason="length", usage=(3, 4)))
+    await client.chat("before")
+    before = [dict(m) for m in client.messages]
+    llm_server.enqueue(*actions)
+
+    received: list[str] = []
+    with pytest.raises(LLMError):
+        await reply(client, "doomed", stream, received)
+
+    assert client.messages == before
+    assert all(m["content"] != "doomed" for m in client.messages)
+    # the previous reply's metadata is not overwritten by the failed one
+    assert client.finish_reason == "length"
+    assert client.usage is not None
+    assert client.usage.total_tokens == 7
+    if stream:  # the deltas before the fault reached the caller, and nothing else
+        assert received == ([] if isinstance(actions[0], Fail) else ["one ", "two "])
+
+
+async def test_failed_reply_does_not_block_the_next_one(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    client = make_client()
+    llm_server.enqueue(Reply(text="a b c", drop_after=1), Reply(text="fine"))
+    with pytest.raises(StreamInterruptedError):
+        await client.chat("x")
+    assert await client.chat("y") == "fine"
+    assert client.messages == [
+        {"role": "user", "content": "y"},
+        {"role": "assistant", "content": "fine"},
+    ]
+
+
+# --------------------------------------------------------------------------- cancellation
+
+
+async def test_aclose_mid_stream_releases_connection_and_keeps_history(
+    llm_server: FakeLLMServer, make_client: ClientMaker, transport: TrackingTransport
+) -> None:
+    client = make_client(messages=HISTORY)
+    llm_server.enqueue(Reply(text="first second third", hang_after=1))
+
+    replies = await client.chat("hi", stream=True)
+    assert await replies.__anext__() == "first "
+    assert llm_server.open_streams == 1
+    await replies.aclose()
+
+    # closed at once on our side, not whenever the garbage collector gets to it
+    assert transport.open == 0
+    assert await wait_until(lambda: llm_server.open_streams == 0 and llm_server.disconnects == 1)
+    assert client.messages == HISTORY
+    assert client.finish_reason is None
+    # the client is usable again
+    assert await client.chat("next") == "You said: next"
+
+
+async def test_cancelling_the_consuming_task_releases_connection_and_keeps_history(
+    llm_server: FakeLLMServer, make_client: ClientMaker, transport: TrackingTransport
+) -> None:
+    client = make_client(messages=HISTORY)
+    llm_server.enqueue(Reply(text="first second third", hang_after=1))
+    received: list[str] = []
+
+    async def consume() -> None:
+        async for delta in await client.chat("hi", stream=True):
+            received.append(delta)
+
+    task = asyncio.create_task(consume())
+    assert await wait_until(lambda: bool(received))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert received == ["first "]
+    assert transport.open == 0
+    assert await wait_until(lambda: llm_server.open_streams == 0 and llm_server.disconnects == 1)
+    assert client.messages == HISTORY
+    assert await client.chat("next") == "You said: next"
+
+
+async def test_aclosing_context_manager_stops_the_stream(
+    llm_server: FakeLLMServer, make_client: ClientMaker, transport: TrackingTransport
+) -> None:
+    client = make_client()
+    llm_server.enqueue(Reply(text="a b c d", hang_after=2))
+    async with contextlib.aclosing(await client.chat("hi", stream=True)) as replies:
+        async for delta in replies:
+            if delta == "b ":
+                break
+    assert transport.open == 0
+    assert await wait_until(lambda: llm_server.disconnects == 1)
+    assert client.messages == []
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+async def test_one_delta_per_server_event(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    deltas = ["Hel", "lo", ", ", "wor", "ld", "!"]
+    llm_server.enqueue(Reply(deltas=deltas))
+    assert await collect(make_client(), "hi") == deltas
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {},
+        {"write_sizes": 1},
+        {"write_sizes": [3, 7, 1]},
+        {"crlf": True},
+        {"keepalive": True},
+        {"crlf": True, "keepalive": True, "write_sizes": [2, 5]},
+    ],
+    ids=["plain", "bytewise", "3-7-1", "crlf", "keepalive", "all"],
+)
+async def test_how_bytes_arrive_does_not_change_the_text(
+    llm_server: FakeLLMServer, make_client: ClientMaker, fault: dict[str, Any]
+) -> None:
+    deltas = ["Café ", "crème ", "😀", "🎉 ", "日本", "語 ", "naïve"]
+    llm_server.enqueue(Reply(deltas=deltas, **fault))
+    client = make_client()
+    received = await collect(client, "hi")
+    assert received == deltas
+    assert client.messages[-1]["content"] == "".join(deltas)
+
+
+async def test_unicode_split_inside_characters_survives(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    client = make_client()
+    # one byte per write: every multi-byte character arrives in pieces
+    llm_server.enqueue(Reply(text=UNICODE, write_sizes=1))
+    assert await client.chat("hi") == UNICODE
+    assert "\ufffd" not in client.messages[-1]["content"]
+
+
+async def test_delayed_events_stream_incrementally(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    """A delta is handed over as soon as its event arrives, before the next one is sent."""
+    client = make_client()
+    llm_server.enqueue(Reply(deltas=["a", "b", "c"], hang_after=1))
+    replies = await client.chat("hi", stream=True)
+    # the server sends one delta then goes silent: it must still reach us
+    assert await asyncio.wait_for(replies.__anext__(), 5) == "a"
+    await replies.aclose()
+
+
+# --------------------------------------------------------------------------- finish and usage
+
+
+async def test_finish_reason_stop(llm_server: FakeLLMServer, make_client: ClientMaker) -> None:
+    client = make_client()
+    await client.chat("hi")
+    assert client.finish_reason == "stop"
+    assert client.truncated is False
+
+
+async def test_finish_reason_length_marks_truncated(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    client = make_client()
+    llm_server.enqueue(Reply(text="cut sho", finish_reason="length"))
+    assert await client.chat("hi") == "cut sho"
+    assert client.finish_reason == "length"
+    assert client.truncated is True
+    llm_server.enqueue(Reply(text="whole"))
+    await client.chat("again")
+    assert client.truncated is False
+
+
+async def test_usage_reported_with_include_usage(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    client = make_client()
+    llm_server.enqueue(Reply(text="a b c", usage=(11, 5)))
+    await client.chat("hi")
+    assert llm_server.requests[-1].json["stream_options"] == {"include_usage": True}
+    assert client.usage is not None
+    assert (client.usage.input_tokens, client.usage.output_tokens) == (11, 5)
+    assert client.usage.total_tokens == 16
+
+
+async def test_usage_none_when_provider_reports_none(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    client = make_client()
+    llm_server.enqueue(Reply(text="first", usage=(2, 2)))
+    await client.chat("hi")
+    assert client.usage is not None
+    llm_server.enqueue(RawStream(openai_stream_body(["no ", "usage"])))
+    assert await client.chat("again") == "no usage"
+    assert client.usage is None
+    assert client.finish_reason == "stop"
+
+
+# --------------------------------------------------------------------------- options
+
+
+async def test_system_prompt_and_options_reach_the_request(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    client = make_client(
+        "openai",
+        "gpt-test",
+        system="Be brief.",
+        temperature=0.25,
+        max_tokens=42,
+        top_p=0.9,
+        stop=["\n\n"],
+        seed=7,
+    )
+    await client.chat("hi")
+    body = llm_server.requests[-1].json
+    assert body["model"] == "gpt-test"
+    assert body["stream"] is True
+    assert body["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert body["messages"][1:] == [{"role": "user", "content": "hi"}]
+    assert body["temperature"] == 0.25
+    assert body["max_tokens"] == 42
+    assert body["top_p"] == 0.9
+    assert body["stop"] == ["\n\n"]
+    assert body["seed"] == 7
+    # the system prompt is not part of the stored history
+    assert client.messages[0] == {"role": "user", "content": "hi"}
+
+
+async def test_client_properties(make_client: ClientMaker, llm_server: FakeLLMServer) -> None:
+    client = make_client("groq", "llama-x")
+    assert client.provider == "groq"
+    assert client.model == "groq/llama-x"
+    assert client.base_url == llm_server.openai_base_url
+    assert repr(client) == "AsyncAPIClient(model='groq/llama-x', messages=0)"
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+async def test_second_chat_while_streaming_raises(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    client = make_client()
+    llm_server.enqueue(Reply(deltas=["one ", "two ", "three"]))
+    replies = await client.chat("first", stream=True)
+    assert await replies.__anext__() == "one "
+
+    with pytest.raises(RuntimeError, match="already streaming"):
+        await client.chat("second")
+    with pytest.raises(RuntimeError, match="already streaming"):
+        await collect(client, "third")
+
+    rest = [delta async for delta in replies]
+    assert rest == ["two ", "three"]
+    assert client.messages == [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "one two three"},
+    ]
+    assert len(llm_server.requests) == 1
+    assert await client.chat("now") == "You said: now"
+
+
+async def test_fifty_clients_stream_concurrently(
+    llm_server: FakeLLMServer, http: httpx.AsyncClient, sleeps: SleepRecorder
+) -> None:
+    clients = [
+        APIClientFactory.create(
+            model=f"openai/m{i}",
+            base_url=llm_server.openai_base_url,
+            api_key="k",
+            env={},
+            http_client=http,
+            retry=RetryPolicy(max_retries=0, sleep=sleeps),
+        )
+        for i in range(50)
+    ]
+
+    async def run(i: int) -> str:
+        return "".join(await collect(clients[i], f"prompt number {i} ✓"))
+
+    results = await asyncio.wait_for(asyncio.gather(*(run(i) for i in range(50))), 20)
+
+    assert results == [f"You said: prompt number {i} ✓" for i in range(50)]
+    assert len(llm_server.requests) == 50
+    assert sorted(r.json["model"] for r in llm_server.requests) == sorted(
+        f"m{i}" for i in range(50)
+    )
+    for i, client in enumerate(clients):
+        assert client.messages[-1]["content"] == f"You said: prompt number {i} ✓"
+    assert sleeps.delays == []
+    assert await wait_until(lambda: llm_server.open_streams == 0)
+
+
+async def test_error_on_one_client_does_not_affect_another(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    a, b = make_client(), make_client()
+    llm_server.enqueue(Fail(401), Reply(text="b ok"))
+    with pytest.raises(AuthenticationError):
+        await a.chat("x")
+    assert await b.chat("y") == "b ok"
+    assert a.messages == []
+
+
+async def test_unavailable_then_recovered_with_no_real_sleep(
+    llm_server: FakeLLMServer, make_client: ClientMaker, sleeps: SleepRecorder
+) -> None:
+    client = make_client()
+    llm_server.enqueue(Fail(503), Fail(503), Fail(503))
+    with pytest.raises(ProviderUnavailableError):
+        await client.chat("x")
+    assert len(sleeps.delays) == 2
+    assert await client.chat("y") == "You said: y"
