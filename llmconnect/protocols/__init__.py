@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
-from ..transport import Timeouts
+from ..errors import StreamInterruptedError
+from ..sse import SSEDecoder
+from ..transport import Timeouts, open_stream, shared_http_client
 
-__all__ = ["PROTOCOLS", "Call", "ReplyState", "StreamFn"]
+__all__ = ["END", "PROTOCOLS", "Call", "EventFn", "ReplyState", "StreamFn", "stream_sse"]
 
 
 @dataclass(slots=True)
@@ -48,6 +50,62 @@ class ReplyState:
 
 
 StreamFn = Callable[[Call, ReplyState], AsyncIterator[str]]
+
+
+class _End(str):
+    __slots__ = ()
+
+
+#: Returned by an :data:`EventFn` for the event that says the reply is over (``[DONE]``,
+#: ``message_stop``). A non-empty ``str`` so the hot loop tests one truthiness, then identity.
+END: Final = _End("<end>")
+
+#: One SSE event ``(call, state, event_name, data)`` → its text, ``None``, or :data:`END`.
+EventFn = Callable[[Call, ReplyState, str, str], "str | None"]
+
+
+async def stream_sse(
+    call: Call,
+    state: ReplyState,
+    url: str,
+    headers: dict[str, str],
+    body: dict[str, Any],
+    on_event: EventFn,
+) -> AsyncIterator[str]:
+    """POST ``body`` and yield the text of each SSE event, as ``on_event`` reads it.
+
+    The one streaming loop of every SSE protocol: bytes → :class:`SSEDecoder` → ``on_event`` →
+    ``str``. A stream that ends without its end event and without a finish reason was cut off.
+    """
+    decoder = SSEDecoder()
+    async with open_stream(
+        call.http or shared_http_client(),
+        call.provider,
+        "POST",
+        url,
+        headers=headers,
+        json_body=body,
+        timeouts=call.timeouts,
+        secrets=call.secrets,
+    ) as reads:
+        async for raw in reads:
+            for event, data in decoder.feed(raw):
+                text = on_event(call, state, event, data)
+                if text:
+                    if text is END:
+                        return
+                    yield text
+        for event, data in decoder.flush():
+            text = on_event(call, state, event, data)
+            if text:
+                if text is END:
+                    return
+                yield text
+    if state.finish_reason is None:
+        raise StreamInterruptedError(
+            f"{call.provider}: the stream ended before the reply was complete",
+            provider=call.provider,
+        )
 
 
 def _load() -> dict[str, StreamFn]:

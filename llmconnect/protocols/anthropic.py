@@ -12,9 +12,8 @@ from json import JSONDecodeError, loads
 from typing import Any
 
 from ..errors import StreamInterruptedError
-from ..sse import SSEDecoder
-from ..transport import error_from_body, open_stream, shared_http_client
-from . import Call, ReplyState
+from ..transport import error_from_body
+from . import END, Call, ReplyState, stream_sse
 
 __all__ = ["ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS", "build_body", "stream_reply"]
 
@@ -58,6 +57,8 @@ def _headers(call: Call) -> dict[str, str]:
 def _take(call: Call, state: ReplyState, event: str, data: str) -> str | None:
     if event == "ping":
         return None
+    if event == "message_stop":
+        return END
     try:
         payload = loads(data)
     except JSONDecodeError:
@@ -86,34 +87,6 @@ def _take(call: Call, state: ReplyState, event: str, data: str) -> str | None:
     return None
 
 
-async def stream_reply(call: Call, state: ReplyState) -> AsyncIterator[str]:
-    decoder = SSEDecoder()
-    http = call.http or shared_http_client()
-    stopped = False
-    async with open_stream(
-        http,
-        call.provider,
-        "POST",
-        f"{call.base_url}/v1/messages",
-        headers=_headers(call),
-        json_body=build_body(call),
-        timeouts=call.timeouts,
-        secrets=call.secrets,
-    ) as body:
-        async for raw in body:
-            for event, data in decoder.feed(raw):
-                if event == "message_stop":
-                    stopped = True
-                    continue
-                text = _take(call, state, event, data)
-                if text:
-                    yield text
-        for event, data in decoder.flush():
-            stopped = stopped or event == "message_stop"
-            text = None if stopped else _take(call, state, event, data)
-            if text:
-                yield text
-    if not stopped:
-        raise StreamInterruptedError(
-            f"{call.provider}: stream ended before message_stop", provider=call.provider
-        )
+def stream_reply(call: Call, state: ReplyState) -> AsyncIterator[str]:
+    url = f"{call.base_url}/v1/messages"
+    return stream_sse(call, state, url, _headers(call), build_body(call), _take)

@@ -13,9 +13,8 @@ from json import JSONDecodeError, loads
 from typing import Any
 
 from ..errors import StreamInterruptedError
-from ..sse import SSEDecoder
-from ..transport import error_from_body, open_stream, shared_http_client
-from . import Call, ReplyState
+from ..transport import error_from_body
+from . import Call, ReplyState, stream_sse
 
 __all__ = ["build_body", "stream_reply"]
 
@@ -45,7 +44,7 @@ def build_body(call: Call) -> dict[str, Any]:
     return body
 
 
-def _take(call: Call, state: ReplyState, data: str) -> str | None:
+def _take(call: Call, state: ReplyState, event: str, data: str) -> str | None:
     try:
         payload = loads(data)
     except JSONDecodeError:
@@ -73,32 +72,9 @@ def _take(call: Call, state: ReplyState, data: str) -> str | None:
     return text
 
 
-async def stream_reply(call: Call, state: ReplyState) -> AsyncIterator[str]:
-    decoder = SSEDecoder()
-    http = call.http or shared_http_client()
+def stream_reply(call: Call, state: ReplyState) -> AsyncIterator[str]:
     headers = {"Accept": "text/event-stream"}
     if call.api_key:
         headers["x-goog-api-key"] = call.api_key
-    async with open_stream(
-        http,
-        call.provider,
-        "POST",
-        f"{call.base_url}/models/{call.model}:streamGenerateContent?alt=sse",
-        headers=headers,
-        json_body=build_body(call),
-        timeouts=call.timeouts,
-        secrets=call.secrets,
-    ) as body:
-        async for raw in body:
-            for _event, data in decoder.feed(raw):
-                text = _take(call, state, data)
-                if text:
-                    yield text
-        for _event, data in decoder.flush():
-            text = _take(call, state, data)
-            if text:
-                yield text
-    if state.finish_reason is None:
-        raise StreamInterruptedError(
-            f"{call.provider}: stream ended without a finish reason", provider=call.provider
-        )
+    url = f"{call.base_url}/models/{call.model}:streamGenerateContent?alt=sse"
+    return stream_sse(call, state, url, headers, build_body(call), _take)

@@ -12,9 +12,8 @@ from json import JSONDecodeError, loads
 from typing import Any
 
 from ..errors import StreamInterruptedError
-from ..sse import SSEDecoder
-from ..transport import error_from_body, open_stream, shared_http_client
-from . import Call, ReplyState
+from ..transport import error_from_body
+from . import END, Call, ReplyState, stream_sse
 
 __all__ = ["build_body", "build_headers", "stream_reply"]
 
@@ -38,8 +37,11 @@ def build_headers(call: Call) -> dict[str, str]:
     return headers
 
 
-def _take(call: Call, state: ReplyState, data: str) -> str | None:
+def _take(call: Call, state: ReplyState, event: str, data: str) -> str | None:
     """One chunk's text (or None); records finish reason and usage; raises on an error chunk."""
+    # Hot path: plain str → json.loads → dict lookups → str.
+    if data == "[DONE]":
+        return END
     try:
         chunk = loads(data)
     except JSONDecodeError:
@@ -67,35 +69,6 @@ def _take(call: Call, state: ReplyState, data: str) -> str | None:
     return content
 
 
-async def stream_reply(call: Call, state: ReplyState) -> AsyncIterator[str]:
-    decoder = SSEDecoder()
-    http = call.http or shared_http_client()
-    async with open_stream(
-        http,
-        call.provider,
-        "POST",
-        f"{call.base_url}/chat/completions",
-        headers=build_headers(call),
-        json_body=build_body(call),
-        timeouts=call.timeouts,
-        secrets=call.secrets,
-    ) as body:
-        # Hot path: bytes → SSE data str → json.loads → dict lookups → str.
-        async for raw in body:
-            for _event, data in decoder.feed(raw):
-                if data == "[DONE]":
-                    return
-                content = _take(call, state, data)
-                if content:
-                    yield content
-        for _event, data in decoder.flush():
-            if data == "[DONE]":
-                return
-            content = _take(call, state, data)
-            if content:
-                yield content
-    if state.finish_reason is None:
-        # The server closed cleanly but never said the reply was over: it was cut off.
-        raise StreamInterruptedError(
-            f"{call.provider}: stream ended without [DONE]", provider=call.provider
-        )
+def stream_reply(call: Call, state: ReplyState) -> AsyncIterator[str]:
+    url = f"{call.base_url}/chat/completions"
+    return stream_sse(call, state, url, build_headers(call), build_body(call), _take)
