@@ -2,18 +2,35 @@
 
 Every adapter needs exactly this loop (deltas → renderer, then the final note for an error or a
 stop, and a quiet stop when the platform message was deleted), so it lives in core.
+:func:`deliver_with` runs the same loop over any :class:`Renderer` (e.g. a platform's own
+streaming API, such as Slack's ``chat.startStream``), :func:`deliver` over a
+:class:`~core.render.StreamRenderer` of progressive edits.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 from .clock import Clock
 from .conversations import Status
 from .engine import ChatEngine, Reply
 from .render import EditBudget, MessageSink, RenderResult, SinkGone, StreamRenderer
 
-__all__ = ["STOPPED_NOTE", "deliver", "final_note"]
+__all__ = ["STOPPED_NOTE", "Renderer", "deliver", "deliver_with", "final_note"]
 
 STOPPED_NOTE = "⏹ stopped"
+
+
+class Renderer(Protocol):
+    """What :func:`deliver_with` drives; :class:`~core.render.StreamRenderer` is one.
+
+    ``feed`` must not wait on the network and raises :class:`SinkGone` once the platform message
+    is gone; ``finish(note)`` ends on the complete text (plus ``note`` on its own line).
+    """
+
+    async def feed(self, delta: str) -> None: ...
+
+    async def finish(self, note: str | None = None) -> RenderResult: ...
 
 
 def final_note(reply: Reply) -> str | None:
@@ -36,11 +53,18 @@ async def deliver(
 ) -> RenderResult:
     """Stream ``reply`` into ``sink`` and end on its complete text (plus a note, if any)."""
     renderer = StreamRenderer(sink, min_interval=min_interval, budget=budget, clock=clock)
+    return await deliver_with(engine, reply, renderer)
+
+
+async def deliver_with(engine: ChatEngine, reply: Reply, renderer: Renderer) -> RenderResult:
+    """Stream ``reply`` into ``renderer`` and end on its complete text (plus a note, if any)."""
     try:
         async for delta in reply:
             await renderer.feed(delta)
     except SinkGone:
-        # The reply message was deleted: stop generating, quietly.
-        await engine.stop(reply.key)
+        # The reply message was deleted: stop generating, quietly. Only while this reply still
+        # runs: once it is done, stop(key) would cancel the next queued prompt instead.
+        if not reply.done:
+            await engine.stop(reply.key)
     await reply
     return await renderer.finish(final_note(reply))

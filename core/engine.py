@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 from collections.abc import AsyncIterator, Generator, Mapping
 from typing import Any
@@ -139,12 +140,16 @@ class ChatEngine:
         http_client: httpx.AsyncClient | None = None,
         clock: Clock | None = None,
         env: Mapping[str, str] | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings
         self.store: ConversationStore = store or MemoryStore(settings.max_conversations)
         self.http_client = http_client
         self.clock = clock or MonotonicClock()
         self.env = os.environ if env is None else env
+        #: Provider options for every generation (``temperature``, ``max_tokens``; echo's
+        #: ``words`` and ``delay``), forwarded as ``**options`` to ``APIClientFactory.create``.
+        self.options: dict[str, Any] = dict(options or {})
         self.policy = AccessPolicy(settings)
         self.rate_limiter = UserRateLimiter(
             settings.user_rate_limit, settings.user_rate_window, self.clock
@@ -237,9 +242,15 @@ class ChatEngine:
 
     # ----------------------------------------------------------------- generations
 
-    def check(self, key: ConversationKey, text: str, actor: Actor | None) -> str:
+    def check(
+        self,
+        key: ConversationKey,
+        text: str,
+        actor: Actor | None,
+        parent: ConversationKey | None = None,
+    ) -> str:
         """The prompt to run, or :class:`Refused` with a clear, short reason."""
-        reason = self.policy.refusal(actor, key.channel)
+        reason = self.policy.refusal(actor, key.channel, parent.channel if parent else None)
         if reason:
             raise Refused(reason)
         prompt = text.strip()
@@ -254,7 +265,10 @@ class ChatEngine:
         if actor is not None:
             wait = self.rate_limiter.retry_after(actor.user_id)
             if wait > 0:
-                raise Refused(f"You are sending messages too fast; try again in {wait:.0f} s.")
+                # Rounded up: "try again in 0 s" while still refused would be a lie.
+                raise Refused(
+                    f"You are sending messages too fast; try again in {math.ceil(wait)} s."
+                )
         return prompt
 
     async def submit(
@@ -266,7 +280,7 @@ class ChatEngine:
         parent: ConversationKey | None = None,
     ) -> Reply:
         """Queue a prompt; returns at once with the observable :class:`Reply`."""
-        prompt = self.check(key, text, actor)
+        prompt = self.check(key, text, actor, parent)
         conversation = await self.conversation(key, parent)
         placeholder = Message("assistant", status=Status.PENDING)
         reply = Reply(key, placeholder, self.model_of(conversation))
@@ -275,13 +289,21 @@ class ChatEngine:
         task = asyncio.create_task(self._run(reply, prompt, lock, parent), name=f"reply {key}")
         reply.task = task
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda t: self._task_done(reply, t))
         return reply
+
+    def _task_done(self, reply: Reply, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not reply.done:
+            # Cancelled (stop, shutdown) before its first step: ``_run`` never ran, so none of its
+            # handlers did either. End the reply here, or it would stay pending for ever.
+            reply.message.finish(Status.CANCELLED)
+            reply._finish()
+            self._dequeue(reply)
 
     async def _run(
         self, reply: Reply, prompt: str, lock: asyncio.Lock, parent: ConversationKey | None
     ) -> None:
-        key = reply.key
         try:
             async with lock:
                 await self._generate(reply, prompt, parent)
@@ -292,12 +314,16 @@ class ChatEngine:
             reply._finish()
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
         finally:
-            queue = self._queues.get(key, [])
-            if reply in queue:
-                queue.remove(reply)
-            if not queue:
-                self._queues.pop(key, None)
-                self._locks.pop(key, None)
+            self._dequeue(reply)
+
+    def _dequeue(self, reply: Reply) -> None:
+        key = reply.key
+        queue = self._queues.get(key, [])
+        if reply in queue:
+            queue.remove(reply)
+        if not queue:
+            self._queues.pop(key, None)
+            self._locks.pop(key, None)
 
     async def _generate(self, reply: Reply, prompt: str, parent: ConversationKey | None) -> None:
         key = reply.key
@@ -323,6 +349,7 @@ class ChatEngine:
                 timeouts=self.settings.timeouts(),
                 retry=self.settings.retry_policy(),
                 env=self.env,
+                **self.options,
             )
             stream = await client.chat(prompt, stream=True)
             try:

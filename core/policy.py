@@ -27,11 +27,17 @@ class AccessPolicy:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def refusal(self, actor: Actor | None, channel: str) -> str | None:
-        """A short reason when ``actor`` may not use the bot in ``channel``; else ``None``."""
+    def refusal(self, actor: Actor | None, channel: str, parent: str | None = None) -> str | None:
+        """A short reason when ``actor`` may not use the bot in ``channel``; else ``None``.
+
+        ``parent`` is the channel a thread belongs to: a thread is served when it or its parent
+        channel is allowed, and refused when either is blocked (channel lists name channels, and
+        a thread id is rarely known in advance).
+        """
         s = self.settings
-        if channel in s.blocked_channels or (
-            s.allowed_channels and channel not in s.allowed_channels
+        channels = {channel} if parent is None else {channel, parent}
+        if not channels.isdisjoint(s.blocked_channels) or (
+            s.allowed_channels and channels.isdisjoint(s.allowed_channels)
         ):
             return "I am not enabled in this channel."
         if actor is None:

@@ -1,0 +1,244 @@
+"""Tests for core.commands: the one command grammar every adapter shares, and its execution."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from core.commands import COMMANDS, Command, CommandResult, execute, parse_command
+from core.conversations import ConversationKey, Status
+from core.engine import HELP_TEXT, ChatEngine
+from core.policy import Actor
+
+from .conftest import KEY, EngineMaker, wait_for
+
+GROQ_ENV = {"GROQ_API_KEY": "gsk-test"}
+
+
+# -- parsing --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "help me write a poem",
+        "system design tips",
+        "system prompts are what exactly?",
+        "model of the universe",
+        "model groq/x and also something else",
+        "models are useful",
+        "reset the router how?",
+        "stop the war",
+        "status of the project",
+        "what is a model",
+        "hello",
+        "helpful hints",
+        "",
+        "   ",
+    ],
+)
+def test_prompts_stay_prompts(text: str) -> None:
+    assert parse_command(text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        ("model groq/x", Command("model", "groq/x")),
+        (
+            "  model   openrouter/meta-llama/llama-3.1-8b-instruct ",
+            Command("model", "openrouter/meta-llama/llama-3.1-8b-instruct"),
+        ),
+        ("model", Command("model")),
+        ("Model groq", Command("model", "groq")),
+        ("models", Command("models")),
+        ("system: be terse", Command("system", "be terse")),
+        (
+            "System: You are a pirate. Answer briefly.",
+            Command("system", "You are a pirate. Answer briefly."),
+        ),
+        ("system clear", Command("system", "clear")),
+        ("system", Command("system")),
+        ("/reset", Command("reset")),
+        ("reset", Command("reset")),
+        ("!stop", Command("stop")),
+        ("help", Command("help")),
+        ("HELP", Command("help")),
+        ("status", Command("status")),
+    ],
+)
+def test_commands_are_recognised(text: str, command: Command) -> None:
+    assert parse_command(text) == command
+
+
+def test_every_command_parses_bare() -> None:
+    for name in COMMANDS:
+        assert parse_command(name) == Command(name)
+
+
+# -- execution ------------------------------------------------------------------------------------
+
+
+async def run(engine: ChatEngine, text: str, actor: Actor | None = None) -> CommandResult:
+    command = parse_command(text)
+    assert command is not None, text
+    return await execute(engine, KEY, command, actor)
+
+
+async def test_help_shows_the_commands_and_the_current_model(make_engine: EngineMaker) -> None:
+    result = await run(make_engine(), "help")
+    assert result.ok
+    assert result.text == f"{HELP_TEXT}\nModel here: echo/echo."
+
+
+async def test_models_lists_available_and_marks_the_current(make_engine: EngineMaker) -> None:
+    engine = make_engine(env=GROQ_ENV)
+    await engine.set_model(KEY, "groq")
+    result = await run(engine, "models")
+    assert result.text.splitlines() == [
+        "Available models:",
+        "• echo/echo",
+        "→ groq/llama-3.3-70b-versatile",
+        "• ollama/llama3.2",
+        "• lmstudio/local-model",
+    ]
+
+
+async def test_model_without_argument_shows_current_and_available(
+    make_engine: EngineMaker,
+) -> None:
+    result = await run(make_engine(llmconnect_allowed_models="echo"), "model")
+    assert result.ok
+    assert result.text == "Model here: echo/echo. Available: echo/echo."
+
+
+async def test_model_switches_this_conversation_only(make_engine: EngineMaker) -> None:
+    engine = make_engine(env=GROQ_ENV)
+    result = await run(engine, "model groq/llama-3.1-8b-instant")
+    assert result.ok
+    assert result.ephemeral
+    assert result.text == "Model for this conversation is now groq/llama-3.1-8b-instant."
+    assert engine.model_of(await engine.conversation(KEY)) == "groq/llama-3.1-8b-instant"
+    other = await engine.conversation(ConversationKey("test", "elsewhere"))
+    assert engine.model_of(other) == "echo/echo"
+
+
+async def test_model_refusal_is_a_failed_result_not_an_exception(
+    make_engine: EngineMaker,
+) -> None:
+    engine = make_engine()
+    result = await run(engine, "model groq/llama-3.3-70b-versatile")
+    assert not result.ok
+    assert "GROQ_API_KEY" in result.text
+    result = await run(engine, "model nosuch/thing")
+    assert not result.ok
+    assert "Unknown provider 'nosuch'" in result.text
+    assert (await engine.conversation(KEY)).model is None
+
+
+async def test_system_show_set_and_clear(make_engine: EngineMaker) -> None:
+    engine = make_engine(llmconnect_system_prompt="Default prompt.")
+
+    assert (await run(engine, "system")).text == "System prompt: Default prompt."
+    assert (await run(engine, "system: Answer in French.")).text == "System prompt set."
+    assert (await run(engine, "system")).text == "System prompt: Answer in French."
+    assert engine.system_of(await engine.conversation(KEY)) == "Answer in French."
+    assert (await run(engine, "system clear")).text == "System prompt cleared."
+    assert (await run(engine, "system")).text == "System prompt: (none)"
+    assert engine.system_of(await engine.conversation(KEY)) is None
+
+
+async def test_reset_clears_history_and_is_visible_to_everyone(make_engine: EngineMaker) -> None:
+    engine = make_engine()
+    await (await engine.submit(KEY, "remember this"))
+    result = await run(engine, "/reset")
+    assert result == CommandResult("History cleared.", ephemeral=False)
+    assert (await engine.conversation(KEY)).messages == []
+
+
+async def test_stop_when_nothing_runs(make_engine: EngineMaker) -> None:
+    result = await run(make_engine(), "stop")
+    assert result.text == "Nothing is running here."
+
+
+async def test_stop_while_streaming(make_engine: EngineMaker) -> None:
+    engine = make_engine(options={"words": 1000})
+    reply = await engine.submit(KEY, "go on and on")
+    await wait_for(lambda: reply.status is Status.STREAMING)
+
+    result = await run(engine, "stop")
+
+    assert result.text == "Stopped."
+    assert reply.status is Status.CANCELLED
+
+
+async def test_status_idle_and_streaming(make_engine: EngineMaker) -> None:
+    engine = make_engine(options={"words": 1000})
+    result = await run(engine, "status")
+    assert result.text == ("Model: echo/echo. System prompt: (none). History: 0 messages. Idle.")
+    reply = await engine.submit(KEY, "long")
+    await wait_for(lambda: reply.status is Status.STREAMING)
+    result = await run(engine, "status")
+    assert result.text.endswith("History: 2 messages. A reply is streaming.")
+    await engine.stop(KEY)
+    assert (await run(engine, "status")).text.endswith("History: 2 messages. Idle.")
+
+
+async def test_unknown_command_name(make_engine: EngineMaker) -> None:
+    result = await execute(make_engine(), KEY, Command("dance"))
+    assert not result.ok
+    assert "Unknown command 'dance'" in result.text
+
+
+async def test_thread_command_sees_the_parents_settings(make_engine: EngineMaker) -> None:
+    engine = make_engine(env=GROQ_ENV)
+    await engine.set_model(KEY, "groq")
+    thread = ConversationKey("test", "general/t1")
+    result = await execute(engine, thread, Command("help"), parent=KEY)
+    assert result.text.endswith("Model here: groq/llama-3.3-70b-versatile.")
+
+
+# -- the admin rule -------------------------------------------------------------------------------
+
+
+async def test_with_admins_set_only_admins_change_model_and_system(
+    make_engine: EngineMaker,
+) -> None:
+    engine = make_engine(env=GROQ_ENV, admin_user_ids="boss")
+    user = Actor("someone")
+
+    for text in ("model groq", "system: be rude", "system clear"):
+        result = await run(engine, text, user)
+        assert result == CommandResult("Only admins can change this here.", ok=False), text
+        assert (await run(engine, text, None)).ok is False  # unknown sender: no
+    conversation = await engine.conversation(KEY)
+    assert (conversation.model, conversation.system) == (None, None)
+
+    # Reading is open to everyone.
+    assert (await run(engine, "model", user)).ok
+    assert (await run(engine, "system", user)).ok
+    assert (await run(engine, "models", user)).ok
+
+    assert (await run(engine, "model groq", Actor("boss"))).ok
+    assert (await run(engine, "system: be kind", Actor("anyone", platform_admin=True))).ok
+    assert (conversation.model, conversation.system) == (
+        "groq/llama-3.3-70b-versatile",
+        "be kind",
+    )
+
+
+async def test_without_admins_everyone_may_change_settings(make_engine: EngineMaker) -> None:
+    engine = make_engine(env=GROQ_ENV)
+    assert (await run(engine, "model groq", Actor("someone"))).ok
+    assert (await run(engine, "system: be brief", Actor("someone else"))).ok
+    assert (await run(engine, "system clear")).ok
+
+
+async def test_commands_do_not_block_on_a_running_reply(make_engine: EngineMaker) -> None:
+    engine = make_engine(options={"words": 1000})
+    reply = await engine.submit(KEY, "long")
+    await wait_for(lambda: reply.status is Status.STREAMING)
+    result = await asyncio.wait_for(run(engine, "help"), 5)
+    assert result.ok
+    assert reply.status is Status.STREAMING

@@ -1,0 +1,218 @@
+"""Tests for core.delivery: an engine reply rendered into a sink, ending on its exact text."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from core.clock import FakeClock
+from core.conversations import Message, Status
+from core.delivery import STOPPED_NOTE, deliver, deliver_with, final_note
+from core.engine import Reply
+from core.render import EditBudget, RenderResult, SinkGone, with_note
+from core.split import split_message
+from llmconnect.protocols.echo import echo_reply
+from tests.core.test_render import RecordingSink
+from tests.fakes.llm_server import Fail, FakeLLMServer
+from tests.fakes.llm_server import Reply as Scripted
+
+from .conftest import KEY, OTHER, EngineMaker, wait_for
+
+
+def echo_text(prompt: str, words: int | None = None) -> str:
+    return "".join(echo_reply(prompt, words))
+
+
+async def test_complete_reply_ends_on_exactly_its_text(make_engine: EngineMaker) -> None:
+    clock = FakeClock()
+    engine = make_engine(options={"words": 300})
+    sink = RecordingSink(clock=clock)
+
+    reply = await engine.submit(KEY, "tell me a story")
+    result = await deliver(engine, reply, sink, min_interval=0, clock=clock)
+
+    expected = echo_text("tell me a story", 300)
+    assert reply.status is Status.COMPLETE
+    assert final_note(reply) is None
+    assert sink.messages == [expected]
+    assert result.texts == (expected,)
+    assert not result.gone
+    assert sink.posts == 1
+
+
+async def test_long_reply_is_split_and_paced(make_engine: EngineMaker) -> None:
+    clock = FakeClock()
+    engine = make_engine(options={"words": 400})
+    sink = RecordingSink(max_len=200, clock=clock)
+
+    reply = await engine.submit(KEY, "split me please")
+    result = await clock.run(deliver(engine, reply, sink, min_interval=1.0, clock=clock))
+
+    expected = echo_text("split me please", 400)
+    assert sink.messages == split_message(expected, 200)
+    assert list(result.texts) == sink.messages
+    # Edits of one message are at least min_interval apart (virtual time).
+    for ref in range(len(sink.messages)):
+        times = [c.time for c in sink.history if c.ref == ref]
+        assert all(b - a >= 1.0 for a, b in itertools.pairwise(times))
+
+
+async def test_two_replies_share_a_budget_and_both_end_exact(make_engine: EngineMaker) -> None:
+    clock = FakeClock()
+    engine = make_engine(options={"words": 200})
+    budget = EditBudget(rate=2, per=1.0, clock=clock)
+    sinks = [RecordingSink(clock=clock, name=n) for n in ("a", "b")]
+
+    replies = [await engine.submit(KEY, "alpha"), await engine.submit(OTHER, "beta")]
+    await clock.run(
+        asyncio.gather(
+            *(
+                deliver(engine, r, s, min_interval=0.5, budget=budget, clock=clock)
+                for r, s in zip(replies, sinks, strict=True)
+            )
+        )
+    )
+
+    assert sinks[0].messages == [echo_text("alpha", 200)]
+    assert sinks[1].messages == [echo_text("beta", 200)]
+
+
+async def test_error_reply_ends_with_the_warning_note(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    clock = FakeClock()
+    engine = local_engine(llm_max_retries=0)
+    llm_server.enqueue(Scripted(deltas=["one ", "two ", "three"], drop_after=2))
+    sink = RecordingSink(clock=clock)
+
+    reply = await engine.submit(KEY, "go")
+    await deliver(engine, reply, sink, min_interval=0, clock=clock)
+
+    assert reply.status is Status.ERROR
+    assert sink.messages == ["one two \n⚠️ The reply was cut off by the provider. (local)"]
+    assert sink.messages == [with_note(reply.text, final_note(reply))]
+
+
+async def test_error_before_any_text_is_just_the_note(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    clock = FakeClock()
+    engine = local_engine()
+    llm_server.enqueue(Fail(401))
+    sink = RecordingSink(clock=clock)
+
+    reply = await engine.submit(KEY, "go")
+    await deliver(engine, reply, sink, min_interval=0, clock=clock)
+
+    assert len(sink.messages) == 1
+    assert sink.messages[0].startswith("⚠️ The provider rejected the API key")
+
+
+async def test_stopped_reply_ends_with_the_stopped_note(make_engine: EngineMaker) -> None:
+    clock = FakeClock()
+    engine = make_engine(options={"words": 5000})
+    sink = RecordingSink(clock=clock)
+
+    reply = await engine.submit(KEY, "ramble on")
+    delivery = asyncio.create_task(deliver(engine, reply, sink, min_interval=0, clock=clock))
+    await wait_for(lambda: sink.posts == 1)
+    await engine.stop(KEY)
+    result = await delivery
+
+    assert reply.status is Status.CANCELLED
+    assert sink.messages[-1].endswith("\n" + STOPPED_NOTE)
+    assert "".join(sink.messages) == with_note(reply.text, STOPPED_NOTE)
+    assert len(reply.text) < len(echo_text("ramble on", 5000))
+    assert not result.gone
+
+
+async def test_sink_gone_stops_the_generation_quietly(make_engine: EngineMaker) -> None:
+    clock = FakeClock()
+    engine = make_engine(options={"words": 5000})
+    sink = RecordingSink(clock=clock, faults={1: SinkGone()})  # the first edit: message deleted
+
+    reply = await engine.submit(KEY, "ramble on")
+    result = await deliver(engine, reply, sink, min_interval=0, clock=clock)
+
+    assert result.gone
+    assert reply.status is Status.CANCELLED
+    assert len(reply.text) < len(echo_text("ramble on", 5000))
+    assert sink.posts == 1
+    assert sink.edits == 0
+    assert not engine.is_busy(KEY)
+
+
+async def test_sink_gone_after_the_reply_ended_does_not_stop_the_next_prompt(
+    make_engine: EngineMaker,
+) -> None:
+    """The renderer learns the message is gone, the reply ends, and only then the observer gets
+    its last text (the last deltas and the end arrived in one network read): by then the next
+    queued prompt of the channel runs, and it must not be the one stopped."""
+    clock = FakeClock()
+    engine = make_engine(options={"words": 5000})
+    running = await engine.submit(KEY, "the next prompt")
+    await wait_for(lambda: running.status is Status.STREAMING)
+
+    parts = ["first "]
+    ended = Reply(KEY, Message("assistant", status=Status.STREAMING, parts=parts), "echo/echo")
+    sink = RecordingSink(clock=clock, faults={0: SinkGone()})  # the post fails
+    delivery = asyncio.create_task(deliver(engine, ended, sink, min_interval=0, clock=clock))
+    await wait_for(lambda: bool(sink.attempt_times))  # the post was tried ...
+    for _ in range(3):
+        await asyncio.sleep(0)  # ... and raised SinkGone
+    assert not sink.messages
+
+    parts.append("second")  # the rest and the end, in one step
+    ended.message.finish(Status.COMPLETE)
+    ended._finish()
+    result = await delivery
+
+    assert result.gone
+    assert ended.status is Status.COMPLETE
+    assert running.status is Status.STREAMING  # untouched
+    await engine.stop(KEY)
+    assert running.status is Status.CANCELLED
+
+
+class CollectingRenderer:
+    """A renderer of another kind (a platform's own streaming API): keeps what it was given."""
+
+    def __init__(self, gone_after: int | None = None) -> None:
+        self.deltas: list[str] = []
+        self.note: str | None = None
+        self.gone_after = gone_after
+
+    async def feed(self, delta: str) -> None:
+        if self.gone_after is not None and len(self.deltas) >= self.gone_after:
+            raise SinkGone()
+        self.deltas.append(delta)
+
+    async def finish(self, note: str | None = None) -> RenderResult:
+        self.note = note
+        text = with_note("".join(self.deltas), note)
+        return RenderResult(("ref",), (text,), 1, 0, self.gone_after is not None)
+
+
+async def test_deliver_with_drives_any_renderer(make_engine: EngineMaker) -> None:
+    engine = make_engine(options={"words": 50})
+    renderer = CollectingRenderer()
+
+    reply = await engine.submit(KEY, "stream natively")
+    result = await deliver_with(engine, reply, renderer)
+
+    assert "".join(renderer.deltas) == echo_text("stream natively", 50)
+    assert renderer.note is None
+    assert result.texts == (echo_text("stream natively", 50),)
+
+
+async def test_deliver_with_stops_the_reply_when_its_renderer_is_gone(
+    make_engine: EngineMaker,
+) -> None:
+    engine = make_engine(options={"words": 5000})
+    renderer = CollectingRenderer(gone_after=1)
+
+    reply = await engine.submit(KEY, "ramble on")
+    await deliver_with(engine, reply, renderer)
+
+    assert reply.status is Status.CANCELLED
+    assert renderer.note == STOPPED_NOTE

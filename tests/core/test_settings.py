@@ -1,0 +1,133 @@
+"""Tests for core.settings: parsing from the environment and .env, and clear start-up errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from core.settings import Settings, SettingsError, load_settings
+from llmconnect import RetryPolicy, Timeouts
+
+TOKEN = "MTIz.discord-SECRET-token-456"
+
+
+def test_defaults() -> None:
+    s = load_settings()
+    assert s.llmconnect_model == "echo"
+    assert s.llmconnect_system_prompt == ""
+    assert s.llmconnect_allowed_models == []
+    assert s.admin_user_ids == []
+    assert s.history_max_messages == 40
+    assert s.user_rate_limit == 10
+    assert s.discord_token is None
+
+
+def test_comma_lists_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMCONNECT_ALLOWED_MODELS", "groq/*, openai/gpt-4o-mini,,echo ")
+    monkeypatch.setenv("ADMIN_USER_IDS", "U1")
+    monkeypatch.setenv("BLOCKED_CHANNELS", " C1 ,C2")
+    monkeypatch.setenv("ALLOWED_ROLES", "")  # empty: ignored, the default applies
+
+    s = load_settings()
+
+    assert s.llmconnect_allowed_models == ["groq/*", "openai/gpt-4o-mini", "echo"]
+    assert s.admin_user_ids == ["U1"]
+    assert s.blocked_channels == ["C1", "C2"]
+    assert s.allowed_roles == []
+
+
+def test_comma_lists_as_overrides() -> None:
+    assert load_settings(allowed_users="a, b").allowed_users == ["a", "b"]
+    assert load_settings(allowed_users=["a", "b"]).allowed_users == ["a", "b"]
+
+
+def test_numbers_and_names_are_case_insensitive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("history_max_messages", "6")
+    monkeypatch.setenv("USER_RATE_WINDOW", "2.5")
+    s = load_settings()
+    assert s.history_max_messages == 6
+    assert s.user_rate_window == 2.5
+
+
+def test_dotenv_file_is_read(tmp_path: Path) -> None:
+    # The autouse fixture runs every test in an empty tmp_path.
+    (tmp_path / ".env").write_text(
+        "LLMCONNECT_MODEL=groq/llama-3.1-8b-instant\nMAX_INPUT_CHARS=99\n"
+    )
+    s = load_settings()
+    assert s.llmconnect_model == "groq/llama-3.1-8b-instant"
+    assert s.max_input_chars == 99
+
+
+def test_environment_beats_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("MAX_INPUT_CHARS=99\n")
+    monkeypatch.setenv("MAX_INPUT_CHARS", "42")
+    assert load_settings().max_input_chars == 42
+
+
+def test_wrong_value_names_the_variable_and_what_it_got(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HISTORY_MAX_MESSAGES", "lots")
+
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+
+    message = str(info.value)
+    assert "HISTORY_MAX_MESSAGES" in message
+    assert "'lots'" in message
+    assert "integer" in message
+
+
+def test_out_of_range_value_says_what_is_expected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLM_MAX_RETRIES", "11")
+    monkeypatch.setenv("LLM_IDLE_TIMEOUT", "0")
+
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+
+    lines = str(info.value).splitlines()
+    assert lines[0] == "Invalid configuration:"
+    assert any("LLM_MAX_RETRIES" in line and "less than or equal to 10" in line for line in lines)
+    assert any("LLM_IDLE_TIMEOUT" in line and "greater than 0" in line for line in lines)
+
+
+def test_secret_values_are_never_echoed() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(discord_token=123456789, history_max_messages="bad")
+    message = str(info.value)
+    assert "DISCORD_TOKEN" in message
+    assert "123456789" not in message
+    assert "'bad'" in message  # ordinary values still are
+
+    with pytest.raises(SettingsError) as info:
+        load_settings(slack_signing_secret=["sig", "SECRET-VALUE"])
+    assert "SLACK_SIGNING_SECRET" in str(info.value)
+    assert "SECRET-VALUE" not in str(info.value)
+
+
+def test_tokens_are_secret_strings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", TOKEN)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-SECRET-1")
+
+    s = load_settings()
+
+    assert isinstance(s.discord_token, SecretStr)
+    assert s.discord_token.get_secret_value() == TOKEN
+    assert s.slack_bot_token is not None
+    assert s.slack_bot_token.get_secret_value() == "xoxb-SECRET-1"
+    for shown in (repr(s), str(s), repr(s.discord_token), str(s.discord_token)):
+        assert TOKEN not in shown
+        assert "xoxb-SECRET-1" not in shown
+    assert TOKEN not in s.model_dump_json()
+
+
+def test_timeouts_and_retry_policy_come_from_the_settings() -> None:
+    s = load_settings(llm_connect_timeout=3, llm_idle_timeout=7, llm_max_retries=0)
+    assert s.timeouts() == Timeouts(connect=3.0, idle=7.0)
+    assert s.retry_policy() == RetryPolicy(max_retries=0)
+
+
+def test_every_field_has_a_description() -> None:
+    for name, field in Settings.model_fields.items():
+        assert field.description, name
