@@ -110,20 +110,19 @@ class Reply:
         index = 0  # parts handed out, while streaming
         while True:
             parts = self.message.parts
-            if parts is None and self.message.status is not Status.PENDING:
+            if parts is not None:
+                if index < len(parts):
+                    chunk = parts[index] if index + 1 == len(parts) else "".join(parts[index:])
+                    index = len(parts)
+                    sent += len(chunk)
+                    yield chunk
+                    continue
+            elif self.message.status is not Status.PENDING:
+                # Final: whatever the last wake-up did not hand out yet.
                 text = self.message.content
                 if len(text) > sent:
                     yield text[sent:]
                 return
-            if parts is not None and index < len(parts):
-                chunk = parts[index] if index + 1 == len(parts) else "".join(parts[index:])
-                if index == 0 and sent:
-                    chunk = chunk[sent:]
-                index = len(parts)
-                sent += len(chunk)
-                if chunk:
-                    yield chunk
-                continue
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             await waiter
