@@ -16,6 +16,7 @@ import asyncio
 import logging
 import math
 import os
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Generator, Mapping
 from typing import Any
 
@@ -157,7 +158,8 @@ class ChatEngine:
         self._locks: dict[ConversationKey, asyncio.Lock] = {}
         #: Replies not yet final, per conversation, in submission order (the first one runs).
         self._queues: dict[ConversationKey, list[Reply]] = {}
-        self._last: dict[ConversationKey, Reply] = {}
+        #: The latest reply per conversation, for late observers; bounded like the store.
+        self._last: OrderedDict[ConversationKey, Reply] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ----------------------------------------------------------------- conversations
@@ -335,6 +337,9 @@ class ChatEngine:
         conversation.trim(self.settings.history_max_messages, self.settings.history_max_chars)
         await self.store.save(conversation)
         self._last[key] = reply
+        self._last.move_to_end(key)
+        if len(self._last) > self.settings.max_conversations:
+            self._last.popitem(last=False)
         parts: list[str] = []
         placeholder.parts = parts
         placeholder.status = Status.STREAMING

@@ -663,3 +663,11 @@ async def test_aclose_leaves_every_reply_final(
     assert Status.STREAMING not in statuses
     assert statuses == [Status.CANCELLED] * 4
     assert not any(engine.is_busy(r.key) for r in replies)
+
+
+async def test_latest_replies_are_bounded_like_the_store(make_engine: EngineMaker) -> None:
+    engine = make_engine(max_conversations=3)
+    keys = [ConversationKey("test", f"c{i}") for i in range(5)]
+    for key in keys:
+        await (await engine.submit(key, "hi"))
+    assert [engine.reply_for(k) is not None for k in keys] == [False, False, True, True, True]
