@@ -37,8 +37,10 @@ class CommandResult:
 
 def parse_command(text: str) -> Command | None:
     """The command in mention text, or ``None`` when the text is a prompt."""
-    stripped = text.strip()
-    word, _, rest = stripped.lstrip("/!").partition(" ")
+    stripped = text.strip().lstrip("/!")
+    if stripped[:7].lower() == "system:":
+        stripped = f"system: {stripped[7:]}"  # "system:be terse" too
+    word, _, rest = stripped.partition(" ")
     name = word.rstrip(":").lower()
     rest = rest.strip()
     if name not in COMMANDS:

@@ -405,8 +405,11 @@ class ChatEngine:
 
 
 def _allows(entry: str, model: str) -> bool:
-    """An allow-list entry: ``provider/model`` exactly, or ``provider`` / ``provider/*``."""
+    """An allow-list entry: ``provider/model`` exactly, ``provider`` (all of its models), or a
+    prefix ending in ``/*`` (``groq/*``, ``openrouter/meta-llama/*``)."""
     entry = entry.strip()
-    if "/" not in entry or entry.endswith("/*"):
-        return model.split("/", 1)[0] == entry.removesuffix("/*")
+    if "/" not in entry:
+        return model.split("/", 1)[0] == entry
+    if entry.endswith("/*"):
+        return model.startswith(entry[:-1])
     return model == entry

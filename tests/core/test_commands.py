@@ -54,6 +54,7 @@ def test_prompts_stay_prompts(text: str) -> None:
         ("Model groq", Command("model", "groq")),
         ("models", Command("models")),
         ("system: be terse", Command("system", "be terse")),
+        ("system:be terse", Command("system", "be terse")),
         (
             "System: You are a pirate. Answer briefly.",
             Command("system", "You are a pirate. Answer briefly."),

@@ -671,3 +671,14 @@ async def test_latest_replies_are_bounded_like_the_store(make_engine: EngineMake
     for key in keys:
         await (await engine.submit(key, "hi"))
     assert [engine.reply_for(k) is not None for k in keys] == [False, False, True, True, True]
+
+
+async def test_allowed_models_accept_a_prefix_pattern(make_engine: EngineMaker) -> None:
+    engine = make_engine(
+        env={"OPENROUTER_API_KEY": "or-test"},
+        llmconnect_allowed_models="openrouter/meta-llama/*",
+    )
+    full = "openrouter/meta-llama/llama-3.1-8b-instruct"
+    assert engine.validate_model(full) == full
+    with pytest.raises(Refused):
+        engine.validate_model("openrouter/mistralai/mistral-7b")
