@@ -1,0 +1,407 @@
+"""The Discord front end: mentions and slash commands in, a reply streamed by edits out.
+
+A thin translation layer over ``core``: a Discord event becomes a :class:`ConversationKey`, an
+:class:`Actor` and an ``engine.submit`` or ``commands.execute`` call; the answer goes out through a
+:class:`~bots.discord.sink.ChannelSink` / :class:`~bots.discord.sink.InteractionSink` driven by
+``core.delivery.deliver``. All of the bot's channel messages share one
+:class:`~core.render.EditBudget` (Discord allows 50 requests/s per bot); each message is edited at
+most once per ``DISCORD_EDIT_INTERVAL`` (Discord allows about 5 edits per 5 s per channel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Awaitable
+from typing import Any, TextIO, TypeVar
+
+import discord
+import yarl
+from discord import app_commands
+from pydantic import SecretStr
+
+from core.commands import Command, execute, parse_command
+from core.conversations import ConversationKey
+from core.delivery import deliver
+from core.engine import ChatEngine, Refused, Reply
+from core.policy import Actor
+from core.render import EditBudget, MessageSink, SinkRateLimited, StreamRenderer
+from core.settings import Settings
+from core.split import split_message
+
+from .rest import DiscordRest, DiscordRestError
+from .sink import MAX_LEN, ChannelSink, InteractionSink
+
+__all__ = [
+    "PERMISSIONS",
+    "PLATFORM",
+    "DiscordBot",
+    "actor_of",
+    "configure_endpoints",
+    "conversation_keys",
+    "invite_url",
+]
+
+log = logging.getLogger("llmconnect.discord")
+
+PLATFORM = "discord"
+#: What the bot needs in a channel: see it, read the history it replies to, and post (also in
+#: threads). Nothing else — no mention-everyone, no manage-messages.
+PERMISSIONS = discord.Permissions(
+    view_channel=True,
+    send_messages=True,
+    send_messages_in_threads=True,
+    read_message_history=True,
+)
+#: Discord wants an interaction answered within 3 s: answer directly when the work is done by
+#: then, else defer ("thinking...") and edit the answer in afterwards.
+DEFER_AFTER = 2.0
+#: The typing indicator lasts about 10 s; it is renewed until the first text is posted.
+TYPING_REFRESH = 8.0
+#: How long shutdown waits for replies to show their final text.
+CLOSE_GRACE = 5.0
+
+_T = TypeVar("_T")
+_NONE = discord.AllowedMentions.none()
+
+
+def configure_endpoints(api_url: str, gateway_url: str) -> None:
+    """Point discord.py at ``api_url`` / ``gateway_url`` (a proxy, or a local stand-in).
+
+    discord.py has no per-client option for this: the REST base (``Route.BASE``, which webhook
+    and interaction URLs are built from too) and the gateway are class attributes, so the
+    setting is process-wide.
+    """
+    discord.http.Route.BASE = api_url.rstrip("/")
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+
+
+def invite_url(application_id: int | str) -> str:
+    """The OAuth2 URL that adds the bot (with its slash commands) to a server."""
+    return discord.utils.oauth_url(
+        int(application_id), permissions=PERMISSIONS, scopes=("bot", "applications.commands")
+    )
+
+
+def conversation_keys(
+    channel: Any, channel_id: int | None = None
+) -> tuple[ConversationKey, ConversationKey | None]:
+    """(the conversation, its parent channel's for a thread): a thread is its own conversation."""
+    if isinstance(channel, discord.Thread) and channel.parent_id is not None:
+        return (
+            ConversationKey(PLATFORM, str(channel.id)),
+            ConversationKey(PLATFORM, str(channel.parent_id)),
+        )
+    ident = channel.id if channel is not None else channel_id
+    return ConversationKey(PLATFORM, str(ident)), None
+
+
+def actor_of(user: discord.abc.User, permissions: discord.Permissions | None = None) -> Actor:
+    """The core's view of a Discord user: id, role ids, and Manage Server as platform admin."""
+    roles: frozenset[str] = frozenset()
+    admin = False
+    if isinstance(user, discord.Member):
+        roles = frozenset(str(role.id) for role in user.roles if not role.is_default())
+        admin = (permissions or user.guild_permissions).manage_guild
+    return Actor(str(user.id), roles, platform_admin=admin)
+
+
+class DiscordBot(discord.Client):
+    """The bot. ``engine`` is the caller's (shared, shut down by its owner)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: ChatEngine,
+        *,
+        budget: EditBudget | None = None,
+        out: TextIO | None = None,
+        **options: Any,
+    ) -> None:
+        configure_endpoints(settings.discord_api_url, settings.discord_gateway_url)
+        # Default intents: no privileged message-content intent is needed to read messages
+        # that mention the bot. Nothing the bot sends may ping anyone.
+        options.setdefault("intents", discord.Intents.default())
+        options.setdefault("allowed_mentions", _NONE)
+        # A text bot: discord.py's warnings about missing voice libraries are noise here.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
+        super().__init__(**options)
+        self.settings = settings
+        self.engine = engine
+        self.out = out if out is not None else sys.stdout
+        self.rest = DiscordRest(settings.discord_api_url, clock=engine.clock)
+        rate = settings.discord_requests_per_second
+        self.budget = budget or EditBudget(
+            rate, 1.0, burst=max(1, min(5, int(rate))), clock=engine.clock
+        )
+        self.tree: app_commands.CommandTree[DiscordBot] = app_commands.CommandTree(self)
+        from .slash import register_commands  # slash commands call back into this class
+
+        register_commands(self)
+        #: Running deliveries, so shutdown can end them on their final text.
+        self._active: dict[asyncio.Task[Any], Reply] = {}
+        #: Posted reply message id -> its sink and reply, to stop quietly when it is deleted.
+        self._live: dict[str, tuple[ChannelSink, Reply]] = {}
+
+    @property
+    def streaming(self) -> int:
+        """How many replies are being delivered right now."""
+        return len(self._active)
+
+    # ----------------------------------------------------------------- life cycle
+
+    async def setup_hook(self) -> None:
+        token = self.http.token
+        assert token is not None
+        self.rest.open(SecretStr(token))
+        await self.sync_commands()
+        if self.application_id is not None:
+            self.out.write(f"Invite the bot with: {invite_url(self.application_id)}\n")
+            self.out.flush()
+
+    async def sync_commands(self) -> None:
+        """Globally (may take a while to show), or to ``DISCORD_GUILD_IDS`` (instant there)."""
+        guild_ids = self.settings.discord_guild_ids
+        if not guild_ids:
+            synced = await self.tree.sync()
+            log.info("synced %d slash commands globally", len(synced))
+            return
+        for guild_id in guild_ids:
+            guild = discord.Object(int(guild_id))
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("synced %d slash commands to guild %s", len(synced), guild_id)
+
+    async def close(self) -> None:
+        """Stop what streams, let each reply show its final text (briefly), then disconnect."""
+        active = dict(self._active)
+        for reply in active.values():
+            await self._cancel(reply)
+        if active:
+            _, pending = await asyncio.wait(active, timeout=CLOSE_GRACE)
+            for task in pending:
+                task.cancel()
+        await self.rest.close()
+        await super().close()
+
+    # ----------------------------------------------------------------- mentions
+
+    def _addressed(self, message: discord.Message) -> bool:
+        me = self.user
+        if me is None:
+            return False
+        if any(user.id == me.id for user in message.mentions):
+            return True
+        role = message.guild.self_role if message.guild is not None else None
+        return role is not None and role in message.role_mentions
+
+    def prompt_text(self, message: discord.Message) -> str:
+        """The message without the bot's mention; other mentions as readable names."""
+        content = message.content
+        me = self.user
+        if me is not None:
+            content = content.replace(f"<@{me.id}>", "").replace(f"<@!{me.id}>", "")
+        if message.guild is not None and message.guild.self_role is not None:
+            content = content.replace(f"<@&{message.guild.self_role.id}>", "")
+        for user in message.mentions:
+            name = f"@{user.display_name}"
+            content = content.replace(f"<@{user.id}>", name).replace(f"<@!{user.id}>", name)
+        for role in message.role_mentions:
+            content = content.replace(f"<@&{role.id}>", f"@{role.name}")
+        return content.strip()
+
+    async def on_message(self, message: discord.Message) -> None:
+        if message.author.bot or self.user is None:
+            return
+        if message.type not in (discord.MessageType.default, discord.MessageType.reply):
+            return
+        if message.guild is not None and not self._addressed(message):
+            return
+        key, parent = conversation_keys(message.channel, message.channel.id)
+        if self.engine.policy.refusal(None, key.channel, parent.channel if parent else None):
+            return  # a channel the bot is not enabled in is ignored, silently
+        actor = actor_of(message.author)
+        guild_id = str(message.guild.id) if message.guild is not None else None
+        text = self.prompt_text(message)
+        command = parse_command(text)
+        if command is not None:
+            result = await execute(self.engine, key, command, actor, parent=parent)
+            await self._reply_text(message, result.text)
+            return
+        try:
+            reply = await self.engine.submit(key, text, actor=actor, parent=parent)
+        except Refused as exc:
+            await self._reply_text(message, exc.user_message)
+            return
+        sink = ChannelSink(self.rest, key.channel, reply_to=str(message.id), guild_id=guild_id)
+        await self._stream(reply, sink, typing_channel=str(message.channel.id))
+
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        """A streaming reply was deleted: stop generating, quietly, and send nothing more."""
+        entry = self._live.get(str(payload.message_id))
+        if entry is None:
+            return
+        sink, reply = entry
+        sink.mark_gone()
+        await self._cancel(reply)
+
+    async def _reply_text(self, message: discord.Message, text: str) -> None:
+        """A complete text as a reply (split at 2,000 characters), paced like any reply."""
+        guild_id = str(message.guild.id) if message.guild is not None else None
+        sink = ChannelSink(
+            self.rest, str(message.channel.id), reply_to=str(message.id), guild_id=guild_id
+        )
+        await self._send_text(sink, text, self.budget)
+
+    async def _send_text(self, sink: MessageSink, text: str, budget: EditBudget | None) -> None:
+        renderer = StreamRenderer(
+            sink,
+            min_interval=self.settings.discord_edit_interval,
+            budget=budget,
+            clock=self.engine.clock,
+        )
+        # finish() right after feed(): the first post already carries the final text.
+        await renderer.feed(text)
+        try:
+            await renderer.finish()
+        except (DiscordRestError, SinkRateLimited) as exc:
+            log.warning("could not send a message: %s", exc)
+
+    # ----------------------------------------------------------------- streaming
+
+    async def _stream(
+        self,
+        reply: Reply,
+        sink: ChannelSink | InteractionSink,
+        *,
+        typing_channel: str | None = None,
+        shared_budget: bool = True,
+    ) -> None:
+        """Deliver ``reply`` into ``sink``; the typing indicator shows until the first post."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._active[task] = reply
+        typing: asyncio.Task[None] | None = None
+        posted: list[str] = []
+
+        def on_post(message_id: str) -> None:
+            if typing is not None:
+                typing.cancel()
+            if isinstance(sink, ChannelSink):
+                self._live[message_id] = (sink, reply)
+            posted.append(message_id)
+
+        sink.on_post = on_post
+        if typing_channel is not None:
+            typing = asyncio.create_task(self._typing(typing_channel))
+        try:
+            await deliver(
+                self.engine,
+                reply,
+                sink,
+                min_interval=self.settings.discord_edit_interval,
+                budget=self.budget if shared_budget else None,
+                clock=self.engine.clock,
+            )
+        except DiscordRestError as exc:
+            # Discord refused the message (missing permission, ...): nobody can see the reply.
+            log.warning("%s: reply not delivered: %s", reply.key, exc)
+            await self._cancel(reply)
+        finally:
+            if typing is not None:
+                typing.cancel()
+            for message_id in posted:
+                self._live.pop(message_id, None)
+            self._active.pop(task, None)
+
+    @staticmethod
+    async def _cancel(reply: Reply) -> None:
+        """Stop this very reply, whether it runs or still waits its turn (``engine.stop(key)``
+        would stop whichever reply of the conversation runs)."""
+        task = reply.task
+        if reply.done or task is None:
+            return
+        task.cancel()
+        await asyncio.wait([task])
+
+    async def _typing(self, channel_id: str) -> None:
+        """Show "typing..." until cancelled (at the first post), renewing it while it lasts.
+
+        A courtesy, never at the cost of content: sent only when the bot-wide budget has a slot
+        free right now.
+        """
+        while True:
+            ticket = self.budget.request()
+            if ticket.granted:
+                with contextlib.suppress(DiscordRestError, SinkRateLimited):
+                    await self.rest.trigger_typing(channel_id)
+            else:
+                ticket.cancel()
+            await self.engine.clock.sleep(TYPING_REFRESH)
+
+    # ----------------------------------------------------------------- slash commands
+
+    def interaction_context(
+        self, interaction: discord.Interaction[Any]
+    ) -> tuple[ConversationKey, ConversationKey | None, Actor]:
+        key, parent = conversation_keys(interaction.channel, interaction.channel_id)
+        permissions = interaction.permissions if interaction.guild_id is not None else None
+        return key, parent, actor_of(interaction.user, permissions)
+
+    async def _soon(
+        self, interaction: discord.Interaction[Any], work: Awaitable[_T], *, ephemeral: bool
+    ) -> _T:
+        """Await ``work``; when it is not done within :data:`DEFER_AFTER`, defer first."""
+        task = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait({task}, timeout=DEFER_AFTER)
+        if not done and not interaction.response.is_done():
+            await interaction.response.defer(ephemeral=ephemeral, thinking=True)
+        return await task
+
+    async def answer(
+        self, interaction: discord.Interaction[Any], text: str, *, ephemeral: bool
+    ) -> None:
+        """Answer an interaction with a complete text, split at 2,000 characters."""
+        parts = split_message(text, MAX_LEN) or [""]
+        if interaction.response.is_done():
+            await interaction.edit_original_response(content=parts[0], allowed_mentions=_NONE)
+        else:
+            await interaction.response.send_message(
+                parts[0], ephemeral=ephemeral, allowed_mentions=_NONE
+            )
+        for part in parts[1:]:
+            await interaction.followup.send(part, ephemeral=ephemeral, allowed_mentions=_NONE)
+
+    async def run_command(self, interaction: discord.Interaction[Any], command: Command) -> None:
+        """A slash command other than /ask, through the core grammar."""
+        key, parent, actor = self.interaction_context(interaction)
+        work = execute(self.engine, key, command, actor, parent=parent)
+        result = await self._soon(interaction, work, ephemeral=command.name != "reset")
+        await self.answer(interaction, result.text, ephemeral=result.ephemeral)
+
+    async def ask(self, interaction: discord.Interaction[Any], prompt: str) -> None:
+        """/ask: the answer streams into the interaction's response."""
+        key, parent, actor = self.interaction_context(interaction)
+        submit = self.engine.submit(key, prompt, actor=actor, parent=parent)
+        try:
+            reply = await self._soon(interaction, submit, ephemeral=False)
+        except Refused as exc:
+            await self.answer(interaction, exc.user_message, ephemeral=True)
+            return
+        try:
+            if not interaction.response.is_done():
+                await interaction.response.defer(thinking=True)
+        except discord.HTTPException:
+            await self._cancel(reply)  # the interaction expired: nobody would see the answer
+            raise
+        sink = InteractionSink(self.rest, str(interaction.application_id), interaction.token)
+        # Interaction endpoints are not bound to the bot-wide limit: no shared budget here.
+        await self._stream(reply, sink, shared_budget=False)
+
+    def model_choices(self, current: str) -> list[app_commands.Choice[str]]:
+        """Autocomplete for /model: the available models containing what was typed."""
+        needle = current.strip().lower()
+        models = [m for m in self.engine.available_models() if needle in m.lower()]
+        return [app_commands.Choice(name=m[:100], value=m[:100]) for m in models[:25]]

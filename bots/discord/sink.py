@@ -1,0 +1,158 @@
+"""Discord :class:`~core.render.MessageSink`\\ s: where a streamed reply is posted and edited.
+
+:class:`ChannelSink` answers a mention: its first message replies to the prompt (a message
+reference) and further messages continue in the channel. :class:`InteractionSink` answers a slash
+command: its first message is the deferred interaction response (``@original``), further ones are
+follow-ups. Both send ``allowed_mentions`` that ping nobody on every create and every edit, and
+translate Discord's answers into the renderer's terms: 404 → :class:`~core.render.SinkGone`
+(the message was deleted: stop quietly), 429 → :class:`~core.render.SinkRateLimited`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from core.render import SinkGone, SinkRateLimited
+
+from .rest import NO_MENTIONS, DiscordRest, DiscordRestError
+
+__all__ = ["MAX_LEN", "ChannelSink", "InteractionSink"]
+
+#: Discord's limit on a message's content.
+MAX_LEN = 2000
+#: Consecutive transient failures (5xx, network) retried before the reply gives up.
+_TRANSIENT_RETRIES = 3
+_TRANSIENT_WAIT = 1.0
+_EPHEMERAL = 1 << 6
+
+
+class _Sink:
+    """What both sinks share: gone-ness and the translation of REST failures."""
+
+    max_len = MAX_LEN
+
+    def __init__(self, rest: DiscordRest) -> None:
+        self.rest = rest
+        self.gone = False
+        self._failures = 0
+        #: Called with the platform id of each message once it is posted.
+        self.on_post: Callable[[str], None] | None = None
+
+    def mark_gone(self) -> None:
+        """The reply message was deleted (seen on the gateway): no further request is made."""
+        self.gone = True
+
+    def _check(self) -> None:
+        if self.gone:
+            raise SinkGone("the reply message was deleted")
+
+    async def _call(self, make: Callable[[], Any], *, idempotent: bool) -> Any:
+        self._check()
+        try:
+            result = await make()
+        except DiscordRestError as exc:
+            if exc.status == 404:
+                self.gone = True
+                raise SinkGone(exc.message or "not found") from None
+            if exc.transient and (idempotent or exc.status >= 500):
+                self._failures += 1
+                if self._failures <= _TRANSIENT_RETRIES:
+                    raise SinkRateLimited(_TRANSIENT_WAIT * self._failures) from None
+            raise
+        self._failures = 0
+        return result
+
+    def _posted(self, message_id: str) -> None:
+        if self.on_post is not None:
+            self.on_post(message_id)
+
+
+class ChannelSink(_Sink):
+    """A reply in a channel, thread or DM; the first message references ``reply_to``."""
+
+    def __init__(
+        self,
+        rest: DiscordRest,
+        channel_id: str,
+        *,
+        reply_to: str | None = None,
+        guild_id: str | None = None,
+    ) -> None:
+        super().__init__(rest)
+        self.channel_id = channel_id
+        self.reply_to = reply_to
+        self.guild_id = guild_id
+        self.posted: list[str] = []
+
+    async def post(self, text: str) -> str:
+        payload: dict[str, Any] = {"content": text, "allowed_mentions": NO_MENTIONS}
+        if not self.posted and self.reply_to is not None:
+            reference: dict[str, Any] = {
+                "message_id": self.reply_to,
+                "channel_id": self.channel_id,
+                "fail_if_not_exists": False,
+            }
+            if self.guild_id is not None:
+                reference["guild_id"] = self.guild_id
+            payload["message_reference"] = reference
+        data = await self._call(
+            lambda: self.rest.create_message(self.channel_id, payload), idempotent=False
+        )
+        message_id = str(data["id"])
+        self.posted.append(message_id)
+        self._posted(message_id)
+        return message_id
+
+    async def edit(self, ref: Any, text: str) -> None:
+        payload = {"content": text, "allowed_mentions": NO_MENTIONS}
+        await self._call(
+            lambda: self.rest.edit_message(self.channel_id, str(ref), payload), idempotent=True
+        )
+
+
+class InteractionSink(_Sink):
+    """A slash command's answer: the deferred response first, then follow-ups."""
+
+    def __init__(
+        self, rest: DiscordRest, application_id: str, token: str, *, ephemeral: bool = False
+    ) -> None:
+        super().__init__(rest)
+        self.application_id = application_id
+        self.token = token
+        self.ephemeral = ephemeral
+        self._original = False
+
+    def __repr__(self) -> str:  # the interaction token is a credential for 15 minutes
+        return f"InteractionSink(application_id={self.application_id!r})"
+
+    async def post(self, text: str) -> str:
+        payload: dict[str, Any] = {"content": text, "allowed_mentions": NO_MENTIONS}
+        if not self._original:
+            await self._call(
+                lambda: self.rest.edit_webhook_message(
+                    self.application_id, self.token, "@original", payload
+                ),
+                idempotent=True,
+            )
+            self._original = True
+            self._posted("@original")
+            return "@original"
+        if self.ephemeral:
+            payload["flags"] = _EPHEMERAL
+        data = await self._call(
+            lambda: self.rest.create_followup(self.application_id, self.token, payload),
+            idempotent=False,
+        )
+        message_id = str(data["id"])
+        self._posted(message_id)
+        return message_id
+
+    async def edit(self, ref: Any, text: str) -> None:
+        payload = {"content": text, "allowed_mentions": NO_MENTIONS}
+        await self._call(
+            lambda: self.rest.edit_webhook_message(
+                self.application_id, self.token, str(ref), payload
+            ),
+            idempotent=True,
+        )

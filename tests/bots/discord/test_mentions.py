@@ -1,0 +1,205 @@
+"""Mentions: the answer streams into a reply, per channel / thread / DM conversation."""
+
+from __future__ import annotations
+
+from core.conversations import ConversationKey, Status
+from core.delivery import EMPTY_NOTE
+from core.split import split_message
+from tests.fakes.discord_server import StoredMessage
+from tests.fakes.llm_server import Fail, FakeLLMServer, Reply
+
+from .conftest import BotStarter, World, wait_for
+
+ANSWER = "Streaming works: one token at a time, edited into a single Discord message."
+
+
+def tokens(text: str) -> list[str]:
+    return [word + " " for word in text.split(" ")[:-1]] + [text.split(" ")[-1]]
+
+
+def said(prompt: str) -> str:
+    """What the fake LLM answers when nothing is scripted."""
+    return f"You said: {prompt}"
+
+
+async def answered(world: World, prompt: StoredMessage, *texts: str) -> list[StoredMessage]:
+    """Wait until the bot's reply to ``prompt`` shows exactly ``texts``."""
+    server = world.server
+    await wait_for(lambda: [m.content for m in server.replies_to(prompt)] == list(texts))
+    return server.replies_to(prompt)
+
+
+async def test_a_mention_streams_the_full_reply_into_a_reply_message(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    llm.enqueue(Reply(deltas=tokens(ANSWER), delay=0.03))
+    await start_bot()
+    server = world.server
+    prompt = await server.send_message(world.general, world.alice, "explain streaming")
+    await wait_for(lambda: [m.content for m in server.replies_to(prompt)] == [ANSWER])
+
+    reply = server.replies_to(prompt)[0]
+    assert reply.reference is not None
+    assert reply.reference["message_id"] == prompt.id
+    assert reply.edits >= 1  # it streamed: posted early, then edited to the final text
+    # The LLM got the text without the bot's mention.
+    assert llm.requests[-1].json["messages"][-1] == {"role": "user", "content": "explain streaming"}
+    # "typing..." showed before the first text.
+    paths = [(r.method, r.path) for r in server.requests]
+    typing = paths.index(("POST", f"/api/v10/channels/{world.general}/typing"))
+    first_post = paths.index(("POST", f"/api/v10/channels/{world.general}/messages"))
+    assert typing < first_post
+
+
+async def test_the_conversation_is_the_channels(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    await start_bot()
+    server = world.server
+    first = await server.send_message(world.general, world.alice, "my name is Alice")
+    await answered(world, first, said("my name is Alice"))
+    # bob, same channel: same conversation; the thread and another channel start afresh.
+    second = await server.send_message(world.general, world.bob, "who am I?")
+    await answered(world, second, said("who am I?"))
+    history = llm.requests[-1].json["messages"]
+    assert [m["content"] for m in history] == [
+        "my name is Alice",
+        said("my name is Alice"),
+        "who am I?",
+    ]
+    for channel in (world.thread, world.random):
+        other = await server.send_message(channel, world.bob, "fresh start")
+        await answered(world, other, said("fresh start"))
+        assert [m["content"] for m in llm.requests[-1].json["messages"]] == ["fresh start"]
+
+
+async def test_a_thread_is_its_own_conversation_starting_from_its_channels_model(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    bot = await start_bot()
+    server = world.server
+    command = await server.send_message(world.general, world.mod, "model local/beta")
+    await wait_for(lambda: bool(server.replies_to(command)))
+    assert "local/beta" in server.replies_to(command)[0].content
+    prompt = await server.send_message(world.thread, world.alice, "hello thread")
+    await answered(world, prompt, said("hello thread"))
+    assert llm.requests[-1].json["model"] == "beta"
+    thread = await bot.engine.conversation(ConversationKey("discord", world.thread))
+    assert thread.parent == ConversationKey("discord", world.general)
+
+
+async def test_direct_messages_need_no_mention(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    await start_bot()
+    server = world.server
+    dm = server.dm_channel(world.alice)
+    prompt = await server.send_message(dm, world.alice, "hi in private", mention_bot=False)
+    await answered(world, prompt, said("hi in private"))
+
+
+async def test_messages_without_a_mention_and_the_bots_own_are_ignored(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    await start_bot()
+    server = world.server
+    await server.send_message(world.general, world.alice, "just chatting", mention_bot=False)
+    prompt = await server.send_message(world.general, world.alice, "now you")
+    await answered(world, prompt, said("now you"))
+    # One LLM call only: neither the unmentioned message nor the bot's own reply (which Discord
+    # also dispatches as MESSAGE_CREATE) started a generation.
+    assert len(llm.requests) == 1
+
+
+async def test_mention_text_commands_use_the_core_grammar(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    await start_bot()
+    server = world.server
+    command = await server.send_message(world.general, world.alice, "model local/beta")
+    await answered(world, command, "Model for this conversation is now local/beta.")
+    prompt = await server.send_message(world.general, world.alice, "which model?")
+    await answered(world, prompt, said("which model?"))
+    assert llm.requests[0].json["model"] == "beta"
+    # A prompt that merely starts like a command stays a prompt.
+    poem = await server.send_message(world.general, world.alice, "help me write a poem")
+    await answered(world, poem, said("help me write a poem"))
+
+
+async def test_a_long_reply_continues_in_further_messages(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    paragraphs = [f"Paragraph {i}: " + "lorem ipsum dolor sit amet " * 12 for i in range(14)]
+    text = "\n\n".join(paragraphs)
+    assert len(text) > 4000
+    llm.enqueue(Reply(text=text))
+    await start_bot()
+    server = world.server
+    prompt = await server.send_message(world.general, world.alice, "write a lot")
+    expected = split_message(text, 2000)
+    await answered(world, prompt, *expected)
+    assert all(len(m.content) <= 2000 for m in server.replies_to(prompt))
+    assert len(expected) >= 3
+
+
+async def test_a_deleted_reply_stops_the_generation_quietly(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    llm.enqueue(Reply(deltas=["Once ", "upon ", "a ", "time", " forever"], hang_after=2))
+    bot = await start_bot()
+    server = world.server
+    prompt = await server.send_message(world.general, world.alice, "tell me a story")
+    await wait_for(lambda: bool(server.replies_to(prompt)))
+    reply_message = server.replies_to(prompt)[0]
+    await server.delete_message(reply_message.id)
+    await wait_for(lambda: llm.disconnects == 1)  # the LLM stream was closed
+    await wait_for(lambda: bot.streaming == 0)
+    key = ConversationKey("discord", world.general)
+    assert bot.engine.reply_for(key) is not None
+    assert bot.engine.reply_for(key).status is Status.CANCELLED
+    # Nothing more was posted: no "stopped" note, no error.
+    assert [m.id for m in server.bot_messages(world.general)] == [reply_message.id]
+
+
+async def test_an_llm_error_is_shown_in_the_reply(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    llm.enqueue(Reply(deltas=["Half ", "an ", "answer"], error_after=2), Fail(401))
+    await start_bot()
+    server = world.server
+    prompt = await server.send_message(world.general, world.alice, "try")
+    await wait_for(
+        lambda: bool(server.replies_to(prompt)) and "⚠️" in server.replies_to(prompt)[0].content
+    )
+    content = server.replies_to(prompt)[0].content
+    assert content.startswith("Half an ")
+    assert "▌" not in content
+    prompt2 = await server.send_message(world.general, world.alice, "again")
+    await wait_for(
+        lambda: bool(server.replies_to(prompt2)) and "⚠️" in server.replies_to(prompt2)[0].content
+    )
+    assert "API key" in server.replies_to(prompt2)[0].content
+
+
+async def test_an_empty_answer_says_so(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    llm.enqueue(Reply(text=""))
+    await start_bot()
+    server = world.server
+    prompt = await server.send_message(world.general, world.alice, "say nothing")
+    await answered(world, prompt, EMPTY_NOTE)
+
+
+async def test_shutdown_ends_each_reply_on_its_final_text(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    llm.enqueue(Reply(deltas=["Still ", "thinking ", "about ", "it"], hang_after=2))
+    bot = await start_bot()
+    server = world.server
+    prompt = await server.send_message(world.general, world.alice, "a hard one")
+    await wait_for(lambda: bool(server.replies_to(prompt)))
+    await bot.close()
+    # No streaming marker is left behind: the reply says it was stopped.
+    assert [m.content for m in server.replies_to(prompt)] == ["Still thinking \n⏹ stopped"]
+    assert llm.disconnects == 1

@@ -1,0 +1,96 @@
+"""Rate limits: edits paced per channel and bot-wide, 429s waited out without losing text."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.fakes.llm_server import FakeLLMServer, Reply
+
+from .conftest import BotStarter, World, wait_for
+
+
+def answer(i: int) -> str:
+    return f"Reply number {i}: " + " ".join(f"word{j}" for j in range(12))
+
+
+def script(llm: FakeLLMServer, count: int) -> None:
+    for i in range(count):
+        words = answer(i).split(" ")
+        llm.enqueue(Reply(deltas=[w + " " for w in words[:-1]] + [words[-1]], delay=0.02))
+
+
+async def run_concurrently(world: World, llm: FakeLLMServer, channels: list[str]) -> None:
+    server = world.server
+    script(llm, len(channels))
+    prompts = await asyncio.gather(
+        *(server.send_message(c, world.alice, f"question {i}") for i, c in enumerate(channels))
+    )
+    # The LLM stand-in answers in request order; map each prompt to the answer it got.
+    await wait_for(lambda: len(llm.requests) == len(channels))
+    order = [r.json["messages"][-1]["content"] for r in llm.requests]
+    expected = {p.id: answer(order.index(f"question {i}")) for i, p in enumerate(prompts)}
+
+    def complete() -> bool:
+        return all([m.content for m in server.replies_to(p)] == [expected[p.id]] for p in prompts)
+
+    await wait_for(complete, tries=3000)
+
+
+async def test_forced_429s_lose_nothing(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    text = "Nothing is lost when Discord says slow down, neither per channel nor globally."
+    words = text.split(" ")
+    llm.enqueue(Reply(deltas=[w + " " for w in words[:-1]] + [words[-1]], delay=0.02))
+    await start_bot(discord_edit_interval=0.05)
+    server = world.server
+    server.inject_429(2, retry_after=0.05)  # the channel's edit bucket
+    server.inject_429(1, retry_after=0.05, is_global=True, methods=("PATCH",))
+    prompt = await server.send_message(world.general, world.alice, "go")
+    await wait_for(lambda: [m.content for m in server.replies_to(prompt)] == [text])
+    assert [e.is_global for e in server.rate_limited].count(True) == 1
+    assert [e.is_global for e in server.rate_limited].count(False) == 2
+
+
+async def test_a_global_429_on_the_first_post_loses_nothing(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    await start_bot()
+    server = world.server
+    server.inject_429(1, retry_after=0.05, is_global=True, methods=("POST",))
+    prompt = await server.send_message(world.general, world.alice, "first")
+    await wait_for(lambda: [m.content for m in server.replies_to(prompt)] == ["You said: first"])
+    assert len(server.rate_limited) == 1
+
+
+async def test_many_concurrent_replies_stay_inside_the_limits(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    """Discord's limits (5 edits / 0.5 s per channel here, 50 requests/s per bot): the shared
+    budget and the per-message interval keep 30 concurrent streams free of 429s. The budget
+    leaves headroom for discord.py's own requests (login and command sync happen in the same
+    second here) and for loopback jitter between a grant and the request's arrival."""
+    channels = [world.server.add_channel(world.guild, f"c{i}") for i in range(30)]
+    await start_bot(discord_edit_interval=0.12, discord_requests_per_second=40)
+    await run_concurrently(world, llm, channels)
+    assert world.server.rate_limited == []
+
+
+@pytest.mark.parametrize(
+    "server_limits",
+    [{"global_limit": (15, 1.0), "edit_limit": (2, 0.5)}],
+    indirect=True,
+)
+async def test_429s_under_overload_lose_nothing(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    """The bot believes it may send 45/s but the server allows 15/s (and 2 edits per 0.5 s per
+    channel): global 429s pause every stream, per-channel ones pause that channel; every reply
+    still ends exact."""
+    channels = [world.server.add_channel(world.guild, f"c{i}") for i in range(12)]
+    await start_bot(discord_edit_interval=0.05, discord_requests_per_second=45)
+    await run_concurrently(world, llm, channels)
+    events = world.server.rate_limited
+    assert any(e.is_global for e in events)

@@ -1,0 +1,131 @@
+"""DiscordRest against the stand-in: rate limits are surfaced (never slept on), errors typed.
+
+Time is a :class:`FakeClock`: an emptied bucket stays "empty" until the test moves the clock,
+so what is asserted is the decision, never a duration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from pydantic import SecretStr
+
+from bots.discord import NO_MENTIONS, ChannelSink, DiscordRest, DiscordRestError
+from core.clock import FakeClock
+from core.render import SinkGone, SinkRateLimited
+
+from .conftest import World
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def rest(world: World, clock: FakeClock) -> AsyncIterator[DiscordRest]:
+    client = DiscordRest(world.server.api_url, clock=clock)
+    client.open(SecretStr(world.server.token))
+    yield client
+    await client.close()
+
+
+def payload(text: str) -> dict[str, object]:
+    return {"content": text, "allowed_mentions": NO_MENTIONS}
+
+
+@pytest.mark.parametrize("server_limits", [{"edit_limit": (2, 30.0)}], indirect=True)
+async def test_an_emptied_bucket_raises_before_any_request(
+    world: World, rest: DiscordRest, clock: FakeClock
+) -> None:
+    message = await rest.create_message(world.general, payload("a"))
+    await rest.edit_message(world.general, message["id"], payload("b"))
+    await rest.edit_message(world.general, message["id"], payload("c"))  # remaining: 0
+    sent = len(world.server.requests)
+    with pytest.raises(SinkRateLimited) as caught:
+        await rest.edit_message(world.general, message["id"], payload("d"))
+    assert 0 < caught.value.retry_after <= 30.0
+    assert not caught.value.shared
+    assert len(world.server.requests) == sent  # decided locally: no request, no 429
+    assert world.server.rate_limited == []
+    # Another channel's bucket is not affected.
+    other = await rest.create_message(world.random, payload("x"))
+    await rest.edit_message(world.random, other["id"], payload("y"))
+    # Once the window has passed (by the clock), the request goes out again.
+    await clock.advance(caught.value.retry_after)
+    with pytest.raises(SinkRateLimited):  # the server's real window is still closed
+        await rest.edit_message(world.general, message["id"], payload("d"))
+    assert world.server.rate_limited[-1].path.endswith(message["id"])
+
+
+async def test_a_429_is_surfaced_with_retry_after(
+    world: World, rest: DiscordRest, clock: FakeClock
+) -> None:
+    message = await rest.create_message(world.general, payload("a"))
+    world.server.inject_429(1, retry_after=0.25)
+    with pytest.raises(SinkRateLimited) as caught:
+        await rest.edit_message(world.general, message["id"], payload("b"))
+    assert (caught.value.retry_after, caught.value.shared) == (0.25, False)
+    sent = len(world.server.requests)
+    with pytest.raises(SinkRateLimited):  # the bucket is known to be closed until then
+        await rest.edit_message(world.general, message["id"], payload("b"))
+    assert len(world.server.requests) == sent
+    await clock.advance(0.25)
+    await rest.edit_message(world.general, message["id"], payload("b"))
+    assert world.server.messages[message["id"]].content == "b"
+
+
+async def test_a_global_429_pauses_every_route(
+    world: World, rest: DiscordRest, clock: FakeClock
+) -> None:
+    message = await rest.create_message(world.general, payload("a"))
+    world.server.inject_429(1, retry_after=0.5, is_global=True)
+    with pytest.raises(SinkRateLimited) as caught:
+        await rest.edit_message(world.general, message["id"], payload("b"))
+    assert (caught.value.retry_after, caught.value.shared) == (0.5, True)
+    with pytest.raises(SinkRateLimited) as other:
+        await rest.create_message(world.random, payload("elsewhere"))
+    assert other.value.shared
+    await clock.advance(0.5)
+    await rest.create_message(world.random, payload("elsewhere"))
+
+
+async def test_errors_are_typed_and_carry_no_token(world: World, rest: DiscordRest) -> None:
+    with pytest.raises(DiscordRestError) as caught:
+        await rest.edit_message(world.general, "1", payload("x"))
+    assert (caught.value.status, caught.value.code) == (404, 10008)
+    assert world.server.token not in str(caught.value)
+    assert world.server.token not in repr(rest)
+    unauthorized = DiscordRest(world.server.api_url)
+    unauthorized.open(SecretStr("wrong"))
+    try:
+        with pytest.raises(DiscordRestError) as denied:
+            await unauthorized.create_message(world.general, payload("x"))
+        assert denied.value.status == 401
+    finally:
+        await unauthorized.close()
+
+
+async def test_channel_sink_maps_gone_and_transient_failures(
+    world: World, rest: DiscordRest
+) -> None:
+    sink = ChannelSink(rest, world.general)
+    ref = await sink.post("first")
+    world.server.inject_error(502, 3)
+    for _ in range(3):  # a server-side hiccup: retried, as a short rate limit
+        with pytest.raises(SinkRateLimited):
+            await sink.edit(ref, "second")
+    await sink.edit(ref, "second")
+    world.server.inject_error(500, 4)
+    for _ in range(3):
+        with pytest.raises(SinkRateLimited):
+            await sink.edit(ref, "third")
+    with pytest.raises(DiscordRestError):  # ...but not for ever
+        await sink.edit(ref, "third")
+    await world.server.delete_message(ref)
+    with pytest.raises(SinkGone):
+        await sink.edit(ref, "fourth")
+    with pytest.raises(SinkGone):  # gone for good: nothing more is sent
+        await sink.post("fifth")
+    assert world.server.messages[ref].content == "second"

@@ -1,0 +1,124 @@
+"""Safety: nothing the bot sends pings anyone, secrets stay out of logs, access lists hold."""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+import pytest
+
+from bots.discord import NO_MENTIONS
+from tests.fakes.llm_server import FakeLLMServer, Reply
+
+from .conftest import BotStarter, World, wait_for
+
+EPHEMERAL = 1 << 6
+
+
+def pings(world: World) -> str:
+    return f"Hey @everyone and @here, <@&{world.mod_role}> and <@{world.bob}>: read this!"
+
+
+async def test_an_llm_reply_with_mentions_pings_nobody_on_create_and_every_edit(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    text = pings(world)
+    llm.enqueue(Reply(deltas=[text[:10], text[10:25], text[25:]], delay=0.05))
+    await start_bot()
+    server = world.server
+    prompt = await server.send_message(world.general, world.alice, "say it")
+    await wait_for(lambda: [m.content for m in server.replies_to(prompt)] == [text])
+    message = server.replies_to(prompt)[0]
+    assert len(message.payloads) >= 2  # the create and at least one edit
+    for payload in message.payloads:
+        assert payload["allowed_mentions"] == NO_MENTIONS == {"parse": [], "replied_user": False}
+
+
+async def test_slash_answers_ping_nobody_either(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    text = pings(world)
+    llm.enqueue(Reply(deltas=[text[:20], text[20:]], delay=0.05))
+    await start_bot()
+    server = world.server
+    asked = await server.slash(world.general, world.alice, "ask", prompt="say it")
+    await wait_for(lambda: [m.content for m in server.interaction_messages(asked)] == [text])
+    for payload in server.interaction_messages(asked)[0].payloads[1:]:  # [0]: the defer
+        assert payload["allowed_mentions"] == NO_MENTIONS
+    # Command answers sent by discord.py itself carry "parse nothing" as well.
+    helped = await server.slash(world.general, world.alice, "help")
+    await wait_for(lambda: helped.responded)
+    assert helped.callbacks[0]["data"]["allowed_mentions"]["parse"] == []
+
+
+async def test_default_intents_only(world: World, start_bot: BotStarter) -> None:
+    await start_bot()
+    identified = world.server.intents
+    assert identified is not None
+    assert identified == discord.Intents.default().value
+    assert not discord.Intents._from_value(identified).message_content
+
+
+async def test_no_secret_in_any_log_line_or_repr(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    bot = await start_bot()
+    server = world.server
+    server.inject_429(1, retry_after=0.01, is_global=True, methods=("PATCH", "POST"))
+    llm.enqueue(Reply(deltas=["a ", "b ", "c"], delay=0.03))
+    prompt = await server.send_message(world.general, world.alice, "hi")
+    await wait_for(lambda: [m.content for m in server.replies_to(prompt)] == ["a b c"])
+    asked = await server.slash(world.general, world.alice, "ask", prompt="x")
+    await wait_for(
+        lambda: [m.content for m in server.interaction_messages(asked)] == ["You said: x"]
+    )
+    assert server.rate_limited  # the 429 path ran and logged
+    assert server.token not in caplog.text
+    for obj in (bot.rest, bot.settings, bot):
+        assert server.token not in repr(obj)
+    assert asked.token not in repr(bot.rest)
+
+
+async def test_allowed_roles_and_channels(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    await start_bot(allowed_roles=world.mod_role, allowed_channels=world.general)
+    server = world.server
+    refused = await server.send_message(world.general, world.alice, "hi")
+    await wait_for(lambda: bool(server.replies_to(refused)))
+    assert server.replies_to(refused)[0].content == "Sorry, you are not allowed to use this bot."
+    served = await server.send_message(world.thread, world.mod, "in the thread")
+    await wait_for(
+        lambda: [m.content for m in server.replies_to(served)] == ["You said: in the thread"]
+    )
+    ignored = await server.send_message(world.random, world.mod, "elsewhere")
+    slashed = await server.slash(world.random, world.mod, "reset")
+    await wait_for(lambda: slashed.responded)
+    assert slashed.callbacks[0]["data"]["content"] == "I am not enabled in this channel."
+    assert slashed.callbacks[0]["data"]["flags"] & EPHEMERAL
+    assert server.replies_to(ignored) == []  # a channel the bot is not enabled in: silence
+    assert len(llm.requests) == 1
+
+
+async def test_blocked_users_roles_and_channels(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    await start_bot(
+        blocked_users=world.bob, blocked_roles=world.mod_role, blocked_channels=world.general
+    )
+    server = world.server
+    for user in (world.bob, world.mod):
+        message = await server.send_message(world.random, user, "hi")
+        await wait_for(lambda message=message: bool(server.replies_to(message)))
+        assert (
+            server.replies_to(message)[0].content == "Sorry, you are not allowed to use this bot."
+        )
+    # The blocked channel and its threads are ignored.
+    await server.send_message(world.general, world.alice, "hi")
+    await server.send_message(world.thread, world.alice, "hi")
+    ok = await server.send_message(world.random, world.alice, "fine")
+    await wait_for(lambda: [m.content for m in server.replies_to(ok)] == ["You said: fine"])
+    assert len(llm.requests) == 1
+    assert server.bot_messages(world.general) == []
+    assert server.bot_messages(world.thread) == []
