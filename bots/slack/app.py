@@ -1,0 +1,486 @@
+"""``SlackBot``: slack-bolt's ``AsyncApp`` wired to the core engine, over HTTP or Socket Mode.
+
+Why it is short: conversations, prompts, commands, the admin rule, throttled rendering and the
+shared edit budget are the core's. This module only turns Slack events and slash commands into
+core calls (:mod:`bots.slack.events` says where a message belongs), answers through a
+:class:`~bots.slack.sink.SlackSink` or Slack's native streaming
+(:mod:`bots.slack.streaming`), and runs the transports: an aiohttp server that hands every
+request to bolt (which verifies its signature), or bolt's Socket Mode client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections import OrderedDict
+from collections.abc import Coroutine
+from typing import Any, TextIO
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from core.clock import Clock, MonotonicClock
+from core.commands import Command, CommandResult, execute, parse_command
+from core.delivery import deliver_with
+from core.engine import ChatEngine, Refused, Reply
+from core.policy import Actor
+from core.render import EditBudget, StreamRenderer
+from core.settings import Settings
+from llmconnect import LLMError, aclose_shared_clients
+
+from .commands import ASK, SLASH_COMMANDS, SLASH_HELP, slash_command
+from .events import Place, Threads, is_user_message
+from .mrkdwn import escape, from_slack
+from .sink import SlackSink
+from .streaming import NativeStreamRenderer
+
+__all__ = ["EVENTS_PATH", "SlackBot", "SlackConfigError", "run"]
+
+log = logging.getLogger("llmconnect.slack")
+
+EVENTS_PATH = "/slack/events"
+_ADMIN_TTL = 300.0  # seconds a workspace-admin lookup is trusted
+
+
+class _NoTokenSkippedWarning(logging.Filter):
+    """bolt warns that ``SLACK_BOT_TOKEN`` "will be unused" because it sees the variable next
+    to our client; the client carries that very token, so the warning only misleads."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
+_BOLT_LOG = logging.getLogger("llmconnect.slack.bolt")
+_BOLT_LOG.addFilter(_NoTokenSkippedWarning())
+
+
+class SlackConfigError(Exception):
+    """A required Slack setting is missing; the message names the variable."""
+
+
+class SlackBot:
+    """One Slack app (one workspace's bot token) answering with ``engine``.
+
+    Use ``async with SlackBot(settings) as bot:`` (or :meth:`start` / :meth:`aclose`), then
+    :meth:`serve_http` or :meth:`start_socket_mode`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: ChatEngine | None = None,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        if settings.slack_bot_token is None:
+            raise SlackConfigError("SLACK_BOT_TOKEN is not set (the bot token, xoxb-...).")
+        self.settings = settings
+        self._owns_engine = engine is None
+        self.engine = engine or ChatEngine(settings)
+        self.clock: Clock = clock or MonotonicClock()
+        token = settings.slack_bot_token.get_secret_value()
+        # Every call but the renderer's honours 429 + Retry-After in slack-sdk itself...
+        self.client = AsyncWebClient(
+            token=token,
+            base_url=settings.slack_api_url,
+            retry_handlers=[
+                AsyncConnectionErrorRetryHandler(),
+                AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+            ],
+        )
+        # ...while posts and edits of streaming replies leave 429s to the core renderer, which
+        # waits Retry-After on the core clock, defers the workspace budget and then sends the
+        # latest text (not the stale one slack-sdk would resend).
+        self.edit_client = AsyncWebClient(
+            token=token,
+            base_url=settings.slack_api_url,
+            retry_handlers=[AsyncConnectionErrorRetryHandler()],
+        )
+        secret = settings.slack_signing_secret
+        self.app = AsyncApp(
+            client=self.client,
+            signing_secret=secret.get_secret_value() if secret is not None else "",
+            name="llmconnect",
+            logger=_BOLT_LOG,
+        )
+        self.threads = Threads()
+        self._native_off = False
+        self._budgets: dict[str, EditBudget] = {}
+        self._admins: dict[str, tuple[bool, float]] = {}
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._tasks: dict[asyncio.Task[None], Reply] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+        self._socket: AsyncSocketModeHandler | None = None
+        self.app.event("app_mention")(self._on_mention)
+        self.app.event("message")(self._on_message)
+        for name in SLASH_COMMANDS:
+            self.app.command(name)(self._on_command)
+
+    def __repr__(self) -> str:
+        return f"SlackBot(api={self.settings.slack_api_url!r}, streaming={self.streaming!r})"
+
+    @property
+    def streaming(self) -> str:
+        return self.settings.slack_streaming
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> SlackBot:
+        """Open the shared HTTP connection pool for Web API calls."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+            self.client.session = self._session
+            self.edit_client.session = self._session
+        return self
+
+    async def __aenter__(self) -> SlackBot:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def serve_http(self, host: str = "0.0.0.0", port: int = 3000) -> int:
+        """Serve Slack's requests at ``/slack/events``; returns the port (``port=0``: any free)."""
+        app = self.http_app()
+        await self.start()
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+    def http_app(self) -> web.Application:
+        """The aiohttp application: POST ``/slack/events`` goes to bolt (signature checked)."""
+        if not self.settings.slack_signing_secret:
+            raise SlackConfigError(
+                "SLACK_SIGNING_SECRET is not set: HTTP mode verifies every request with it."
+            )
+        app = web.Application()
+        app.router.add_post(EVENTS_PATH, self._http)
+        return app
+
+    async def _http(self, request: web.Request) -> web.Response:
+        response = await self.app.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(response)
+
+    async def start_socket_mode(self) -> None:
+        """Connect to Slack over Socket Mode (``SLACK_APP_TOKEN``): no public URL needed."""
+        app_token = self.settings.slack_app_token
+        if app_token is None:
+            raise SlackConfigError(
+                "SLACK_APP_TOKEN is not set (the app-level token, xapp-..., for Socket Mode)."
+            )
+        await self.start()
+        self._socket = AsyncSocketModeHandler(
+            self.app, app_token=app_token.get_secret_value(), web_client=self.client
+        )
+        await self._socket.connect_async()
+
+    async def aclose(self) -> None:
+        """Stop taking requests, end every reply (each shows what it had), close connections.
+
+        An engine the bot made is closed; one passed in (shared with other front ends) keeps
+        running, only this bot's replies are stopped.
+        """
+        if self._socket is not None:
+            await self._socket.close_async()
+            self._socket = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._owns_engine:
+            await self.engine.aclose()
+        else:
+            for reply in self._tasks.values():
+                if reply.task is not None and not reply.done:
+                    reply.task.cancel()
+        if self._tasks:  # deliveries write their final text; don't wait for ever on Slack
+            _, late = await asyncio.wait(set(self._tasks), timeout=10)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # ------------------------------------------------------------------ events
+
+    async def _on_mention(
+        self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        channel = event.get("channel", "")
+        if channel.startswith("D") or not event.get("user") or self._repeated(body):
+            return  # a DM arrives as a message event too
+        place = self.threads.place(
+            team_id=event.get("team") or body.get("team_id") or context.team_id or "",
+            channel=channel,
+            user_id=event["user"],
+            ts=event.get("ts"),
+            thread_ts=event.get("thread_ts"),
+        )
+        await self._on_text(place, from_slack(event.get("text", ""), context.bot_user_id))
+
+    async def _on_message(
+        self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        if not is_user_message(event) or self._repeated(body):
+            return
+        place = self.threads.place(
+            team_id=event.get("team") or body.get("team_id") or context.team_id or "",
+            channel=event["channel"],
+            user_id=event["user"],
+            ts=event.get("ts"),
+            thread_ts=event.get("thread_ts"),
+        )
+        await self._on_text(place, from_slack(event.get("text", ""), context.bot_user_id))
+
+    def _repeated(self, body: dict[str, Any]) -> bool:
+        """Slack redelivers an event it thinks was not acknowledged: answer it once."""
+        event_id = body.get("event_id")
+        if not event_id:
+            return False
+        if event_id in self._seen:
+            return True
+        self._seen[event_id] = None
+        if len(self._seen) > 4096:
+            self._seen.popitem(last=False)
+        return False
+
+    async def _on_text(self, place: Place, text: str) -> None:
+        command = parse_command(text)
+        if command is not None:
+            result = await self._execute(place, command)
+            await self._tell(place, result.text, ephemeral=result.ephemeral)
+            return
+        try:
+            reply = await self.engine.submit(
+                place.key, text, actor=Actor(place.user_id), parent=place.parent
+            )
+        except Refused as exc:
+            await self._tell(place, exc.user_message, ephemeral=True)
+            return
+        self._spawn(self._deliver(place, reply), reply)
+
+    # ------------------------------------------------------------------ slash commands
+
+    async def _on_command(
+        self, ack: Any, command: dict[str, Any], respond: Any, context: AsyncBoltContext
+    ) -> None:
+        await ack()  # within Slack's 3 seconds; the work follows
+        channel = command.get("channel_id", "")
+        place = Place(
+            team_id=command.get("team_id") or context.team_id or "",
+            channel=channel,
+            user_id=command.get("user_id", ""),
+            key=Threads.channel_key(channel),
+        )
+        text = from_slack(command.get("text", ""), context.bot_user_id)
+        if command.get("command") == ASK:
+            await self._slash_ask(place, text, respond)
+            return
+        result = await self._execute(place, slash_command(command.get("command", ""), text))
+        await respond(
+            text=escape(result.text),
+            response_type="ephemeral" if result.ephemeral else "in_channel",
+        )
+
+    async def _slash_ask(self, place: Place, text: str, respond: Any) -> None:
+        try:
+            reply = await self.engine.submit(place.key, text, actor=Actor(place.user_id))
+        except Refused as exc:
+            await respond(text=escape(exc.user_message), response_type="ephemeral")
+            return
+        quoted = "\n".join(f"> {line}" for line in escape(text).split("\n"))
+        try:
+            posted = await self.client.chat_postMessage(
+                channel=place.channel,
+                text=f"*<@{place.user_id}> asked:*\n{quoted}",
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        except SlackApiError as exc:
+            if reply.task is not None:
+                reply.task.cancel()  # nowhere to answer: don't run the prompt for nothing
+            error = exc.response.get("error")
+            hint = (
+                "invite me first (/invite)"
+                if error in ("not_in_channel", "channel_not_found")
+                else error
+            )
+            await respond(text=f"I can't post here: {hint}.", response_type="ephemeral")
+            return
+        anchored = Place(
+            place.team_id, place.channel, place.user_id, place.key, anchor_ts=posted["ts"]
+        )
+        self._spawn(self._deliver(anchored, reply), reply)
+
+    async def _execute(self, place: Place, command: Command) -> CommandResult:
+        result = await execute(
+            self.engine, place.key, command, await self._actor(place, command), parent=place.parent
+        )
+        if command.name == "help":
+            return CommandResult(f"{result.text}\n{SLASH_HELP}", result.ephemeral, result.ok)
+        return result
+
+    async def _actor(self, place: Place, command: Command) -> Actor:
+        """The asker; a workspace admin or owner counts as an admin (looked up only when the
+        admin rule applies and the user is not listed in ``ADMIN_USER_IDS``)."""
+        admins = self.settings.admin_user_ids
+        changes = command.name in ("model", "system") and bool(command.arg.strip())
+        if not changes or not admins or place.user_id in admins:
+            return Actor(place.user_id)
+        return Actor(place.user_id, platform_admin=await self._workspace_admin(place.user_id))
+
+    async def _workspace_admin(self, user_id: str) -> bool:
+        cached = self._admins.get(user_id)
+        now = self.clock.now()
+        if cached is not None and now - cached[1] < _ADMIN_TTL:
+            return cached[0]
+        try:
+            user = (await self.client.users_info(user=user_id))["user"]
+        except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("users.info for %s failed: %s", user_id, exc)
+            return False
+        admin = bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
+        self._admins[user_id] = (admin, now)
+        return admin
+
+    # ------------------------------------------------------------------ answering
+
+    def budget(self, team_id: str) -> EditBudget:
+        """The posts/edits budget shared by every streaming reply in one workspace."""
+        budget = self._budgets.get(team_id)
+        if budget is None:
+            rate = self.settings.slack_workspace_edit_rate
+            budget = EditBudget(rate, 60.0, burst=max(1, min(5, int(rate))), clock=self.clock)
+            self._budgets[team_id] = budget
+        return budget
+
+    def native(self, place: Place) -> bool:
+        """Whether to answer ``place`` with Slack's native streaming."""
+        mode = self.settings.slack_streaming
+        if mode == "update" or self._native_off or (place.thread_ts or place.anchor_ts) is None:
+            return False
+        return mode == "native" or place.thread_ts is not None or place.is_dm
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], reply: Reply) -> None:
+        """Deliver ``reply`` in the background, tracked so that :meth:`aclose` can end it."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks[task] = reply
+        task.add_done_callback(lambda t: self._tasks.pop(t, None))
+
+    async def _deliver(self, place: Place, reply: Reply) -> None:
+        interval = self.settings.slack_edit_interval
+        budget = self.budget(place.team_id)
+        renderer: NativeStreamRenderer | StreamRenderer
+        if self.native(place):
+            thread_ts = place.thread_ts or place.anchor_ts
+            assert thread_ts is not None
+            if place.thread_ts is None:
+                self.threads.opened(place.channel, thread_ts, place.key)
+            renderer = NativeStreamRenderer(
+                self.client,
+                channel=place.channel,
+                thread_ts=thread_ts,
+                recipient_user_id=place.user_id,
+                recipient_team_id=place.team_id,
+                fallback=lambda ts: SlackSink(
+                    self.edit_client, place.channel, thread_ts=thread_ts, adopt_ts=ts
+                ),
+                min_interval=interval,
+                budget=budget,
+                clock=self.clock,
+            )
+        else:
+            sink = SlackSink(self.edit_client, place.channel, thread_ts=place.thread_ts)
+            renderer = StreamRenderer(sink, min_interval=interval, budget=budget, clock=self.clock)
+        try:
+            await deliver_with(self.engine, reply, renderer)
+        except asyncio.CancelledError:
+            await renderer.aclose()
+            raise
+        except Exception as exc:  # a reply that could not be shown must not kill the bot
+            log.warning("Answer in %s could not be delivered: %s", place.channel, exc)
+        if isinstance(renderer, NativeStreamRenderer) and renderer.unsupported:
+            # This workspace (or proxy) has no streaming API: stop paying a failed call per reply.
+            self._native_off = True
+            log.warning("Slack refused native streaming (%s); using chat.update", renderer.error)
+
+    async def _tell(self, place: Place, text: str, *, ephemeral: bool) -> None:
+        """A short plain-text answer; ephemeral ones only the asker sees (DMs are private)."""
+        try:
+            if ephemeral and not place.is_dm:
+                await self.client.chat_postEphemeral(
+                    channel=place.channel,
+                    user=place.user_id,
+                    text=escape(text),
+                    thread_ts=place.thread_ts,
+                )
+            else:
+                await self.client.chat_postMessage(
+                    channel=place.channel, text=escape(text), thread_ts=place.thread_ts
+                )
+        except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("Could not answer in %s: %s", place.channel, exc)
+
+
+async def run(
+    settings: Settings,
+    *,
+    http: bool = False,
+    host: str = "0.0.0.0",
+    port: int = 3000,
+    out: TextIO | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """``llmconnect slack``: run until SIGINT/SIGTERM (or ``stop``); 2 on a missing setting."""
+    out = out or sys.stderr
+    try:
+        bot = SlackBot(settings)
+    except (SlackConfigError, LLMError) as exc:
+        out.write(f"{exc}\n")
+        return 2
+    if not http and settings.slack_app_token is None:
+        out.write(
+            "SLACK_APP_TOKEN is not set: set it for Socket Mode, or run "
+            "`llmconnect slack --http --port N` (needs SLACK_SIGNING_SECRET).\n"
+        )
+        return 2
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        async with bot:
+            if http:
+                bound = await bot.serve_http(host, port)
+                out.write(f"Slack bot listening on http://{host}:{bound}{EVENTS_PATH}\n")
+            else:
+                await bot.start_socket_mode()
+                out.write("Slack bot connected over Socket Mode.\n")
+            out.flush()
+            await stop.wait()
+    except SlackConfigError as exc:
+        out.write(f"{exc}\n")
+        return 2
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+        await aclose_shared_clients()
+    return 0

@@ -1,0 +1,89 @@
+"""Where a Slack message belongs: its conversation, and where the answer goes.
+
+Why a module: every Slack entry point (``app_mention``, a DM, ``/ask``) must agree on the same
+rules, which are the design's (a channel is a conversation; a thread is its own conversation that
+starts from its channel's model and system prompt) plus one Slack fact: native streaming can only
+write *into a thread*. A top-level question answered by a native stream therefore gets its
+answer in the question's thread, and that thread is remembered as part of the question's
+conversation (:class:`Threads`), so a follow-up there continues it instead of starting afresh.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from core.conversations import ConversationKey
+
+__all__ = ["PLATFORM", "Place", "Threads", "is_user_message"]
+
+PLATFORM = "slack"
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """One request: who asked where, its conversation, and where the answer goes."""
+
+    team_id: str
+    channel: str
+    user_id: str
+    key: ConversationKey
+    parent: ConversationKey | None = None
+    #: The thread the answer goes to (``None``: the top level of ``channel``).
+    thread_ts: str | None = None
+    #: The question's own message, under which a native stream answers a top-level question.
+    anchor_ts: str | None = None
+
+    @property
+    def is_dm(self) -> bool:
+        return self.channel.startswith("D")
+
+
+class Threads:
+    """Maps Slack messages to conversation keys, remembering the threads the bot opened."""
+
+    def __init__(self, max_threads: int = 10_000) -> None:
+        self._opened: OrderedDict[tuple[str, str], ConversationKey] = OrderedDict()
+        self._max = max_threads
+
+    @staticmethod
+    def channel_key(channel: str) -> ConversationKey:
+        return ConversationKey(PLATFORM, channel)
+
+    def place(
+        self,
+        *,
+        team_id: str,
+        channel: str,
+        user_id: str,
+        ts: str | None = None,
+        thread_ts: str | None = None,
+    ) -> Place:
+        """The place of a message ``ts`` (in thread ``thread_ts``, if any)."""
+        if thread_ts and thread_ts != ts:
+            opened = self._opened.get((channel, thread_ts))
+            if opened is not None:
+                self._opened.move_to_end((channel, thread_ts))
+                return Place(team_id, channel, user_id, opened, thread_ts=thread_ts)
+            key = ConversationKey(PLATFORM, f"{channel}/{thread_ts}")
+            parent = self.channel_key(channel)
+            return Place(team_id, channel, user_id, key, parent, thread_ts=thread_ts)
+        return Place(team_id, channel, user_id, self.channel_key(channel), anchor_ts=ts)
+
+    def opened(self, channel: str, thread_ts: str, key: ConversationKey) -> None:
+        """The bot answered ``key`` in the thread ``thread_ts``: follow-ups there continue it."""
+        self._opened[(channel, thread_ts)] = key
+        self._opened.move_to_end((channel, thread_ts))
+        while len(self._opened) > self._max:
+            self._opened.popitem(last=False)
+
+
+def is_user_message(event: dict[str, Any]) -> bool:
+    """A DM a person wrote (not an edit, a deletion, a bot's message or a system message)."""
+    return (
+        event.get("channel_type") == "im"
+        and not event.get("subtype")
+        and not event.get("bot_id")
+        and bool(event.get("user"))
+    )

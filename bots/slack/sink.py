@@ -1,0 +1,115 @@
+"""``SlackSink``: the core renderer's :class:`~core.render.MessageSink` over ``chat.postMessage`` +
+``chat.update``, and the mapping of Slack API errors onto the core's sink exceptions.
+
+Why a sink of its own: the renderer decides *when* to post and edit (throttled, coalesced, split
+at the length limit, paced by the per-workspace budget); the sink only knows *how* on Slack:
+Markdown becomes mrkdwn, 429 becomes :class:`~core.render.SinkRateLimited` with Slack's
+``Retry-After``, a deleted message or channel becomes :class:`~core.render.SinkGone`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from core.render import SinkGone, SinkRateLimited
+
+from .mrkdwn import to_mrkdwn
+
+__all__ = ["GONE_ERRORS", "UPDATE_MAX_LEN", "SlackSink", "retry_after", "translate_error"]
+
+#: Characters of Markdown per posted/edited message. Slack truncates ``text`` past 40,000 and
+#: recommends at most 4,000 for readability; mrkdwn escaping can only grow a text, so the limit
+#: is applied to the source with room to spare.
+UPDATE_MAX_LEN = 4_000
+
+#: Errors that mean the message (or where it was) no longer exists: stop, quietly.
+GONE_ERRORS = frozenset(
+    {
+        "channel_not_found",
+        "message_not_found",
+        "is_archived",
+        "not_in_channel",
+        "thread_not_found",
+        "cant_update_message",
+    }
+)
+
+
+def retry_after(exc: SlackApiError) -> float:
+    """Seconds Slack asked to wait (``Retry-After``), 1 when it did not say."""
+    headers = getattr(exc.response, "headers", None) or {}
+    for name, value in headers.items():
+        if name.lower() == "retry-after":
+            raw = value[0] if isinstance(value, list) else value
+            try:
+                return max(0.0, float(raw))
+            except (TypeError, ValueError):
+                break
+    return 1.0
+
+
+def translate_error(exc: SlackApiError) -> Exception:
+    """The core sink exception for a Slack API error (or the error itself)."""
+    if exc.response.status_code == 429 or exc.response.get("error") == "ratelimited":
+        # chat.update is rate limited per workspace: every stream there backs off.
+        return SinkRateLimited(retry_after(exc), shared=True)
+    if exc.response.get("error") in GONE_ERRORS:
+        return SinkGone(str(exc.response.get("error")))
+    return exc
+
+
+class SlackSink:
+    """One channel or thread of a Slack workspace, written with ``chat.postMessage`` and
+    ``chat.update``.
+
+    ``adopt_ts`` is an existing bot message to continue in: the first :meth:`post` edits it
+    instead of posting (a native stream that expired goes on by edits in the same message).
+    """
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        channel: str,
+        *,
+        thread_ts: str | None = None,
+        adopt_ts: str | None = None,
+        max_len: int = UPDATE_MAX_LEN,
+    ) -> None:
+        self.client = client
+        self.channel = channel
+        self.thread_ts = thread_ts
+        self._adopt = adopt_ts
+        self.max_len = max_len
+
+    def __repr__(self) -> str:
+        return f"SlackSink(channel={self.channel!r}, thread_ts={self.thread_ts!r})"
+
+    async def post(self, text: str) -> Any:
+        if self._adopt is not None:
+            ts, self._adopt = self._adopt, None
+            try:
+                await self.edit(ts, text)
+            except BaseException:
+                self._adopt = ts  # not shown yet: the renderer's retry edits it again
+                raise
+            return ts
+        try:
+            response = await self.client.chat_postMessage(
+                channel=self.channel,
+                thread_ts=self.thread_ts,
+                text=to_mrkdwn(text),
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        except SlackApiError as exc:
+            raise translate_error(exc) from None
+        return response["ts"]
+
+    async def edit(self, ref: Any, text: str) -> None:
+        try:
+            await self.client.chat_update(channel=self.channel, ts=ref, text=to_mrkdwn(text))
+        except SlackApiError as exc:
+            raise translate_error(exc) from None

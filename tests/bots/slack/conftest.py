@@ -1,0 +1,260 @@
+"""Shared fixtures for the Slack adapter tests: everything real, on loopback.
+
+The bot is slack-bolt's ``AsyncApp`` behind its own aiohttp server; tests POST signed requests to
+``/slack/events`` exactly as Slack does. Its Web API calls go to :class:`FakeSlackAPI` (slack-sdk
+with ``base_url``), its LLM calls to :class:`FakeLLMServer` as the provider ``local``
+(``local/alpha`` by default, ``local/beta`` also listed). Settings never come from the machine:
+Settings variables are removed from the environment and the tests run in an empty directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import httpx
+import pytest
+
+from bots.slack import EVENTS_PATH, SlackBot
+from core.engine import ChatEngine
+from core.settings import Settings, load_settings
+from tests.fakes.llm_server import FakeLLMServer
+from tests.fakes.slack_api import FakeSlackAPI
+
+SECRET = "test-signing-secret-0123456789"
+TEAM = "T0001"
+USER = "U0USER"
+CHANNEL = "C0GENERAL"
+OTHER_CHANNEL = "C0RANDOM"
+DM = "D0DIRECT"
+
+
+@pytest.fixture(autouse=True)
+def clean_settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    names = set(Settings.model_fields)
+    for var in list(os.environ):
+        if var.lower() in names:
+            monkeypatch.delenv(var)
+    monkeypatch.chdir(tmp_path)
+
+
+async def wait_for(predicate: Callable[[], bool], tries: int = 1000) -> None:
+    """Poll ``predicate`` every loop turn, then every 10 ms, at most ``tries`` times."""
+    for n in range(tries):
+        if predicate():
+            return
+        await asyncio.sleep(0 if n < 20 else 0.01)
+    assert predicate(), "condition never became true"
+
+
+def sign(body: bytes, timestamp: int, secret: str = SECRET) -> str:
+    base = f"v0:{timestamp}:".encode() + body
+    return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+_ids = itertools.count(1)
+
+
+def next_ts() -> str:
+    return f"1690000000.{next(_ids):06d}"
+
+
+@dataclass
+class SlackClient:
+    """Plays Slack: POSTs signed event and slash-command requests to the running bot."""
+
+    url: str
+    session: aiohttp.ClientSession
+    slack: FakeSlackAPI
+
+    async def post(
+        self,
+        body: bytes,
+        content_type: str,
+        *,
+        timestamp: int | None = None,
+        secret: str = SECRET,
+        signature: str | None = None,
+    ) -> tuple[int, str]:
+        ts = int(time.time()) if timestamp is None else timestamp
+        headers = {
+            "Content-Type": content_type,
+            "X-Slack-Request-Timestamp": str(ts),
+            "X-Slack-Signature": signature or sign(body, ts, secret),
+        }
+        async with self.session.post(self.url, data=body, headers=headers) as response:
+            return response.status, await response.text()
+
+    @staticmethod
+    def event_body(event: dict[str, Any], event_id: str | None = None) -> bytes:
+        return json.dumps(
+            {
+                "token": "unused-verification-token",
+                "team_id": TEAM,
+                "api_app_id": "A0001",
+                "event": event,
+                "type": "event_callback",
+                "event_id": event_id or f"Ev{next(_ids):08d}",
+                "event_time": int(time.time()),
+                "authorizations": [
+                    {"team_id": TEAM, "user_id": "UBOT", "is_bot": True, "enterprise_id": None}
+                ],
+            }
+        ).encode()
+
+    async def event(self, event: dict[str, Any], **kwargs: Any) -> tuple[int, str]:
+        return await self.post(self.event_body(event), "application/json", **kwargs)
+
+    async def mention(
+        self,
+        text: str,
+        *,
+        channel: str = CHANNEL,
+        user: str = USER,
+        thread_ts: str | None = None,
+        ts: str | None = None,
+    ) -> str:
+        """``@bot text`` in ``channel`` (in a thread when ``thread_ts``); returns its ts."""
+        ts = ts or next_ts()
+        event = {
+            "type": "app_mention",
+            "user": user,
+            "text": f"<@UBOT> {text}",
+            "ts": ts,
+            "channel": channel,
+            "team": TEAM,
+            "event_ts": ts,
+        }
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+        status, _ = await self.event(event)
+        assert status == 200
+        return ts
+
+    async def dm(self, text: str, *, user: str = USER, thread_ts: str | None = None) -> str:
+        ts = next_ts()
+        event = {
+            "type": "message",
+            "channel_type": "im",
+            "user": user,
+            "text": text,
+            "ts": ts,
+            "channel": DM,
+            "team": TEAM,
+            "event_ts": ts,
+        }
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+        status, _ = await self.event(event)
+        assert status == 200
+        return ts
+
+    @staticmethod
+    def command_body(
+        command: str, text: str, *, channel: str, user: str, rid: str, url: str
+    ) -> bytes:
+        return urlencode(
+            {
+                "token": "unused-verification-token",
+                "team_id": TEAM,
+                "team_domain": "fake",
+                "channel_id": channel,
+                "channel_name": "directmessage" if channel.startswith("D") else "general",
+                "user_id": user,
+                "user_name": "someone",
+                "command": command,
+                "text": text,
+                "api_app_id": "A0001",
+                "is_enterprise_install": "false",
+                "response_url": url,
+                "trigger_id": f"trigger-{rid}",
+            }
+        ).encode()
+
+    async def command(
+        self, command: str, text: str = "", *, channel: str = CHANNEL, user: str = USER
+    ) -> tuple[str, int, str]:
+        """``/command text``; returns the response_url id, the HTTP status and body."""
+        rid = f"r{next(_ids)}"
+        body = self.command_body(
+            command, text, channel=channel, user=user, rid=rid, url=self.slack.response_url(rid)
+        )
+        status, answer = await self.post(body, "application/x-www-form-urlencoded")
+        return rid, status, answer
+
+    async def responses(self, rid: str, count: int = 1) -> list[dict[str, Any]]:
+        """The ``response_url`` posts for one command, once ``count`` arrived."""
+        await wait_for(lambda: len(self.slack.responses.get(rid, [])) >= count)
+        return self.slack.responses[rid]
+
+
+@dataclass
+class Running:
+    bot: SlackBot
+    engine: ChatEngine
+    slack: SlackClient
+    port: int
+
+
+BotMaker = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def slack_api() -> AsyncIterator[FakeSlackAPI]:
+    async with FakeSlackAPI(admins=("U0ADMIN",)) as api:
+        yield api
+
+
+@pytest.fixture
+async def llm() -> AsyncIterator[FakeLLMServer]:
+    async with FakeLLMServer(models=["alpha", "beta"]) as server:
+        yield server
+
+
+def slack_settings(api: FakeSlackAPI, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "slack_bot_token": api.bot_token,
+        "slack_app_token": api.app_token,
+        "slack_signing_secret": SECRET,
+        "slack_api_url": api.api_url,
+        "llmconnect_model": "local/alpha",
+        "slack_edit_interval": 0.01,
+        "slack_workspace_edit_rate": 600_000,
+        "user_rate_limit": 0,
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+@pytest.fixture
+async def make_bot(slack_api: FakeSlackAPI, llm: FakeLLMServer) -> AsyncIterator[BotMaker]:
+    """``await make_bot(**settings_overrides)``: a bot serving HTTP on a free loopback port."""
+    running: list[Running] = []
+    async with httpx.AsyncClient() as http, aiohttp.ClientSession() as session:
+
+        async def make(**overrides: Any) -> Running:
+            settings = slack_settings(slack_api, **overrides)
+            engine = ChatEngine(
+                settings, env={"LOCAL_BASE_URL": llm.openai_base_url}, http_client=http
+            )
+            bot = SlackBot(settings, engine)
+            port = await bot.serve_http("127.0.0.1", 0)
+            client = SlackClient(f"http://127.0.0.1:{port}{EVENTS_PATH}", session, slack_api)
+            running.append(Running(bot, engine, client, port))
+            return running[-1]
+
+        yield make
+        for r in running:
+            await r.bot.aclose()  # the engine was passed in: the bot leaves it running
+            await r.engine.aclose()

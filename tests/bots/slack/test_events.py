@@ -1,0 +1,188 @@
+"""Mentions and DMs, POSTed as signed Events API requests to the running bot over HTTP."""
+
+from __future__ import annotations
+
+from tests.fakes.llm_server import FakeLLMServer, Reply
+from tests.fakes.slack_api import FakeSlackAPI
+
+from .conftest import CHANNEL, DM, OTHER_CHANNEL, TEAM, USER, BotMaker, next_ts, wait_for
+
+
+def sent_messages(llm: FakeLLMServer, n: int = -1) -> list[dict[str, str]]:
+    """The chat messages the LLM stand-in received in request ``n``."""
+    chats = [r for r in llm.requests if r.path.endswith("/chat/completions")]
+    return chats[n].json["messages"]
+
+
+def chat_requests(llm: FakeLLMServer) -> int:
+    return sum(1 for r in llm.requests if r.path.endswith("/chat/completions"))
+
+
+async def test_mention_in_a_channel_is_answered_in_the_channel(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    running = await make_bot()
+    llm.enqueue(Reply(text="Paris is the capital of **France**."))
+
+    await running.slack.mention("What is the capital of France?")
+
+    await wait_for(lambda: slack_api.texts(CHANNEL) == ["Paris is the capital of *France*."])
+    assert sent_messages(llm) == [{"role": "user", "content": "What is the capital of France?"}]
+    # The channel's own conversation, at the top level (no thread, no native stream in auto).
+    conversation = await running.engine.conversation(running.bot.threads.channel_key(CHANNEL))
+    assert [m.role for m in conversation.messages] == ["user", "assistant"]
+    assert not slack_api.calls_to("chat.startStream")
+
+
+async def test_mentions_in_one_channel_share_a_conversation_other_channels_do_not(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    running = await make_bot()
+    await running.slack.mention("first")
+    await wait_for(lambda: slack_api.texts(CHANNEL) == ["You said: first"])
+    await running.slack.mention("second")
+    await wait_for(lambda: len(slack_api.texts(CHANNEL)) == 2)
+    await running.slack.mention("elsewhere", channel=OTHER_CHANNEL)
+    await wait_for(lambda: slack_api.texts(OTHER_CHANNEL) == ["You said: elsewhere"])
+
+    assert [m["content"] for m in sent_messages(llm, 1)] == ["first", "You said: first", "second"]
+    assert [m["content"] for m in sent_messages(llm, 2)] == ["elsewhere"]
+
+
+async def test_mention_in_a_thread_streams_natively_in_the_threads_own_conversation(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    running = await make_bot(llmconnect_system_prompt="Be brief.")
+    await running.slack.mention("in the channel")
+    await wait_for(lambda: len(slack_api.texts(CHANNEL)) == 1)
+    await running.bot.engine.set_model(running.bot.threads.channel_key(CHANNEL), "local/beta")
+
+    root = next_ts()
+    await running.slack.mention("in the thread", thread_ts=root)
+
+    await wait_for(lambda: slack_api.texts(CHANNEL, root) == ["You said: in the thread"])
+    assert slack_api.thread(CHANNEL, root)[0].streamed
+    start = slack_api.calls_to("chat.startStream")[0].args
+    assert (start["channel"], start["thread_ts"]) == (CHANNEL, root)
+    assert (start["recipient_user_id"], start["recipient_team_id"]) == (USER, TEAM)
+    # Its own history, its parent channel's model and system prompt.
+    chats = [r.json for r in llm.requests if r.path.endswith("/chat/completions")]
+    assert chats[-1]["model"] == "beta"
+    assert chats[-1]["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "in the thread"},
+    ]
+    assert slack_api.texts(CHANNEL) == ["You said: in the channel"]  # nothing at the top level
+
+
+async def test_direct_message_is_answered_in_the_dm_and_follow_ups_continue_it(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    running = await make_bot()
+
+    question = await running.slack.dm("hello bot")
+    # Native streaming can only write in a thread: the answer is under the question.
+    await wait_for(lambda: slack_api.texts(DM, question) == ["You said: hello bot"])
+
+    await running.slack.dm("and in the thread?", thread_ts=question)
+    await wait_for(lambda: len(slack_api.texts(DM, question)) == 2)
+    await running.slack.dm("and at the top?")
+    await wait_for(lambda: chat_requests(llm) == 3)
+
+    # One conversation: the DM's, whether the follow-up is in the answer's thread or not.
+    assert [m["content"] for m in sent_messages(llm, 1)] == [
+        "hello bot",
+        "You said: hello bot",
+        "and in the thread?",
+    ]
+    assert len(sent_messages(llm, 2)) == 5
+
+
+async def test_a_redelivered_event_is_answered_once(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    running = await make_bot()
+    body = running.slack.event_body(
+        {
+            "type": "app_mention",
+            "user": USER,
+            "text": "<@UBOT> once",
+            "ts": next_ts(),
+            "channel": CHANNEL,
+            "team": TEAM,
+        },
+        event_id="Ev-same",
+    )
+    for _ in range(2):
+        status, _ = await running.slack.post(body, "application/json")
+        assert status == 200
+
+    await wait_for(lambda: slack_api.texts(CHANNEL) == ["You said: once"])
+    assert chat_requests(llm) == 1
+
+
+async def test_bot_messages_edits_and_other_subtypes_are_ignored(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    running = await make_bot()
+    base = {"type": "message", "channel_type": "im", "channel": DM, "team": TEAM}
+    for extra in (
+        {"user": "UBOT", "bot_id": "BBOT", "text": "my own answer"},
+        {"user": "UOTHERBOT", "bot_id": "B2", "text": "another bot"},
+        {"subtype": "message_changed", "message": {"text": "edited"}},
+        {"user": USER, "subtype": "channel_join", "text": "joined"},
+    ):
+        status, _ = await running.slack.event({**base, **extra, "ts": next_ts()})
+        assert status == 200
+    await running.slack.dm("the real one")
+
+    await wait_for(lambda: chat_requests(llm) == 1)
+    assert sent_messages(llm)[-1]["content"] == "the real one"
+
+
+async def test_command_in_mention_text_goes_through_the_core_grammar(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    running = await make_bot()
+    root = next_ts()
+
+    await running.slack.mention("model local/beta", thread_ts=root)
+    await wait_for(lambda: len(slack_api.ephemeral) == 1)
+    assert slack_api.ephemeral[0]["text"] == "Model for this conversation is now local/beta."
+    assert slack_api.ephemeral[0]["thread_ts"] == root
+
+    await running.slack.mention("help me write a poem", thread_ts=root)  # a prompt, not help
+    await wait_for(lambda: chat_requests(llm) == 1)
+    chat = next(r.json for r in llm.requests if r.path.endswith("/chat/completions"))
+    assert chat["model"] == "beta"
+    assert chat["messages"][-1]["content"] == "help me write a poem"
+
+
+async def test_refusals_are_shown_only_to_the_asker_and_nothing_runs(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    running = await make_bot(blocked_users="U0TROLL", max_input_chars=20)
+
+    await running.slack.mention("hello", user="U0TROLL")
+    await running.slack.mention("x" * 21)
+    await wait_for(lambda: len(slack_api.ephemeral) == 2)
+
+    texts = sorted(e["text"] for e in slack_api.ephemeral)
+    assert texts[0] == "Sorry, you are not allowed to use this bot."
+    assert "the limit is 20" in texts[1]
+    assert chat_requests(llm) == 0
+    assert slack_api.texts(CHANNEL) == []
+
+
+async def test_a_thread_of_an_allowed_channel_is_served(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    running = await make_bot(allowed_channels=CHANNEL)
+    root = next_ts()
+    await running.slack.mention("in an allowed thread", thread_ts=root)
+    await running.slack.mention("elsewhere", channel=OTHER_CHANNEL)
+
+    await wait_for(lambda: slack_api.texts(CHANNEL, root) == ["You said: in an allowed thread"])
+    await wait_for(lambda: len(slack_api.ephemeral) == 1)
+    assert slack_api.ephemeral[0]["text"] == "I am not enabled in this channel."
+    assert chat_requests(llm) == 1

@@ -1,0 +1,37 @@
+"""The app manifest a team creates the app from matches what the code registers and needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bots.slack.commands import SLASH_COMMANDS
+
+MANIFEST = Path(__file__).resolve().parents[3] / "bots" / "slack" / "manifest.yaml"
+
+
+def manifest() -> dict[str, Any]:
+    return yaml.safe_load(MANIFEST.read_text())
+
+
+def test_declares_every_slash_command_the_bot_handles() -> None:
+    declared = {c["command"]: c for c in manifest()["features"]["slash_commands"]}
+    assert set(declared) == set(SLASH_COMMANDS)
+    for name, (description, hint) in SLASH_COMMANDS.items():
+        assert declared[name]["description"] == description[:100]
+        assert declared[name].get("usage_hint", "") == hint
+
+
+def test_has_the_scopes_and_events_the_bot_uses_and_socket_mode_on() -> None:
+    data = manifest()
+    assert data["display_information"]["name"] == "LLMConnect"
+    scopes = set(data["oauth_config"]["scopes"]["bot"])
+    assert {"app_mentions:read", "chat:write", "commands", "im:history", "users:read"} <= scopes
+    assert set(data["settings"]["event_subscriptions"]["bot_events"]) == {
+        "app_mention",
+        "message.im",
+    }
+    assert data["settings"]["socket_mode_enabled"] is True
+    assert data["features"]["bot_user"]["display_name"]

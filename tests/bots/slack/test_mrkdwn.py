@@ -1,0 +1,88 @@
+"""Markdown → Slack mrkdwn, and Slack's encoded message text → plain text for the LLM."""
+
+from __future__ import annotations
+
+import pytest
+
+from bots.slack.mrkdwn import escape, from_slack, to_mrkdwn
+
+
+@pytest.mark.parametrize(
+    ("markdown", "mrkdwn"),
+    [
+        ("**bold**, __bold__, *italic*, _italic_", "*bold*, *bold*, _italic_, _italic_"),
+        ("***both***", "*_both_*"),
+        ("~~gone~~", "~gone~"),
+        ("# Title\n## **Sub** title", "*Title*\n*Sub title*"),
+        ("[docs](https://x.test/a?b=1&c=2)", "<https://x.test/a?b=1&amp;c=2|docs>"),
+        ("![chart](https://x.test/c.png)", "<https://x.test/c.png|chart>"),
+        ("see <https://x.test>", "see <https://x.test>"),
+        (
+            "- one\n* two\n  + nested\n- [x] done\n- [ ] todo",
+            "• one\n• two\n  • nested\n• ☑ done\n• ☐ todo",
+        ),
+        ("1. first\n2. second", "1. first\n2. second"),
+        ("> quoted **text**", "> quoted *text*"),
+        ("---", "──────────"),
+        ("**bold with [a link](https://x.test)**", "*bold with <https://x.test|a link>*"),
+    ],
+)
+def test_markdown_becomes_mrkdwn(markdown: str, mrkdwn: str) -> None:
+    assert to_mrkdwn(markdown) == mrkdwn
+
+
+@pytest.mark.parametrize(
+    ("markdown", "mrkdwn"),
+    [
+        # Slack's control characters are escaped: an answer can't ping @channel or hide text.
+        (
+            "<!channel> <@U123> a < b && c > d",
+            "&lt;!channel&gt; &lt;@U123&gt; a &lt; b &amp;&amp; c &gt; d",
+        ),
+        # Arithmetic and identifiers are not emphasis.
+        ("2*3*4 and a * b * c and snake_case_name", "2*3*4 and a * b * c and snake_case_name"),
+        # Code is shown exactly as written (only escaped).
+        ("`**not bold** <x>`", "`**not bold** &lt;x&gt;`"),
+        (
+            "```python\nx = a**2  # *no*\nif a < b: pass\n```",
+            "```\nx = a**2  # *no*\nif a &lt; b: pass\n```",
+        ),
+        ("~~~\n**raw**\n~~~\n**bold**", "```\n**raw**\n```\n*bold*"),
+    ],
+)
+def test_what_must_not_change_does_not(markdown: str, mrkdwn: str) -> None:
+    assert to_mrkdwn(markdown) == mrkdwn
+
+
+def test_partial_text_while_streaming_stays_readable() -> None:
+    assert to_mrkdwn("```js\nlet a = 1 ▌") == "```\nlet a = 1 ▌\n```"  # open block closed
+    assert to_mrkdwn("**half bold ▌") == "**half bold ▌"  # left as typed until closed
+    assert to_mrkdwn("") == ""
+
+
+def test_private_use_placeholders_in_the_input_cannot_inject() -> None:
+    assert to_mrkdwn("\ue0000\ue001 `code`") == "0 `code`"
+
+
+def test_escape() -> None:
+    assert escape("a & <b>") == "a &amp; &lt;b&gt;"
+
+
+@pytest.mark.parametrize(
+    ("slack", "plain"),
+    [
+        ("<@UBOT> what is 2 &lt; 3 &amp;&amp; 4 &gt; 1?", "what is 2 < 3 && 4 > 1?"),
+        ("<@UBOT|llm> hi", "hi"),
+        ("ask <@U2|bob> or <@U3>", "ask @bob or @U3"),
+        ("in <#C1|general> or <#C2>", "in #general or #C2"),
+        ("<!here> <!subteam^S1|@team>", "@here @team"),
+        (
+            "<https://x.test/a|x.test/a> and <https://y.test|the site>",
+            "https://x.test/a and the site (https://y.test)",
+        ),
+        ("mail <mailto:a@b.test|a@b.test>", "mail a@b.test"),
+        ("  spaced\u00a0out  ", "spaced out"),
+    ],
+)
+def test_from_slack(slack: str, plain: str) -> None:
+    assert from_slack(slack, "UBOT") == plain

@@ -1,0 +1,381 @@
+"""A local Slack Web API stand-in (aiohttp) for slack-sdk/slack-bolt pointed at it with ``base_url``.
+
+It records every call, keeps every message's visible text (``chat.postMessage`` / ``chat.update``
+text, and streamed messages whose text arrives as ``markdown_text`` or as ``chunks``), answers
+``chat.update`` with 429 + ``Retry-After`` when one message is updated too often, serves
+``response_url`` posts, and speaks Socket Mode: ``apps.connections.open`` returns a ``ws://`` URL
+where the server says ``hello`` and delivers envelopes, and records the client's acks.
+
+Real wire behaviour it imitates (checked against slack-sdk 3.48 / slack-bolt 1.30): methods are
+``POST /api/<method>`` with a form or JSON body (or query parameters), the token in
+``Authorization: Bearer``; answers are JSON ``{"ok": ...}``; ``chat.startStream`` needs
+``thread_ts`` and, outside DMs, ``recipient_user_id`` + ``recipient_team_id``; ``markdown_text``
+is at most 12,000 characters per call; a text over 40,000 characters is ``msg_too_long``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+__all__ = ["Call", "FakeSlackAPI", "Message"]
+
+MAX_TEXT = 40_000
+MAX_MARKDOWN_PER_CALL = 12_000
+_GONE = "channel_not_found"
+
+
+@dataclass
+class Call:
+    """One Web API call as received."""
+
+    method: str
+    args: dict[str, Any]
+    token: str | None
+    status: int = 200
+    error: str | None = None
+
+
+@dataclass
+class Message:
+    """A message as a Slack client would show it now."""
+
+    channel: str
+    ts: str
+    text: str
+    thread_ts: str | None = None
+    streaming: bool = False  # a native stream still open
+    streamed: bool = False  # created by chat.startStream
+    updates: int = 0
+    appends: int = 0
+    history: list[str] = field(default_factory=list)  # every visible text, in order
+    last_update: float = -1e9
+
+
+class FakeSlackAPI:
+    """``async with FakeSlackAPI() as slack:`` then point a client at ``slack.api_url``."""
+
+    def __init__(
+        self,
+        *,
+        team_id: str = "T0001",
+        bot_user_id: str = "UBOT",
+        bot_id: str = "BBOT",
+        bot_token: str = "xoxb-fake-bot-token",
+        app_token: str = "xapp-fake-app-token",
+        admins: tuple[str, ...] = (),
+    ) -> None:
+        self.team_id = team_id
+        self.bot_user_id = bot_user_id
+        self.bot_id = bot_id
+        self.bot_token = bot_token
+        self.app_token = app_token
+        self.admins = set(admins)
+        self.calls: list[Call] = []
+        self.messages: dict[tuple[str, str], Message] = {}
+        self.ephemeral: list[dict[str, Any]] = []
+        self.responses: dict[str, list[dict[str, Any]]] = {}
+        #: Seconds that must pass between two accepted ``chat.update`` calls of one message;
+        #: a faster update gets 429 with ``Retry-After`` (the time left, or ``retry_after``).
+        self.update_interval = 0.0
+        self.retry_after: str | None = None
+        #: After this many ``chat.appendStream`` calls a stream stops being in streaming state
+        #: (Slack expires a stream that pauses too long): the next append or stop fails.
+        self.expire_streams_after: int | None = None
+        #: method -> error string, answered (``ok: false``) instead of doing the call.
+        self.fail: dict[str, str] = {}
+        self.acks: dict[str, dict[str, Any]] = {}
+        self._ts = itertools.count(1)
+        self._envelopes = itertools.count(1)
+        self._sockets: list[web.WebSocketResponse] = []
+        self._connected = asyncio.Event()
+        self._acked = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> FakeSlackAPI:
+        app = web.Application()
+        app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)
+        app.router.add_post("/respond/{rid}", self._respond)
+        app.router.add_get("/socket", self._socket)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def close(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeSlackAPI:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base_url}api/"
+
+    def response_url(self, rid: str) -> str:
+        return f"{self.base_url}respond/{rid}"
+
+    # ------------------------------------------------------------------ what tests read
+
+    def calls_to(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    def thread(self, channel: str, thread_ts: str | None = None) -> list[Message]:
+        """Messages at the top level of ``channel`` (or in one thread), oldest first."""
+        found = [
+            m for m in self.messages.values() if m.channel == channel and m.thread_ts == thread_ts
+        ]
+        return sorted(found, key=lambda m: float(m.ts))
+
+    def texts(self, channel: str, thread_ts: str | None = None) -> list[str]:
+        return [m.text for m in self.thread(channel, thread_ts)]
+
+    def bot_messages(self) -> list[Message]:
+        return sorted(self.messages.values(), key=lambda m: float(m.ts))
+
+    # ------------------------------------------------------------------ Socket Mode
+
+    async def wait_connected(self) -> None:
+        await asyncio.wait_for(self._connected.wait(), 10)
+
+    async def send_envelope(self, kind: str, payload: dict[str, Any]) -> str:
+        """Deliver one envelope (``events_api``, ``slash_commands``...) on the open socket."""
+        envelope_id = f"env-{next(self._envelopes)}"
+        envelope = {
+            "envelope_id": envelope_id,
+            "type": kind,
+            "payload": payload,
+            "accepts_response_payload": kind != "events_api",
+            "retry_attempt": 0,
+            "retry_reason": "",
+        }
+        await self._sockets[-1].send_str(json.dumps(envelope))
+        return envelope_id
+
+    async def wait_ack(self, envelope_id: str) -> dict[str, Any]:
+        async with self._acked:
+            await asyncio.wait_for(self._acked.wait_for(lambda: envelope_id in self.acks), 10)
+        return self.acks[envelope_id]
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        await ws.send_str(
+            json.dumps(
+                {
+                    "type": "hello",
+                    "num_connections": 1,
+                    "debug_info": {"host": "fake", "approximate_connection_time": 3600},
+                    "connection_info": {"app_id": "A0001"},
+                }
+            )
+        )
+        self._connected.set()
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    data = json.loads(msg.data)
+                    if "envelope_id" in data:
+                        async with self._acked:
+                            self.acks[data["envelope_id"]] = data
+                            self._acked.notify_all()
+        finally:
+            self._sockets.remove(ws)
+        return ws
+
+    # ------------------------------------------------------------------ response_url
+
+    async def _respond(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.responses.setdefault(request.match_info["rid"], []).append(body)
+        return web.Response(text="ok")
+
+    # ------------------------------------------------------------------ Web API
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        args: dict[str, Any] = dict(request.query)
+        raw = await request.read()
+        if raw:
+            if request.content_type == "application/json":
+                args.update(json.loads(raw))
+            else:
+                args.update((await request.post()).items())
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else args.get("token")
+        call = Call(method, args, token)
+        self.calls.append(call)
+        expected = self.app_token if method == "apps.connections.open" else self.bot_token
+        if token != expected:
+            return self._error(call, "invalid_auth")
+        if method in self.fail:
+            return self._error(call, self.fail[method])
+        handler = getattr(self, "_m_" + method.replace(".", "_"), None)
+        if handler is None:
+            return self._error(call, "unknown_method")
+        result = handler(call)
+        if isinstance(result, web.Response):
+            return result
+        return web.json_response({"ok": True, **result})
+
+    def _error(self, call: Call, error: str, status: int = 200) -> web.Response:
+        call.status, call.error = status, error
+        return web.json_response({"ok": False, "error": error}, status=status)
+
+    def _next_ts(self) -> str:
+        return f"1700000000.{next(self._ts):06d}"
+
+    def _store(self, message: Message) -> None:
+        message.history.append(message.text)
+        self.messages[(message.channel, message.ts)] = message
+
+    @staticmethod
+    def _stream_text(args: dict[str, Any]) -> str:
+        text = args.get("markdown_text") or ""
+        chunks = args.get("chunks") or []
+        if isinstance(chunks, str):
+            chunks = json.loads(chunks)
+        for chunk in chunks:
+            if chunk.get("type") == "markdown_text":
+                text += chunk.get("text", "")
+        return text
+
+    def _m_auth_test(self, call: Call) -> dict[str, Any]:
+        return {
+            "url": "https://fake.slack.test/",
+            "team": "Fake Team",
+            "user": "llmconnect",
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
+
+    def _m_apps_connections_open(self, call: Call) -> dict[str, Any]:
+        return {"url": f"ws://127.0.0.1:{self.port}/socket?ticket=fake"}
+
+    def _m_users_info(self, call: Call) -> dict[str, Any]:
+        user = call.args.get("user", "")
+        admin = user in self.admins
+        return {"user": {"id": user, "team_id": self.team_id, "is_admin": admin, "is_owner": False}}
+
+    def _m_chat_postMessage(self, call: Call) -> dict[str, Any] | web.Response:
+        text = call.args.get("text") or ""
+        channel = call.args.get("channel", "")
+        if channel.startswith("CGONE"):
+            return self._error(call, _GONE)
+        if len(text) > MAX_TEXT:
+            return self._error(call, "msg_too_long")
+        message = Message(channel, self._next_ts(), text, call.args.get("thread_ts") or None)
+        self._store(message)
+        return {"channel": channel, "ts": message.ts, "message": {"text": text, "ts": message.ts}}
+
+    def _m_chat_postEphemeral(self, call: Call) -> dict[str, Any]:
+        self.ephemeral.append(dict(call.args))
+        return {"message_ts": self._next_ts()}
+
+    def _m_chat_update(self, call: Call) -> dict[str, Any] | web.Response:
+        message = self.messages.get((call.args.get("channel", ""), call.args.get("ts", "")))
+        if message is None:
+            return self._error(call, "message_not_found")
+        text = call.args.get("text") or ""
+        if len(text) > MAX_TEXT:
+            return self._error(call, "msg_too_long")
+        now = time.monotonic()
+        wait = message.last_update + self.update_interval - now
+        if wait > 0:
+            response = self._error(call, "ratelimited", status=429)
+            response.headers["Retry-After"] = self.retry_after or f"{wait:.3f}"
+            return response
+        message.last_update = now
+        message.text = text
+        message.streaming = False
+        message.updates += 1
+        message.history.append(text)
+        return {"channel": message.channel, "ts": message.ts, "text": text}
+
+    def _m_chat_startStream(self, call: Call) -> dict[str, Any] | web.Response:
+        args = call.args
+        channel = args.get("channel", "")
+        if channel.startswith("CGONE"):
+            return self._error(call, _GONE)
+        if not args.get("thread_ts"):
+            return self._error(call, "invalid_arguments")
+        if not channel.startswith("D") and not (
+            args.get("recipient_user_id") and args.get("recipient_team_id")
+        ):
+            return self._error(call, "missing_recipient_user_id")
+        text = self._stream_text(args)
+        if len(text) > MAX_MARKDOWN_PER_CALL:
+            return self._error(call, "msg_too_long")
+        message = Message(channel, self._next_ts(), text, args["thread_ts"])
+        message.streaming = message.streamed = True
+        self._store(message)
+        return {"channel": channel, "ts": message.ts}
+
+    def _streaming(self, call: Call) -> Message | web.Response:
+        message = self.messages.get((call.args.get("channel", ""), call.args.get("ts", "")))
+        if message is None:
+            return self._error(call, "message_not_found")
+        if not message.streaming:
+            return self._error(call, "message_not_in_streaming_state")
+        text = self._stream_text(call.args)
+        if len(text) > MAX_MARKDOWN_PER_CALL or len(message.text) + len(text) > MAX_TEXT:
+            return self._error(call, "msg_too_long")
+        return message
+
+    def _m_chat_appendStream(self, call: Call) -> dict[str, Any] | web.Response:
+        message = self._streaming(call)
+        if isinstance(message, web.Response):
+            return message
+        limit = self.expire_streams_after
+        if limit is not None and message.appends >= limit:
+            message.streaming = False
+            return self._error(call, "message_not_in_streaming_state")
+        message.appends += 1
+        message.text += self._stream_text(call.args)
+        message.history.append(message.text)
+        return {"channel": message.channel, "ts": message.ts}
+
+    def _m_chat_stopStream(self, call: Call) -> dict[str, Any] | web.Response:
+        message = self._streaming(call)
+        if isinstance(message, web.Response):
+            return message
+        limit = self.expire_streams_after
+        if limit is not None and message.appends >= limit:
+            message.streaming = False
+            return self._error(call, "message_not_in_streaming_state")
+        message.text += self._stream_text(call.args)
+        message.streaming = False
+        message.history.append(message.text)
+        return {"channel": message.channel, "ts": message.ts, "message": {"text": message.text}}
