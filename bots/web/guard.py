@@ -1,0 +1,159 @@
+"""Every web chat request passes here first: the Host check, the token, the security headers.
+
+Why a plain ASGI middleware: it also guards the static files and the SSE stream, and it does not
+buffer streamed responses (Starlette's ``BaseHTTPMiddleware`` wraps them).
+
+- ``WEB_AUTH_TOKEN``, when set, is required by every endpoint: as ``Authorization: Bearer
+  <token>`` (scripts), or as the session cookie that the login form (``POST /login``) sets for a
+  browser (``EventSource`` cannot send headers). The cookie holds an HMAC of the token, not the
+  token; it is ``HttpOnly`` and ``SameSite=Strict`` (no cross-site request carries it).
+- ``allowed_hosts`` (set when bound to loopback): a page on another site that rebinds its DNS name
+  to 127.0.0.1 sends its own ``Host`` and is turned away.
+- A strict Content-Security-Policy: scripts only from ``/static``, no inline script or event
+  handler, so even a rendering mistake could not run HTML from a reply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+from urllib.parse import parse_qs
+
+from pydantic import SecretStr
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import cookie_parser
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["COOKIE", "CSP", "LOOPBACK_HOSTS", "Guard", "is_loopback", "session_value"]
+
+COOKIE = "llmconnect_session"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+_SECURITY_HEADERS = (
+    ("content-security-policy", CSP),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+    ("x-frame-options", "DENY"),
+)
+_MAX_LOGIN_BODY = 4096
+
+_LOGIN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>LLMConnect — sign in</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body><main><h1>LLMConnect</h1>
+<p>This web chat needs its access token (<code>WEB_AUTH_TOKEN</code>).</p>{note}
+<form method="post" action="/login">
+<label>Token <input type="password" name="token" autocomplete="current-password" autofocus></label>
+<button type="submit">Open the chat</button></form></main></body></html>
+"""
+
+
+def session_value(token: str) -> str:
+    """The cookie value for ``token``: proves the token was given without being it."""
+    return hmac.new(token.encode(), b"llmconnect web session", hashlib.sha256).hexdigest()
+
+
+def is_loopback(host: str) -> bool:
+    return host.strip("[]").lower() in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def _hostname(host_header: str) -> str:
+    host = host_header.strip().lower()
+    if host.startswith("["):  # [::1]:8000
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+class Guard:
+    """ASGI middleware: Host check, token check, security headers."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: SecretStr | None = None,
+        allowed_hosts: Sequence[str] | None = None,
+    ) -> None:
+        self.app = app
+        # A SecretStr, so that no repr (Starlette's middleware list shows its arguments) shows it.
+        value = token.get_secret_value() if token is not None else ""
+        self._token = value.encode() if value else None
+        self._session = session_value(value).encode() if value else None
+        self._hosts = frozenset(h.strip("[]").lower() for h in allowed_hosts or ()) or None
+
+    def __repr__(self) -> str:
+        return f"Guard(token={'set' if self._token else 'none'}, hosts={sorted(self._hosts or ())})"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_secure(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                raw = list(message.get("headers", []))
+                headers = MutableHeaders(raw=raw)
+                for name, value in _SECURITY_HEADERS:
+                    headers.setdefault(name, value)
+                message["headers"] = headers.raw
+            await send(message)
+
+        headers = Headers(scope=scope)
+        if self._hosts is not None and _hostname(headers.get("host", "")) not in self._hosts:
+            await PlainTextResponse("Invalid host header.", 400)(scope, receive, send_secure)
+            return
+        if self._token is not None and not self._authorized(headers):
+            if scope["method"] == "POST" and scope["path"] == "/login":
+                response = await self._login(receive)
+            else:
+                response = self._challenge(scope, headers)
+            await response(scope, receive, send_secure)
+            return
+        await self.app(scope, receive, send_secure)
+
+    def _authorized(self, headers: Headers) -> bool:
+        assert self._token is not None
+        assert self._session is not None
+        scheme, _, value = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self._token):
+            return True
+        cookie = cookie_parser(headers.get("cookie", "")).get(COOKIE)
+        return cookie is not None and hmac.compare_digest(cookie.encode(), self._session)
+
+    @staticmethod
+    def _challenge(scope: Scope, headers: Headers) -> HTMLResponse | JSONResponse:
+        if scope["method"] == "GET" and "text/html" in headers.get("accept", ""):
+            return HTMLResponse(_LOGIN_PAGE.format(note=""), status_code=401)
+        return JSONResponse(
+            {"error": "Authentication required (WEB_AUTH_TOKEN)."},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    async def _login(self, receive: Receive) -> HTMLResponse | RedirectResponse:
+        assert self._token is not None
+        assert self._session is not None
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            if len(body) > _MAX_LOGIN_BODY:
+                return HTMLResponse(_LOGIN_PAGE.format(note=""), status_code=413)
+            if not message.get("more_body"):
+                break
+        given = parse_qs(body.decode("utf-8", "replace")).get("token", [""])[0].strip()
+        if not hmac.compare_digest(given.encode(), self._token):
+            note = "<p role=alert>That token is not right.</p>"
+            return HTMLResponse(_LOGIN_PAGE.format(note=note), status_code=401)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(
+            COOKIE, self._session.decode(), httponly=True, samesite="strict", path="/"
+        )
+        return response

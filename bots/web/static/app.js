@@ -1,0 +1,431 @@
+// LLMConnect web chat: one page, no framework, no third-party code.
+//
+// Safety rule: text from the model (and from users) is escaped first; only the small Markdown
+// subset below turns it into tags, and the only attribute it ever writes is a link's href, checked
+// to be http(s) or mailto. The server's Content-Security-Policy blocks inline scripts besides.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const LABELS = {
+    idle: "idle",
+    pending: "waiting",
+    streaming: "streaming",
+    complete: "complete",
+    error: "error",
+    cancelled: "stopped",
+  };
+
+  const state = {
+    id: null, // conversation id (the URL fragment)
+    view: 0, // bumped on every conversation switch; stale async results are dropped
+    models: [],
+    stream: null, // the open EventSource
+    streamEl: null, // the assistant message being streamed into
+    streamText: "",
+    busy: false,
+    modelChanges: 0, // bumped on every model pick; an older server answer must not undo it
+  };
+
+  // ------------------------------------------------------------------ Markdown, safely
+
+  const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+  const esc = (s) => s.replace(/[&<>"']/g, (c) => ESCAPES[c]);
+  const safeUrl = (u) => /^(https?:\/\/|mailto:)/i.test(u);
+
+  // Emphasis and links on already-escaped text: the replacements add fixed tags only.
+  function spans(raw) {
+    let s = esc(raw);
+    s = s.replace(/\[([^\]\n]+)\]\(([^)\s]+)\)/g, (all, label, url) =>
+      safeUrl(url) ? `<a href="${url}" target="_blank" rel="noopener noreferrer nofollow">${label}</a>` : all,
+    );
+    s = s.replace(/\*\*([^*\n]+)\*\*/g, "<strong>$1</strong>");
+    s = s.replace(/__([^_\n]+)__/g, "<strong>$1</strong>");
+    s = s.replace(/(^|[^*\w])\*([^*\s][^*\n]*?)\*(?![*\w])/g, "$1<em>$2</em>");
+    s = s.replace(/(^|[^_\w])_([^_\s][^_\n]*?)_(?![_\w])/g, "$1<em>$2</em>");
+    s = s.replace(/~~([^~\n]+)~~/g, "<del>$1</del>");
+    return s;
+  }
+
+  // Code spans first, so nothing inside them is formatted.
+  function inline(raw) {
+    let out = "";
+    let last = 0;
+    for (const m of raw.matchAll(/`([^`\n]+)`/g)) {
+      out += spans(raw.slice(last, m.index)) + "<code>" + esc(m[1]) + "</code>";
+      last = m.index + m[0].length;
+    }
+    return out + spans(raw.slice(last));
+  }
+
+  // Paragraphs, headings, lists, quotes, rules and fenced code (an unclosed fence, as while
+  // streaming, runs to the end).
+  function renderMarkdown(src) {
+    const lines = src.replace(/\r\n?/g, "\n").split("\n");
+    const html = [];
+    let para = [];
+    let list = null;
+    const flushPara = () => {
+      if (para.length) html.push("<p>" + para.map(inline).join("<br>") + "</p>");
+      para = [];
+    };
+    const flushList = () => {
+      if (list) {
+        const items = list.items.map((item) => `<li>${inline(item)}</li>`).join("");
+        html.push(`<${list.type}>${items}</${list.type}>`);
+      }
+      list = null;
+    };
+    const flush = () => {
+      flushPara();
+      flushList();
+    };
+    for (let i = 0; i < lines.length; i++) {
+      const line = lines[i];
+      let m = /^ {0,3}(`{3,}|~{3,})\s*([\w+#.-]*)/.exec(line);
+      if (m) {
+        flush();
+        const code = [];
+        for (i++; i < lines.length && !lines[i].trimStart().startsWith(m[1]); i++) code.push(lines[i]);
+        const cls = m[2] ? ` class="language-${esc(m[2])}"` : "";
+        html.push(`<pre><code${cls}>${esc(code.join("\n"))}</code></pre>`);
+        continue;
+      }
+      if (!line.trim()) {
+        flush();
+        continue;
+      }
+      if ((m = /^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$/.exec(line))) {
+        flush();
+        const n = m[1].length;
+        html.push(`<h${n}>${inline(m[2])}</h${n}>`);
+        continue;
+      }
+      if (/^ {0,3}([-*_])(\s*\1){2,}\s*$/.test(line)) {
+        flush();
+        html.push("<hr>");
+        continue;
+      }
+      if ((m = /^ {0,3}>\s?(.*)$/.exec(line))) {
+        flush();
+        html.push(`<blockquote>${inline(m[1])}</blockquote>`);
+        continue;
+      }
+      if ((m = /^\s*([-*+]|\d{1,9}[.)])\s+(.*)$/.exec(line))) {
+        const type = /\d/.test(m[1]) ? "ol" : "ul";
+        flushPara();
+        if (list && list.type !== type) flushList();
+        if (!list) list = { type, items: [] };
+        list.items.push(m[2]);
+        continue;
+      }
+      if (list && /^\s+\S/.test(line)) {
+        list.items[list.items.length - 1] += " " + line.trim();
+        continue;
+      }
+      flushList();
+      para.push(line);
+    }
+    flush();
+    return html.join("");
+  }
+
+  // ------------------------------------------------------------------ server calls
+
+  async function api(method, path, body) {
+    const init = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    const res = await fetch(path, init);
+    let data = null;
+    try {
+      data = await res.json();
+    } catch {
+      data = null;
+    }
+    if (!res.ok) {
+      const reason = data && (data.error || (typeof data.detail === "string" && data.detail));
+      throw new Error(reason || `The server answered ${res.status}.`);
+    }
+    return data;
+  }
+
+  function notice(text) {
+    const el = $("notice");
+    el.textContent = text || "";
+    el.hidden = !text;
+  }
+
+  // ------------------------------------------------------------------ rendering
+
+  function setStatus(status) {
+    const el = $("status");
+    el.dataset.status = status;
+    el.textContent = LABELS[status] || status;
+    state.busy = status === "pending" || status === "streaming";
+    $("stop").disabled = !state.busy;
+    $("send").disabled = state.busy;
+  }
+
+  function paintMessage(el, msg) {
+    el.dataset.status = msg.status;
+    const body = el.querySelector(".body");
+    if (msg.role === "assistant") body.innerHTML = renderMarkdown(msg.content);
+    else body.textContent = msg.content;
+    const note = el.querySelector(".note");
+    const text =
+      msg.status === "error" ? `⚠️ ${msg.error || "The language model failed to answer."}`
+      : msg.status === "cancelled" ? "⏹ stopped"
+      : "";
+    note.textContent = text;
+    note.hidden = !text;
+  }
+
+  function messageEl(msg) {
+    const el = document.createElement("article");
+    el.className = `msg ${msg.role === "user" ? "user" : "assistant"}`;
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    meta.textContent = msg.role === "user" ? "you" : msg.model || "assistant";
+    const body = document.createElement("div");
+    body.className = "body";
+    const note = document.createElement("div");
+    note.className = "note";
+    el.append(meta, body, note);
+    paintMessage(el, msg);
+    return el;
+  }
+
+  function appendMessage(msg) {
+    const box = $("messages");
+    const stick = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+    const el = messageEl(msg);
+    box.append(el);
+    if (stick) box.scrollTop = box.scrollHeight;
+    return el;
+  }
+
+  function paintStream(status) {
+    const el = state.streamEl;
+    if (!el) return;
+    const box = $("messages");
+    const stick = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+    el.dataset.status = status;
+    el.querySelector(".body").innerHTML = renderMarkdown(state.streamText);
+    if (stick) box.scrollTop = box.scrollHeight;
+  }
+
+  function renderConversation(conv, withModel = true) {
+    $("title").textContent = conv.title;
+    document.title = `${conv.title} · LLMConnect`;
+    const box = $("messages");
+    box.replaceChildren();
+    state.streamEl = null;
+    let last = null;
+    for (const msg of conv.messages) {
+      const el = appendMessage(msg);
+      if (msg.role === "assistant") last = { el, msg };
+    }
+    if (last && (last.msg.status === "pending" || last.msg.status === "streaming")) {
+      state.streamEl = last.el;
+      state.streamText = last.msg.content;
+    }
+    box.scrollTop = box.scrollHeight;
+    if (withModel) renderModels(conv.model);
+    // Busy with nothing streaming yet: a prompt waits its turn.
+    setStatus(conv.busy && !state.streamEl ? "pending" : last ? last.msg.status : "idle");
+  }
+
+  function renderModels(current) {
+    const select = $("model");
+    const names = state.models.includes(current) ? state.models : [current, ...state.models];
+    select.replaceChildren(
+      ...names.map((name) => {
+        const option = document.createElement("option");
+        option.value = option.textContent = name;
+        return option;
+      }),
+    );
+    select.value = current;
+    select.dataset.current = current;
+  }
+
+  async function renderList() {
+    const { conversations } = await api("GET", "/api/conversations");
+    const ul = $("conversations");
+    ul.replaceChildren(
+      ...conversations.map((c) => {
+        const li = document.createElement("li");
+        const a = document.createElement("a");
+        a.href = `#${c.id}`;
+        a.textContent = c.title;
+        a.title = `${c.title} (${c.model})`;
+        if (c.id === state.id) a.setAttribute("aria-current", "true");
+        if (c.busy) a.classList.add("busy");
+        li.append(a);
+        return li;
+      }),
+    );
+  }
+
+  // ------------------------------------------------------------------ streaming
+
+  function closeStream() {
+    if (state.stream) state.stream.close();
+    state.stream = null;
+  }
+
+  // Follow the conversation's reply: `start`, then `delta`s (a reattaching page first gets the
+  // text so far as one delta), then `end`; the stream then closes and the conversation reloads.
+  function openStream() {
+    closeStream();
+    const view = state.view;
+    const es = new EventSource(`/chat/${encodeURIComponent(state.id)}/bot-stream`);
+    state.stream = es;
+    es.addEventListener("start", (e) => {
+      const d = JSON.parse(e.data);
+      if (!state.streamEl) state.streamEl = appendMessage({ role: "assistant", content: "", status: d.status, model: d.model });
+      state.streamEl.querySelector(".meta").textContent = d.model;
+      state.streamText = "";
+      setStatus(d.status);
+    });
+    es.addEventListener("delta", (e) => {
+      state.streamText += JSON.parse(e.data);
+      paintStream("streaming");
+      if ($("status").dataset.status !== "streaming") setStatus("streaming");
+    });
+    es.addEventListener("end", (e) => {
+      es.close();
+      if (state.stream === es) state.stream = null;
+      if (view !== state.view) return;
+      const d = JSON.parse(e.data);
+      if (state.streamEl && d.status !== "idle") {
+        paintMessage(state.streamEl, { role: "assistant", content: d.content, status: d.status, error: d.error });
+      }
+      state.streamEl = null;
+      load(view).then(() => {
+        if (d.busy && view === state.view) openStream();
+      });
+    });
+    es.onerror = () => {
+      if (es.readyState === EventSource.CLOSED && state.stream === es) {
+        notice("The connection to the server was lost; reload the page.");
+      }
+    };
+  }
+
+  // ------------------------------------------------------------------ actions
+
+  async function load(view) {
+    const changes = state.modelChanges;
+    try {
+      const conv = await api("GET", `/chat/${encodeURIComponent(state.id)}`);
+      if (view !== state.view) return null;
+      renderConversation(conv, changes === state.modelChanges);
+      await renderList();
+      return conv;
+    } catch (err) {
+      notice(err.message);
+      return null;
+    }
+  }
+
+  async function openConversation() {
+    closeStream();
+    notice("");
+    let id = decodeURIComponent(location.hash.slice(1));
+    if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) {
+      // No conversation named: reuse an empty one rather than pile up "New chat" entries.
+      const { conversations } = await api("GET", "/api/conversations");
+      const empty = conversations.find((c) => c.size === 0 && !c.busy);
+      id = empty ? empty.id : (await api("POST", "/api/conversations")).id;
+      history.replaceState(null, "", `#${id}`);
+    }
+    state.id = id;
+    const view = ++state.view;
+    const conv = await load(view);
+    if (conv && conv.busy && view === state.view) openStream();
+  }
+
+  async function send() {
+    const input = $("input");
+    const text = input.value.trim();
+    if (!text || state.busy) return;
+    notice("");
+    $("send").disabled = true;
+    try {
+      await api("POST", `/chat/${encodeURIComponent(state.id)}/send-message`, { text });
+    } catch (err) {
+      notice(err.message);
+      $("send").disabled = false;
+      return;
+    }
+    input.value = "";
+    appendMessage({ role: "user", content: text, status: "complete" });
+    state.streamEl = appendMessage({ role: "assistant", content: "", status: "pending" });
+    state.streamText = "";
+    setStatus("pending");
+    openStream();
+    renderList().catch(() => {});
+  }
+
+  async function setModel() {
+    const select = $("model");
+    state.modelChanges++;
+    try {
+      const { model } = await api("POST", `/chat/${encodeURIComponent(state.id)}/model`, { model: select.value });
+      select.dataset.current = model;
+      notice("");
+    } catch (err) {
+      select.value = select.dataset.current;
+      notice(err.message);
+    }
+  }
+
+  async function post(action) {
+    try {
+      await api("POST", `/chat/${encodeURIComponent(state.id)}/${action}`);
+      if (action === "reset") await load(state.view);
+    } catch (err) {
+      notice(err.message);
+    }
+  }
+
+  async function start() {
+    try {
+      const { models } = await api("GET", "/api/models");
+      state.models = models;
+      await openConversation();
+    } catch (err) {
+      notice(err.message);
+    }
+  }
+
+  window.addEventListener("hashchange", () => openConversation().catch((err) => notice(err.message)));
+  $("composer").addEventListener("submit", (e) => {
+    e.preventDefault();
+    send();
+  });
+  $("input").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      send();
+    }
+  });
+  $("model").addEventListener("change", setModel);
+  $("stop").addEventListener("click", () => post("stop"));
+  $("reset").addEventListener("click", () => post("reset"));
+  $("new-chat").addEventListener("click", async () => {
+    try {
+      const { conversations } = await api("GET", "/api/conversations");
+      const empty = conversations.find((c) => c.size === 0 && !c.busy);
+      if (empty && empty.id === state.id) $("input").focus();
+      else location.hash = empty ? empty.id : (await api("POST", "/api/conversations")).id;
+    } catch (err) {
+      notice(err.message);
+    }
+  });
+  start();
+})();

@@ -1,0 +1,358 @@
+"""The web chat's HTTP endpoints and its SSE stream, over a real uvicorn server and httpx."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from httpx_sse import ServerSentEvent, aconnect_sse
+
+from bots.web.guard import COOKIE
+from tests.bots.web.conftest import ServeWeb, WebServer, echo_text
+from tests.fakes.llm_server import Fail, FakeLLMServer, Reply
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+SLOW = {"delay": 0.02}
+LONG_PROMPT = " ".join(f"word{i}" for i in range(40))
+
+
+async def events(client: httpx.AsyncClient, conv: str) -> AsyncIterator[ServerSentEvent]:
+    async with aconnect_sse(client, "GET", f"/chat/{conv}/bot-stream") as source:
+        assert source.response.headers["content-type"].startswith("text/event-stream")
+        async for event in source.aiter_sse():
+            yield event
+
+
+async def collect(client: httpx.AsyncClient, conv: str) -> tuple[list[str], dict[str, Any]]:
+    """The deltas of one bot-stream, and its end event."""
+    deltas: list[str] = []
+    async for event in events(client, conv):
+        if event.event == "delta":
+            deltas.append(json.loads(event.data))
+        elif event.event == "end":
+            return deltas, json.loads(event.data)
+    raise AssertionError("the stream closed without an end event")
+
+
+def client_for(server: WebServer, **kwargs: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=server.url, timeout=30, **kwargs)
+
+
+async def test_page_static_files_and_security_headers(make_web: ServeWeb) -> None:
+    server = await make_web()
+    async with client_for(server) as client:
+        page = await client.get("/")
+        script = await client.get("/static/app.js")
+        style = await client.get("/static/app.css")
+    assert page.status_code == 200
+    assert 'id="messages"' in page.text
+    assert '<script src="/static/app.js"' in page.text
+    assert script.status_code == style.status_code == 200
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    assert page.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_send_message_then_bot_stream_streams_to_complete(make_web: ServeWeb) -> None:
+    server = await make_web(options=SLOW)
+    async with client_for(server) as client:
+        created = (await client.post("/api/conversations")).json()
+        conv = created["id"]
+        assert created["messages"] == []
+        sent = await client.post(f"/chat/{conv}/send-message", json={"text": LONG_PROMPT})
+        assert sent.status_code == 202
+        assert sent.json()["model"] == "echo/echo"
+        deltas, end = await collect(client, conv)
+        state = (await client.get(f"/chat/{conv}")).json()
+    assert len(deltas) > 1  # streamed, not delivered at once
+    assert "".join(deltas) == end["content"] == echo_text(LONG_PROMPT)
+    assert end["status"] == "complete"
+    assert end["busy"] is False
+    assert [(m["role"], m["status"]) for m in state["messages"]] == [
+        ("user", "complete"),
+        ("assistant", "complete"),
+    ]
+    assert state["messages"][1]["content"] == echo_text(LONG_PROMPT)
+    assert state["title"].startswith("word0 word1")
+    assert state["busy"] is False
+
+
+async def test_reattached_stream_gets_the_text_so_far_then_the_rest(make_web: ServeWeb) -> None:
+    """A reload (or a second tab) mid-reply: the text so far as one delta, then the rest."""
+    server = await make_web(options={"delay": 0.03})
+    async with client_for(server) as first, client_for(server) as second:
+        await first.post("/chat/reload/send-message", json={"text": LONG_PROMPT})
+        seen: list[str] = []
+        stream = events(first, "reload")
+        async for event in stream:
+            if event.event == "delta":
+                seen.append(json.loads(event.data))
+                if len(seen) == 3:
+                    break
+        await stream.aclose()  # the first page goes away mid-reply
+        midway = (await second.get("/chat/reload")).json()
+        assert midway["busy"] is True
+        assert midway["messages"][-1]["status"] == "streaming"
+        deltas, end = await collect(second, "reload")
+        # A third observer once it is over: everything at once, then the end.
+        after, end_after = await collect(first, "reload")
+    assert "".join(deltas) == end["content"] == echo_text(LONG_PROMPT)
+    assert deltas[0].startswith("".join(seen))  # the first delta is the text so far
+    assert len(deltas) > 1  # and the rest kept streaming
+    assert end["status"] == "complete"
+    assert after == [echo_text(LONG_PROMPT)]
+    assert end_after["status"] == "complete"
+
+
+async def test_two_tabs_see_the_same_stream(make_web: ServeWeb) -> None:
+    server = await make_web(options={"delay": 0.01})
+    async with client_for(server) as tab1, client_for(server) as tab2:
+        await tab1.post("/chat/tabs/send-message", json={"text": LONG_PROMPT})
+        (d1, e1), (d2, e2) = await asyncio.gather(collect(tab1, "tabs"), collect(tab2, "tabs"))
+    assert "".join(d1) == "".join(d2) == echo_text(LONG_PROMPT)
+    assert e1["status"] == e2["status"] == "complete"
+
+
+async def test_a_stream_opened_right_after_send_follows_the_queued_reply(
+    make_web: ServeWeb,
+) -> None:
+    """Two prompts in a row: the first stream says another reply is queued; the next shows it."""
+    server = await make_web(options=SLOW)
+    async with client_for(server) as client:
+        await client.post("/chat/queue/send-message", json={"text": "first question"})
+        await client.post("/chat/queue/send-message", json={"text": "second question"})
+        deltas1, end1 = await collect(client, "queue")
+        deltas2, end2 = await collect(client, "queue")
+        state = (await client.get("/chat/queue")).json()
+    assert "".join(deltas1) == echo_text("first question")
+    assert end1["busy"] is True
+    assert "".join(deltas2) == echo_text("second question")
+    assert end2["busy"] is False
+    assert [m["content"] for m in state["messages"]] == [
+        "first question",
+        echo_text("first question"),
+        "second question",
+        echo_text("second question"),
+    ]
+
+
+async def test_conversations_are_listed_most_recent_first_with_their_size(
+    make_web: ServeWeb,
+) -> None:
+    server = await make_web()
+    async with client_for(server) as client:
+        fresh = (await client.post("/api/conversations")).json()
+        await client.post("/chat/older/send-message", json={"text": "first"})
+        await collect(client, "older")
+        await client.post("/chat/newer/send-message", json={"text": "second"})
+        await collect(client, "newer")
+        listed = (await client.get("/api/conversations")).json()["conversations"]
+    assert [(c["id"], c["title"], c["size"], c["busy"]) for c in listed] == [
+        ("newer", "second", 2, False),
+        ("older", "first", 2, False),
+        (fresh["id"], "New chat", 0, False),
+    ]
+
+
+async def test_bot_stream_with_nothing_to_show_ends_idle(make_web: ServeWeb) -> None:
+    server = await make_web()
+    async with client_for(server) as client:
+        deltas, end = await collect(client, "empty")
+    assert deltas == []
+    assert end == {"status": "idle", "busy": False}
+
+
+async def test_models_listed_and_switched_next_reply_from_the_new_model(
+    make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    env = {"LOCAL_BASE_URL": llm_server.openai_base_url}
+    server = await make_web(env=env, llmconnect_allowed_models=["echo", "local/fake"])
+    llm_server.enqueue(Reply(text="Hello from the fake model."))
+    async with client_for(server) as client:
+        models = (await client.get("/api/models")).json()
+        assert models == {"models": ["echo/echo", "local/fake"], "default": "echo/echo"}
+        await client.post("/chat/switch/send-message", json={"text": "one"})
+        first, _ = await collect(client, "switch")
+        switched = await client.post("/chat/switch/model", json={"model": "local/fake"})
+        assert switched.json() == {"id": "switch", "model": "local/fake"}
+        sent = await client.post("/chat/switch/send-message", json={"text": "two"})
+        assert sent.json()["model"] == "local/fake"
+        second, end = await collect(client, "switch")
+        refused = await client.post("/chat/switch/model", json={"model": "groq"})
+        state = (await client.get("/chat/switch")).json()
+        listed = (await client.get("/api/conversations")).json()["conversations"]
+    assert "".join(first) == echo_text("one")
+    assert "".join(second) == "Hello from the fake model."
+    assert end["model"] == "local/fake"
+    assert refused.status_code == 400
+    assert "GROQ_API_KEY" in refused.json()["error"]
+    assert "echo/echo, local/fake" in refused.json()["error"]
+    assert state["model"] == "local/fake"
+    assert [(c["id"], c["model"], c["title"]) for c in listed] == [("switch", "local/fake", "one")]
+
+
+async def test_stop_ends_the_reply_stopped_and_keeps_what_was_shown(make_web: ServeWeb) -> None:
+    server = await make_web(options={"delay": 0.05})
+    async with client_for(server) as client:
+        await client.post("/chat/stop/send-message", json={"text": LONG_PROMPT})
+        ended: dict[str, Any] = {}
+        async for event in events(client, "stop"):
+            if event.event == "delta":
+                stopped = await client.post("/chat/stop/stop")
+                assert stopped.json() == {"id": "stop", "stopped": True}
+            elif event.event == "end":
+                ended = json.loads(event.data)
+        state = (await client.get("/chat/stop")).json()
+        again = (await client.post("/chat/stop/stop")).json()
+    assert ended["status"] == "cancelled"
+    assert echo_text(LONG_PROMPT).startswith(ended["content"])
+    assert ended["content"] != echo_text(LONG_PROMPT)
+    assert state["messages"][-1]["status"] == "cancelled"
+    assert again["stopped"] is False
+
+
+async def test_reset_clears_the_history_and_keeps_the_model(
+    make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    server = await make_web(env={"LOCAL_BASE_URL": llm_server.openai_base_url})
+    async with client_for(server) as client:
+        await client.post("/chat/r/model", json={"model": "local/fake"})
+        await client.post("/chat/r/send-message", json={"text": "remember me"})
+        await collect(client, "r")
+        reset = (await client.post("/chat/r/reset")).json()
+    assert reset["messages"] == []
+    assert reset["model"] == "local/fake"
+    assert reset["busy"] is False
+
+
+async def test_refused_prompts_say_why(make_web: ServeWeb) -> None:
+    server = await make_web(max_input_chars=20)
+    async with client_for(server) as client:
+        empty = await client.post("/chat/x/send-message", json={"text": "   "})
+        long = await client.post("/chat/x/send-message", json={"text": "y" * 21})
+        bad_id = await client.post("/chat/no!pe/send-message", json={"text": "hi"})
+        no_body = await client.post("/chat/x/send-message")
+    assert empty.status_code == 400
+    assert "Ask me anything" in empty.json()["error"]
+    assert long.status_code == 400
+    assert "limit is 20" in long.json()["error"]
+    assert bad_id.status_code in (404, 422)
+    assert no_body.status_code == 422
+
+
+async def test_a_provider_error_ends_the_reply_in_error(
+    make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    server = await make_web(
+        env={"LOCAL_BASE_URL": llm_server.openai_base_url},
+        llmconnect_model="local/fake",
+        llm_max_retries=0,
+    )
+    llm_server.enqueue(Fail(status=500))
+    async with client_for(server) as client:
+        await client.post("/chat/err/send-message", json={"text": "hello"})
+        deltas, end = await collect(client, "err")
+        state = (await client.get("/chat/err")).json()
+    assert deltas == []
+    assert end["status"] == "error"
+    assert end["error"]
+    assert "Traceback" not in end["error"]
+    assert state["messages"][-1]["status"] == "error"
+
+
+async def test_shutting_down_refuses_new_prompts(make_web: ServeWeb) -> None:
+    server = await make_web()
+    server.web.closing = True
+    async with client_for(server) as client:
+        response = await client.post("/chat/late/send-message", json={"text": "hello"})
+    assert response.status_code == 503
+
+
+# --------------------------------------------------------------------------- access
+
+
+TOKEN = "s3cret-web-token-0123456789"
+
+PROTECTED = [
+    ("GET", "/"),
+    ("GET", "/static/app.js"),
+    ("GET", "/api/models"),
+    ("GET", "/api/conversations"),
+    ("POST", "/api/conversations"),
+    ("GET", "/chat/a"),
+    ("POST", "/chat/a/send-message"),
+    ("GET", "/chat/a/bot-stream"),
+    ("POST", "/chat/a/model"),
+    ("POST", "/chat/a/stop"),
+    ("POST", "/chat/a/reset"),
+    ("GET", "/nonexistent"),
+]
+
+
+async def test_every_endpoint_needs_the_token_when_one_is_set(make_web: ServeWeb) -> None:
+    server = await make_web(auth_token=TOKEN)
+    async with client_for(server) as anonymous:
+        for method, path in PROTECTED:
+            response = await anonymous.request(method, path, json={"text": "hi", "model": "echo"})
+            assert response.status_code == 401, (method, path)
+            assert TOKEN not in response.text
+        wrong = await anonymous.get("/api/models", headers={"Authorization": "Bearer nope"})
+        login_page = await anonymous.get("/", headers={"Accept": "text/html"})
+    assert wrong.status_code == 401
+    assert login_page.status_code == 401
+    assert 'action="/login"' in login_page.text
+
+
+async def test_the_token_is_in_no_repr(make_web: ServeWeb) -> None:
+    server = await make_web(auth_token=TOKEN)
+    assert TOKEN not in repr(server.app.user_middleware)
+    assert TOKEN not in repr(server.app.middleware_stack)
+
+
+async def test_a_bearer_token_opens_every_endpoint_including_the_stream(
+    make_web: ServeWeb,
+) -> None:
+    server = await make_web(auth_token=TOKEN)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with client_for(server, headers=headers) as client:
+        assert (await client.get("/")).status_code == 200
+        await client.post("/chat/auth/send-message", json={"text": "secret plans"})
+        deltas, end = await collect(client, "auth")
+    assert "".join(deltas) == echo_text("secret plans")
+    assert end["status"] == "complete"
+
+
+async def test_the_login_form_sets_a_cookie_that_is_not_the_token(make_web: ServeWeb) -> None:
+    server = await make_web(auth_token=TOKEN)
+    async with client_for(server) as browser:
+        refused = await browser.post("/login", data={"token": "guess"})
+        assert refused.status_code == 401
+        assert COOKIE not in browser.cookies
+        signed_in = await browser.post("/login", data={"token": TOKEN})
+        assert signed_in.status_code == 303
+        assert signed_in.headers["location"] == "/"
+        cookie = signed_in.headers["set-cookie"]
+        assert TOKEN not in cookie
+        assert "httponly" in cookie.lower()
+        assert "samesite=strict" in cookie.lower()
+        assert (await browser.get("/")).status_code == 200
+        await browser.post("/chat/c/send-message", json={"text": "by cookie"})
+        deltas, _ = await collect(browser, "c")
+    assert "".join(deltas) == echo_text("by cookie")
+
+
+async def test_a_foreign_host_header_is_turned_away(make_web: ServeWeb) -> None:
+    """A DNS-rebinding page sends its own Host; a loopback server only answers its names."""
+    server = await make_web(allowed_hosts=["127.0.0.1", "localhost", "::1"])
+    async with client_for(server) as client:
+        ok = await client.get("/api/models")
+        local = await client.get("/api/models", headers={"Host": "localhost:8000"})
+        foreign = await client.get("/api/models", headers={"Host": "evil.example:8000"})
+    assert ok.status_code == local.status_code == 200
+    assert foreign.status_code == 400

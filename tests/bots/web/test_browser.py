@@ -1,0 +1,206 @@
+"""The web chat in headless Chromium (Debian's ``chromium`` driven by Playwright's Python package).
+
+No timed assertions: every check waits for a condition (generous timeouts) and then asserts what
+the page shows. Replies stream slowly and observably from the ``echo`` model with ``delay``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, Locator, Page, async_playwright, expect
+
+from tests.bots.web.conftest import ServeWeb, WebServer, echo_text
+from tests.fakes.llm_server import FakeLLMServer, Reply
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM),
+        reason="browser tests need Debian's chromium at /usr/bin/chromium "
+        "(apt-get install chromium; .ci/run installs it)",
+    ),
+]
+
+WAIT = 20_000  # ms: generous, these are conditions, not timings
+PROMPT = " ".join(f"token{i}" for i in range(30))
+XSS = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script> **bold** and `code`'
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        yield browser
+        await browser.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    context = await browser.new_context()
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    await context.close()
+    assert errors == [], errors
+
+
+def last_reply(page: Page) -> Locator:
+    return page.locator("#messages .msg.assistant").last
+
+
+async def send(page: Page, text: str) -> None:
+    await page.fill("#input", text)
+    await page.press("#input", "Enter")
+
+
+async def open_chat(page: Page, server: WebServer, conv: str) -> None:
+    await page.goto(f"{server.url}/#{conv}")
+    await expect(page.locator("#model")).to_have_value("echo/echo", timeout=WAIT)
+
+
+async def test_tokens_arrive_before_the_reply_completes(page: Page, make_web: ServeWeb) -> None:
+    server = await make_web(options={"delay": 0.05})
+    await open_chat(page, server, "first")
+    await send(page, PROMPT)
+    reply = last_reply(page)
+    # Part of the text is on the page while the reply is still streaming.
+    await page.wait_for_function(
+        """() => {
+            const el = [...document.querySelectorAll('#messages .msg.assistant')].pop();
+            return el && el.dataset.status === 'streaming'
+                && el.querySelector('.body').textContent.includes('[echo]');
+        }""",
+        timeout=WAIT,
+    )
+    partial = await reply.locator(".body").inner_text()
+    assert partial != echo_text(PROMPT)
+    await expect(page.locator("#status")).to_have_text("streaming")
+    await expect(reply).to_have_attribute("data-status", "complete", timeout=WAIT)
+    await expect(reply.locator(".body")).to_have_text(echo_text(PROMPT))
+    await expect(page.locator("#status")).to_have_text("complete")
+    await expect(page.locator("#messages .msg.user .body")).to_have_text([PROMPT])
+    await expect(page.locator("#conversations a[aria-current=true]")).to_have_text(
+        PROMPT[:59] + "…"
+    )
+
+
+async def test_reload_mid_stream_and_a_second_tab_continue_to_completion(
+    page: Page, make_web: ServeWeb, browser: Browser
+) -> None:
+    server = await make_web(options={"delay": 0.08})
+    await open_chat(page, server, "reload")
+    await send(page, PROMPT)
+    await expect(last_reply(page)).to_have_attribute("data-status", "streaming", timeout=WAIT)
+    await expect(last_reply(page).locator(".body")).to_contain_text("token1", timeout=WAIT)
+
+    await page.reload()
+    reply = last_reply(page)
+    # After the reload the text so far is there at once and the reply is still streaming...
+    await expect(reply.locator(".body")).to_contain_text("[echo] You said: token0", timeout=WAIT)
+    await expect(reply).to_have_attribute("data-status", "streaming", timeout=WAIT)
+
+    # ...and a second tab on the same conversation shows the same stream.
+    other = await browser.new_page()
+    try:
+        await open_chat(other, server, "reload")
+        await expect(last_reply(other).locator(".body")).to_contain_text("[echo]", timeout=WAIT)
+        for tab in (page, other):
+            done = last_reply(tab)
+            await expect(done).to_have_attribute("data-status", "complete", timeout=WAIT)
+            await expect(done.locator(".body")).to_have_text(echo_text(PROMPT))
+    finally:
+        await other.close()
+
+
+async def test_switching_the_model_answers_the_next_prompt_with_it(
+    page: Page, make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    server = await make_web(
+        env={"LOCAL_BASE_URL": llm_server.openai_base_url},
+        llmconnect_allowed_models=["echo", "local/fake"],
+    )
+    llm_server.enqueue(Reply(text="Hello from **the fake model**.", delay=0.02))
+    await open_chat(page, server, "switch")
+    await send(page, "before")
+    await expect(last_reply(page).locator(".body")).to_have_text(echo_text("before"), timeout=WAIT)
+
+    await page.select_option("#model", "local/fake")
+    await page.wait_for_function(
+        "() => document.querySelector('#model').dataset.current === 'local/fake'", timeout=WAIT
+    )
+    await send(page, "after")
+    reply = last_reply(page)
+    await expect(reply).to_have_attribute("data-status", "complete", timeout=WAIT)
+    await expect(reply.locator(".body")).to_have_text("Hello from the fake model.")
+    await expect(reply.locator(".body strong")).to_have_text("the fake model")
+    # The choice is the conversation's: a reload shows it.
+    await page.reload()
+    await expect(page.locator("#model")).to_have_value("local/fake", timeout=WAIT)
+
+
+async def test_html_and_script_in_a_reply_do_not_run(page: Page, make_web: ServeWeb) -> None:
+    server = await make_web()
+    await open_chat(page, server, "xss")
+    await send(page, XSS)
+    reply = last_reply(page)
+    await expect(reply).to_have_attribute("data-status", "complete", timeout=WAIT)
+    assert await page.evaluate("() => window.pwned") is None
+    messages = page.locator("#messages")
+    assert await messages.locator("img, script, [onerror]").count() == 0
+    # Shown as text (the echo repeats it), with the Markdown rendered.
+    await expect(reply.locator(".body")).to_contain_text("<script>window.pwned=2</script>")
+    await expect(reply.locator(".body strong")).to_have_text("bold")
+    await expect(reply.locator(".body code")).to_have_text("code")
+    await expect(page.locator("#messages .msg.user .body")).to_contain_text("onerror=")
+    # And again after a reload, rendered from the stored conversation.
+    await page.reload()
+    await expect(last_reply(page)).to_have_attribute("data-status", "complete", timeout=WAIT)
+    assert await page.evaluate("() => window.pwned") is None
+    assert await messages.locator("img, script, [onerror]").count() == 0
+
+
+async def test_the_stop_button_stops_the_reply(page: Page, make_web: ServeWeb) -> None:
+    server = await make_web(options={"delay": 0.1})
+    await open_chat(page, server, "stop")
+    await send(page, PROMPT)
+    reply = last_reply(page)
+    await expect(reply.locator(".body")).to_contain_text("[echo]", timeout=WAIT)
+    await page.click("#stop")
+    await expect(reply).to_have_attribute("data-status", "cancelled", timeout=WAIT)
+    await expect(page.locator("#status")).to_have_text("stopped")
+    await expect(reply.locator(".note")).to_have_text("⏹ stopped")
+    assert await reply.locator(".body").inner_text() != echo_text(PROMPT)
+
+
+async def test_the_bare_address_opens_an_empty_conversation_without_piling_them_up(
+    page: Page, make_web: ServeWeb
+) -> None:
+    server = await make_web()
+    await page.goto(server.url)
+    await page.wait_for_function("() => location.hash.length > 1", timeout=WAIT)
+    first = await page.evaluate("() => location.hash")
+    await page.goto(server.url)
+    await page.wait_for_function("() => location.hash.length > 1", timeout=WAIT)
+    assert await page.evaluate("() => location.hash") == first
+    await expect(page.locator("#conversations li")).to_have_count(1, timeout=WAIT)
+    await expect(page.locator("#status")).to_have_text("idle")
