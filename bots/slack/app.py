@@ -415,6 +415,9 @@ class SlackBot:
             raise
         except Exception as exc:  # a reply that could not be shown must not kill the bot
             log.warning("Answer in %s could not be delivered: %s", place.channel, exc)
+            if reply.task is not None and not reply.done:
+                reply.task.cancel()  # nobody would see the rest: stop generating it
+                await asyncio.wait([reply.task])
         if isinstance(renderer, NativeStreamRenderer) and renderer.unsupported:
             # This workspace (or proxy) has no streaming API: stop paying a failed call per reply.
             self._native_off = True

@@ -9,8 +9,10 @@ Markdown becomes mrkdwn, 429 becomes :class:`~core.render.SinkRateLimited` with 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -36,6 +38,11 @@ GONE_ERRORS = frozenset(
         "cant_update_message",
     }
 )
+
+#: Consecutive transient failures (5xx, a dropped connection) waited out before the reply gives
+#: up, and the first wait; like the Discord sink, so one hiccup does not lose a whole answer.
+_TRANSIENT_RETRIES = 3
+_TRANSIENT_WAIT = 1.0
 
 
 def retry_after(exc: SlackApiError) -> float:
@@ -83,6 +90,7 @@ class SlackSink:
         self.thread_ts = thread_ts
         self._adopt = adopt_ts
         self.max_len = max_len
+        self._failures = 0
 
     def __repr__(self) -> str:
         return f"SlackSink(channel={self.channel!r}, thread_ts={self.thread_ts!r})"
@@ -96,20 +104,45 @@ class SlackSink:
                 self._adopt = ts  # not shown yet: the renderer's retry edits it again
                 raise
             return ts
-        try:
-            response = await self.client.chat_postMessage(
+        response = await self._call(
+            lambda: self.client.chat_postMessage(
                 channel=self.channel,
                 thread_ts=self.thread_ts,
                 text=to_mrkdwn(text),
                 unfurl_links=False,
                 unfurl_media=False,
-            )
-        except SlackApiError as exc:
-            raise translate_error(exc) from None
+            ),
+            idempotent=False,
+        )
         return response["ts"]
 
     async def edit(self, ref: Any, text: str) -> None:
+        await self._call(
+            lambda: self.client.chat_update(channel=self.channel, ts=ref, text=to_mrkdwn(text)),
+            idempotent=True,
+        )
+
+    async def _call(self, make: Callable[[], Awaitable[Any]], *, idempotent: bool) -> Any:
+        """One Web API call; Slack errors become the renderer's, and a transient failure (a 5xx;
+        for an edit also a dropped connection slack-sdk's own retry did not get past) becomes a
+        short :class:`SinkRateLimited` wait, a few times in a row at most. A post whose connection
+        dropped is not resent: it may have been posted."""
         try:
-            await self.client.chat_update(channel=self.channel, ts=ref, text=to_mrkdwn(text))
+            result = await make()
         except SlackApiError as exc:
-            raise translate_error(exc) from None
+            error = translate_error(exc)
+            if error is exc and exc.response.status_code >= 500:
+                error = self._transient(exc)
+            raise error from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if not idempotent:
+                raise
+            raise self._transient(exc) from None
+        self._failures = 0
+        return result
+
+    def _transient(self, exc: Exception) -> Exception:
+        self._failures += 1
+        if self._failures <= _TRANSIENT_RETRIES:
+            return SinkRateLimited(_TRANSIENT_WAIT * self._failures)
+        return exc
