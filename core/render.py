@@ -94,6 +94,10 @@ def with_note(text: str, note: str | None) -> str:
 # Shared budget
 
 
+# EditBudget priorities, served in this order.
+_FINAL, _FIRST, _INTERIM = 0, 1, 2
+
+
 class BudgetTicket:
     """One request for a send slot of an :class:`EditBudget`; ``await ticket.wait()`` for it."""
 
@@ -135,7 +139,8 @@ class EditBudget:
 
     Why one scheduler: with hundreds of streams, letting each retry on its own 429s loses replies
     and spends the budget on stale interim edits. Here all waiters sit in one priority queue:
-    final edits (the last edit of a reply) before interim ones, and FIFO within each class, so a
+    final edits (the last edit of a reply), then first posts, then interim edits, FIFO within each
+    class, so a
     stream that just sent re-queues behind the others (round-robin). One dispatcher task runs only
     while requests wait; a request made when the budget is free is granted without task or wait.
 
@@ -191,8 +196,12 @@ class EditBudget:
         """Number of requests currently queued."""
         return sum(1 for e in self._heap if e[2] is not None and not e[2]._future.done())
 
-    def request(self, final: bool = False) -> BudgetTicket:
-        """Queue a request and return its ticket (already granted when the budget is free)."""
+    def request(self, final: bool = False, *, first: bool = False) -> BudgetTicket:
+        """Queue a request and return its ticket (already granted when the budget is free).
+
+        ``first``: the first post of a reply. It goes after final edits but before interim ones:
+        a user who sees nothing yet gains more from a first post than another from a fresher edit.
+        """
         self._prune()
         now = self._clock.now()
         if not self._heap and now >= self._ready_at() - _EPS:
@@ -200,7 +209,7 @@ class EditBudget:
             return BudgetTicket(self, final, None)
         loop = asyncio.get_running_loop()
         ticket = BudgetTicket(self, final, loop.create_future())
-        self._push(ticket, 0 if final else 1, next(self._seq))
+        self._push(ticket, _FINAL if final else _FIRST if first else _INTERIM, next(self._seq))
         if self._task is None:
             self._task = loop.create_task(self._dispatch())
         return ticket
@@ -236,7 +245,7 @@ class EditBudget:
         old = ticket._entry
         if old is not None:
             old[2] = None  # lazily dropped by _prune
-            self._push(ticket, 0, old[1])  # keeps its age among the finals
+            self._push(ticket, _FINAL, old[1])  # keeps its age among the finals
 
     def _prune(self) -> None:
         heap = self._heap
@@ -490,7 +499,9 @@ class StreamRenderer:
                 await clock.sleep(due - now)
                 continue
             if budget is not None:
-                ticket = budget.request(self._finishing or k < len(self._frozen))
+                ticket = budget.request(
+                    self._finishing or k < len(self._frozen), first=not self._refs
+                )
                 if not ticket.granted:
                     self._ticket = ticket
                     try:

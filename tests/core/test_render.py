@@ -392,6 +392,29 @@ async def test_budget_serves_finals_first_then_interims_fifo() -> None:
     assert budget.granted == 5
 
 
+async def test_budget_serves_first_posts_between_finals_and_interims() -> None:
+    clock = FakeClock()
+    budget = EditBudget(1, 1.0, clock=clock)
+    order: list[str] = []
+
+    async def req(name: str, final: bool, first: bool) -> None:
+        await budget.request(final, first=first).wait()
+        order.append(name)
+
+    tasks = [asyncio.create_task(req("i0", False, False))]  # granted at once
+    await clock.settle()
+    for name, final, first in (
+        ("i1", False, False),
+        ("p1", False, True),
+        ("f1", True, False),
+        ("p2", False, True),
+    ):
+        tasks.append(asyncio.create_task(req(name, final, first)))
+        await clock.settle()
+    await clock.run(asyncio.gather(*tasks))
+    assert order == ["i0", "f1", "p1", "p2", "i1"]
+
+
 async def test_budget_paces_after_busy_loop_instead_of_bursting() -> None:
     clock = FakeClock()
     budget = EditBudget(2, 1.0, clock=clock)  # one grant per 0.5 s
