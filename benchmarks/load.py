@@ -1,0 +1,558 @@
+"""Load: hundreds of conversations streaming at once through the real Slack and Discord bots.
+
+Three processes on loopback (``fork``):
+
+- the LLM stand-in (``tests/fakes/llm_server.py``) in a child process, so its CPU is not counted:
+  every reply echoes its prompt (``You said: <prompt>``: ``--tokens`` words plus two) as one SSE
+  event per word, paced at a fixed rate per reply drawn from 2/3..4/3 of ``--rate`` tokens/s
+  (30-60 tokens/s by default), the first word ``--ttft`` seconds after the request;
+- the platform stand-ins (``tests/fakes/discord_server.py`` and ``tests/fakes/slack_api.py``,
+  rate limits on) in a second child process, which also plays the users: each conversation is one
+  channel where one user mentions the bot (Discord ``MESSAGE_CREATE`` on the gateway, a signed
+  Slack ``app_mention`` posted to the bot's HTTP endpoint), the mentions spread over ``--ramp`` s;
+- this process, the one measured: one :class:`~bots.discord.DiscordBot` (real discord.py client)
+  and one :class:`~bots.slack.SlackBot` (slack-bolt over HTTP; top-level mentions are answered by
+  ``chat.postMessage`` + ``chat.update``) sharing one :class:`~core.engine.ChatEngine` on the
+  production LLM connection pool, with production settings (edit intervals, Discord's 45
+  requests/s bot-wide budget).
+
+Timestamps are ``time.monotonic()`` (CLOCK_MONOTONIC: one clock for every process on Linux): the
+LLM stand-in's write time of each reply's first and last content event, and the platform
+stand-ins' receive time of each bot message's post and of its last change.
+
+Prints completed replies, replies whose visible text is not exactly what the LLM sent, 429s, the
+latency the bot adds before the first delta is visible and after the last one (p50/p99), CPU
+seconds of this process per 1,000 deltas and its peak RSS. Exits 1 if any reply is lost or differs.
+
+    python benchmarks/load.py [--conversations 500] [--split 0.5] [--tokens 300] [--rate 45]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import logging
+import multiprocessing as mp
+import random
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aiohttp
+from aiohttp import web
+
+from bots.discord import DiscordBot
+from bots.slack import EVENTS_PATH, SlackBot
+from bots.slack.mrkdwn import to_mrkdwn
+from bots.slack.sink import UPDATE_MAX_LEN
+from core.conversations import ConversationKey
+from core.engine import ChatEngine
+from core.settings import Settings
+from core.split import split_message
+from llmconnect import aclose_shared_clients
+from tests.bots.slack.conftest import SlackClient, slack_settings
+from tests.fakes.discord_server import FakeDiscordServer, StoredMessage
+from tests.fakes.llm_server import FakeLLMServer, _Outcome, split_deltas
+from tests.fakes.slack_api import Call, FakeSlackAPI, Message
+
+MODEL = "alpha"
+DISCORD_MAX_LEN = 2000
+#: Plain words (Slack's mrkdwn conversion leaves them unchanged) the prompts are made of.
+WORDS = (
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+    "mike",
+    "november",
+    "oscar",
+    "papa",
+    "quebec",
+    "romeo",
+    "sierra",
+    "tango",
+    "uniform",
+    "victor",
+    "whiskey",
+    "xray",
+    "yankee",
+    "zulu",
+)
+POLL = 0.1  # seconds between checks whether every reply is done
+
+#: One visible bot message: (text, receive time of its post, receive time of its last change).
+Shown = tuple[str, float, float]
+
+
+def prompt_for(i: int, tokens: int) -> str:
+    """Conversation ``i``'s prompt: ``q<i>`` and ``tokens - 1`` words (the LLM echoes it)."""
+    rnd = random.Random(i)
+    return " ".join([f"q{i}", *(rnd.choice(WORDS) for _ in range(tokens - 1))])
+
+
+def reply_for(prompt: str) -> str:
+    """What the LLM stand-in answers to ``prompt`` (its default ``Reply()``)."""
+    return f"You said: {prompt}"
+
+
+def rate_for(i: int, rate: float) -> float:
+    """Conversation ``i``'s tokens/s: fixed per reply, between 2/3 and 4/3 of ``rate``."""
+    return rate * random.Random(-1 - i).uniform(2 / 3, 4 / 3)
+
+
+def platforms(n: int, split: float) -> list[str]:
+    """``"slack"`` or ``"discord"`` per conversation, the Slack ones evenly interleaved."""
+    return ["slack" if int((i + 1) * split) > int(i * split) else "discord" for i in range(n)]
+
+
+def slack_channel(i: int) -> str:
+    return f"C{i:07d}"
+
+
+# --------------------------------------------------------------------------- LLM child
+
+
+class PacedLLMServer(FakeLLMServer):
+    """The LLM stand-in, pacing each reply at its own rate and noting when deltas were written."""
+
+    def __init__(self, rate: float, ttft: float) -> None:
+        super().__init__(models=[MODEL])
+        self.rate = rate
+        self.ttft = ttft
+        #: conversation id (``q<i>``) -> (write time of the first content event, of the last).
+        self.times: dict[str, tuple[float, float]] = {}
+
+    async def _chat(
+        self,
+        request: web.Request,
+        protocol: Any,
+        ctx: Any,
+        *,
+        stream: bool,
+        json_array: bool = False,
+    ) -> web.StreamResponse:
+        request["bench_prompt"] = ctx.prompt
+        return await super()._chat(request, protocol, ctx, stream=stream, json_array=json_array)
+
+    async def _write_events(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        plan: Any,
+        write_sizes: Any,
+        delay: float,
+    ) -> _Outcome:
+        """One event per write: the role preamble at once, content event k at ttft + k / rate."""
+        prompt: str = request["bench_prompt"]
+        qid = prompt.split(" ", 1)[0]
+        n = len(split_deltas(reply_for(prompt)))  # the content events are events[1 : n + 1]
+        interval = 1.0 / rate_for(int(qid[1:]), self.rate)
+        loop = asyncio.get_running_loop()
+        start = loop.time() + self.ttft
+        first = last = 0.0
+        for k, event in enumerate(plan.events):
+            if 1 <= k <= n:
+                wait = start + (k - 1) * interval - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            await resp.write(event)
+            if k == 1:
+                first = time.monotonic()
+            elif k == n:
+                last = time.monotonic()
+        self.times[qid] = (first, last)
+        return _Outcome.DONE
+
+
+def _serve_llm(conn: Connection, rate: float, ttft: float) -> None:
+    """Child process: serve until told to stop; answer with the recorded send times."""
+
+    async def main() -> None:
+        server = await PacedLLMServer(rate, ttft).start()
+        conn.send(server.openai_base_url)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, conn.recv)  # "times"
+        conn.send(server.times)
+        await loop.run_in_executor(None, conn.recv)  # "stop"
+        await server.close()
+
+    with contextlib.suppress(EOFError, KeyboardInterrupt):
+        asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- platform child
+
+
+class TimedDiscord(FakeDiscordServer):
+    """The Discord stand-in, noting when each bot message was posted and last changed."""
+
+    def __init__(self) -> None:
+        super().__init__()  # Discord's limits: 5 creates and 5 edits / 5 s per channel, 50/s
+        self.times: dict[str, list[float]] = {}
+
+    def _store(self, channel_id: str, body: dict[str, Any], **kwargs: Any) -> StoredMessage:
+        message = super()._store(channel_id, body, **kwargs)
+        now = time.monotonic()
+        self.times[message.id] = [now, now]
+        return message
+
+    def _edit(self, message: StoredMessage, body: dict[str, Any]) -> None:
+        before = message.content
+        super()._edit(message, body)
+        if message.content != before:
+            self.times[message.id][1] = time.monotonic()
+
+
+class TimedSlack(FakeSlackAPI):
+    """The Slack stand-in, noting when each bot message was posted and last changed."""
+
+    def __init__(self, update_interval: float) -> None:
+        super().__init__()
+        self.update_interval = update_interval  # 429 when one message is updated faster
+        self.times: dict[tuple[str, str], list[float]] = {}
+
+    def _store(self, message: Message) -> None:
+        super()._store(message)
+        now = time.monotonic()
+        self.times[(message.channel, message.ts)] = [now, now]
+
+    def _m_chat_update(self, call: Call) -> Any:
+        key = (call.args.get("channel", ""), call.args.get("ts", ""))
+        message = self.messages.get(key)
+        before = message.text if message is not None else None
+        result = super()._m_chat_update(call)
+        if message is not None and message.text != before:
+            self.times[key][1] = time.monotonic()
+        return result
+
+
+@dataclass
+class PlatformReport:
+    """What the platform child hands back: every conversation's messages, 429s, request counts."""
+
+    shown: list[list[Shown]]
+    discord_429: int
+    discord_429_global: int
+    slack_429: int
+    discord_requests: int
+    slack_calls: int
+
+
+async def _users(
+    discord: TimedDiscord,
+    user: str,
+    channels: dict[int, str],
+    slack: SlackClient,
+    plan: list[str],
+    tokens: int,
+    ramp: float,
+) -> None:
+    """Each conversation's user mentions the bot once, spread over ``ramp`` seconds."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    sends: list[asyncio.Task[Any]] = []
+    for i, platform in enumerate(plan):
+        wait = start + ramp * i / len(plan) - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        prompt = prompt_for(i, tokens)
+        if platform == "discord":
+            coro: Any = discord.send_message(channels[i], user, prompt)
+        else:
+            coro = slack.mention(prompt, channel=slack_channel(i), user=f"U{i:07d}")
+        sends.append(asyncio.create_task(coro))
+    await asyncio.gather(*sends)
+
+
+def _report(
+    discord: TimedDiscord, slack: TimedSlack, plan: list[str], channels: dict[int, str]
+) -> PlatformReport:
+    shown: list[list[Shown]] = []
+    for i, platform in enumerate(plan):
+        if platform == "discord":
+            found = [(m.content, *discord.times[m.id]) for m in discord.bot_messages(channels[i])]
+        else:
+            found = [
+                (m.text, *slack.times[(m.channel, m.ts)]) for m in slack.thread(slack_channel(i))
+            ]
+        shown.append([(str(text), float(t0), float(t1)) for text, t0, t1 in found])
+    events = discord.rate_limited
+    return PlatformReport(
+        shown=shown,
+        discord_429=sum(1 for e in events if not e.is_global),
+        discord_429_global=sum(1 for e in events if e.is_global),
+        slack_429=sum(1 for c in slack.calls if c.status == 429),
+        discord_requests=len(discord.requests),
+        slack_calls=len(slack.calls),
+    )
+
+
+def _serve_platforms(
+    conn: Connection, plan: list[str], tokens: int, ramp: float, slack_interval: float
+) -> None:
+    """Child process: run both stand-ins, play the users when told, then report."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with TimedDiscord() as discord, TimedSlack(slack_interval) as slack:
+            guild = discord.add_guild("Load")
+            user = discord.add_member(guild, "user")
+            channels = {
+                i: discord.add_channel(guild, f"c{i}") for i, p in enumerate(plan) if p == "discord"
+            }
+            conn.send((discord.api_url, discord.gateway_url, discord.token, slack.port))
+            events_url = await loop.run_in_executor(None, conn.recv)
+            async with aiohttp.ClientSession() as session:
+                client = SlackClient(events_url, session, slack)
+                await _users(discord, user, channels, client, plan, tokens, ramp)
+                await loop.run_in_executor(None, conn.recv)  # "report"
+                conn.send(_report(discord, slack, plan, channels))
+                await loop.run_in_executor(None, conn.recv)  # "stop"
+
+    with contextlib.suppress(EOFError, KeyboardInterrupt):
+        asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- the bots
+
+
+@dataclass
+class BotRun:
+    """What this process measured about itself."""
+
+    wall: float
+    cpu: float
+    finished: bool
+    discord_rest_requests: int
+    discord_rest_429: int
+
+
+async def run_bots(
+    args: argparse.Namespace, plan: list[str], llm_url: str, platform: Connection
+) -> BotRun:
+    """Start both bots on one engine, let the users in, wait (bounded) until every reply is done."""
+    discord_api, gateway, token, slack_port = platform.recv()
+    stub = FakeSlackAPI()  # not started: only its tokens and the child's port, for the settings
+    stub.port = slack_port
+    settings = slack_settings(
+        stub,
+        slack_edit_interval=Settings.model_fields["slack_edit_interval"].default,
+        slack_workspace_edit_rate=args.slack_rate,
+        discord_api_url=discord_api,
+        discord_gateway_url=gateway,
+        llmconnect_model=f"local/{MODEL}",
+        max_conversations=max(len(plan), 1),
+    )
+    engine = ChatEngine(settings, env={"LOCAL_BASE_URL": llm_url})  # production pool
+    discord_bot = DiscordBot(settings, engine, out=io.StringIO(), guild_ready_timeout=0.01)
+    await discord_bot.login(token)
+    connection = asyncio.create_task(discord_bot.connect(reconnect=False))
+    await asyncio.wait_for(discord_bot.wait_until_ready(), 30)
+    slack_bot = SlackBot(settings, engine)
+    port = await slack_bot.serve_http("127.0.0.1", 0)
+
+    keys = [
+        ConversationKey("slack", slack_channel(i))
+        if p == "slack"
+        else ConversationKey("discord", "")  # filled in below from the bot's view
+        for i, p in enumerate(plan)
+    ]
+    discord_channels = sorted(
+        (ch for g in discord_bot.guilds for ch in g.text_channels), key=lambda ch: ch.id
+    )
+    it = iter(discord_channels)
+    keys = [
+        k if k.platform == "slack" else ConversationKey("discord", str(next(it).id)) for k in keys
+    ]
+
+    def done() -> bool:
+        if discord_bot.streaming or slack_bot._tasks:
+            return False
+        for key in keys:
+            reply = engine.reply_for(key)
+            if reply is None or not reply.done:
+                return False
+        return True
+
+    slowest = args.rate * 2 / 3
+    deadline = args.ramp + args.ttft + (args.tokens + 2) / slowest + args.grace
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    platform.send(f"http://127.0.0.1:{port}{EVENTS_PATH}")
+    finished = False
+    for _ in range(int(deadline / POLL) + 1):
+        await asyncio.sleep(POLL)
+        if done():
+            finished = True
+            break
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    rest = discord_bot.rest
+    requests, limited = rest.requests, rest.rate_limited
+    await slack_bot.aclose()
+    await discord_bot.close()
+    await engine.aclose()
+    await asyncio.wait_for(connection, 10)
+    await aclose_shared_clients()
+    return BotRun(wall, cpu, finished, requests, limited)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def pct(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) by nearest rank; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
+
+
+def expected_messages(platform: str, text: str) -> list[str]:
+    """The texts the platform should show at the end for a reply ``text``."""
+    if platform == "discord":
+        return split_message(text, DISCORD_MAX_LEN)
+    return [to_mrkdwn(part) for part in split_message(text, UPDATE_MAX_LEN)]
+
+
+def run(args: argparse.Namespace) -> int:
+    n = args.conversations
+    plan = platforms(n, args.split)
+    ctx = mp.get_context("fork")
+    llm_conn, llm_child_conn = ctx.Pipe()
+    plat_conn, plat_child_conn = ctx.Pipe()
+    llm = ctx.Process(target=_serve_llm, args=(llm_child_conn, args.rate, args.ttft), daemon=True)
+    stand_ins = ctx.Process(
+        target=_serve_platforms,
+        args=(plat_child_conn, plan, args.tokens, args.ramp, args.slack_update_interval),
+        daemon=True,
+    )
+    llm.start()
+    stand_ins.start()
+    try:
+        llm_url = llm_conn.recv()
+        bots = asyncio.run(run_bots(args, plan, llm_url, plat_conn))
+        plat_conn.send("report")
+        report: PlatformReport = plat_conn.recv()
+        llm_conn.send("times")
+        sent: dict[str, tuple[float, float]] = llm_conn.recv()
+    finally:
+        for conn in (plat_conn, llm_conn):
+            with contextlib.suppress(OSError):
+                conn.send("stop")
+        for proc in (stand_ins, llm):
+            proc.join(15)
+            if proc.is_alive():
+                proc.terminate()
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+    first: dict[str, list[float]] = {"discord": [], "slack": []}
+    after: dict[str, list[float]] = {"discord": [], "slack": []}
+    bad: list[int] = []
+    for i, platform in enumerate(plan):
+        prompt = prompt_for(i, args.tokens)
+        shown = report.shown[i]
+        if [text for text, _, _ in shown] != expected_messages(platform, reply_for(prompt)):
+            bad.append(i)
+            continue
+        t_first, t_last = sent[f"q{i}"]
+        first[platform].append(shown[0][1] - t_first)
+        after[platform].append(max(t1 for _, _, t1 in shown) - t_last)
+
+    n_slack = plan.count("slack")
+    deltas = n * (args.tokens + 2)
+    print(
+        f"{n} conversations ({n - n_slack} Discord, {n_slack} Slack) x {args.tokens + 2} deltas "
+        f"at {args.rate * 2 / 3:.0f}-{args.rate * 4 / 3:.0f} tokens/s, ttft {args.ttft:g} s, "
+        f"ramp {args.ramp:g} s; Slack chat.update >= {args.slack_update_interval:g} s apart, "
+        f"workspace budget {args.slack_rate:g}/min"
+    )
+    print(
+        f"wall                        {bots.wall:8.2f} s"
+        + ("" if bots.finished else " (TIMED OUT)")
+    )
+    print(f"completed replies           {n - len(bad):8d} / {n}")
+    print(f"lost or differing replies   {len(bad):8d}")
+    print(
+        f"429s received               {report.discord_429 + report.discord_429_global + report.slack_429:8d}"
+        f"  (Discord per-route {report.discord_429}, global {report.discord_429_global}; "
+        f"Slack {report.slack_429})"
+    )
+    for name, label in (("discord", "Discord"), ("slack", "Slack")):
+        if not first[name]:
+            continue
+        f, a = first[name], after[name]
+        print(
+            f"{label:<8} first delta visible  p50 {pct(f, 0.5) * 1e3:8.1f} ms  p99 {pct(f, 0.99) * 1e3:8.1f} ms"
+            f"  max {max(f) * 1e3:8.1f} ms"
+        )
+        print(
+            f"{label:<8} complete after last  p50 {pct(a, 0.5):8.2f} s   p99 {pct(a, 0.99):8.2f} s"
+            f"   max {max(a):8.2f} s"
+        )
+    print(
+        f"CPU (this process)          {bots.cpu:8.2f} s  ({bots.cpu / deltas * 1000:.3f} s per 1,000 deltas)"
+    )
+    print(f"peak RSS (this process)     {peak_rss_mb:8.1f} MB")
+    print(
+        f"Discord REST by the bot's sinks: {bots.discord_rest_requests} "
+        f"({bots.discord_rest_429} answered 429); all requests at the stand-in: "
+        f"{report.discord_requests}; Slack Web API calls: {report.slack_calls}"
+    )
+    for i in bad[:3]:
+        shown = report.shown[i]
+        last = shown[-1][0][-60:] if shown else "(nothing posted)"
+        print(f"BAD: conversation {i} ({plan[i]}): {len(shown)} messages, ends {last!r}")
+    if bad or not bots.finished:
+        print(f"FAIL: {len(bad)} of {n} replies lost or not exactly the LLM's text")
+        return 1
+    print(f"OK: all {n} replies complete and exactly the LLM's text")
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--conversations", type=int, default=500)
+    parser.add_argument(
+        "--split", type=float, default=0.5, help="fraction on Slack (0: Discord only)"
+    )
+    parser.add_argument("--tokens", type=int, default=300, help="words per reply (plus two)")
+    parser.add_argument("--rate", type=float, default=45.0, help="mean tokens/s per reply")
+    parser.add_argument("--ttft", type=float, default=0.25, help="seconds to the first token")
+    parser.add_argument("--ramp", type=float, default=0.0, help="seconds over which users ask")
+    parser.add_argument(
+        "--slack-update-interval",
+        type=float,
+        default=1.0,
+        help="the Slack stand-in's 429 limit: seconds between updates of one message",
+    )
+    parser.add_argument(
+        "--slack-rate",
+        type=float,
+        default=3000.0,
+        help="SLACK_WORKSPACE_EDIT_RATE for the bot (posts+edits per minute)",
+    )
+    parser.add_argument("--grace", type=float, default=120.0, help="extra seconds before giving up")
+    args = parser.parse_args()
+    if args.conversations < 1 or args.tokens < 2 or args.rate <= 0 or not 0 <= args.split <= 1:
+        parser.error("need --conversations >= 1, --tokens >= 2, --rate > 0, 0 <= --split <= 1")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(run(args))
+
+
+if __name__ == "__main__":
+    main()
