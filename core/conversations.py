@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 __all__ = [
     "Conversation",
@@ -76,6 +77,17 @@ class Message:
             "error": self.error,
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Message:
+        """The inverse of :meth:`to_dict` (a stored message is never mid-stream: no ``parts``)."""
+        return cls(
+            role=str(data["role"]),
+            content=str(data.get("content") or ""),
+            status=Status(data.get("status", Status.COMPLETE)),
+            created_at=float(data.get("created_at") or 0.0),
+            error=None if data.get("error") is None else str(data["error"]),
+        )
+
 
 @dataclass(slots=True)
 class Conversation:
@@ -86,6 +98,32 @@ class Conversation:
     parent: ConversationKey | None = None
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able snapshot, for stores that keep conversations outside this process."""
+        return {
+            "key": list(self.key),
+            "model": self.model,
+            "system": self.system,
+            "messages": [m.to_dict() for m in self.messages],
+            "parent": None if self.parent is None else list(self.parent),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Conversation:
+        """The inverse of :meth:`to_dict`."""
+        parent = data.get("parent")
+        return cls(
+            key=ConversationKey(*data["key"]),
+            model=data.get("model"),
+            system=data.get("system"),
+            messages=[Message.from_dict(m) for m in data.get("messages", ())],
+            parent=None if parent is None else ConversationKey(*parent),
+            created_at=float(data.get("created_at") or 0.0),
+            updated_at=float(data.get("updated_at") or 0.0),
+        )
 
     def llm_history(self) -> list[dict[str, str]]:
         """What is sent to the LLM: completed turns, and what a user saw of a stopped reply.

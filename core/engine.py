@@ -27,19 +27,25 @@ from llmconnect.providers import get_spec, parse_model, resolve_provider
 
 from .clock import Clock, MonotonicClock
 from .conversations import (
+    FINAL,
     Conversation,
     ConversationKey,
     ConversationStore,
-    MemoryStore,
     Message,
     Status,
 )
 from .policy import AccessPolicy, Actor, UserRateLimiter
 from .settings import Settings
+from .stores import close_store, locks_for, open_store
 
 __all__ = ["ChatEngine", "Refused", "Reply"]
 
 log = logging.getLogger("llmconnect.engine")
+
+#: The error of a reply found unfinished in the store (its process stopped while it streamed).
+INTERRUPTED = "This reply was interrupted (the bot restarted)."
+#: The error of a reply whose turn could not be stored.
+STORE_FAILED = "Could not save this conversation right now; please try again."
 
 HELP_TEXT = (
     "Ask me anything: mention me with your question. Commands: help, model [name], models, "
@@ -143,7 +149,16 @@ class ChatEngine:
         options: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings
-        self.store: ConversationStore = store or MemoryStore(settings.max_conversations)
+        #: ``STORE_URL``'s store unless one is given; one this engine opened, it also closes.
+        self.store: ConversationStore = store if store is not None else open_store(settings)
+        self._owns_store = store is None
+        #: Cross-process part of "one generation at a time" (Redis); in-process FIFO is ``_locks``.
+        self.locks = locks_for(self.store)
+        #: Conversations a generation of this process holds right now: every change made here
+        #: (model, system prompt, reset) goes to that object, which the generation saves last.
+        self._live: dict[ConversationKey, Conversation] = {}
+        #: Final saves in flight (shielded from cancellation; ``aclose`` waits for them).
+        self._saving: set[asyncio.Future[None]] = set()
         self.http_client = http_client
         self.clock = clock or MonotonicClock()
         self.env = os.environ if env is None else env
@@ -160,14 +175,21 @@ class ChatEngine:
         self._queues: dict[ConversationKey, list[Reply]] = {}
         #: The latest reply per conversation, for late observers; bounded like the store.
         self._last: OrderedDict[ConversationKey, Reply] = OrderedDict()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], Reply] = {}
 
     # ----------------------------------------------------------------- conversations
 
     async def conversation(
         self, key: ConversationKey, parent: ConversationKey | None = None
     ) -> Conversation:
+        live = self._live.get(key)
+        if live is not None:
+            return live
         return await self.store.get_or_create(key, parent)
+
+    async def get(self, key: ConversationKey) -> Conversation | None:
+        """A conversation as it is now (a running reply's text included), without creating it."""
+        return self._live.get(key) or await self.store.get(key)
 
     def model_of(self, conversation: Conversation) -> str:
         return conversation.model or self.default_model
@@ -289,12 +311,12 @@ class ChatEngine:
         lock = self._locks.setdefault(key, asyncio.Lock())
         task = asyncio.create_task(self._run(reply, prompt, lock, parent), name=f"reply {key}")
         reply.task = task
-        self._tasks.add(task)
+        self._tasks[task] = reply
         task.add_done_callback(lambda t: self._task_done(reply, t))
         return reply
 
     def _task_done(self, reply: Reply, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
         if not reply.done:
             # Cancelled (stop, shutdown) before its first step: ``_run`` never ran, so none of its
             # handlers did either. End the reply here, or it would stay pending for ever.
@@ -306,7 +328,7 @@ class ChatEngine:
         self, reply: Reply, prompt: str, lock: asyncio.Lock, parent: ConversationKey | None
     ) -> None:
         try:
-            async with lock:
+            async with lock, self.locks.lock(reply.key):
                 await self._generate(reply, prompt, parent)
         except asyncio.CancelledError:
             # Stopped (or shut down) while still queued: end in a final state, quietly.
@@ -327,15 +349,37 @@ class ChatEngine:
             self._locks.pop(key, None)
 
     async def _generate(self, reply: Reply, prompt: str, parent: ConversationKey | None) -> None:
+        # Read under the lock: with a shared store this sees another process's last turn.
+        conversation = await self.conversation(reply.key, parent)
+        self._live[reply.key] = conversation
+        try:
+            await self._stream(reply, prompt, conversation)
+        finally:
+            if self._live.get(reply.key) is conversation:
+                del self._live[reply.key]
+
+    async def _stream(self, reply: Reply, prompt: str, conversation: Conversation) -> None:
         key = reply.key
-        conversation = await self.conversation(key, parent)
+        for message in conversation.messages:
+            if message.status not in FINAL:
+                # Nothing else generates for this conversation now (we hold its lock): a reply
+                # still open in the store was cut off by a crash or a restart.
+                message.finish(Status.ERROR, INTERRUPTED)
         history = conversation.llm_history()
         placeholder = reply.message
         reply.model = self.model_of(conversation)
         conversation.messages.append(Message("user", prompt))
         conversation.messages.append(placeholder)
         conversation.trim(self.settings.history_max_messages, self.settings.history_max_chars)
-        await self.store.save(conversation)
+        try:
+            await self.store.save(conversation)
+        except Exception:
+            # The store is unreachable (Redis down, disk full): say so rather than answer
+            # a turn that would not be remembered.
+            log.exception("%s: could not save the conversation", key)
+            placeholder.finish(Status.ERROR, STORE_FAILED)
+            reply._finish()
+            return
         self._last[key] = reply
         self._last.move_to_end(key)
         if len(self._last) > self.settings.max_conversations:
@@ -370,9 +414,31 @@ class ChatEngine:
             placeholder.finish(Status.CANCELLED)
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
         finally:
-            reply._finish()
             conversation.trim(self.settings.history_max_messages, self.settings.history_max_chars)
+            try:
+                await self._save_final(conversation)
+            finally:
+                # Final once stored: whoever awaits the reply (or shuts down) finds it saved.
+                reply._finish()
+
+    async def _save_final(self, conversation: Conversation) -> None:
+        """Save a finished turn; a shutdown that cancels meanwhile does not cut the save short
+        (``aclose`` waits for it before closing the store)."""
+        save = asyncio.ensure_future(self._merge_and_save(conversation))
+        self._saving.add(save)
+        save.add_done_callback(self._saving.discard)
+        await asyncio.shield(save)
+
+    async def _merge_and_save(self, conversation: Conversation) -> None:
+        try:
+            if self.locks.shared:
+                # Another process may have changed the model or system prompt meanwhile.
+                stored = await self.store.get(conversation.key)
+                if stored is not None:
+                    conversation.model, conversation.system = stored.model, stored.system
             await self.store.save(conversation)
+        except Exception:
+            log.exception("%s: could not save the conversation", conversation.key)
 
     async def stop(self, key: ConversationKey) -> bool:
         """Cancel the generation of ``key`` that runs (or is next); False when there is none.
@@ -390,6 +456,14 @@ class ChatEngine:
     async def reset(self, key: ConversationKey) -> None:
         """Stop what runs and forget the history (model and system prompt stay)."""
         await self.stop(key)
+        if self.locks.shared and key not in self._live:
+            # A generation in another process saves its turn when it ends: wait for it.
+            async with self.locks.lock(key):
+                await self._clear(key)
+        else:
+            await self._clear(key)
+
+    async def _clear(self, key: ConversationKey) -> None:
         conversation = await self.conversation(key)
         conversation.messages.clear()
         self._last.pop(key, None)
@@ -399,9 +473,15 @@ class ChatEngine:
         """Shutdown: cancel every generation; each ends in a final state."""
         tasks = list(self._tasks)
         for task in tasks:
-            task.cancel()
+            # A task whose reply is final only releases its lock now: let it.
+            if not self._tasks[task].done:
+                task.cancel()
         if tasks:
             await asyncio.wait(tasks)
+        if self._saving:
+            await asyncio.wait(self._saving)
+        if self._owns_store:
+            await close_store(self.store)
 
 
 def _allows(entry: str, model: str) -> bool:

@@ -1,0 +1,201 @@
+"""Conversations in Redis, shared by several bot processes, and the lock that keeps one
+generation at a time per conversation across all of them.
+
+Why ``redis`` (redis-py's asyncio client): the reference client, one dependency, and its
+``Lock`` is the well-known token + Lua-checked release (only the owner can release or extend).
+
+Layout, under ``prefix``: ``conv:<json key>`` holds a conversation's JSON with an expiry of
+``ttl`` seconds from its last save (0: none); ``index`` is a sorted set of those keys by last
+save, used to keep at most ``max_conversations`` (least recently saved evicted, checked every
+``PRUNE_EVERY`` saves); ``lock:<json key>`` is the conversation lock.
+
+The lock expires after ``lock_expiry`` seconds unless renewed; the holder renews it every third
+of that while its generation runs, so a crashed worker blocks a channel for at most
+``lock_expiry`` seconds. Should a renewal find the lock taken by someone else (this process
+stalled longer than the expiry), the generation is cancelled rather than run alongside the other.
+Waiters poll every ``lock_poll`` seconds: order across processes is not FIFO (within a process
+the engine keeps FIFO).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+
+import redis.asyncio as aioredis
+from redis.asyncio.lock import Lock as RedisLock
+from redis.exceptions import LockError, LockNotOwnedError, RedisError
+
+from ..conversations import Conversation, ConversationKey
+
+__all__ = ["PRUNE_EVERY", "RedisStore"]
+
+log = logging.getLogger("llmconnect.store.redis")
+
+PRUNE_EVERY = 64
+
+
+class RedisStore:
+    """A :class:`~core.conversations.ConversationStore` and
+    :class:`~core.stores.locks.ConversationLocks` over one Redis database."""
+
+    shared = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_conversations: int = 10_000,
+        ttl: float = 0,
+        lock_expiry: float = 30.0,
+        lock_poll: float = 0.05,
+        prefix: str = "llmconnect:",
+    ) -> None:
+        self.max_conversations = max_conversations
+        self.ttl = ttl
+        self.lock_expiry = lock_expiry
+        self.lock_poll = lock_poll
+        self.prefix = prefix
+        # Connects on first use; the pool grows with concurrent generations.
+        self.client: aioredis.Redis = aioredis.Redis.from_url(url)
+        self._index = f"{prefix}index"
+        self._saves = 0
+
+    def _name(self, kind: str, key: ConversationKey) -> str:
+        # JSON keeps "a:b"/"c" and "a"/"b:c" apart.
+        return f"{self.prefix}{kind}:{json.dumps(list(key), separators=(',', ':'))}"
+
+    def _px(self) -> int | None:
+        return int(self.ttl * 1000) if self.ttl > 0 else None
+
+    # ----------------------------------------------------------------- the store protocol
+
+    async def get(self, key: ConversationKey) -> Conversation | None:
+        raw = await self.client.get(self._name("conv", key))
+        return None if raw is None else Conversation.from_dict(json.loads(raw))
+
+    async def get_or_create(
+        self, key: ConversationKey, parent: ConversationKey | None = None
+    ) -> Conversation:
+        conversation = await self.get(key)
+        if conversation is not None:
+            return conversation
+        conversation = Conversation(key, parent=parent)
+        if parent is not None:
+            # A thread starts with its parent channel's model and system prompt.
+            source = await self.get(parent)
+            if source is not None:
+                conversation.model, conversation.system = source.model, source.system
+        name = self._name("conv", key)
+        data = json.dumps(conversation.to_dict())
+        # NX: another process may have created it (and even run a turn) since the read.
+        if not await self.client.set(name, data, nx=True, px=self._px()):
+            return await self.get(key) or conversation
+        await self.client.zadd(self._index, {name: conversation.updated_at})
+        return conversation
+
+    async def save(self, conversation: Conversation) -> None:
+        conversation.updated_at = now = time.time()
+        name = self._name("conv", conversation.key)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.set(name, json.dumps(conversation.to_dict()), px=self._px())
+            pipe.zadd(self._index, {name: now})
+            await pipe.execute()
+        self._saves += 1
+        if self._saves % PRUNE_EVERY == 0:
+            await self.prune()
+
+    async def delete(self, key: ConversationKey) -> None:
+        name = self._name("conv", key)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(name)
+            pipe.zrem(self._index, name)
+            await pipe.execute()
+
+    async def count(self) -> int:
+        """How many conversations the index holds (expired ones not yet pruned included)."""
+        return int(await self.client.zcard(self._index))
+
+    async def prune(self) -> None:
+        """Apply both bounds now: forget expired keys, evict the least recently saved."""
+        if self.ttl > 0:
+            await self.client.zremrangebyscore(self._index, "-inf", time.time() - self.ttl)
+        excess = int(await self.client.zcard(self._index)) - self.max_conversations
+        if excess > 0:
+            evicted = await self.client.zpopmin(self._index, excess)
+            if evicted:
+                await self.client.delete(*(name for name, _ in evicted))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    # ----------------------------------------------------------------- the lock
+
+    def lock_name(self, key: ConversationKey) -> str:
+        """The Redis key of ``key``'s lock (for operators: ``PTTL`` shows who is stuck)."""
+        return self._name("lock", key)
+
+    def lock(self, key: ConversationKey) -> AbstractAsyncContextManager[None]:
+        """Held while a generation of ``key`` runs, in whichever process."""
+        return self._hold(key)
+
+    @contextlib.asynccontextmanager
+    async def _hold(self, key: ConversationKey) -> AsyncIterator[None]:
+        lock = self.client.lock(
+            self.lock_name(key),
+            timeout=self.lock_expiry,
+            sleep=self.lock_poll,
+            blocking=True,
+            blocking_timeout=None,
+            thread_local=False,
+        )
+        await lock.acquire()
+        owner = asyncio.current_task()
+        done = asyncio.Event()
+        renewal = asyncio.create_task(
+            self._renew(lock, key, owner, done), name=f"lock renewal {key}"
+        )
+        try:
+            yield
+        finally:
+            # Stopped by an event, not cancelled: redis-py may swallow a cancellation that lands
+            # inside a command, and a renewal after the release would look like a lost lock.
+            done.set()
+            await asyncio.wait([renewal])
+            release = asyncio.ensure_future(lock.release())
+            # Should shutdown cancel us meanwhile, the release still runs; its outcome is read.
+            release.add_done_callback(lambda f: f.cancelled() or f.exception())
+            try:
+                await asyncio.shield(release)
+            except LockError:
+                log.warning("%s: the conversation lock had expired before release", key)
+            except RedisError as exc:
+                log.warning("%s: could not release the conversation lock (%s)", key, exc)
+
+    async def _renew(
+        self,
+        lock: RedisLock,
+        key: ConversationKey,
+        owner: asyncio.Task[object] | None,
+        done: asyncio.Event,
+    ) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), self.lock_expiry / 3)
+            if done.is_set():
+                return
+            try:
+                await lock.reacquire()
+            except LockNotOwnedError:
+                log.error("%s: conversation lock lost (held past its expiry); stopping", key)
+                if owner is not None:
+                    owner.cancel()
+                return
+            except RedisError as exc:
+                # The lock may still be ours: try again at the next renewal.
+                log.warning("%s: could not renew the conversation lock (%s)", key, exc)

@@ -1,0 +1,181 @@
+"""Conversations in an embedded SQLite file: they survive a restart; one process uses the file.
+
+Why the standard library's ``sqlite3`` on one dedicated thread rather than ``aiosqlite``: it is
+the same design (a connection owned by one worker thread, the event loop never blocks on disk)
+without another dependency, and one thread serializes every statement, so no lock is needed.
+
+Each conversation is one row holding its JSON (``Conversation.to_dict``). Bounds: rows idle
+longer than ``ttl`` seconds are invisible and pruned, and at most ``max_conversations`` rows are
+kept, the least recently saved pruned first (checked every ``PRUNE_EVERY`` saves, so a read
+never writes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from ..conversations import Conversation, ConversationKey
+
+__all__ = ["PRUNE_EVERY", "SqliteStore"]
+
+PRUNE_EVERY = 64
+
+_T = TypeVar("_T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    platform TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    data TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (platform, channel)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS conversations_updated_at ON conversations (updated_at);
+"""
+
+
+class SqliteStore:
+    """A :class:`~core.conversations.ConversationStore` in the SQLite file at ``path``."""
+
+    def __init__(
+        self, path: str | Path, *, max_conversations: int = 10_000, ttl: float = 0
+    ) -> None:
+        self.path = Path(path)
+        self.max_conversations = max_conversations
+        self.ttl = ttl
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite-store")
+        self._saves = 0
+        # Opened here, at start-up, so that a bad path fails at once with the path in the message.
+        try:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            self._executor.shutdown(wait=False)
+            raise OSError(f"cannot open the SQLite store {self.path}: {exc}") from None
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(_SCHEMA)
+        self._db: sqlite3.Connection | None = db
+        self._prune(time.time())
+
+    async def _call(self, fn: Callable[..., _T], *args: object) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _cutoff(self, now: float) -> float:
+        return now - self.ttl if self.ttl > 0 else float("-inf")
+
+    # ----------------------------------------------------------------- in the worker thread
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("the SQLite store is closed")
+        return self._db
+
+    def _read(self, key: ConversationKey) -> str | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT data FROM conversations WHERE platform = ? AND channel = ? "
+                "AND updated_at >= ?",
+                (key.platform, key.channel, self._cutoff(time.time())),
+            )
+            .fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    def _write(self, key: ConversationKey, data: str, updated_at: float, only_new: bool) -> bool:
+        db = self._conn()
+        if only_new:
+            # A row idle past the TTL counts as absent: replace it.
+            cursor = db.execute(
+                "INSERT INTO conversations VALUES (?, ?, ?, ?) ON CONFLICT (platform, channel) "
+                "DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at "
+                "WHERE conversations.updated_at < ?",
+                (key.platform, key.channel, data, updated_at, self._cutoff(updated_at)),
+            )
+            return cursor.rowcount > 0
+        db.execute(
+            "INSERT INTO conversations VALUES (?, ?, ?, ?) ON CONFLICT (platform, channel) "
+            "DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+            (key.platform, key.channel, data, updated_at),
+        )
+        return True
+
+    def _prune(self, now: float) -> None:
+        db = self._conn()
+        if self.ttl > 0:
+            db.execute("DELETE FROM conversations WHERE updated_at < ?", (self._cutoff(now),))
+        db.execute(
+            "DELETE FROM conversations WHERE (platform, channel) IN (SELECT platform, channel "
+            "FROM conversations ORDER BY updated_at DESC LIMIT -1 OFFSET ?)",
+            (self.max_conversations,),
+        )
+
+    def _remove(self, key: ConversationKey) -> None:
+        self._conn().execute(
+            "DELETE FROM conversations WHERE platform = ? AND channel = ?",
+            (key.platform, key.channel),
+        )
+
+    def _count(self) -> int:
+        return int(self._conn().execute("SELECT COUNT(*) FROM conversations").fetchone()[0])
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # ----------------------------------------------------------------- the store protocol
+
+    async def get(self, key: ConversationKey) -> Conversation | None:
+        data = await self._call(self._read, key)
+        return None if data is None else Conversation.from_dict(json.loads(data))
+
+    async def get_or_create(
+        self, key: ConversationKey, parent: ConversationKey | None = None
+    ) -> Conversation:
+        conversation = await self.get(key)
+        if conversation is not None:
+            return conversation
+        conversation = Conversation(key, parent=parent)
+        if parent is not None:
+            # A thread starts with its parent channel's model and system prompt.
+            source = await self.get(parent)
+            if source is not None:
+                conversation.model, conversation.system = source.model, source.system
+        data = json.dumps(conversation.to_dict())
+        created = await self._call(self._write, key, data, conversation.updated_at, True)
+        if not created:  # created meanwhile (another process on the same file)
+            return await self.get(key) or conversation
+        return conversation
+
+    async def save(self, conversation: Conversation) -> None:
+        conversation.updated_at = now = time.time()
+        data = json.dumps(conversation.to_dict())
+        await self._call(self._write, conversation.key, data, now, False)
+        self._saves += 1
+        if self._saves % PRUNE_EVERY == 0:
+            await self._call(self._prune, now)
+
+    async def delete(self, key: ConversationKey) -> None:
+        await self._call(self._remove, key)
+
+    async def count(self) -> int:
+        """How many conversations the file holds (idle ones not yet pruned included)."""
+        return await self._call(self._count)
+
+    async def prune(self) -> None:
+        """Apply both bounds now (``save`` does it every ``PRUNE_EVERY`` saves)."""
+        await self._call(self._prune, time.time())
+
+    async def aclose(self) -> None:
+        """Close the file; later calls fail."""
+        if self._db is not None:
+            await self._call(self._close)
+        self._executor.shutdown(wait=True)
