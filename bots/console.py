@@ -1,4 +1,6 @@
-"""The ``llmconnect`` command line: ``chat`` (a terminal chat that streams tokens) and ``models``.
+"""The ``llmconnect`` command line: ``run`` (the web chat plus every configured bot),
+``doctor`` (checks the configuration), ``chat`` (a terminal chat that streams tokens), ``models``
+and ``discord`` (the Discord bot).
 
 Loads ``.env`` first (python-dotenv), as the original plan asks, so provider keys set there work.
 """
@@ -222,18 +224,57 @@ def _parser() -> argparse.ArgumentParser:
     p_models.add_argument(
         "--offline", action="store_true", help="do not ask configured providers for their models"
     )
+    sub.add_parser("discord", help="run the Discord bot (DISCORD_TOKEN)")
+    p_slack = sub.add_parser(
+        "slack",
+        help="run the Slack bot: Socket Mode (SLACK_APP_TOKEN), or --http (SLACK_SIGNING_SECRET)",
+    )
+    p_slack.add_argument(
+        "--http", action="store_true", help="serve Slack's requests at /slack/events over HTTP"
+    )
+    p_slack.add_argument("--port", type=int, default=3000, help="HTTP port (default 3000)")
+    p_slack.add_argument("--host", default="0.0.0.0", help="HTTP address (default 0.0.0.0)")
+    p_run = sub.add_parser(
+        "run",
+        help="run the web chat and every configured bot (Discord, Slack) on one shared engine",
+    )
+    p_run.add_argument("--host", help="web chat address (default WEB_HOST, 127.0.0.1)")
+    p_run.add_argument("--port", type=int, help="web chat port (default WEB_PORT, 8000)")
+    p_run.add_argument("--no-web", action="store_true", help="do not start the web chat")
+    p_doctor = sub.add_parser(
+        "doctor", help="check the configuration: what is set, what is missing, malformed tokens"
+    )
+    p_doctor.add_argument(
+        "--online", action="store_true", help="also ask each provider and platform in use"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     load_dotenv()
+    if args.command == "doctor":  # before loading settings: it reports invalid ones itself
+        from bots.doctor import doctor
+
+        return asyncio.run(doctor(online=args.online))
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
-    if args.command == "chat":
+    if args.command == "discord":
+        from bots.discord.run import run_discord  # imported here: discord.py loads slowly
+
+        return run_discord(settings)
+    if args.command == "slack":
+        from bots.slack import run as run_slack  # imported here: only this command needs it
+
+        coro = run_slack(settings, http=args.http, host=args.host, port=args.port)
+    elif args.command == "run":
+        from bots.run import run  # imported here: web and bot libraries load slowly
+
+        coro = run(settings, web=not args.no_web, host=args.host, port=args.port)
+    elif args.command == "chat":
         coro = chat(settings, model=args.model, system=args.system, prompt=args.prompt)
     else:
         coro = models(args.provider, online=not args.offline)

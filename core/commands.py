@@ -69,7 +69,14 @@ async def execute(
     *,
     parent: ConversationKey | None = None,
 ) -> CommandResult:
-    """Run ``command`` for the conversation ``key``; the plain-text answer to show."""
+    """Run ``command`` for the conversation ``key``; the plain-text answer to show.
+
+    The access lists apply to commands as to prompts: a blocked user must not reset or stop a
+    channel's conversation, and a channel the bot is not enabled in gets no command either.
+    """
+    refusal = engine.policy.refusal(actor, key.channel, parent.channel if parent else None)
+    if refusal:
+        return CommandResult(refusal, ok=False)
     conversation = await engine.conversation(key, parent)
     current = engine.model_of(conversation)
     name, arg = command.name, command.arg.strip()

@@ -16,9 +16,10 @@ from .conversations import Status
 from .engine import ChatEngine, Reply
 from .render import EditBudget, MessageSink, RenderResult, SinkGone, StreamRenderer
 
-__all__ = ["STOPPED_NOTE", "Renderer", "deliver", "deliver_with", "final_note"]
+__all__ = ["EMPTY_NOTE", "STOPPED_NOTE", "Renderer", "deliver", "deliver_with", "final_note"]
 
 STOPPED_NOTE = "⏹ stopped"
+EMPTY_NOTE = "(the model returned an empty answer)"
 
 
 class Renderer(Protocol):
@@ -34,11 +35,14 @@ class Renderer(Protocol):
 
 
 def final_note(reply: Reply) -> str | None:
-    """The line appended under a reply that did not complete."""
+    """The line appended under a reply that did not complete (or completed with no text, which
+    would otherwise leave the asker with nothing at all)."""
     if reply.status is Status.ERROR:
         return f"⚠️ {reply.error or 'The language model failed to answer.'}"
     if reply.status is Status.CANCELLED:
         return STOPPED_NOTE
+    if reply.status is Status.COMPLETE and not reply.text:
+        return EMPTY_NOTE
     return None
 
 

@@ -9,9 +9,15 @@ its variables.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from llmconnect import RetryPolicy, Timeouts
@@ -62,7 +68,27 @@ class Settings(BaseSettings):
         24_000, ge=100, description="Most characters of history kept per conversation."
     )
     max_conversations: int = Field(
-        10_000, ge=1, description="Most conversations kept in memory (least recently used evicted)."
+        10_000,
+        ge=1,
+        description="Most conversations kept (memory: least recently used evicted; SQLite and "
+        "Redis: least recently saved).",
+    )
+    store_url: str = Field(
+        "memory://",
+        description="Where conversations live: memory:// (this process), sqlite:///path.db "
+        "(survives a restart), redis://host:port/db (shared by several processes).",
+    )
+    store_ttl: float = Field(
+        30 * 24 * 3600.0,
+        ge=0,
+        description="Seconds an idle conversation is kept in SQLite or Redis (0: until evicted "
+        "by MAX_CONVERSATIONS).",
+    )
+    store_lock_expiry: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a Redis conversation lock outlives a crashed worker (renewed every "
+        "third of it while a reply streams).",
     )
     max_input_chars: int = Field(
         8_000, ge=1, description="Longest prompt accepted; longer ones are refused with the limit."
@@ -105,12 +131,69 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Length in seconds of the per-user rate-limit window."
     )
     discord_token: SecretStr | None = Field(None, description="Discord bot token.")
+    discord_api_url: str = Field(
+        "https://discord.com/api/v10",
+        description="Discord REST base URL (a REST proxy, or a local stand-in in tests).",
+    )
+    discord_gateway_url: str = Field(
+        "wss://gateway.discord.gg/",
+        description="Discord gateway URL (a gateway proxy, or a local stand-in in tests).",
+    )
+    discord_guild_ids: CommaList = Field(
+        default_factory=list,
+        description="Guild ids to sync slash commands to, instantly (empty: sync globally).",
+    )
+    discord_requests_per_second: float = Field(
+        45.0,
+        ge=1,
+        le=50,
+        description="Bot-wide REST requests/s the streamed replies share (Discord allows 50).",
+    )
+    discord_shard_count: int | None = Field(
+        None,
+        ge=1,
+        description="Total number of Discord shards when each process runs one (with "
+        "DISCORD_SHARD_ID; empty: no sharding).",
+    )
+    discord_shard_id: int | None = Field(
+        None,
+        ge=0,
+        validate_default=True,
+        description="The shard this process runs, 0 .. DISCORD_SHARD_COUNT-1.",
+    )
     slack_bot_token: SecretStr | None = Field(None, description="Slack bot token (xoxb-...).")
     slack_app_token: SecretStr | None = Field(
         None, description="Slack app-level token (xapp-...) for Socket Mode."
     )
     slack_signing_secret: SecretStr | None = Field(
         None, description="Slack signing secret, to verify HTTP requests."
+    )
+    slack_api_url: str = Field(
+        "https://slack.com/api/",
+        description="Slack Web API base URL (an enterprise proxy, or a local stand-in in tests).",
+    )
+    slack_streaming: Literal["auto", "native", "update"] = Field(
+        "auto",
+        description="Slack replies: native streaming in threads and DMs (auto), native everywhere "
+        "(native), or chat.postMessage + chat.update only (update).",
+    )
+    slack_workspace_edit_rate: float = Field(
+        50.0,
+        gt=0,
+        description="Message posts and edits per minute one Slack workspace allows, shared by "
+        "all streaming replies (chat.update is Tier 3: about 50/min).",
+    )
+    web_host: str = Field(
+        "127.0.0.1",
+        description="Address the web chat listens on (127.0.0.1: this machine only).",
+    )
+    web_port: int = Field(
+        8000, ge=0, le=65535, description="Port of the web chat (0: any free port)."
+    )
+    web_auth_token: SecretStr | None = Field(
+        None,
+        description="Token every web chat request must carry (empty: none; set it before "
+        "listening beyond 127.0.0.1).",
     )
 
     @field_validator(
@@ -122,12 +205,48 @@ class Settings(BaseSettings):
         "blocked_channels",
         "allowed_roles",
         "blocked_roles",
+        "discord_guild_ids",
         mode="before",
     )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("discord_guild_ids")
+    @classmethod
+    def _snowflakes(cls, value: list[str]) -> list[str]:
+        bad = [item for item in value if not item.isdigit()]
+        if bad:
+            raise ValueError(f"expected numeric guild ids, got {', '.join(bad)}")
+        return value
+
+    @field_validator("discord_api_url", "discord_gateway_url")
+    @classmethod
+    def _url(cls, value: str, info: ValidationInfo) -> str:
+        schemes = (
+            ("http://", "https://") if info.field_name == "discord_api_url" else ("ws://", "wss://")
+        )
+        if not value.startswith(schemes):
+            raise ValueError(f"expected a URL starting with {' or '.join(schemes)}")
+        return value.rstrip("/") if info.field_name == "discord_api_url" else value
+
+    @field_validator("store_url")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        from .stores import check_store_url  # imported here: core.stores needs no settings
+
+        return check_store_url(value.strip())
+
+    @field_validator("discord_shard_id")
+    @classmethod
+    def _shard(cls, value: int | None, info: ValidationInfo) -> int | None:
+        count = info.data.get("discord_shard_count")
+        if (count is None) != (value is None):
+            raise ValueError("DISCORD_SHARD_COUNT and DISCORD_SHARD_ID go together: set both")
+        if count is not None and value is not None and value >= count:
+            raise ValueError(f"expected a shard id below DISCORD_SHARD_COUNT ({count})")
         return value
 
     def timeouts(self) -> Timeouts:
@@ -146,7 +265,7 @@ def load_settings(**overrides: object) -> Settings:
         for err in exc.errors():
             var = str(err["loc"][0]).upper() if err["loc"] else "?"
             # Never echo the value of a secret back (it would land in a log).
-            secret = any(w in var for w in ("TOKEN", "KEY", "SECRET", "PASSWORD"))
+            secret = any(w in var for w in ("TOKEN", "KEY", "SECRET", "PASSWORD", "STORE_URL"))
             got = "" if secret else f" (got {err.get('input')!r})"
             lines.append(f"{var}: {err['msg']}{got}")
         raise SettingsError("Invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -18,7 +18,7 @@ def quickstart_commands() -> list[str]:
 
 def test_quickstart_opens_with_two_commands_run_and_test():
     run, test = quickstart_commands()[:2]
-    assert run.endswith("llmconnect chat")
+    assert run.endswith("llmconnect run")
     assert "pytest" in test
 
 

@@ -125,6 +125,10 @@ class DiscordBot(discord.Client):
         # that mention the bot. Nothing the bot sends may ping anyone.
         options.setdefault("intents", discord.Intents.default())
         options.setdefault("allowed_mentions", _NONE)
+        if settings.discord_shard_count is not None:
+            # One shard per process (DISCORD_SHARD_ID of DISCORD_SHARD_COUNT); see docs/deploy.md.
+            options.setdefault("shard_count", settings.discord_shard_count)
+            options.setdefault("shard_id", settings.discord_shard_id)
         # A text bot: discord.py's warnings about missing voice libraries are noise here.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         super().__init__(**options)

@@ -127,7 +127,7 @@ class WebChat:
 
     async def conversation_json(self, conv_id: str) -> dict[str, Any]:
         key = self.key(conv_id)
-        conversation = await self.engine.store.get(key)
+        conversation = await self.engine.get(key)
         messages = [m.to_dict() for m in conversation.messages] if conversation else []
         return {
             "id": conv_id,
@@ -142,7 +142,7 @@ class WebChat:
     async def conversations_json(self) -> list[dict[str, Any]]:
         rows = []
         for conv_id in list(self._ids):
-            conversation = await self.engine.store.get(self.key(conv_id))
+            conversation = await self.engine.get(self.key(conv_id))
             if conversation is None:  # evicted from the store
                 del self._ids[conv_id]
                 continue

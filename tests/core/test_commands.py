@@ -243,3 +243,18 @@ async def test_commands_do_not_block_on_a_running_reply(make_engine: EngineMaker
     result = await asyncio.wait_for(run(engine, "help"), 5)
     assert result.ok
     assert reply.status is Status.STREAMING
+
+
+async def test_access_lists_apply_to_commands(make_engine: EngineMaker) -> None:
+    engine = make_engine(blocked_users="troll", blocked_channels="off")
+    reply = await engine.submit(KEY, "hello")
+    await reply
+    troll = await execute(engine, KEY, Command("reset"), Actor("troll"))
+    assert not troll.ok
+    assert "not allowed" in troll.text
+    assert len((await engine.conversation(KEY)).messages) == 2  # nothing was reset
+    thread = ConversationKey(KEY.platform, "off/thread")
+    parent = ConversationKey(KEY.platform, "off")
+    refused = await execute(engine, thread, Command("help"), Actor("u"), parent=parent)
+    assert (refused.ok, refused.text) == (False, "I am not enabled in this channel.")
+    assert (await execute(engine, KEY, Command("reset"), Actor("friend"))).ok

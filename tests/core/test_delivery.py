@@ -7,7 +7,7 @@ import itertools
 
 from core.clock import FakeClock
 from core.conversations import Message, Status
-from core.delivery import STOPPED_NOTE, deliver, deliver_with, final_note
+from core.delivery import EMPTY_NOTE, STOPPED_NOTE, deliver, deliver_with, final_note
 from core.engine import Reply
 from core.render import EditBudget, RenderResult, SinkGone, with_note
 from core.split import split_message
@@ -216,3 +216,11 @@ async def test_deliver_with_stops_the_reply_when_its_renderer_is_gone(
 
     assert reply.status is Status.CANCELLED
     assert renderer.note == STOPPED_NOTE
+
+
+async def test_an_empty_complete_reply_says_so() -> None:
+    """An answer with no text would leave the asker with nothing: the note says why."""
+    reply = Reply(KEY, Message("assistant", status=Status.COMPLETE), "echo/echo")
+    assert final_note(reply) == EMPTY_NOTE
+    reply.message.content = "text"
+    assert final_note(reply) is None
