@@ -23,6 +23,7 @@ __all__ = [
     "MemoryStore",
     "Message",
     "Status",
+    "new_conversation",
 ]
 
 
@@ -184,6 +185,19 @@ class ConversationStore(Protocol):
     async def delete(self, key: ConversationKey) -> None: ...
 
 
+async def new_conversation(
+    store: ConversationStore, key: ConversationKey, parent: ConversationKey | None
+) -> Conversation:
+    """A new, unsaved conversation; a thread starts with its parent channel's model and system
+    prompt (read from ``store``) and a history of its own."""
+    conversation = Conversation(key, parent=parent)
+    if parent is not None:
+        source = await store.get(parent)
+        if source is not None:
+            conversation.model, conversation.system = source.model, source.system
+    return conversation
+
+
 class MemoryStore:
     """In-memory conversations, least recently used evicted past ``max_conversations``."""
 
@@ -209,12 +223,7 @@ class MemoryStore:
     ) -> Conversation:
         conversation = await self.get(key)
         if conversation is None:
-            conversation = Conversation(key, parent=parent)
-            if parent is not None:
-                # A thread starts with its parent channel's model and system prompt.
-                source = await self.get(parent)
-                if source is not None:
-                    conversation.model, conversation.system = source.model, source.system
+            conversation = await new_conversation(self, key, parent)
             await self.save(conversation)
         return conversation
 

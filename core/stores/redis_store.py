@@ -31,7 +31,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.lock import Lock as RedisLock
 from redis.exceptions import LockError, LockNotOwnedError, RedisError
 
-from ..conversations import Conversation, ConversationKey
+from ..conversations import Conversation, ConversationKey, new_conversation
 
 __all__ = ["PRUNE_EVERY", "RedisStore"]
 
@@ -85,12 +85,7 @@ class RedisStore:
         conversation = await self.get(key)
         if conversation is not None:
             return conversation
-        conversation = Conversation(key, parent=parent)
-        if parent is not None:
-            # A thread starts with its parent channel's model and system prompt.
-            source = await self.get(parent)
-            if source is not None:
-                conversation.model, conversation.system = source.model, source.system
+        conversation = await new_conversation(self, key, parent)
         name = self._name("conv", key)
         data = json.dumps(conversation.to_dict())
         # NX: another process may have created it (and even run a turn) since the read.

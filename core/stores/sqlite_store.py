@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from ..conversations import Conversation, ConversationKey
+from ..conversations import Conversation, ConversationKey, new_conversation
 
 __all__ = ["PRUNE_EVERY", "SqliteStore"]
 
@@ -143,12 +143,7 @@ class SqliteStore:
         conversation = await self.get(key)
         if conversation is not None:
             return conversation
-        conversation = Conversation(key, parent=parent)
-        if parent is not None:
-            # A thread starts with its parent channel's model and system prompt.
-            source = await self.get(parent)
-            if source is not None:
-                conversation.model, conversation.system = source.model, source.system
+        conversation = await new_conversation(self, key, parent)
         data = json.dumps(conversation.to_dict())
         created = await self._call(self._write, key, data, conversation.updated_at, True)
         if not created:  # created meanwhile (another process on the same file)
