@@ -71,9 +71,10 @@ async def test_many_concurrent_replies_stay_inside_the_limits(
     """Discord's limits (5 edits / 0.5 s per channel here, 50 requests/s per bot): the shared
     budget and the per-message interval keep 30 concurrent streams free of 429s. The budget
     leaves headroom for discord.py's own requests (login and command sync happen in the same
-    second here) and for loopback jitter between a grant and the request's arrival."""
+    second here) and for loopback jitter between a grant and the request's arrival, wide enough
+    for a busy 2-core machine."""
     channels = [world.server.add_channel(world.guild, f"c{i}") for i in range(30)]
-    await start_bot(discord_edit_interval=0.12, discord_requests_per_second=40)
+    await start_bot(discord_edit_interval=0.15, discord_requests_per_second=30)
     await run_concurrently(world, llm, channels)
     assert world.server.rate_limited == []
 
