@@ -32,10 +32,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
+from .base import LoopbackServer
 
 __all__ = [
     "ADMINISTRATOR",
@@ -233,7 +234,7 @@ class _Gateway:
 # --------------------------------------------------------------------------- server
 
 
-class FakeDiscordServer:
+class FakeDiscordServer(LoopbackServer):
     """The stand-in: build guilds, start it, point a bot at it, dispatch events, inspect results.
 
     ``edit_limit`` / ``post_limit``: (requests, seconds) per channel for message edits / creates;
@@ -324,17 +325,6 @@ class FakeDiscordServer:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
-
-    async def __aenter__(self) -> FakeDiscordServer:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @property
     def api_url(self) -> str:
@@ -969,6 +959,12 @@ class FakeDiscordServer:
         if limited is not None:
             return limited
         message = self._live(request)
+        return await self._apply_edit(request, message, headers)
+
+    async def _apply_edit(
+        self, request: web.Request, message: StoredMessage | None, headers: dict[str, str]
+    ) -> web.Response:
+        """A PATCH of a channel or webhook message: same checks, same answer."""
         if message is None:
             return _error(404, 10008, "Unknown Message")
         body = await request.json()
@@ -1061,13 +1057,7 @@ class FakeDiscordServer:
         if limited is not None:
             return limited
         message = self._webhook_message(request, interaction)
-        if message is None:
-            return _error(404, 10008, "Unknown Message")
-        body = await request.json()
-        if (error := self._too_long(body)) is not None:
-            return error
-        self._edit(message, body)
-        return _json(self._message_payload(message), headers=headers)
+        return await self._apply_edit(request, message, headers)
 
     async def _webhook_delete(self, request: web.Request) -> web.Response:
         interaction = self._webhook(request)

@@ -26,10 +26,11 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Literal
 
 from aiohttp import web
+
+from .base import LoopbackServer
 
 __all__ = [
     "Fail",
@@ -552,7 +553,7 @@ class _Outcome(enum.Enum):
 # --------------------------------------------------------------------------- server
 
 
-class FakeLLMServer:
+class FakeLLMServer(LoopbackServer):
     """The fake provider: start it, point a client at one of the base URLs, script replies."""
 
     def __init__(
@@ -596,17 +597,6 @@ class FakeLLMServer:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
-
-    async def __aenter__(self) -> FakeLLMServer:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @property
     def base_url(self) -> str:

@@ -20,10 +20,11 @@ import itertools
 import json
 import time
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
+from .base import LoopbackServer
 
 __all__ = ["Call", "FakeSlackAPI", "Message"]
 
@@ -59,7 +60,7 @@ class Message:
     last_update: float = -1e9
 
 
-class FakeSlackAPI:
+class FakeSlackAPI(LoopbackServer):
     """``async with FakeSlackAPI() as slack:`` then point a client at ``slack.api_url``."""
 
     def __init__(
@@ -121,17 +122,6 @@ class FakeSlackAPI:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> FakeSlackAPI:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @property
     def base_url(self) -> str:
