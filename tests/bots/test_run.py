@@ -182,9 +182,7 @@ async def test_with_discord_and_slack_configured_one_process_serves_all_three(
         alice = discord.add_member(guild, "alice")
         env = empty_env(
             WEB_PORT="0",
-            DISCORD_TOKEN=discord.token,
-            DISCORD_API_URL=discord.api_url,
-            DISCORD_GATEWAY_URL=discord.gateway_url,
+            **discord.bot_env(),
             DISCORD_EDIT_INTERVAL="0.05",
             SLACK_BOT_TOKEN=slack.bot_token,
             SLACK_APP_TOKEN=slack.app_token,

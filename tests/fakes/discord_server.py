@@ -336,6 +336,14 @@ class FakeDiscordServer(LoopbackServer):
         """For ``DISCORD_GATEWAY_URL``."""
         return f"ws://{self.host}:{self.port}/gateway"
 
+    def bot_env(self) -> dict[str, str]:
+        """The environment that points a real ``llmconnect`` process's Discord bot here."""
+        return {
+            "DISCORD_TOKEN": self.token,
+            "DISCORD_API_URL": self.api_url,
+            "DISCORD_GATEWAY_URL": self.gateway_url,
+        }
+
     @property
     def bot_id(self) -> str:
         return str(self.bot["id"])

@@ -84,9 +84,7 @@ async def test_sigterm_mid_stream_on_llmconnect_run_with_discord(tmp_path: Path)
         alice = discord.add_member(guild, "alice")
         env = empty_env(
             WEB_PORT="0",
-            DISCORD_TOKEN=discord.token,
-            DISCORD_API_URL=discord.api_url,
-            DISCORD_GATEWAY_URL=discord.gateway_url,
+            **discord.bot_env(),
             DISCORD_EDIT_INTERVAL="0.05",
             LOCAL_BASE_URL=llm.openai_base_url,
             LLMCONNECT_MODEL="local/alpha",
