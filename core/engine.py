@@ -26,6 +26,7 @@ from llmconnect import APIClientFactory, ConfigurationError, LLMError, provider_
 from llmconnect.providers import get_spec, parse_model, resolve_provider
 
 from .clock import Clock, MonotonicClock
+from .cluster import Cluster, cluster_for
 from .conversations import (
     FINAL,
     Conversation,
@@ -34,7 +35,7 @@ from .conversations import (
     Message,
     Status,
 )
-from .policy import AccessPolicy, Actor, UserRateLimiter
+from .policy import AccessPolicy, Actor
 from .settings import Settings
 from .stores import close_store, locks_for, open_store
 
@@ -46,6 +47,9 @@ log = logging.getLogger("llmconnect.engine")
 INTERRUPTED = "This reply was interrupted (the bot restarted)."
 #: The error of a reply whose turn could not be stored.
 STORE_FAILED = "Could not save this conversation right now; please try again."
+#: How long ``stop`` waits for a generation running in another process to end, polling.
+REMOTE_STOP_WAIT = 10.0
+REMOTE_STOP_POLL = 0.05
 
 HELP_TEXT = (
     "Ask me anything: mention me with your question. Commands: help, model [name], models, "
@@ -147,6 +151,7 @@ class ChatEngine:
         clock: Clock | None = None,
         env: Mapping[str, str] | None = None,
         options: Mapping[str, Any] | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self.settings = settings
         #: ``STORE_URL``'s store unless one is given; one this engine opened, it also closes.
@@ -166,9 +171,12 @@ class ChatEngine:
         #: ``words`` and ``delay``), forwarded as ``**options`` to ``APIClientFactory.create``.
         self.options: dict[str, Any] = dict(options or {})
         self.policy = AccessPolicy(settings)
-        self.rate_limiter = UserRateLimiter(
-            settings.user_rate_limit, settings.user_rate_window, self.clock
+        #: What the processes serving this bot share besides the store: the per-user prompt
+        #: limit, repeated-event checks, /stop, request budgets (``core.cluster``).
+        self.cluster: Cluster = (
+            cluster if cluster is not None else cluster_for(self.store, self.clock)
         )
+        self._stop_listener: asyncio.Task[None] | None = None
         self.default_model = str(parse_model(settings.llmconnect_model, env=self.env))
         self._locks: dict[ConversationKey, asyncio.Lock] = {}
         #: Replies not yet final, per conversation, in submission order (the first one runs).
@@ -265,7 +273,7 @@ class ChatEngine:
 
     # ----------------------------------------------------------------- generations
 
-    def check(
+    async def check(
         self,
         key: ConversationKey,
         text: str,
@@ -286,7 +294,10 @@ class ChatEngine:
                 "Please shorten it."
             )
         if actor is not None:
-            wait = self.rate_limiter.retry_after(actor.user_id)
+            settings = self.settings
+            wait = await self.cluster.retry_after(
+                actor.user_id, settings.user_rate_limit, settings.user_rate_window
+            )
             if wait > 0:
                 # Rounded up: "try again in 0 s" while still refused would be a lie.
                 raise Refused(
@@ -303,7 +314,9 @@ class ChatEngine:
         parent: ConversationKey | None = None,
     ) -> Reply:
         """Queue a prompt; returns at once with the observable :class:`Reply`."""
-        prompt = self.check(key, text, actor, parent)
+        prompt = await self.check(key, text, actor, parent)
+        if self.cluster.shared and self._stop_listener is None:
+            await self._listen_for_stops()
         conversation = await self.conversation(key, parent)
         placeholder = Message("assistant", status=Status.PENDING)
         reply = Reply(key, placeholder, self.model_of(conversation))
@@ -443,15 +456,45 @@ class ChatEngine:
     async def stop(self, key: ConversationKey) -> bool:
         """Cancel the generation of ``key`` that runs (or is next); False when there is none.
 
-        Prompts queued behind it still run, in order.
+        Prompts queued behind it still run, in order. With processes sharing a store, the
+        generation may run in another process: it is asked to stop, and this waits (up to
+        :data:`REMOTE_STOP_WAIT` seconds) until it has ended and saved its turn.
         """
         queue = self._queues.get(key)
         reply = queue[0] if queue else None
+        if key not in self._live and self.cluster.shared and await self.cluster.running(key):
+            # Another process holds the conversation: ours, if any, waits behind it.
+            await self.cluster.request_stop(key)
+            await self._ended_elsewhere(key)
+            return True
         if reply is None or reply.task is None or reply.done:
             return False
         reply.task.cancel()
         await asyncio.wait([reply.task])
         return True
+
+    async def _ended_elsewhere(self, key: ConversationKey) -> None:
+        poll = REMOTE_STOP_POLL
+        for _ in range(int(REMOTE_STOP_WAIT / poll)):
+            if not await self.cluster.running(key):
+                return
+            await self.clock.sleep(poll)
+        log.warning("%s: asked another process to stop; it still runs", key)
+
+    async def _listen_for_stops(self) -> None:
+        ready = asyncio.Event()
+        task = asyncio.create_task(self.cluster.listen_stops(self._stop_here, ready))
+        self._stop_listener = task
+        # Subscribed before this process takes any lock: no stop request can slip past.
+        waiter = asyncio.ensure_future(ready.wait())
+        await asyncio.wait([waiter, task], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+
+    def _stop_here(self, key: ConversationKey) -> None:
+        """Another process asked: stop ``key``'s generation if this process runs it."""
+        queue = self._queues.get(key)
+        if key in self._live and queue and queue[0].task is not None and not queue[0].done:
+            queue[0].task.cancel()
 
     async def reset(self, key: ConversationKey) -> None:
         """Stop what runs and forget the history (model and system prompt stay)."""
@@ -480,6 +523,10 @@ class ChatEngine:
             await asyncio.wait(tasks)
         if self._saving:
             await asyncio.wait(self._saving)
+        listener, self._stop_listener = self._stop_listener, None
+        if listener is not None:
+            listener.cancel()
+            await asyncio.wait([listener])
         if self._owns_store:
             await close_store(self.store)
 

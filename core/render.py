@@ -155,6 +155,7 @@ class EditBudget:
         "_clock",
         "_heap",
         "_interval",
+        "_max_burst",
         "_seq",
         "_task",
         "_tat",
@@ -173,19 +174,39 @@ class EditBudget:
             raise ValueError("rate and per must be positive")
         if burst < 1 or burst > max(1, rate):
             raise ValueError("burst must be between 1 and rate")
-        self.rate = rate
         self.per = per
-        self.burst = burst
-        self._interval = per / rate
-        self._tau = (burst - 1) * self._interval  # how far ahead of schedule a grant may be
+        self._max_burst = burst
         self._tat = -math.inf  # theoretical time of the next grant (GCRA)
-        # Times of the last `rate` grants, so a burst never overfills a `per` window.
-        self._window: deque[float] | None = deque(maxlen=int(rate)) if burst > 1 else None
+        self._window: deque[float] | None = None
+        self._pace(rate, burst)
         self._clock: Clock = clock if clock is not None else _DEFAULT_CLOCK
         self._heap: list[list[Any]] = []  # [priority, seq, ticket | None]
         self._seq = itertools.count()
         self._task: asyncio.Task[None] | None = None
         self.granted = 0  # total grants, for benchmarks
+
+    def _pace(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._interval = self.per / rate
+        self._tau = (burst - 1) * self._interval  # how far ahead of schedule a grant may be
+        # Times of the last `rate` grants, so a burst never overfills a `per` window.
+        window = self._window
+        if burst > 1:
+            self._window = deque(window or (), maxlen=max(1, int(rate)))
+        else:
+            self._window = None
+
+    def set_rate(self, rate: float) -> None:
+        """Change the rate from now on (a process's share of a budget several processes use).
+
+        ``burst`` shrinks with it when it would exceed the new rate (and grows back, up to the
+        one given at construction); grants already made still count against the window.
+        """
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        if rate != self.rate:
+            self._pace(rate, max(1, min(self._max_burst, int(rate))))
 
     @property
     def clock(self) -> Clock:

@@ -15,7 +15,6 @@ import contextlib
 import logging
 import signal
 import sys
-from collections import OrderedDict
 from collections.abc import Coroutine
 from typing import Any, TextIO
 
@@ -32,6 +31,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from core.clock import Clock, MonotonicClock
+from core.cluster import BudgetShare
 from core.commands import Command, CommandResult, execute, parse_command
 from core.delivery import deliver_with
 from core.engine import ChatEngine, Refused, Reply
@@ -52,6 +52,8 @@ log = logging.getLogger("llmconnect.slack")
 
 EVENTS_PATH = "/slack/events"
 _ADMIN_TTL = 300.0  # seconds a workspace-admin lookup is trusted
+#: How long an event id is remembered: Slack retries a delivery three times within minutes.
+EVENT_MEMORY = 3600.0
 
 
 class _NoTokenSkippedWarning(logging.Filter):
@@ -118,8 +120,9 @@ class SlackBot:
         self.threads = Threads()
         self._native_off = False
         self._budgets: dict[str, EditBudget] = {}
+        #: Workspace budgets are per app: processes sharing a store divide them.
+        self.budget_share = BudgetShare(self.engine.cluster, "slack", clock=self.clock)
         self._admins: dict[str, tuple[bool, float]] = {}
-        self._seen: OrderedDict[str, None] = OrderedDict()
         self._tasks: dict[asyncio.Task[None], Reply] = {}
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -144,6 +147,7 @@ class SlackBot:
             self._session = aiohttp.ClientSession()
             self.client.session = self._session
             self.edit_client.session = self._session
+            await self.budget_share.start()
         return self
 
     async def __aenter__(self) -> SlackBot:
@@ -201,6 +205,7 @@ class SlackBot:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.budget_share.aclose()
         if self._owns_engine:
             await self.engine.aclose()
         else:
@@ -223,7 +228,7 @@ class SlackBot:
         self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
     ) -> None:
         channel = event.get("channel", "")
-        if channel.startswith("D") or not event.get("user") or self._repeated(body):
+        if channel.startswith("D") or not event.get("user") or await self._repeated(body):
             return  # a DM arrives as a message event too
         place = self.threads.place(
             team_id=event.get("team") or body.get("team_id") or context.team_id or "",
@@ -237,7 +242,7 @@ class SlackBot:
     async def _on_message(
         self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
     ) -> None:
-        if not is_user_message(event) or self._repeated(body):
+        if not is_user_message(event) or await self._repeated(body):
             return
         place = self.threads.place(
             team_id=event.get("team") or body.get("team_id") or context.team_id or "",
@@ -248,17 +253,13 @@ class SlackBot:
         )
         await self._on_text(place, from_slack(event.get("text", ""), context.bot_user_id))
 
-    def _repeated(self, body: dict[str, Any]) -> bool:
-        """Slack redelivers an event it thinks was not acknowledged: answer it once."""
+    async def _repeated(self, body: dict[str, Any]) -> bool:
+        """Slack redelivers an event it thinks was not acknowledged, possibly to another worker
+        behind the same load balancer: answer it once (the engine's cluster remembers)."""
         event_id = body.get("event_id")
         if not event_id:
             return False
-        if event_id in self._seen:
-            return True
-        self._seen[event_id] = None
-        if len(self._seen) > 4096:
-            self._seen.popitem(last=False)
-        return False
+        return not await self.engine.cluster.first_sighting(f"slack:{event_id}", EVENT_MEMORY)
 
     async def _on_text(self, place: Place, text: str) -> None:
         command = parse_command(text)
@@ -367,6 +368,7 @@ class SlackBot:
         if budget is None:
             rate = self.settings.slack_workspace_edit_rate
             budget = EditBudget(rate, 60.0, burst=max(1, min(5, int(rate))), clock=self.clock)
+            self.budget_share.add(budget, rate)
             self._budgets[team_id] = budget
         return budget
 

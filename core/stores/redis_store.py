@@ -26,12 +26,16 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 from redis.asyncio.lock import Lock as RedisLock
 from redis.exceptions import LockError, LockNotOwnedError, RedisError
 
 from ..conversations import Conversation, ConversationKey, new_conversation
+
+if TYPE_CHECKING:
+    from .redis_cluster import RedisCluster
 
 __all__ = ["PRUNE_EVERY", "RedisStore"]
 
@@ -128,6 +132,12 @@ class RedisStore:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+    def cluster(self) -> RedisCluster:
+        """What the processes sharing this store also share (rate limits, /stop, budgets)."""
+        from .redis_cluster import RedisCluster
+
+        return RedisCluster(self.client, prefix=self.prefix, lock_name=self.lock_name)
 
     # ----------------------------------------------------------------- the lock
 

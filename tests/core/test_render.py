@@ -455,6 +455,28 @@ async def test_budget_burst_is_bounded_and_never_overfills_a_window() -> None:
     assert_rate(times, 4, 1.0)
 
 
+async def test_budget_set_rate_paces_at_the_new_rate_from_then_on() -> None:
+    clock = FakeClock()
+    budget = EditBudget(4, 1.0, burst=4, clock=clock)
+    times: list[float] = []
+
+    async def req() -> None:
+        await budget.acquire()
+        times.append(clock.now())
+
+    budget.set_rate(2)  # another process joined: half of the bot's 4/s is ours
+    assert (budget.rate, budget.burst) == (2, 2)  # a burst never exceeds the rate
+    tasks = [asyncio.create_task(req()) for _ in range(8)]
+    await clock.run(asyncio.gather(*tasks))
+    assert_rate(times, 2, 1.0)
+    assert times[-1] == 3.0  # 2 at once, then one per 0.5 s
+
+    budget.set_rate(4)  # the other process left: the full rate and burst come back
+    assert (budget.rate, budget.burst) == (4, 4)
+    with pytest.raises(ValueError, match="positive"):
+        budget.set_rate(0)
+
+
 async def test_budget_cancelled_waiter_does_not_consume_a_grant() -> None:
     clock = FakeClock()
     budget = EditBudget(1, 1.0, clock=clock)

@@ -121,6 +121,34 @@ async def test_a_redelivered_event_is_answered_once(
     assert chat_requests(llm) == 1
 
 
+async def test_a_redelivery_to_another_worker_is_answered_once(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer, fresh_redis_url: str
+) -> None:
+    # Two HTTP workers behind one load balancer share Redis; Slack's retry lands on the other.
+    first = await make_bot(store_url=fresh_redis_url)
+    second = await make_bot(store_url=fresh_redis_url)
+    body = first.slack.event_body(
+        {
+            "type": "app_mention",
+            "user": USER,
+            "text": "<@UBOT> only once",
+            "ts": next_ts(),
+            "channel": CHANNEL,
+            "team": TEAM,
+        },
+        event_id="Ev-retried",
+    )
+    for worker in (first, second, second):
+        status, _ = await worker.slack.post(body, "application/json")
+        assert status == 200
+
+    await wait_for(lambda: slack_api.texts(CHANNEL) == ["You said: only once"])
+    for running in (first, second):
+        await running.bot.aclose()  # every delivery has finished: a second answer would be here
+    assert slack_api.texts(CHANNEL) == ["You said: only once"]
+    assert chat_requests(llm) == 1
+
+
 async def test_bot_messages_edits_and_other_subtypes_are_ignored(
     make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
 ) -> None:
