@@ -16,6 +16,7 @@ import asyncio
 import logging
 import math
 import os
+import unicodedata
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Generator, Mapping
 from typing import Any
@@ -285,7 +286,7 @@ class ChatEngine:
         if reason:
             raise Refused(reason)
         prompt = text.strip()
-        if not prompt:
+        if not any(_visible(c) for c in prompt):  # empty, or only zero-width/direction marks
             raise Refused(HELP_TEXT)
         limit = self.settings.max_input_chars
         if len(prompt) > limit:
@@ -529,6 +530,11 @@ class ChatEngine:
             await asyncio.wait([listener])
         if self._owns_store:
             await close_store(self.store)
+
+
+def _visible(char: str) -> bool:
+    # Cf: format characters (zero-width space/joiner, direction marks, BOM) show nothing.
+    return not char.isspace() and unicodedata.category(char) != "Cf"
 
 
 def _allows(entry: str, model: str) -> bool:

@@ -92,16 +92,12 @@ async def test_zero_width_and_right_to_left_text_round_trips_exactly(
     assert chat_messages(chat.llm)[-1] == [{"role": "user", "content": text}]
 
 
-async def test_only_invisible_characters_get_an_answer_not_a_crash(
-    make_chat: ChatMaker,
-) -> None:
-    """Zero-width characters are not whitespace: such a prompt is a (strange) prompt; it must be
-    answered like any other and leave the bot working."""
+async def test_only_invisible_characters_get_the_help_text(make_chat: ChatMaker) -> None:
+    """Zero-width and direction marks show nothing: like an empty mention, nothing goes to the
+    model (it would cost a call for a prompt nobody can read)."""
     chat = await make_chat()
-    text = "\u200b\u200d\u2060"
-    asked = await chat.ask(text)
-    await chat.settled(asked)
-    assert chat.shown(asked) == [f"You said: {text}"]
+    for text in ("\u200b\u200d\u2060", " \u200e\u200f \ufeff\u2066\u2069 "):
+        assert await refused(chat, text) == HELP_TEXT
     await still_answers(chat)
 
 
