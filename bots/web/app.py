@@ -35,6 +35,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, SecretStr
 
+from core.clock import Clock
 from core.conversations import Conversation, ConversationKey
 from core.engine import ChatEngine, Refused, Reply
 
@@ -196,13 +197,15 @@ def create_app(
     auth_token: str | SecretStr | None = None,
     edit_interval: float | None = None,
     allowed_hosts: Sequence[str] | None = None,
+    clock: Clock | None = None,
 ) -> FastAPI:
     """The web chat over ``engine``.
 
     ``auth_token``: required by every request (``Authorization: Bearer``, or the session cookie
     the login form sets). ``allowed_hosts``: accepted ``Host`` names (set for a loopback bind, so a
     DNS-rebinding page cannot reach the chat). ``edit_interval``: defaults to
-    ``WEB_EDIT_INTERVAL``. The engine's life is the caller's (``llmconnect run``).
+    ``WEB_EDIT_INTERVAL``. ``clock`` times the sign-in throttle (default: the engine's). The
+    engine's life is the caller's (``llmconnect run``).
     """
     interval = engine.settings.web_edit_interval if edit_interval is None else edit_interval
     web = WebChat(engine, edit_interval=interval)
@@ -211,7 +214,7 @@ def create_app(
     token = SecretStr(auth_token) if isinstance(auth_token, str) else auth_token
     if token is not None and not token.get_secret_value():
         token = None
-    app.add_middleware(Guard, token=token, allowed_hosts=allowed_hosts)
+    app.add_middleware(Guard, token=token, allowed_hosts=allowed_hosts, clock=clock or engine.clock)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

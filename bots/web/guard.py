@@ -9,6 +9,9 @@ buffer streamed responses (Starlette's ``BaseHTTPMiddleware`` wraps them).
   token; it is ``HttpOnly`` and ``SameSite=Strict`` (no cross-site request carries it).
 - ``allowed_hosts`` (set when bound to loopback): a page on another site that rebinds its DNS name
   to 127.0.0.1 sends its own ``Host`` and is turned away.
+- Guessing is throttled: after :data:`SIGN_IN_FAILURES` wrong tokens (form or bearer) from one
+  client address within :data:`SIGN_IN_WINDOW` seconds, every sign-in attempt from it gets a 429
+  with ``Retry-After`` until the oldest failure leaves the window, right token or not.
 - A strict Content-Security-Policy: scripts only from ``/static``, no inline script or event
   handler, so even a rendering mistake could not run HTML from a reply.
 """
@@ -17,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
+from collections import deque
 from collections.abc import Sequence
 from urllib.parse import parse_qs
 
@@ -26,7 +31,19 @@ from starlette.requests import cookie_parser
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["COOKIE", "CSP", "LOOPBACK_HOSTS", "Guard", "is_loopback", "session_value"]
+from core.clock import Clock, MonotonicClock
+
+__all__ = [
+    "COOKIE",
+    "CSP",
+    "LOOPBACK_HOSTS",
+    "SIGN_IN_FAILURES",
+    "SIGN_IN_WINDOW",
+    "Guard",
+    "SignInThrottle",
+    "is_loopback",
+    "session_value",
+]
 
 COOKIE = "llmconnect_session"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -41,6 +58,9 @@ _SECURITY_HEADERS = (
     ("x-frame-options", "DENY"),
 )
 _MAX_LOGIN_BODY = 4096
+#: Wrong tokens one client address may send per window before it must wait.
+SIGN_IN_FAILURES = 5
+SIGN_IN_WINDOW = 60.0
 
 _LOGIN_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>LLMConnect — sign in</title>
@@ -69,8 +89,38 @@ def _hostname(host_header: str) -> str:
     return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
+class SignInThrottle:
+    """Failed sign-ins per client address, a sliding log of at most ``limit`` per ``window``."""
+
+    def __init__(self, limit: int, window: float, clock: Clock) -> None:
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._failures: dict[str, deque[float]] = {}
+
+    def retry_after(self, client: str) -> float:
+        """Seconds ``client`` must wait before its next attempt (0: it may try)."""
+        log = self._failures.get(client)
+        if not log:
+            return 0.0
+        now = self.clock.now()
+        while log and now - log[0] >= self.window:
+            log.popleft()
+        if not log:
+            del self._failures[client]
+            return 0.0
+        return self.window - (now - log[0]) if len(log) >= self.limit else 0.0
+
+    def failed(self, client: str) -> None:
+        now = self.clock.now()
+        self._failures.setdefault(client, deque(maxlen=self.limit)).append(now)
+        if len(self._failures) > 10_000:  # bounded: forget addresses whose log has expired
+            for stale in [c for c, log in self._failures.items() if now - log[-1] >= self.window]:
+                del self._failures[stale]
+
+
 class Guard:
-    """ASGI middleware: Host check, token check, security headers."""
+    """ASGI middleware: Host check, token check, sign-in throttle, security headers."""
 
     def __init__(
         self,
@@ -78,8 +128,10 @@ class Guard:
         *,
         token: SecretStr | None = None,
         allowed_hosts: Sequence[str] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.app = app
+        self.throttle = SignInThrottle(SIGN_IN_FAILURES, SIGN_IN_WINDOW, clock or MonotonicClock())
         # A SecretStr, so that no repr (Starlette's middleware list shows its arguments) shows it.
         value = token.get_secret_value() if token is not None else ""
         self._token = value.encode() if value else None
@@ -107,13 +159,23 @@ class Guard:
         if self._hosts is not None and _hostname(headers.get("host", "")) not in self._hosts:
             await PlainTextResponse("Invalid host header.", 400)(scope, receive, send_secure)
             return
-        if self._token is not None and not self._authorized(headers):
-            if scope["method"] == "POST" and scope["path"] == "/login":
-                response = await self._login(receive)
-            else:
-                response = self._challenge(scope, headers)
-            await response(scope, receive, send_secure)
-            return
+        if self._token is not None:
+            client = (scope.get("client") or ("?", 0))[0]
+            login = scope["method"] == "POST" and scope["path"] == "/login"
+            bearer = "authorization" in headers
+            wait = self.throttle.retry_after(client) if login or bearer else 0.0
+            if wait > 0:
+                await self._too_many(wait)(scope, receive, send_secure)
+                return
+            if not self._authorized(headers):
+                if bearer:
+                    self.throttle.failed(client)
+                if login:
+                    response = await self._login(receive, client)
+                else:
+                    response = self._challenge(scope, headers)
+                await response(scope, receive, send_secure)
+                return
         await self.app(scope, receive, send_secure)
 
     def _authorized(self, headers: Headers) -> bool:
@@ -126,6 +188,15 @@ class Guard:
         return cookie is not None and hmac.compare_digest(cookie.encode(), self._session)
 
     @staticmethod
+    def _too_many(wait: float) -> PlainTextResponse:
+        seconds = math.ceil(wait)
+        return PlainTextResponse(
+            f"Too many wrong tokens from this address; try again in {seconds} s.",
+            status_code=429,
+            headers={"Retry-After": str(seconds)},
+        )
+
+    @staticmethod
     def _challenge(scope: Scope, headers: Headers) -> HTMLResponse | JSONResponse:
         if scope["method"] == "GET" and "text/html" in headers.get("accept", ""):
             return HTMLResponse(_LOGIN_PAGE.format(note=""), status_code=401)
@@ -135,7 +206,7 @@ class Guard:
             headers={"WWW-Authenticate": "Bearer"},
         )
 
-    async def _login(self, receive: Receive) -> HTMLResponse | RedirectResponse:
+    async def _login(self, receive: Receive, client: str) -> HTMLResponse | RedirectResponse:
         assert self._token is not None
         assert self._session is not None
         body = b""
@@ -150,6 +221,7 @@ class Guard:
                 break
         given = parse_qs(body.decode("utf-8", "replace")).get("token", [""])[0].strip()
         if not hmac.compare_digest(given.encode(), self._token):
+            self.throttle.failed(client)
             note = "<p role=alert>That token is not right.</p>"
             return HTMLResponse(_LOGIN_PAGE.format(note=note), status_code=401)
         response = RedirectResponse("/", status_code=303)

@@ -23,6 +23,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from bots.web import WebChat, create_app
+from core.clock import Clock
 from core.engine import ChatEngine
 from core.settings import Settings, load_settings
 from tests.fakes.llm_server import FakeLLMServer
@@ -71,12 +72,17 @@ async def serve_web(
     auth_token: str | None = None,
     allowed_hosts: Sequence[str] | None = None,
     edit_interval: float | None = None,
+    guard_clock: Clock | None = None,
     **settings: Any,
 ) -> AsyncIterator[WebServer]:
     """The web chat on a free loopback port; the engine is shut down before the server."""
     engine = ChatEngine(load_settings(**settings), env=dict(env or {}), options=options)
     app = create_app(
-        engine, auth_token=auth_token, allowed_hosts=allowed_hosts, edit_interval=edit_interval
+        engine,
+        auth_token=auth_token,
+        allowed_hosts=allowed_hosts,
+        edit_interval=edit_interval,
+        clock=guard_clock,
     )
     sock = socket.create_server(("127.0.0.1", 0))
     port = sock.getsockname()[1]

@@ -11,7 +11,8 @@ import httpx
 import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
 
-from bots.web.guard import COOKIE
+from bots.web.guard import COOKIE, SIGN_IN_FAILURES, SIGN_IN_WINDOW
+from core.clock import FakeClock
 from tests.bots.web.conftest import ServeWeb, WebServer, echo_text
 from tests.fakes.llm_server import Fail, FakeLLMServer, Reply
 
@@ -345,6 +346,29 @@ async def test_the_login_form_sets_a_cookie_that_is_not_the_token(make_web: Serv
         await browser.post("/chat/c/send-message", json={"text": "by cookie"})
         deltas, _ = await collect(browser, "c")
     assert "".join(deltas) == echo_text("by cookie")
+
+
+async def test_guessing_the_token_is_throttled_per_address(make_web: ServeWeb) -> None:
+    clock = FakeClock()
+    server = await make_web(auth_token=TOKEN, guard_clock=clock)
+    async with client_for(server) as guesser:
+        for n in range(SIGN_IN_FAILURES - 1):
+            assert (await guesser.post("/login", data={"token": f"guess{n}"})).status_code == 401
+            await clock.advance(1)
+        last = await guesser.get("/api/models", headers={"Authorization": "Bearer guess"})
+        assert last.status_code == 401  # the fifth wrong token (a bearer one counts too)
+        blocked = await guesser.post("/login", data={"token": TOKEN})  # even the right one
+        blocked_bearer = await guesser.get("/", headers={"Authorization": f"Bearer {TOKEN}"})
+        anonymous = await guesser.get("/", headers={"Accept": "text/html"})
+        await clock.advance(SIGN_IN_WINDOW - (SIGN_IN_FAILURES - 1))  # the first failure expires
+        allowed = await guesser.post("/login", data={"token": TOKEN})
+    assert blocked.status_code == 429
+    assert blocked.headers["retry-after"] == str(int(SIGN_IN_WINDOW - (SIGN_IN_FAILURES - 1)))
+    assert "try again in 56 s" in blocked.text
+    assert TOKEN not in blocked.text
+    assert blocked_bearer.status_code == 429
+    assert anonymous.status_code == 401  # the sign-in page itself still shows
+    assert allowed.status_code == 303
 
 
 async def test_a_foreign_host_header_is_turned_away(make_web: ServeWeb) -> None:
