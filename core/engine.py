@@ -48,6 +48,8 @@ log = logging.getLogger("llmconnect.engine")
 INTERRUPTED = "This reply was interrupted (the bot restarted)."
 #: The error of a reply whose turn could not be stored.
 STORE_FAILED = "Could not save this conversation right now; please try again."
+#: The refusal when the conversation store (Redis) cannot be reached.
+STORE_UNAVAILABLE = "I cannot reach my conversation store right now; please try again shortly."
 #: How long ``stop`` waits for a generation running in another process to end, polling.
 REMOTE_STOP_WAIT = 10.0
 REMOTE_STOP_POLL = 0.05
@@ -315,10 +317,17 @@ class ChatEngine:
         parent: ConversationKey | None = None,
     ) -> Reply:
         """Queue a prompt; returns at once with the observable :class:`Reply`."""
-        prompt = await self.check(key, text, actor, parent)
-        if self.cluster.shared and self._stop_listener is None:
-            await self._listen_for_stops()
-        conversation = await self.conversation(key, parent)
+        try:
+            prompt = await self.check(key, text, actor, parent)
+            if self.cluster.shared and self._stop_listener is None:
+                await self._listen_for_stops()
+            conversation = await self.conversation(key, parent)
+        except Refused:
+            raise
+        except Exception:
+            # The store (and with it the shared rate limit) is unreachable: say so; run nothing.
+            log.exception("%s: the conversation store is unreachable", key)
+            raise Refused(STORE_UNAVAILABLE) from None
         placeholder = Message("assistant", status=Status.PENDING)
         reply = Reply(key, placeholder, self.model_of(conversation))
         self._queues.setdefault(key, []).append(reply)
@@ -463,10 +472,7 @@ class ChatEngine:
         """
         queue = self._queues.get(key)
         reply = queue[0] if queue else None
-        if key not in self._live and self.cluster.shared and await self.cluster.running(key):
-            # Another process holds the conversation: ours, if any, waits behind it.
-            await self.cluster.request_stop(key)
-            await self._ended_elsewhere(key)
+        if key not in self._live and self.cluster.shared and await self._stopped_elsewhere(key):
             return True
         if reply is None or reply.task is None or reply.done:
             return False
@@ -474,22 +480,35 @@ class ChatEngine:
         await asyncio.wait([reply.task])
         return True
 
-    async def _ended_elsewhere(self, key: ConversationKey) -> None:
-        poll = REMOTE_STOP_POLL
-        for _ in range(int(REMOTE_STOP_WAIT / poll)):
+    async def _stopped_elsewhere(self, key: ConversationKey) -> bool:
+        """Another process holds the conversation (ours, if any, waits behind it): ask it to
+        stop and wait until it let go. False when none does (or the store is unreachable)."""
+        try:
             if not await self.cluster.running(key):
-                return
-            await self.clock.sleep(poll)
+                return False
+            await self.cluster.request_stop(key)
+            poll = REMOTE_STOP_POLL
+            for _ in range(int(REMOTE_STOP_WAIT / poll)):
+                if not await self.cluster.running(key):
+                    return True
+                await self.clock.sleep(poll)
+        except Exception as exc:
+            log.warning("%s: could not reach the other processes (%s)", key, type(exc).__name__)
+            return False
         log.warning("%s: asked another process to stop; it still runs", key)
+        return True
 
     async def _listen_for_stops(self) -> None:
         ready = asyncio.Event()
         task = asyncio.create_task(self.cluster.listen_stops(self._stop_here, ready))
         self._stop_listener = task
         # Subscribed before this process takes any lock: no stop request can slip past.
-        waiter = asyncio.ensure_future(ready.wait())
-        await asyncio.wait([waiter, task], return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
+        try:
+            await asyncio.wait_for(ready.wait(), REMOTE_STOP_WAIT)
+        except TimeoutError:
+            task.cancel()
+            self._stop_listener = None  # the next prompt tries again
+            raise
 
     def _stop_here(self, key: ConversationKey) -> None:
         """Another process asked: stop ``key``'s generation if this process runs it."""

@@ -7,6 +7,7 @@ connections, as separate processes would. Real separate processes: tests/bots/we
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -17,7 +18,7 @@ import redis.asyncio as aioredis
 from core.clock import FakeClock
 from core.cluster import BudgetShare, cluster_for
 from core.conversations import ConversationKey, Status
-from core.engine import ChatEngine, Refused
+from core.engine import STORE_UNAVAILABLE, ChatEngine, Refused
 from core.policy import Actor
 from core.render import EditBudget
 from core.settings import load_settings
@@ -121,12 +122,21 @@ async def test_budget_shares_divide_the_bots_rate_among_processes(make_cluster: 
     assert budgets[0].rate == 40
     await shares[1].start()  # the newcomer takes its share at once...
     assert budgets[1].rate == 20
-    await clock.advance(shares[0].every)  # ...the other at its next beat
-    assert budgets[0].rate == 20
-    await shares[1].aclose()
-    await clock.advance(shares[0].every)
+    await clock.advance(shares[0].every)  # ...the other at its next (background) beat
+    await until(lambda: budgets[0].rate == 20)
+    await shares[1].aclose()  # leaves the group: the other takes the whole rate back
+    assert await shares[0].beat() == 1
     assert budgets[0].rate == 40
     await shares[0].aclose()
+
+
+async def until(condition: Callable[[], bool], tries: int = 500) -> None:
+    """Wait (bounded) for a background task's Redis round trip to show."""
+    for _ in range(tries):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition never became true")
 
 
 # --------------------------------------------------------------------------- engines
@@ -202,3 +212,19 @@ async def test_the_prompt_limit_holds_across_processes(engines: Any) -> None:
     with pytest.raises(Refused, match="too fast"):
         await one.submit(ConversationKey("test", "c"), "three", actor=actor)
     await two.submit(ConversationKey("test", "d"), "someone else", actor=Actor("U2"))
+
+
+async def test_an_unreachable_redis_is_a_clear_refusal_not_a_crash() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = load_settings(store_url=f"redis://127.0.0.1:{port}/0", llmconnect_model="echo")
+    engine = ChatEngine(settings, env={})
+    key = ConversationKey("test", "down")
+    try:
+        with pytest.raises(Refused) as refused:
+            await engine.submit(key, "hello?", actor=Actor("U1"))
+        assert refused.value.user_message == STORE_UNAVAILABLE
+        assert await engine.stop(key) is False
+    finally:
+        await engine.aclose()
