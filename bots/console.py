@@ -232,8 +232,8 @@ def _parser() -> argparse.ArgumentParser:
     p_slack.add_argument(
         "--http", action="store_true", help="serve Slack's requests at /slack/events over HTTP"
     )
-    p_slack.add_argument("--port", type=int, default=3000, help="HTTP port (default 3000)")
-    p_slack.add_argument("--host", default="0.0.0.0", help="HTTP address (default 0.0.0.0)")
+    p_slack.add_argument("--port", type=int, help="HTTP port (default SLACK_HTTP_PORT, 3000)")
+    p_slack.add_argument("--host", help="HTTP address (default SLACK_HTTP_HOST, 0.0.0.0)")
     p_run = sub.add_parser(
         "run",
         help="run the web chat and every configured bot (Discord, Slack) on one shared engine",
@@ -269,7 +269,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "slack":
         from bots.slack import run as run_slack  # imported here: only this command needs it
 
-        coro = run_slack(settings, http=args.http, host=args.host, port=args.port)
+        coro = run_slack(
+            settings,
+            http=args.http,
+            host=settings.slack_http_host if args.host is None else args.host,
+            port=settings.slack_http_port if args.port is None else args.port,
+        )
     elif args.command == "run":
         from bots.run import run  # imported here: web and bot libraries load slowly
 

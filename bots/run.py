@@ -38,8 +38,6 @@ log = logging.getLogger("llmconnect.run")
 
 #: Seconds the front ends get to write their final edits at shutdown.
 CLOSE_TIMEOUT = 10.0
-SLACK_HTTP_HOST = "0.0.0.0"
-SLACK_HTTP_PORT = 3000
 
 
 class RunError(Exception):
@@ -317,7 +315,8 @@ class Runner:
 
     async def _start_slack(self) -> FrontEnd:
         """Hook: the Slack bot over the shared engine (``bots.slack.SlackBot``): Socket Mode when
-        ``SLACK_APP_TOKEN`` is set, else HTTP (``SLACK_SIGNING_SECRET``) on port 3000."""
+        ``SLACK_APP_TOKEN`` is set, else HTTP (``SLACK_SIGNING_SECRET``) on ``SLACK_HTTP_HOST``
+        / ``SLACK_HTTP_PORT``."""
         from bots.slack import EVENTS_PATH, SlackBot, SlackConfigError
 
         try:
@@ -327,8 +326,9 @@ class Runner:
                 await bot.start_socket_mode()
                 where = "connected over Socket Mode"
             else:
-                port = await bot.serve_http(SLACK_HTTP_HOST, SLACK_HTTP_PORT)
-                where = f"events at http://{SLACK_HTTP_HOST}:{port}{EVENTS_PATH}"
+                host = self.settings.slack_http_host
+                port = await bot.serve_http(host, self.settings.slack_http_port)
+                where = f"events at http://{host}:{port}{EVENTS_PATH}"
         except SlackConfigError as exc:
             raise RunError(f"Slack: {exc}") from None
         except Exception as exc:

@@ -9,7 +9,8 @@ its variables.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import os
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
@@ -17,6 +18,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -26,6 +28,11 @@ __all__ = ["Settings", "SettingsError", "load_settings"]
 
 #: A comma-separated list in the environment (``A,B, C``), a list in Python.
 CommaList = Annotated[list[str], NoDecode]
+#: Discord shard ids, comma-separated (``0,1``).
+ShardIds = Annotated[list[int], NoDecode]
+#: Variables that were replaced: still setting one stops start-up, naming its successor (an
+#: ignored DISCORD_SHARD_ID would run every shard in every process: duplicate answers).
+RENAMED = {"DISCORD_SHARD_ID": "DISCORD_SHARD_IDS"}
 
 
 class SettingsError(Exception):
@@ -152,14 +159,13 @@ class Settings(BaseSettings):
     discord_shard_count: int | None = Field(
         None,
         ge=1,
-        description="Total number of Discord shards when each process runs one (with "
-        "DISCORD_SHARD_ID; empty: no sharding).",
+        description="Total number of Discord shards (empty: Discord's recommended count, all "
+        "run in this process).",
     )
-    discord_shard_id: int | None = Field(
-        None,
-        ge=0,
-        validate_default=True,
-        description="The shard this process runs, 0 .. DISCORD_SHARD_COUNT-1.",
+    discord_shard_ids: ShardIds = Field(
+        default_factory=list,
+        description="The shards this process runs, comma-separated, each 0 .. "
+        "DISCORD_SHARD_COUNT-1 (empty: all of them).",
     )
     slack_bot_token: SecretStr | None = Field(None, description="Slack bot token (xoxb-...).")
     slack_app_token: SecretStr | None = Field(
@@ -183,6 +189,14 @@ class Settings(BaseSettings):
         description="Message posts and edits per minute one Slack workspace allows, shared by "
         "all streaming replies (chat.update is Tier 3: about 50/min).",
     )
+    slack_http_host: str = Field(
+        "0.0.0.0",
+        description="Address Slack's HTTP requests (/slack/events) are served on when Slack "
+        "runs over HTTP (SLACK_SIGNING_SECRET, no SLACK_APP_TOKEN).",
+    )
+    slack_http_port: int = Field(
+        3000, ge=0, le=65535, description="Port of Slack's HTTP endpoint (0: any free port)."
+    )
     web_host: str = Field(
         "127.0.0.1",
         description="Address the web chat listens on (127.0.0.1: this machine only).",
@@ -196,6 +210,21 @@ class Settings(BaseSettings):
         "listening beyond 127.0.0.1).",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        # ``data`` holds the overrides and .env's unknown names too (lower case); the environment
+        # is read here because pydantic-settings passes on only the names it knows from there.
+        given = {k.upper() for k, v in os.environ.items() if v.strip()}
+        if isinstance(data, dict):
+            given |= {str(k).upper() for k, v in data.items() if v not in (None, "")}
+        old = sorted(name for name in RENAMED if name in given)
+        if old:
+            raise ValueError(
+                "; ".join(f"{name} is no longer read: use {RENAMED[name]}" for name in old)
+            )
+        return data
+
     @field_validator(
         "llmconnect_allowed_models",
         "admin_user_ids",
@@ -206,6 +235,7 @@ class Settings(BaseSettings):
         "allowed_roles",
         "blocked_roles",
         "discord_guild_ids",
+        "discord_shard_ids",
         mode="before",
     )
     @classmethod
@@ -239,14 +269,21 @@ class Settings(BaseSettings):
 
         return check_store_url(value.strip())
 
-    @field_validator("discord_shard_id")
+    @field_validator("discord_shard_ids")
     @classmethod
-    def _shard(cls, value: int | None, info: ValidationInfo) -> int | None:
-        count = info.data.get("discord_shard_count")
-        if (count is None) != (value is None):
-            raise ValueError("DISCORD_SHARD_COUNT and DISCORD_SHARD_ID go together: set both")
-        if count is not None and value is not None and value >= count:
-            raise ValueError(f"expected a shard id below DISCORD_SHARD_COUNT ({count})")
+    def _shards(cls, value: list[int], info: ValidationInfo) -> list[int]:
+        if not value or "discord_shard_count" not in info.data:
+            return value  # nothing to check, or DISCORD_SHARD_COUNT itself is wrong (said so)
+        count = info.data["discord_shard_count"]
+        if count is None:
+            raise ValueError("needs DISCORD_SHARD_COUNT, the total number of shards")
+        if any(not 0 <= i < count for i in value):
+            raise ValueError(
+                f"expected shard ids from 0 to {count - 1} (DISCORD_SHARD_COUNT={count})"
+            )
+        twice = sorted({str(i) for i in value if value.count(i) > 1})
+        if twice:
+            raise ValueError(f"expected each shard id once, {', '.join(twice)} is listed twice")
         return value
 
     def timeouts(self) -> Timeouts:
@@ -263,7 +300,10 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            var = str(err["loc"][0]).upper() if err["loc"] else "?"
+            if not err["loc"]:  # about the whole configuration: its input is every value
+                lines.append(str(err["msg"]))
+                continue
+            var = str(err["loc"][0]).upper()
             # Never echo the value of a secret back (it would land in a log).
             secret = any(w in var for w in ("TOKEN", "KEY", "SECRET", "PASSWORD", "STORE_URL"))
             got = "" if secret else f" (got {err.get('input')!r})"

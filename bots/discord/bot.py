@@ -14,14 +14,17 @@ import asyncio
 import contextlib
 import logging
 import sys
+import time
 from collections.abc import Awaitable
 from typing import Any, TextIO, TypeVar
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
 from pydantic import SecretStr
 
+from core.cluster import BudgetShare
 from core.commands import Command, execute, parse_command
 from core.conversations import ConversationKey
 from core.delivery import deliver
@@ -62,6 +65,8 @@ DEFER_AFTER = 2.0
 TYPING_REFRESH = 8.0
 #: How long shutdown waits for replies to show their final text.
 CLOSE_GRACE = 5.0
+#: Discord allows ``max_concurrency`` IDENTIFYs per this many seconds, one per bucket.
+IDENTIFY_INTERVAL = 5.0
 
 _T = TypeVar("_T")
 _NONE = discord.AllowedMentions.none()
@@ -108,8 +113,14 @@ def actor_of(user: discord.abc.User, permissions: discord.Permissions | None = N
     return Actor(str(user.id), roles, platform_admin=admin)
 
 
-class DiscordBot(discord.Client):
-    """The bot. ``engine`` is the caller's (shared, shut down by its owner)."""
+class DiscordBot(discord.AutoShardedClient):
+    """The bot. ``engine`` is the caller's (shared, shut down by its owner).
+
+    Always discord.py's ``AutoShardedClient``, so one process runs any set of shards:
+    ``DISCORD_SHARD_IDS`` of ``DISCORD_SHARD_COUNT``, or every shard of Discord's recommended
+    count when neither is set (for most bots one, served as a plain ``Client`` would; the bot
+    uses none of the few ``Client`` attributes that differ, such as ``ws``).
+    """
 
     def __init__(
         self,
@@ -125,13 +136,19 @@ class DiscordBot(discord.Client):
         # that mention the bot. Nothing the bot sends may ping anyone.
         options.setdefault("intents", discord.Intents.default())
         options.setdefault("allowed_mentions", _NONE)
-        if settings.discord_shard_count is not None:
-            # One shard per process (DISCORD_SHARD_ID of DISCORD_SHARD_COUNT); see docs/deploy.md.
-            options.setdefault("shard_count", settings.discord_shard_count)
-            options.setdefault("shard_id", settings.discord_shard_id)
+        # Shards: DISCORD_SHARD_IDS of DISCORD_SHARD_COUNT (ids empty: all of them; count empty:
+        # Discord's recommended count, see launch_shards), all in this process; docs/deploy.md.
+        options.setdefault("shard_count", settings.discord_shard_count)
+        options.setdefault("shard_ids", list(settings.discord_shard_ids) or None)
         # A text bot: discord.py's warnings about missing voice libraries are noise here.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         super().__init__(**options)
+        #: IDENTIFYs Discord allows at once (session_start_limit.max_concurrency), and when each
+        #: rate-limit bucket (shard id % that) last identified: see before_identify_hook.
+        self.identify_concurrency = 1
+        self._identified_at: dict[int, float] = {}
+        self._identified_shards: set[int] = set()
+        self._identify_locks: dict[int, asyncio.Lock] = {}
         self.settings = settings
         self.engine = engine
         self.out = out if out is not None else sys.stdout
@@ -140,6 +157,9 @@ class DiscordBot(discord.Client):
         self.budget = budget or EditBudget(
             rate, 1.0, burst=max(1, min(5, int(rate))), clock=engine.clock
         )
+        #: Discord's limit is per bot: processes sharing a store (shards) divide it.
+        self.budget_share = BudgetShare(engine.cluster, "discord", clock=engine.clock)
+        self.budget_share.add(self.budget, self.budget.rate)
         self.tree: app_commands.CommandTree[DiscordBot] = app_commands.CommandTree(self)
         from .slash import register_commands  # slash commands call back into this class
 
@@ -160,6 +180,7 @@ class DiscordBot(discord.Client):
         token = self.http.token
         assert token is not None
         self.rest.open(SecretStr(token))
+        await self.budget_share.start()
         await self.sync_commands()
         if self.application_id is not None:
             self.out.write(f"Invite the bot with: {invite_url(self.application_id)}\n")
@@ -178,6 +199,49 @@ class DiscordBot(discord.Client):
             synced = await self.tree.sync(guild=guild)
             log.info("synced %d slash commands to guild %s", len(synced), guild_id)
 
+    async def launch_shards(self) -> None:
+        """Ask Discord (``GET /gateway/bot``) how many shards it recommends (used when
+        ``DISCORD_SHARD_COUNT`` is not set) and how many may IDENTIFY at once, then connect them.
+
+        discord.py's own asks only without a count, and then connects to the URL Discord names
+        there; this one keeps to ``DISCORD_GATEWAY_URL``, so a gateway proxy is never bypassed.
+        """
+        if self.is_closed():
+            return
+        try:
+            count, _, limits = await self.http.get_bot_gateway()
+        except (discord.GatewayNotFound, OSError, aiohttp.ClientError):
+            if self.shard_count is None:
+                raise
+            log.warning("GET /gateway/bot failed: the shards identify one at a time")
+        else:
+            self.identify_concurrency = max(1, int(limits.get("max_concurrency") or 1))
+            if self.shard_count is None:
+                self.shard_count = count
+        await super().launch_shards()
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """Wait before a shard's IDENTIFY as long as Discord's identify limit requires.
+
+        Discord allows ``max_concurrency`` IDENTIFYs per 5 s, one per bucket ``shard_id %
+        max_concurrency``. discord.py's default sleeps 5 s before every IDENTIFY but the first,
+        so several shards in one process would start 5 s apart even when Discord allows them
+        at once. Here a shard's first IDENTIFY waits only for its bucket; a later one (the
+        session could not be resumed) keeps discord.py's 5 s pause.
+        """
+        shard = shard_id or 0
+        bucket = shard % self.identify_concurrency
+        lock = self._identify_locks.setdefault(bucket, asyncio.Lock())
+        async with lock:
+            if shard in self._identified_shards:
+                await super().before_identify_hook(shard_id, initial=False)
+            elif (last := self._identified_at.get(bucket)) is not None:
+                wait = last + IDENTIFY_INTERVAL - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            self._identified_shards.add(shard)
+            self._identified_at[bucket] = time.monotonic()
+
     async def close(self) -> None:
         """Stop what streams, let each reply show its final text (briefly), then disconnect."""
         active = dict(self._active)
@@ -187,7 +251,12 @@ class DiscordBot(discord.Client):
             _, pending = await asyncio.wait(active, timeout=CLOSE_GRACE)
             for task in pending:
                 task.cancel()
+        await self.budget_share.aclose()
         await self.rest.close()
+        if self._ready is discord.utils.MISSING:
+            # Closed before login (a shutdown right at start-up): AutoShardedClient.close needs
+            # the asyncio objects login creates first; a later start() then connects nothing.
+            await self._async_setup_hook()
         await super().close()
 
     # ----------------------------------------------------------------- mentions

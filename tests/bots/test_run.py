@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from io import StringIO
 from pathlib import Path
 
+import aiohttp
 import discord as discord_lib
 import httpx
 import pytest
@@ -26,6 +27,7 @@ from httpx_sse import aconnect_sse
 from bots.run import Runner
 from core.conversations import FINAL, ConversationKey
 from core.settings import Settings, load_settings
+from tests.bots.slack.conftest import CHANNEL, SECRET, SlackClient, wait_for
 from tests.fakes.discord_server import FakeDiscordServer
 from tests.fakes.llm_server import FakeLLMServer, Reply
 from tests.fakes.slack_api import FakeSlackAPI
@@ -79,9 +81,10 @@ class Process:
 
 
 @contextlib.asynccontextmanager
-async def started(env: dict[str, str], cwd: Path) -> AsyncIterator[Process]:
+async def started(env: dict[str, str], cwd: Path, *args: str) -> AsyncIterator[Process]:
     proc = await asyncio.create_subprocess_exec(
         *CLI,
+        *args,
         env=env,
         cwd=cwd,
         stdin=asyncio.subprocess.DEVNULL,
@@ -170,6 +173,27 @@ async def test_with_a_slack_stand_in_it_starts_slack_and_the_web_chat(tmp_path: 
     assert slack.bot_token not in process.output
     assert slack.app_token not in process.output
     assert code == 0
+
+
+async def test_slack_over_http_is_served_where_the_settings_say(tmp_path: Path) -> None:
+    async with FakeSlackAPI() as slack, aiohttp.ClientSession() as session:
+        env = empty_env(
+            SLACK_BOT_TOKEN=slack.bot_token,
+            SLACK_SIGNING_SECRET=SECRET,
+            SLACK_API_URL=slack.api_url,
+            SLACK_HTTP_HOST="127.0.0.1",
+            SLACK_HTTP_PORT="0",
+            SLACK_EDIT_INTERVAL="0.01",
+        )
+        async with started(env, tmp_path, "--no-web") as process:
+            output = await process.read_until("Ctrl-C stops.")
+            match = re.search(r"events at (http://127\.0\.0\.1:\d+/slack/events)", output)
+            assert match, output
+            await SlackClient(match.group(1), session, slack).mention("over http")
+            await wait_for(lambda: slack.texts(CHANNEL) == ["[echo] You said: over http"])
+            code = await process.stop()
+    assert code == 0
+    assert "Web chat" not in output
 
 
 async def test_with_discord_and_slack_configured_one_process_serves_all_three(

@@ -13,6 +13,15 @@ frames. REST (``/api/v10``): login, command sync, message create/edit/delete, ty
 callbacks, webhook edits and follow-ups. Every REST answer is JSON with ``Content-Type:
 application/json`` exactly (discord.py compares the header).
 
+Shards, as Discord has them: IDENTIFY's ``shard: [id, count]`` (none: ``[0, 1]``) is kept per
+connection (and per session, for RESUME); READY lists and GUILD_CREATE sends only that shard's
+guilds (a guild's shard is ``(guild_id >> 22) % count``, :meth:`shard_of`), and each event goes
+only to the connection(s) of the shard owning its guild (DMs: shard 0). An invalid shard is closed
+with 4010. ``GET /gateway/bot`` answers ``recommended_shards`` and ``max_concurrency``;
+:meth:`add_guild` takes ``shard=(id, count)`` to place a guild on a shard;
+:attr:`shards_identified` and :attr:`dispatched` (:meth:`delivered`) record who connected and
+which shards each event reached.
+
 Rate limits, answered the way Discord does: per-channel buckets for message creates and edits
 (``X-RateLimit-*`` headers on every answer; 429 with ``retry_after``, ``global: false``) and a
 bot-wide sliding window over every bot-authenticated request except interaction endpoints (429
@@ -41,6 +50,7 @@ from .base import LoopbackServer
 __all__ = [
     "ADMINISTRATOR",
     "MANAGE_GUILD",
+    "Dispatched",
     "FakeDiscordServer",
     "FakeGuild",
     "FakeInteraction",
@@ -212,6 +222,17 @@ class _Forced:
     status: int = 429
 
 
+@dataclass
+class Dispatched:
+    """One event the stand-in dispatched: its ``d.id`` (when it has one), its guild, and the
+    shards (``(id, count)``) of the connections it went to (empty: none was connected)."""
+
+    event: str
+    id: str | None
+    guild_id: str | None
+    shards: list[tuple[int, int]]
+
+
 class _Gateway:
     """One identified gateway connection."""
 
@@ -219,6 +240,8 @@ class _Gateway:
         self.ws = ws
         self.seq = 0
         self.intents: int | None = None
+        #: (shard id, shard count) from IDENTIFY; (0, 1) when the client sent none.
+        self.shard: tuple[int, int] = (0, 1)
         self.lock = asyncio.Lock()
 
     async def send(self, payload: dict[str, Any]) -> None:
@@ -250,10 +273,17 @@ class FakeDiscordServer(LoopbackServer):
         post_limit: tuple[int, float] | None = (5, 5.0),
         webhook_limit: tuple[int, float] | None = (5, 5.0),
         global_limit: tuple[int, float] | None = (50, 1.0),
+        recommended_shards: int = 1,
+        max_concurrency: int = 16,
         host: str = "127.0.0.1",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.token = token
+        #: ``GET /gateway/bot``: the shard count Discord recommends, and how many IDENTIFYs it
+        #: allows at once (Discord gives most bots 1; the default here lets a client identify
+        #: several shards without the 5 s pause between them).
+        self.recommended_shards = recommended_shards
+        self.max_concurrency = max_concurrency
         self.edit_limit = edit_limit
         self.post_limit = post_limit
         self.webhook_limit = webhook_limit
@@ -274,6 +304,11 @@ class FakeDiscordServer(LoopbackServer):
         self.requests: list[_Recorded] = []
         self.rate_limited: list[RateLimitEvent] = []
         self.identified = 0
+        #: (shard id, count) of every connection that identified, once it got READY and its
+        #: GUILD_CREATEs, in that order.
+        self.shards_identified: list[tuple[int, int]] = []
+        #: Every event dispatched after READY, with the shards it reached.
+        self.dispatched: list[Dispatched] = []
         #: The intents the last client identified with.
         self.intents: int | None = None
         self._tokens: dict[str, FakeInteraction] = {}
@@ -282,7 +317,7 @@ class FakeDiscordServer(LoopbackServer):
         self._forced: list[_Forced] = []
         self._gateways: list[_Gateway] = []
         self._sockets: set[web.WebSocketResponse] = set()
-        self._ready = asyncio.Event()
+        self._sessions: dict[str, tuple[int, int]] = {}  # session id -> its shard
         self._runner: web.AppRunner | None = None
 
     # ----------------------------------------------------------------- lifecycle
@@ -348,13 +383,21 @@ class FakeDiscordServer(LoopbackServer):
     def bot_id(self) -> str:
         return str(self.bot["id"])
 
-    async def wait_ready(self, tries: int = 500) -> None:
-        """Wait until a client has identified and received READY (bounded polling)."""
+    async def wait_ready(self, tries: int = 500, *, shards: int = 1) -> None:
+        """Wait until ``shards`` connections have identified and received READY and their
+        GUILD_CREATEs (bounded polling)."""
         for _ in range(tries):
-            if self._ready.is_set():
+            if len(self.shards_identified) >= shards:
                 return
             await asyncio.sleep(0.01)
-        raise AssertionError("no client identified with the gateway")
+        raise AssertionError(
+            f"{len(self.shards_identified)} of {shards} shard(s) identified with the gateway"
+        )
+
+    @staticmethod
+    def shard_of(guild_id: str | int | None, count: int) -> int:
+        """The shard (of ``count``) that gets the events of ``guild_id``; DMs (None): shard 0."""
+        return 0 if guild_id is None else (int(guild_id) >> 22) % count
 
     # ----------------------------------------------------------------- world building
 
@@ -380,8 +423,20 @@ class FakeDiscordServer(LoopbackServer):
         self.users[user_id] = self._user_payload(user_id, name)
         return user_id
 
-    def add_guild(self, name: str = "Test Guild") -> FakeGuild:
-        guild = FakeGuild(self._next_id(), name, str(self.owner["id"]))
+    def add_guild(
+        self, name: str = "Test Guild", *, shard: tuple[int, int] | None = None
+    ) -> FakeGuild:
+        """A guild with its @everyone role and the bot as a member; ``shard=(id, count)`` gives
+        it an id that lands on that shard (later ids continue above it)."""
+        guild_id = self._next_id()
+        if shard is not None:
+            wanted, count = shard
+            high = int(guild_id) >> 22  # a snowflake's timestamp part decides its shard
+            high += (wanted - high) % count
+            chosen = (high << 22) | (int(guild_id) & ((1 << 22) - 1))
+            self._ids = itertools.count(chosen + 1)
+            guild_id = str(chosen)
+        guild = FakeGuild(guild_id, name, str(self.owner["id"]))
         guild.roles[guild.id] = self._role_payload(guild.id, "@everyone", _EVERYONE_PERMISSIONS, 0)
         guild.members[self.bot_id] = self._member_payload(self.bot, [])
         self.guilds[guild.id] = guild
@@ -542,8 +597,23 @@ class FakeDiscordServer(LoopbackServer):
     # ----------------------------------------------------------------- events (tests call these)
 
     async def _dispatch(self, event: str, data: dict[str, Any]) -> None:
-        for gateway in list(self._gateways):
+        """Send ``event`` to the connections of the shard owning its guild (DMs: shard 0)."""
+        guild_id = data.get("guild_id")
+        targets = [g for g in self._gateways if self.shard_of(guild_id, g.shard[1]) == g.shard[0]]
+        ident = data.get("id")
+        self.dispatched.append(
+            Dispatched(
+                event, None if ident is None else str(ident), guild_id, [g.shard for g in targets]
+            )
+        )
+        for gateway in targets:
             await gateway.dispatch(event, data)
+
+    def delivered(self, ident: str | StoredMessage | FakeInteraction) -> list[tuple[int, int]]:
+        """The shards the events about ``ident`` (a message, an interaction) went to."""
+        if not isinstance(ident, str):
+            ident = ident.id
+        return [s for d in self.dispatched if d.id == ident for s in d.shards]
 
     def _message_payload(self, message: StoredMessage) -> dict[str, Any]:
         author = self.bot if message.author_id == self.bot_id else self.users[message.author_id]
@@ -862,12 +932,12 @@ class FakeDiscordServer(LoopbackServer):
         return _json(
             {
                 "url": self.gateway_url,
-                "shards": 1,
+                "shards": self.recommended_shards,
                 "session_start_limit": {
                     "total": 1000,
                     "remaining": 1000,
                     "reset_after": 0,
-                    "max_concurrency": 1,
+                    "max_concurrency": self.max_concurrency,
                 },
             }
         )
@@ -1114,36 +1184,65 @@ class FakeDiscordServer(LoopbackServer):
                 elif op == 2:
                     await self._identify(gateway, payload.get("d") or {})
                 elif op == 6:
-                    self._gateways.append(gateway)
-                    await gateway.dispatch("RESUMED", {})
+                    await self._resume(gateway, payload.get("d") or {})
         finally:
             self._sockets.discard(ws)
             if gateway in self._gateways:
                 self._gateways.remove(gateway)
         return ws
 
+    @staticmethod
+    def _valid_shard(shard: Any) -> tuple[int, int] | None:
+        if not isinstance(shard, list) or len(shard) != 2:
+            return None
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in shard):
+            return None
+        shard_id, count = shard
+        return (shard_id, count) if 0 <= shard_id < count else None
+
     async def _identify(self, gateway: _Gateway, data: dict[str, Any]) -> None:
         if data.get("token") != self.token:
             await gateway.ws.close(code=4004, message=b"Authentication failed.")
             return
+        shard = self._valid_shard(data["shard"]) if "shard" in data else (0, 1)
+        if shard is None:
+            await gateway.ws.close(code=4010, message=b"Invalid shard.")
+            return
+        gateway.shard = shard
         gateway.intents = self.intents = data.get("intents")
         self.identified += 1
         self._gateways.append(gateway)
-        await gateway.dispatch(
-            "READY",
-            {
-                "v": 10,
-                "user": {**self.bot, "verified": True, "mfa_enabled": False},
-                "guilds": [{"id": g, "unavailable": True} for g in self.guilds],
-                "session_id": secrets.token_hex(16),
-                "resume_gateway_url": self.gateway_url,
-                "application": {"id": self.application_id, "flags": 0},
-                "private_channels": [],
-                "relationships": [],
-                "user_settings": {},
-                "_trace": ["fake-discord"],
-            },
-        )
-        for guild in self.guilds.values():
+        guilds = [g for g in self.guilds.values() if self.shard_of(g.id, shard[1]) == shard[0]]
+        session_id = secrets.token_hex(16)
+        self._sessions[session_id] = shard
+        ready: dict[str, Any] = {
+            "v": 10,
+            "user": {**self.bot, "verified": True, "mfa_enabled": False},
+            "guilds": [{"id": g.id, "unavailable": True} for g in guilds],
+            "session_id": session_id,
+            "resume_gateway_url": self.gateway_url,
+            "application": {"id": self.application_id, "flags": 0},
+            "private_channels": [],
+            "relationships": [],
+            "user_settings": {},
+            "_trace": ["fake-discord"],
+        }
+        if "shard" in data:
+            ready["shard"] = list(shard)
+        await gateway.dispatch("READY", ready)
+        for guild in guilds:
             await gateway.dispatch("GUILD_CREATE", self._guild_create(guild))
-        self._ready.set()
+        self.shards_identified.append(shard)
+
+    async def _resume(self, gateway: _Gateway, data: dict[str, Any]) -> None:
+        """RESUME continues a session on its shard; an unknown one must identify anew (op 9)."""
+        if data.get("token") != self.token:
+            await gateway.ws.close(code=4004, message=b"Authentication failed.")
+            return
+        shard = self._sessions.get(str(data.get("session_id")))
+        if shard is None:
+            await gateway.send({"op": 9, "d": False, "s": None, "t": None})
+            return
+        gateway.shard = shard
+        self._gateways.append(gateway)
+        await gateway.dispatch("RESUMED", {})

@@ -106,3 +106,144 @@ async def test_gateway_rejects_a_wrong_token(server: FakeDiscordServer) -> None:
         closed = await ws.receive()
         assert closed.type is aiohttp.WSMsgType.CLOSE
         assert ws.close_code == 4004 or closed.data == 4004
+
+
+async def identify(
+    session: aiohttp.ClientSession, server: FakeDiscordServer, shard: list[int] | None
+) -> tuple[aiohttp.ClientWebSocketResponse, dict[str, Any], list[str]]:
+    """A raw gateway connection identified as ``shard``: (socket, READY, its GUILD_CREATE ids)."""
+    ws = await session.ws_connect(server.gateway_url)
+    assert json.loads((await ws.receive()).data)["op"] == 10
+    data: dict[str, Any] = {"token": TOKEN, "intents": 513}
+    if shard is not None:
+        data["shard"] = shard
+    await ws.send_str(json.dumps({"op": 2, "d": data}))
+    ready = json.loads((await ws.receive()).data)
+    assert ready["t"] == "READY"
+    created = []
+    for _ in ready["d"]["guilds"]:
+        frame = json.loads((await ws.receive()).data)
+        assert frame["t"] == "GUILD_CREATE"
+        created.append(frame["d"]["id"])
+    return ws, ready["d"], created
+
+
+async def next_event(ws: aiohttp.ClientWebSocketResponse) -> tuple[str, dict[str, Any]]:
+    frame = json.loads((await ws.receive()).data)
+    return frame["t"], frame["d"]
+
+
+async def test_gateway_routes_guilds_and_events_to_their_shard(
+    http: aiohttp.ClientSession,
+) -> None:
+    """Like Discord: each connection gets only its shard's guilds and their events; DMs go to
+    shard 0; an event of a shard nobody runs goes nowhere."""
+    async with FakeDiscordServer(recommended_shards=2, max_concurrency=2) as server:
+        guilds = [server.add_guild(f"G{n}", shard=(n % 2, 2)) for n in range(4)]
+        assert [server.shard_of(g.id, 2) for g in guilds] == [0, 1, 0, 1]
+        assert len({g.id for g in guilds}) == 4
+        assert [int(g.id) for g in guilds] == sorted(int(g.id) for g in guilds)
+        channels = [server.add_channel(g) for g in guilds]
+        users = [server.add_member(g, f"user{n}") for n, g in enumerate(guilds)]
+        assert all(int(c) > int(guilds[-1].id) for c in channels)  # ids stay unique, rising
+        dm = server.dm_channel(users[0])
+        async with aiohttp.ClientSession() as session:
+            _, _, limits = await call(http, "GET", f"{server.api_url}/gateway/bot")
+            assert limits["shards"] == 2
+            assert limits["session_start_limit"]["max_concurrency"] == 2
+
+            ws0, ready0, created0 = await identify(session, server, [0, 2])
+            assert ready0["shard"] == [0, 2]
+            assert created0 == [guilds[0].id, guilds[2].id]
+            message = await server.send_message(channels[1], users[1], "to shard 1")
+            assert server.delivered(message) == []  # shard 1 is not connected yet
+            ws1, ready1, created1 = await identify(session, server, [1, 2])
+            assert [g["id"] for g in ready1["guilds"]] == created1 == [guilds[1].id, guilds[3].id]
+            await server.wait_ready(shards=2)
+            assert server.shards_identified == [(0, 2), (1, 2)]
+
+            on_one = await server.send_message(channels[3], users[3], "to shard 1")
+            on_zero = await server.send_message(channels[2], users[2], "to shard 0")
+            in_dm = await server.send_message(dm, users[0], "a DM", mention_bot=False)
+            # In order on each connection: the next frame is the first event that is its own.
+            kind, data = await next_event(ws1)
+            assert (kind, data["id"], data["guild_id"]) == (
+                "MESSAGE_CREATE",
+                on_one.id,
+                guilds[3].id,
+            )
+            kind, data = await next_event(ws0)
+            assert (kind, data["id"], data["guild_id"]) == (
+                "MESSAGE_CREATE",
+                on_zero.id,
+                guilds[2].id,
+            )
+            kind, data = await next_event(ws0)
+            assert (kind, data["id"], "guild_id" in data) == ("MESSAGE_CREATE", in_dm.id, False)
+            assert server.delivered(on_one) == [(1, 2)]
+            assert server.delivered(on_zero) == server.delivered(in_dm) == [(0, 2)]
+
+            # Interactions and deletions too.
+            sync = f"{server.api_url}/applications/{server.application_id}/commands"
+            commands = [{"name": "ask", "description": "Ask", "type": 1}]
+            assert (await call(http, "PUT", sync, commands))[0] == 200
+            asked = await server.slash(channels[1], users[1], "ask", prompt="hi")
+            await server.delete_message(on_zero.id)
+            kind, data = await next_event(ws1)
+            assert (kind, data["id"], data["guild_id"]) == (
+                "INTERACTION_CREATE",
+                asked.id,
+                guilds[1].id,
+            )
+            kind, data = await next_event(ws0)
+            assert (kind, data["id"]) == ("MESSAGE_DELETE", on_zero.id)
+            assert server.delivered(asked) == [(1, 2)]
+            await ws0.close()
+            await ws1.close()
+
+
+async def test_gateway_closes_an_invalid_shard_with_4010(server: FakeDiscordServer) -> None:
+    async with aiohttp.ClientSession() as session:
+        for shard in ([2, 2], [-1, 2], [0, 0], [0], "0,1"):
+            async with session.ws_connect(server.gateway_url) as ws:
+                await ws.receive()
+                await ws.send_str(json.dumps({"op": 2, "d": {"token": TOKEN, "shard": shard}}))
+                closed = await ws.receive()
+                assert closed.type is aiohttp.WSMsgType.CLOSE
+                assert ws.close_code == 4010, shard
+        assert server.shards_identified == []
+        # Without a shard, a client is shard 0 of 1 and gets every guild.
+        guild = server.add_guild()
+        ws, ready, created = await identify(session, server, None)
+        assert "shard" not in ready
+        assert created == [guild.id]
+        assert server.shards_identified == [(0, 1)]
+        await ws.close()
+
+
+async def test_resume_keeps_the_sessions_shard_and_refuses_an_unknown_session() -> None:
+    async with FakeDiscordServer() as server:
+        guilds = [server.add_guild(f"G{n}", shard=(n, 2)) for n in range(2)]
+        channel = server.add_channel(guilds[1])
+        user = server.add_member(guilds[1], "user")
+        async with aiohttp.ClientSession() as session:
+            first, ready, _ = await identify(session, server, [1, 2])
+            await first.close()
+            async with session.ws_connect(server.gateway_url) as ws:
+                await ws.receive()
+                resume = {"token": TOKEN, "session_id": ready["session_id"], "seq": 2}
+                await ws.send_str(json.dumps({"op": 6, "d": resume}))
+                assert (await next_event(ws))[0] == "RESUMED"
+                message = await server.send_message(channel, user, "after the resume")
+                assert (await next_event(ws))[1]["id"] == message.id
+                assert server.delivered(message) == [(1, 2)]
+            async with session.ws_connect(server.gateway_url) as ws:
+                await ws.receive()
+                resume = {"token": TOKEN, "session_id": "unknown", "seq": 2}
+                await ws.send_str(json.dumps({"op": 6, "d": resume}))
+                assert json.loads((await ws.receive()).data) == {
+                    "op": 9,
+                    "d": False,
+                    "s": None,
+                    "t": None,
+                }

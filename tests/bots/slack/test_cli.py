@@ -66,8 +66,10 @@ async def test_http_mode_serves_signed_requests_until_terminated(slack_api: Fake
         "SLACK_API_URL": slack_api.api_url,
         "LLMCONNECT_MODEL": "echo",
         "SLACK_EDIT_INTERVAL": "0.01",
+        "SLACK_HTTP_HOST": "127.0.0.1",  # the flag's default comes from the setting
+        "SLACK_HTTP_PORT": "3999",  # the flag wins over the setting
     }
-    proc = await start("--http", "--host", "127.0.0.1", "--port", "0", env=env)
+    proc = await start("--http", "--port", "0", env=env)
     try:
         assert proc.stderr is not None
         line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
