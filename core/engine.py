@@ -24,7 +24,13 @@ from typing import Any
 import httpx
 
 from llmconnect import APIClientFactory, ConfigurationError, LLMError, provider_status
-from llmconnect.providers import get_spec, parse_model, resolve_provider
+from llmconnect.providers import (
+    ProviderSpec,
+    base_url_variable,
+    get_spec,
+    parse_model,
+    resolve_provider,
+)
 
 from .clock import Clock, MonotonicClock
 from .cluster import Cluster, cluster_for
@@ -225,7 +231,13 @@ class ChatEngine:
     def available_models(self) -> list[str]:
         """Models a user may pick: the configured entries of the allowed list, else every
         configured provider's default model."""
-        configured = {r.spec.name: r.spec for r in provider_status(self.env) if r.configured}
+        default_provider = self.default_model.split("/", 1)[0]
+        configured = {
+            r.spec.name: r.spec
+            for r in provider_status(self.env)
+            if r.configured
+            and (r.spec.needs_key or _pointed_at(r.spec, self.env, default_provider))
+        }
         allowed = self.settings.llmconnect_allowed_models
         if not allowed:
             return [
@@ -549,6 +561,17 @@ class ChatEngine:
             await asyncio.wait([listener])
         if self._owns_store:
             await close_store(self.store)
+
+
+def _pointed_at(spec: ProviderSpec, env: Mapping[str, str], default_provider: str) -> bool:
+    """A keyless provider is offered when it is echo (offline, always there), has its
+    ``FOO_BASE_URL`` set, or serves the default model: a local server (ollama, lmstudio) is not
+    offered merely because it needs no key (it is most often not running)."""
+    return (
+        spec.protocol == "echo"
+        or bool(env.get(base_url_variable(spec.name)))
+        or spec.name == default_provider
+    )
 
 
 def _visible(char: str) -> bool:

@@ -101,8 +101,6 @@ async def test_models_lists_available_and_marks_the_current(make_engine: EngineM
         "Available models:",
         "• echo/echo",
         "→ groq/llama-3.3-70b-versatile",
-        "• ollama/llama3.2",
-        "• lmstudio/local-model",
     ]
 
 

@@ -411,10 +411,9 @@ async def test_unknown_provider_is_refused_listing_available_models(
         await engine.set_model(KEY, "nosuch/model")
     message = info.value.user_message
     assert "Unknown provider 'nosuch'" in message
-    # Configured: echo and the keyless local servers always, groq because its key is set.
-    assert message.endswith(
-        "Available: echo/echo, groq/llama-3.3-70b-versatile, ollama/llama3.2, lmstudio/local-model."
-    )
+    # Offered: echo always, groq because its key is set (keyless local servers only when
+    # pointed at: see test_keyless_local_servers_are_offered_only_when_pointed_at).
+    assert message.endswith("Available: echo/echo, groq/llama-3.3-70b-versatile.")
     assert (await engine.conversation(KEY)).model is None
 
 
@@ -425,9 +424,7 @@ async def test_provider_without_key_is_refused_naming_the_variable(
     with pytest.raises(Refused) as info:
         engine.validate_model("groq/llama-3.3-70b-versatile")
     assert "GROQ_API_KEY" in info.value.user_message
-    assert "Available: echo/echo, ollama/llama3.2, lmstudio/local-model." in (
-        info.value.user_message
-    )
+    assert info.value.user_message.endswith("Available: echo/echo.")
 
 
 async def test_allowed_models_are_enforced_including_provider_wildcards(
@@ -455,12 +452,20 @@ async def test_allowed_models_are_enforced_including_provider_wildcards(
 
 async def test_available_models_lists_configured_providers(make_engine: EngineMaker) -> None:
     engine = make_engine(env={"MISTRAL_API_KEY": "m"})
-    assert engine.available_models() == [
-        "echo/echo",
-        "mistral/mistral-small-latest",
-        "ollama/llama3.2",
-        "lmstudio/local-model",
-    ]
+    assert engine.available_models() == ["echo/echo", "mistral/mistral-small-latest"]
+
+
+async def test_keyless_local_servers_are_offered_only_when_pointed_at(
+    make_engine: EngineMaker,
+) -> None:
+    # Needing no key is not being there: ollama is offered once OLLAMA_BASE_URL is set...
+    pointed = make_engine(env={"OLLAMA_BASE_URL": "http://gpu-box:11434/v1"})
+    assert pointed.available_models() == ["echo/echo", "ollama/llama3.2"]
+    # ...or when it serves the default model; lmstudio, neither, is not offered.
+    default = make_engine(env={}, llmconnect_model="lmstudio/qwen")
+    assert default.available_models() == ["echo/echo", "lmstudio/local-model"]
+    # Asked for by name it is still accepted (the user knows their server runs).
+    assert make_engine().validate_model("ollama/llama3.2") == "ollama/llama3.2"
 
 
 # -- errors ---------------------------------------------------------------------------------------
