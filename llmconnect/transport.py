@@ -19,7 +19,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 from .errors import (
     AuthenticationError,
@@ -40,6 +42,7 @@ __all__ = [
     "error_from_response",
     "open_stream",
     "parse_retry_after",
+    "pool_transport",
     "shared_http_client",
     "translate_transport_errors",
 ]
@@ -85,14 +88,40 @@ _shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
 )
 
 
+def pool_transport() -> httpx.AsyncBaseTransport:
+    """The transport of :func:`shared_http_client`: aiohttp's pool, unlimited connections."""
+    return AiohttpTransport(client=_aiohttp_session)
+
+
+def _aiohttp_session() -> aiohttp.ClientSession:
+    # Made on the first request, inside the loop that uses it.
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            limit=0,  # unlimited (aiohttp's default caps at 100 connections)
+            keepalive_timeout=30.0,
+            ssl=httpx.create_ssl_context(),
+        ),
+        trust_env=True,  # HTTP(S)_PROXY / NO_PROXY, as httpx honours them
+        cookie_jar=aiohttp.DummyCookieJar(),  # an API client keeps no cookies
+    )
+
+
 def shared_http_client() -> httpx.AsyncClient:
-    """The process-wide (per event loop) client, so every conversation reuses connections."""
+    """The process-wide (per event loop) client, so every conversation reuses connections.
+
+    httpx's API over aiohttp's connection pool (``httpx-aiohttp``): httpx's own transport costs
+    about twice the CPU per streamed event (httpcore arms an anyio cancel scope and a timer and
+    h11 parses in Python on every socket read), which is what lagged the event loop with
+    hundreds of live streams (``benchmarks/load.py --llm-transport``, ``docs/benchmarks.md``).
+    aiohttp's errors reach :func:`translate_transport_errors` as httpx's. A client passed in
+    (``http_client=``) is used as it is.
+    """
     loop = asyncio.get_running_loop()
     client = _shared.get(loop)
     if client is None or client.is_closed:
         client = httpx.AsyncClient(
+            transport=pool_transport(),
             timeout=Timeouts().to_httpx(),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
             follow_redirects=False,
         )
         _shared[loop] = client
@@ -211,24 +240,53 @@ def translate_transport_errors(provider: str, *, started: bool) -> Iterator[None
     """httpx exceptions → llmconnect errors. ``started``: the response head has arrived."""
     try:
         yield
-    except httpx.TimeoutException as exc:
-        what = "went silent" if started else "did not answer in time"
-        raise LLMTimeoutError(
-            f"{provider}: the stream {what} ({type(exc).__name__})", provider=provider
-        ) from None
-    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-        if started:
-            raise StreamInterruptedError(
-                f"{provider}: connection dropped mid-reply ({type(exc).__name__})",
-                provider=provider,
+    except httpx.TransportError as exc:
+        failure = _failure(exc)
+        name = type(exc.__cause__ if failure.via_aiohttp else exc).__name__
+        if failure.kind == "timeout":
+            what = "went silent" if started else "did not answer in time"
+            raise LLMTimeoutError(
+                f"{provider}: the stream {what} ({name})", provider=provider
+            ) from None
+        if failure.kind == "dropped":
+            if started:
+                raise StreamInterruptedError(
+                    f"{provider}: connection dropped mid-reply ({name})", provider=provider
+                ) from None
+            raise ProviderUnavailableError(
+                f"{provider}: connection failed ({name})", provider=provider
             ) from None
         raise ProviderUnavailableError(
-            f"{provider}: connection failed ({type(exc).__name__})", provider=provider
+            f"{provider}: cannot reach the provider ({name})", provider=provider
         ) from None
-    except httpx.TransportError as exc:
-        raise ProviderUnavailableError(
-            f"{provider}: cannot reach the provider ({type(exc).__name__})", provider=provider
-        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    kind: str  # "timeout" | "dropped" (the connection broke) | "unreachable"
+    via_aiohttp: bool = False
+
+
+def _failure(exc: httpx.TransportError) -> _Failure:
+    cause = exc.__cause__
+    if isinstance(cause, aiohttp.ClientError):
+        # The shared pool's transport (httpx-aiohttp) maps aiohttp's errors too coarsely (a
+        # refused connection arrives as httpx.ConnectTimeout): classify the original instead.
+        if isinstance(cause, aiohttp.ServerTimeoutError):
+            return _Failure("timeout", True)
+        if isinstance(cause, aiohttp.ClientConnectorError):
+            return _Failure("unreachable", True)
+        if isinstance(
+            cause,
+            aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError | aiohttp.ClientOSError,
+        ):
+            return _Failure("dropped", True)
+        return _Failure("unreachable", True)
+    if isinstance(exc, httpx.TimeoutException):
+        return _Failure("timeout")
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+        return _Failure("dropped")
+    return _Failure("unreachable")
 
 
 @contextlib.asynccontextmanager

@@ -21,6 +21,7 @@ from core.clock import Clock
 from core.conversations import ConversationKey, Status
 from core.engine import ChatEngine
 from core.settings import Settings, load_settings
+from llmconnect import aclose_shared_clients
 from tests.fakes.llm_server import FakeLLMServer
 
 KEY = ConversationKey("test", "general")
@@ -102,6 +103,7 @@ async def make_engine() -> AsyncIterator[EngineMaker]:
     yield make
     for engine in engines:
         await engine.aclose()
+    await aclose_shared_clients()  # the pool an engine without http_client used, if any
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 Every test talks to a real :class:`FakeLLMServer` over loopback through the public API. Retries
 never sleep for real (``sleeps`` records the requested delays), and the httpx client the tests use
-goes through :class:`TrackingTransport`, which counts responses still open so a test can prove a
+goes through :class:`TrackingTransport` (over httpx's own transport and over the shared pool's
+aiohttp one, each test once per transport), which counts responses still open so a test can prove a
 cancelled or failed reply released its connection — and teardown fails any test that leaks one.
 """
 
@@ -18,6 +19,7 @@ import pytest
 
 import llmconnect
 from llmconnect import PROVIDERS, APIClientFactory, AsyncAPIClient, RetryPolicy
+from llmconnect.transport import pool_transport
 from tests.fakes.llm_server import FakeLLMServer
 
 #: A recognisable fake key: any occurrence of it in a log line, error or repr is a leak.
@@ -58,9 +60,15 @@ class _TrackedStream(httpx.AsyncByteStream):
 class TrackingTransport(httpx.AsyncBaseTransport):
     """A real ``AsyncHTTPTransport`` that counts responses not yet closed."""
 
-    def __init__(self) -> None:
-        self._inner = httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=100)
+    def __init__(self, kind: str = "httpx") -> None:
+        #: "aiohttp": the shared pool's transport (production); "httpx": httpx's own, which a
+        #: caller's ``http_client=`` usually has. Every test using ``http`` runs on both.
+        self._inner = (
+            pool_transport()
+            if kind == "aiohttp"
+            else httpx.AsyncHTTPTransport(
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=100)
+            )
         )
         self.open = 0
         self.opened = 0
@@ -130,9 +138,9 @@ async def llm_server() -> AsyncIterator[FakeLLMServer]:
         await llmconnect.aclose_shared_clients()
 
 
-@pytest.fixture
-def transport() -> TrackingTransport:
-    return TrackingTransport()
+@pytest.fixture(params=["httpx", "aiohttp"])
+def transport(request: pytest.FixtureRequest) -> TrackingTransport:
+    return TrackingTransport(request.param)
 
 
 @pytest.fixture
