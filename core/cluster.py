@@ -181,16 +181,19 @@ class BudgetShare:
         """Beat once now (so the first requests already keep to the share), then keep beating."""
         if not self.cluster.shared:
             return
-        await self.beat()
+        await self._try_beat()
         self._task = asyncio.create_task(self._run(), name=f"budget share {self.group}")
 
     async def _run(self) -> None:
         while True:
             await self.clock.sleep(self.every)
-            try:
-                await self.beat()
-            except Exception as exc:  # Redis briefly away: keep the last share, beat again later
-                log.warning("%s: heartbeat failed (%s)", self.group, type(exc).__name__)
+            await self._try_beat()
+
+    async def _try_beat(self) -> None:
+        try:
+            await self.beat()
+        except Exception as exc:  # Redis away: keep the last share, beat again later
+            log.warning("%s: heartbeat failed (%s)", self.group, type(exc).__name__)
 
     async def aclose(self) -> None:
         task, self._task = self._task, None

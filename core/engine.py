@@ -515,12 +515,17 @@ class ChatEngine:
         task = asyncio.create_task(self.cluster.listen_stops(self._stop_here, ready))
         self._stop_listener = task
         # Subscribed before this process takes any lock: no stop request can slip past.
-        try:
-            await asyncio.wait_for(ready.wait(), REMOTE_STOP_WAIT)
-        except TimeoutError:
-            task.cancel()
+        waiter = asyncio.ensure_future(ready.wait())
+        await asyncio.wait(
+            [waiter, task], timeout=REMOTE_STOP_WAIT, return_when=asyncio.FIRST_COMPLETED
+        )
+        waiter.cancel()
+        if not ready.is_set():
             self._stop_listener = None  # the next prompt tries again
-            raise
+            if task.done():
+                task.result()  # raises why (Redis away)
+            task.cancel()
+            raise TimeoutError("no answer from the store's pub/sub")
 
     def _stop_here(self, key: ConversationKey) -> None:
         """Another process asked: stop ``key``'s generation if this process runs it."""

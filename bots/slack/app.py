@@ -259,7 +259,11 @@ class SlackBot:
         event_id = body.get("event_id")
         if not event_id:
             return False
-        return not await self.engine.cluster.first_sighting(f"slack:{event_id}", EVENT_MEMORY)
+        try:
+            return not await self.engine.cluster.first_sighting(f"slack:{event_id}", EVENT_MEMORY)
+        except Exception as exc:  # Redis away: answer (the engine then says what is wrong)
+            log.warning("could not check event %s (%s)", event_id, type(exc).__name__)
+            return False
 
     async def _on_text(self, place: Place, text: str) -> None:
         command = parse_command(text)

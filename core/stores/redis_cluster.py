@@ -115,6 +115,8 @@ class RedisCluster:
                             continue
                         on_stop(key)
             except (RedisError, OSError) as exc:
+                if not ready.is_set():
+                    raise  # never subscribed: the caller learns that Redis is away
                 log.warning("stop requests: lost Redis (%s); subscribing again", exc)
                 await asyncio.sleep(RESUBSCRIBE_AFTER)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+
+from core.engine import STORE_UNAVAILABLE
 from tests.fakes.llm_server import FakeLLMServer, Reply
 from tests.fakes.slack_api import FakeSlackAPI
 
@@ -147,6 +150,20 @@ async def test_a_redelivery_to_another_worker_is_answered_once(
         await running.bot.aclose()  # every delivery has finished: a second answer would be here
     assert slack_api.texts(CHANNEL) == ["You said: only once"]
     assert chat_requests(llm) == 1
+
+
+async def test_an_unreachable_store_is_said_to_the_asker(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on: Redis is down
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    running = await make_bot(store_url=f"redis://127.0.0.1:{port}/0")
+    await running.slack.mention("anyone home?")
+    await wait_for(lambda: len(slack_api.ephemeral) == 1)
+    assert slack_api.ephemeral[0]["text"] == STORE_UNAVAILABLE
+    assert chat_requests(llm) == 0
+    assert slack_api.texts(CHANNEL) == []
 
 
 async def test_bot_messages_edits_and_other_subtypes_are_ignored(
