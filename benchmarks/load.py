@@ -12,9 +12,9 @@ Three processes on loopback (``fork``):
   Slack ``app_mention`` posted to the bot's HTTP endpoint), the mentions spread over ``--ramp`` s;
 - this process, the one measured: one :class:`~bots.discord.DiscordBot` (real discord.py client)
   and one :class:`~bots.slack.SlackBot` (slack-bolt over HTTP; top-level mentions are answered by
-  ``chat.postMessage`` + ``chat.update``) sharing one :class:`~core.engine.ChatEngine` on the
-  production LLM connection pool, with production settings (edit intervals, Discord's 45
-  requests/s bot-wide budget).
+  ``chat.postMessage`` + ``chat.update``) sharing one :class:`~core.engine.ChatEngine` (by
+  default on llmconnect's production LLM connection pool, see ``--llm-transport``), with
+  production settings (edit intervals, Discord's 45 requests/s bot-wide budget).
 
 Timestamps are ``time.monotonic()`` (CLOCK_MONOTONIC: one clock for every process on Linux): the
 LLM stand-in's write time of each reply's first and last content event, and the platform
@@ -22,9 +22,26 @@ stand-ins' receive time of each bot message's post and of its last change.
 
 Prints completed replies, replies whose visible text is not exactly what the LLM sent, 429s, the
 latency the bot adds before the first delta is visible and after the last one (p50/p99), CPU
-seconds of this process per 1,000 deltas and its peak RSS. Exits 1 if any reply is lost or differs.
+seconds of this process per 1,000 deltas, its event-loop lag and its peak RSS. Exits 1 if any reply
+is lost or differs.
+
+First-visible latency is split into the *budget floor* (the wait a reply's first post cannot avoid
+under the platform's request budget, given the order in which the first LLM chunks arrived: the
+k-th of 200 simultaneous first posts at 45 requests/s goes out ~k/45 s later) and the latency above
+it, which is what the bot adds. ``--ramp auto`` spreads the users over long enough that the
+replies' requests use about half of each budget, so the budget is not the bottleneck.
+``--llm-transport`` chooses how the bots read the LLM: ``pool`` (the default) is llmconnect's
+production pool (no ``http_client=``: ``shared_http_client()``, httpx's API on aiohttp's
+connections and C parser via ``httpx-aiohttp``); ``httpx`` passes the engine a plain
+``httpx.AsyncClient`` on httpx's own transport (httpcore + anyio + h11, no connection cap), which is
+what the pool was before, and what a caller passing its own ``http_client=`` still gets.
+``--loop both`` runs the bots' process on asyncio's loop and on uvloop, ``--llm-transport both`` on
+both transports; with ``--repeat N`` the alternatives run alternately (A, B, B, A, ...) and the runs
+are printed side by side.
 
     python benchmarks/load.py [--conversations 500] [--split 0.5] [--tokens 300] [--rate 45]
+                              [--ramp SECONDS|auto] [--loop asyncio|uvloop|both] [--repeat N]
+                              [--llm-transport pool|httpx|both]
 """
 
 from __future__ import annotations
@@ -34,12 +51,15 @@ import asyncio
 import contextlib
 import io
 import logging
+import math
 import multiprocessing as mp
 import random
 import resource
 import sys
 import time
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -47,6 +67,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp
+import httpx
 from aiohttp import web
 
 from bots.discord import DiscordBot
@@ -57,7 +78,7 @@ from core.conversations import ConversationKey
 from core.engine import ChatEngine
 from core.settings import Settings
 from core.split import split_message
-from llmconnect import aclose_shared_clients
+from llmconnect import Timeouts, aclose_shared_clients
 from tests.bots.slack.conftest import SlackClient, slack_settings
 from tests.fakes.discord_server import FakeDiscordServer, StoredMessage
 from tests.fakes.llm_server import FakeLLMServer, _Outcome, split_deltas
@@ -95,6 +116,11 @@ WORDS = (
     "zulu",
 )
 POLL = 0.1  # seconds between checks whether every reply is done
+#: ``--llm-transport`` choices: how the bots' process reads the LLM.
+TRANSPORTS = {
+    "pool": "pool (llmconnect's shared pool: httpx-aiohttp)",
+    "httpx": "httpx (own http_client=: httpcore + anyio + h11)",
+}
 
 #: One visible bot message: (text, receive time of its post, receive time of its last change).
 Shown = tuple[str, float, float]
@@ -341,10 +367,44 @@ class BotRun:
     finished: bool
     discord_rest_requests: int
     discord_rest_429: int
+    #: (rate, per, burst) of the bot's budgets: Discord's bot-wide one, Slack's workspace one.
+    budgets: dict[str, tuple[float, float, int]] = field(default_factory=dict)
+    #: How late each 10 ms heartbeat of this process's event loop woke up, in seconds.
+    lags: list[float] = field(default_factory=list)
+
+
+async def _heartbeat(lags: list[float], period: float = 0.01) -> None:
+    """Event-loop lag: how much later than asked a ``period`` sleep returns."""
+    loop = asyncio.get_running_loop()
+    while True:
+        t0 = loop.time()
+        await asyncio.sleep(period)
+        lags.append(max(0.0, loop.time() - t0 - period))
+
+
+def llm_http_client(transport: str) -> httpx.AsyncClient | None:
+    """The ``http_client=`` the engine gets for ``--llm-transport``.
+
+    ``pool``: ``None``, i.e. llmconnect's production pool (``shared_http_client()``: httpx's API
+    on aiohttp's connections, ``httpx-aiohttp``). ``httpx``: a plain ``httpx.AsyncClient`` on
+    httpx's own transport (httpcore + anyio + h11), set up as the pool was before it moved to
+    aiohttp: no connection cap, llmconnect's timeouts.
+    """
+    if transport == "pool":
+        return None
+    return httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+        timeout=Timeouts().to_httpx(),
+        follow_redirects=False,
+    )
 
 
 async def run_bots(
-    args: argparse.Namespace, plan: list[str], llm_url: str, platform: Connection
+    args: argparse.Namespace,
+    plan: list[str],
+    llm_url: str,
+    platform: Connection,
+    transport: str,
 ) -> BotRun:
     """Start both bots on one engine, let the users in, wait (bounded) until every reply is done."""
     discord_api, gateway, token, slack_port = platform.recv()
@@ -359,7 +419,8 @@ async def run_bots(
         llmconnect_model=f"local/{MODEL}",
         max_conversations=max(len(plan), 1),
     )
-    engine = ChatEngine(settings, env={"LOCAL_BASE_URL": llm_url})  # production pool
+    http = llm_http_client(transport)
+    engine = ChatEngine(settings, env={"LOCAL_BASE_URL": llm_url}, http_client=http)
     discord_bot = DiscordBot(settings, engine, out=io.StringIO(), guild_ready_timeout=0.01)
     await discord_bot.login(token)
     connection = asyncio.create_task(discord_bot.connect(reconnect=False))
@@ -392,6 +453,8 @@ async def run_bots(
 
     slowest = args.rate * 2 / 3
     deadline = args.ramp + args.ttft + (args.tokens + 2) / slowest + args.grace
+    lags: list[float] = []
+    heartbeat = asyncio.create_task(_heartbeat(lags))
     wall0, cpu0 = time.perf_counter(), time.process_time()
     platform.send(f"http://127.0.0.1:{port}{EVENTS_PATH}")
     finished = False
@@ -401,14 +464,25 @@ async def run_bots(
             finished = True
             break
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    heartbeat.cancel()
     rest = discord_bot.rest
     requests, limited = rest.requests, rest.rate_limited
+    budgets = {
+        name: (b.rate, b.per, b.burst)
+        for name, b in (
+            ("discord", discord_bot.budget),
+            ("slack", next(iter(slack_bot._budgets.values()), None)),
+        )
+        if b is not None
+    }
     await slack_bot.aclose()
     await discord_bot.close()
     await engine.aclose()
     await asyncio.wait_for(connection, 10)
     await aclose_shared_clients()
-    return BotRun(wall, cpu, finished, requests, limited)
+    if http is not None:
+        await http.aclose()
+    return BotRun(wall, cpu, finished, requests, limited, budgets, lags)
 
 
 # --------------------------------------------------------------------------- report
@@ -429,7 +503,70 @@ def expected_messages(platform: str, text: str) -> list[str]:
     return [to_mrkdwn(part) for part in split_message(text, UPDATE_MAX_LEN)]
 
 
-def run(args: argparse.Namespace) -> int:
+def budget_floor(arrivals: list[float], rate: float, per: float, burst: int) -> list[float]:
+    """For each reply, the wait its first post cannot avoid under the bot's request budget.
+
+    ``arrivals``: when each reply's first LLM chunk was written. The floor is what an
+    :class:`~core.render.EditBudget` of ``rate`` per ``per`` s (``burst``) would impose if it
+    served nothing but these first posts, first come first served, at no CPU cost: the k-th of
+    200 simultaneous first posts at 45/s waits about k/45 s. Anything above it is latency the bot
+    adds (CPU, event-loop lag, other requests sharing the budget, the HTTP round trip).
+    """
+    interval = per / rate
+    tau = (burst - 1) * interval
+    tat = -math.inf
+    window: deque[float] | None = deque(maxlen=int(rate)) if burst > 1 else None
+    floors = [0.0] * len(arrivals)
+    for i in sorted(range(len(arrivals)), key=arrivals.__getitem__):
+        at = max(arrivals[i], tat - tau)
+        if window is not None and len(window) == window.maxlen:
+            at = max(at, window[0] + per)
+        tat = max(tat, at) + interval
+        if window is not None:
+            window.append(at)
+        floors[i] = at - arrivals[i]
+    return floors
+
+
+def requests_per_reply(platform: str, args: argparse.Namespace) -> float:
+    """Budget requests one reply makes on average: typing (Discord), post, edits, final edit."""
+    mean_seconds = (args.tokens + 2) * math.log(2) / (args.rate * 2 / 3)  # E[1/rate], U(a, 2a)
+    interval = Settings.model_fields[f"{platform}_edit_interval"].default
+    return (2 if platform == "discord" else 1) + mean_seconds / interval + 1
+
+
+def budget_rate(platform: str, args: argparse.Namespace) -> float:
+    """The bot's request budget per second for ``platform`` in this benchmark."""
+    if platform == "discord":
+        return float(Settings.model_fields["discord_requests_per_second"].default)
+    return args.slack_rate / 60
+
+
+def auto_ramp(args: argparse.Namespace, plan: list[str], share: float = 0.5) -> float:
+    """A ramp over which the users' request demand stays near ``share`` of each budget."""
+    return max(
+        plan.count(p) * requests_per_reply(p, args) / (share * budget_rate(p, args))
+        for p in ("discord", "slack")
+    )
+
+
+@dataclass
+class Summary:
+    """One run's headline numbers, for the side-by-side table of several runs."""
+
+    loop: str
+    transport: str
+    ok: bool
+    wall: float
+    cpu_per_1k: float
+    lag_p99: float
+    lag_max: float
+    #: platform -> (first p50, first p99, above-floor p50, above-floor p99, floor p50,
+    #: complete-after p50, complete-after p99), seconds.
+    platforms: dict[str, tuple[float, ...]] = field(default_factory=dict)
+
+
+def run(args: argparse.Namespace, loop: str, transport: str, *, earlier: bool = False) -> Summary:
     n = args.conversations
     plan = platforms(n, args.split)
     ctx = mp.get_context("fork")
@@ -441,11 +578,13 @@ def run(args: argparse.Namespace) -> int:
         args=(plat_child_conn, plan, args.tokens, args.ramp, args.slack_update_interval),
         daemon=True,
     )
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     llm.start()
     stand_ins.start()
     try:
         llm_url = llm_conn.recv()
-        bots = asyncio.run(run_bots(args, plan, llm_url, plat_conn))
+        with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+            bots = runner.run(run_bots(args, plan, llm_url, plat_conn, transport))
         plat_conn.send("report")
         report: PlatformReport = plat_conn.recv()
         llm_conn.send("times")
@@ -458,9 +597,11 @@ def run(args: argparse.Namespace) -> int:
             proc.join(15)
             if proc.is_alive():
                 proc.terminate()
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    # KiB on Linux; a high-water mark of the whole process (so a later run may show an earlier's).
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     first: dict[str, list[float]] = {"discord": [], "slack": []}
+    arrived: dict[str, list[float]] = {"discord": [], "slack": []}
     after: dict[str, list[float]] = {"discord": [], "slack": []}
     bad: list[int] = []
     for i, platform in enumerate(plan):
@@ -471,15 +612,18 @@ def run(args: argparse.Namespace) -> int:
             continue
         t_first, t_last = sent[f"q{i}"]
         first[platform].append(shown[0][1] - t_first)
+        arrived[platform].append(t_first)
         after[platform].append(max(t1 for _, _, t1 in shown) - t_last)
 
     n_slack = plan.count("slack")
     deltas = n * (args.tokens + 2)
+    ramp = f"ramp {args.ramp:g} s" + (" (auto)" if args.ramp_auto else "")
     print(
         f"{n} conversations ({n - n_slack} Discord, {n_slack} Slack) x {args.tokens + 2} deltas "
         f"at {args.rate * 2 / 3:.0f}-{args.rate * 4 / 3:.0f} tokens/s, ttft {args.ttft:g} s, "
-        f"ramp {args.ramp:g} s; Slack chat.update >= {args.slack_update_interval:g} s apart, "
-        f"workspace budget {args.slack_rate:g}/min"
+        f"{ramp}; Slack chat.update >= {args.slack_update_interval:g} s apart, workspace "
+        f"budget {args.slack_rate:g}/min; bots' event loop: {loop}; LLM transport: "
+        f"{TRANSPORTS[transport]}"
     )
     print(
         f"wall                        {bots.wall:8.2f} s"
@@ -492,22 +636,58 @@ def run(args: argparse.Namespace) -> int:
         f"  (Discord per-route {report.discord_429}, global {report.discord_429_global}; "
         f"Slack {report.slack_429})"
     )
+    summary = Summary(
+        loop,
+        transport,
+        False,
+        bots.wall,
+        bots.cpu / deltas * 1000,
+        pct(bots.lags, 0.99),
+        max(bots.lags, default=float("nan")),
+    )
     for name, label in (("discord", "Discord"), ("slack", "Slack")):
         if not first[name]:
             continue
         f, a = first[name], after[name]
+        rate, per, burst = bots.budgets.get(name, (budget_rate(name, args), 1.0, 1))
+        floors = budget_floor(arrived[name], rate, per, burst)
+        above = [v - fl for v, fl in zip(f, floors, strict=True)]
+        unit = f"{rate:g}/s" if per == 1 else f"{rate:g}/{per:g} s"
         print(
             f"{label:<8} first delta visible  p50 {pct(f, 0.5) * 1e3:8.1f} ms  p99 {pct(f, 0.99) * 1e3:8.1f} ms"
             f"  max {max(f) * 1e3:8.1f} ms"
         )
         print(
+            f"{label:<8} budget floor         p50 {pct(floors, 0.5) * 1e3:8.1f} ms  p99 "
+            f"{pct(floors, 0.99) * 1e3:8.1f} ms  max {max(floors) * 1e3:8.1f} ms"
+            f"  ({unit}, burst {burst}, first posts alone)"
+        )
+        print(
+            f"{label:<8} visible above floor  p50 {pct(above, 0.5) * 1e3:8.1f} ms  p99 "
+            f"{pct(above, 0.99) * 1e3:8.1f} ms  max {max(above) * 1e3:8.1f} ms"
+        )
+        print(
             f"{label:<8} complete after last  p50 {pct(a, 0.5):8.2f} s   p99 {pct(a, 0.99):8.2f} s"
             f"   max {max(a):8.2f} s"
         )
+        summary.platforms[name] = (
+            pct(f, 0.5),
+            pct(f, 0.99),
+            pct(above, 0.5),
+            pct(above, 0.99),
+            pct(floors, 0.5),
+            pct(a, 0.5),
+            pct(a, 0.99),
+        )
     print(
-        f"CPU (this process)          {bots.cpu:8.2f} s  ({bots.cpu / deltas * 1000:.3f} s per 1,000 deltas)"
+        f"CPU (this process)          {bots.cpu:8.2f} s  ({summary.cpu_per_1k:.3f} s per 1,000 deltas)"
     )
-    print(f"peak RSS (this process)     {peak_rss_mb:8.1f} MB")
+    print(
+        f"event-loop lag (this process)  p50 {pct(bots.lags, 0.5) * 1e3:.1f} ms  p99 "
+        f"{summary.lag_p99 * 1e3:.1f} ms  max {summary.lag_max * 1e3:.1f} ms (10 ms heartbeat)"
+    )
+    note = "" if rss > rss0 or not earlier else " (the process's high-water mark: an upper bound)"
+    print(f"peak RSS (this process)     {rss / 1024:8.1f} MB{note}")
     print(
         f"Discord REST by the bot's sinks: {bots.discord_rest_requests} "
         f"({bots.discord_rest_429} answered 429); all requests at the stand-in: "
@@ -519,9 +699,42 @@ def run(args: argparse.Namespace) -> int:
         print(f"BAD: conversation {i} ({plan[i]}): {len(shown)} messages, ends {last!r}")
     if bad or not bots.finished:
         print(f"FAIL: {len(bad)} of {n} replies lost or not exactly the LLM's text")
-        return 1
+        return summary
     print(f"OK: all {n} replies complete and exactly the LLM's text")
-    return 0
+    summary.ok = True
+    return summary
+
+
+def print_table(summaries: list[Summary]) -> None:
+    """Several runs side by side."""
+    names = [p for p in ("discord", "slack") if any(p in s.platforms for s in summaries)]
+    print("\n## side by side: first visible and above the budget floor in ms (p50/p99),")
+    print("## complete after the LLM's last chunk in s (p50/p99), event-loop lag in ms (p99/max)")
+    head = f"{'loop':<8} {'LLM':<6} {'ok':<3} {'wall s':>7} {'CPU s/1k':>8} {'lag':>13}"
+    for p in names:
+        head += f"  {p + ' first':>19} {'above floor':>17} {'complete':>13}"
+    print(head)
+    for s in summaries:
+        row = (
+            f"{s.loop:<8} {s.transport:<6} {'ok' if s.ok else 'NO':<3} {s.wall:7.2f} {s.cpu_per_1k:8.3f} "
+            f"{s.lag_p99 * 1e3:6.0f}/{s.lag_max * 1e3:<6.0f}"
+        )
+        for p in names:
+            f50, f99, a50, a99, _, c50, c99 = s.platforms.get(p, (float("nan"),) * 7)
+            row += (
+                f"  {f50 * 1e3:>9.1f}/{f99 * 1e3:<9.1f} {a50 * 1e3:>8.1f}/{a99 * 1e3:<8.1f}"
+                f" {c50:>6.2f}/{c99:<6.2f}"
+            )
+        print(row)
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The bots' event loop for ``--loop``: ``None`` is asyncio's default loop."""
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
 
 
 def main() -> None:
@@ -533,7 +746,32 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=300, help="words per reply (plus two)")
     parser.add_argument("--rate", type=float, default=45.0, help="mean tokens/s per reply")
     parser.add_argument("--ttft", type=float, default=0.25, help="seconds to the first token")
-    parser.add_argument("--ramp", type=float, default=0.0, help="seconds over which users ask")
+    parser.add_argument(
+        "--ramp",
+        default="0",
+        help="seconds over which users ask; auto: long enough that the replies' requests use "
+        "about half of each platform budget (the budget is then not the bottleneck)",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop", "both"),
+        default="asyncio",
+        help="event loop of the bots' process; both: alternate them (stand-ins stay on asyncio)",
+    )
+    parser.add_argument(
+        "--llm-transport",
+        choices=(*TRANSPORTS, "both"),
+        default="pool",
+        help="how the bots read the LLM: pool (llmconnect's production pool, httpx-aiohttp), "
+        "httpx (a plain httpx.AsyncClient on httpx's own transport, what the pool was before); "
+        "both: alternate them",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the whole case this many times (per loop and transport)",
+    )
     parser.add_argument(
         "--slack-update-interval",
         type=float,
@@ -550,8 +788,29 @@ def main() -> None:
     args = parser.parse_args()
     if args.conversations < 1 or args.tokens < 2 or args.rate <= 0 or not 0 <= args.split <= 1:
         parser.error("need --conversations >= 1, --tokens >= 2, --rate > 0, 0 <= --split <= 1")
+    args.ramp_auto = args.ramp == "auto"
+    try:
+        args.ramp = (
+            auto_ramp(args, platforms(args.conversations, args.split))
+            if args.ramp_auto
+            else float(args.ramp)
+        )
+    except ValueError:
+        parser.error("--ramp takes seconds or auto")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    sys.exit(run(args))
+    loops = ["asyncio", "uvloop"] if args.loop == "both" else [args.loop]
+    transports = list(TRANSPORTS) if args.llm_transport == "both" else [args.llm_transport]
+    variants = [(loop, transport) for loop in loops for transport in transports]
+    summaries: list[Summary] = []
+    for r in range(max(1, args.repeat)):
+        # A, B, B, A, ...: the alternatives share the machine's noise and neither always goes first
+        for loop, transport in variants if r % 2 == 0 else variants[::-1]:
+            if summaries:
+                print()
+            summaries.append(run(args, loop, transport, earlier=bool(summaries)))
+    if len(summaries) > 1:
+        print_table(summaries)
+    sys.exit(0 if all(s.ok for s in summaries) else 1)
 
 
 if __name__ == "__main__":
