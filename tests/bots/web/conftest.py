@@ -26,6 +26,7 @@ from bots.web import WebChat, create_app
 from core.clock import Clock
 from core.engine import ChatEngine
 from core.settings import Settings, load_settings
+from llmconnect import aclose_shared_clients
 from tests.fakes.llm_server import FakeLLMServer
 
 __all__ = ["WebServer", "echo_text", "serve_web"]
@@ -97,6 +98,7 @@ async def serve_web(
         yield WebServer(f"http://127.0.0.1:{port}", engine, app)
     finally:
         await engine.aclose()
+        await aclose_shared_clients()  # the engine's LLM pool (no http_client here)
         server.should_exit = True
         await asyncio.wait_for(task, 15)
 
