@@ -24,6 +24,8 @@ import pytest
 import redis
 from hypothesis import settings
 
+from core.settings import Settings
+
 settings.register_profile("ci", derandomize=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
@@ -94,6 +96,17 @@ def redis_url() -> Iterator[str]:
         proc.terminate()
         proc.wait(timeout=10)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def clean_settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No setting comes from the developer's machine (every ``Settings`` variable is removed from
+    the environment) and no ``.env`` is read (the test runs in an empty directory)."""
+    names = set(Settings.model_fields)
+    for var in list(os.environ):
+        if var.lower() in names:
+            monkeypatch.delenv(var)
+    monkeypatch.chdir(tmp_path)
 
 
 #: The database bot-level tests get (the store tests keep to their own key prefixes in 0).

@@ -26,7 +26,7 @@ from httpx_sse import aconnect_sse
 
 from bots.run import Runner
 from core.conversations import FINAL, ConversationKey
-from core.settings import Settings, load_settings
+from core.settings import load_settings
 from tests.bots.slack.conftest import CHANNEL, SECRET, SlackClient, wait_for
 from tests.fakes.discord_server import FakeDiscordServer
 from tests.fakes.llm_server import FakeLLMServer, Reply
@@ -37,12 +37,8 @@ WEB_URL = re.compile(r"Web chat:\s+(http://127\.0\.0\.1:\d+)")
 
 
 @pytest.fixture(autouse=True)
-def clean_settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    names = set(Settings.model_fields)
-    for var in list(os.environ):
-        if var.lower() in names:
-            monkeypatch.delenv(var)
-    monkeypatch.chdir(tmp_path)
+def no_machine_settings(clean_settings_env: None) -> None:
+    """Every test here: no setting from this machine, no ``.env`` (tests/conftest.py)."""
 
 
 def empty_env(**extra: str) -> dict[str, str]:

@@ -9,9 +9,7 @@ is reachable as the custom OpenAI-compatible provider ``local`` (models ``local/
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +18,7 @@ import pytest
 from core.clock import Clock
 from core.conversations import ConversationKey, Status
 from core.engine import ChatEngine
-from core.settings import Settings, load_settings
+from core.settings import load_settings
 from llmconnect import aclose_shared_clients
 from tests.fakes.llm_server import FakeLLMServer
 
@@ -29,12 +27,8 @@ OTHER = ConversationKey("test", "random")
 
 
 @pytest.fixture(autouse=True)
-def clean_settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    names = set(Settings.model_fields)
-    for var in list(os.environ):
-        if var.lower() in names:
-            monkeypatch.delenv(var)
-    monkeypatch.chdir(tmp_path)
+def no_machine_settings(clean_settings_env: None) -> None:
+    """Every test here: no setting from this machine, no ``.env`` (tests/conftest.py)."""
 
 
 async def wait_for(predicate: Callable[[], bool], tries: int = 500) -> None:

@@ -27,7 +27,7 @@ from tests.fakes.llm_server import FakeLLMServer
 from tests.fakes.slack_api import FakeSlackAPI
 
 # The adapter tests' fixtures, reused by name (``llm`` is the same stand-in in both).
-clean_settings_env = slack_fixtures.clean_settings_env
+no_machine_settings = slack_fixtures.no_machine_settings
 llm = slack_fixtures.llm
 slack_api = slack_fixtures.slack_api
 make_bot = slack_fixtures.make_bot

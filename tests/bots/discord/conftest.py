@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import discord
@@ -24,19 +22,14 @@ import pytest
 
 from bots.discord import DiscordBot
 from core.engine import ChatEngine
-from core.settings import Settings, load_settings
+from core.settings import load_settings
 from tests.fakes.discord_server import MANAGE_GUILD, FakeDiscordServer, FakeGuild
 from tests.fakes.llm_server import FakeLLMServer
 
 
 @pytest.fixture(autouse=True)
-def clean_settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No setting comes from the developer's machine; no ``.env`` is read."""
-    names = set(Settings.model_fields)
-    for var in list(os.environ):
-        if var.lower() in names:
-            monkeypatch.delenv(var)
-    monkeypatch.chdir(tmp_path)
+def no_machine_settings(clean_settings_env: None) -> None:
+    """Every test here: no setting from this machine, no ``.env`` (tests/conftest.py)."""
 
 
 @pytest.fixture(autouse=True)

@@ -14,11 +14,9 @@ import hashlib
 import hmac
 import itertools
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -41,12 +39,8 @@ DM = "D0DIRECT"
 
 
 @pytest.fixture(autouse=True)
-def clean_settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    names = set(Settings.model_fields)
-    for var in list(os.environ):
-        if var.lower() in names:
-            monkeypatch.delenv(var)
-    monkeypatch.chdir(tmp_path)
+def no_machine_settings(clean_settings_env: None) -> None:
+    """Every test here: no setting from this machine, no ``.env`` (tests/conftest.py)."""
 
 
 async def wait_for(predicate: Callable[[], bool], tries: int = 1000) -> None:

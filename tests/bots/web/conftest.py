@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +23,7 @@ from fastapi import FastAPI
 from bots.web import WebChat, create_app
 from core.clock import Clock
 from core.engine import ChatEngine
-from core.settings import Settings, load_settings
+from core.settings import load_settings
 from llmconnect import aclose_shared_clients
 from tests.fakes.llm_server import FakeLLMServer
 
@@ -33,12 +31,8 @@ __all__ = ["WebServer", "echo_text", "serve_web"]
 
 
 @pytest.fixture(autouse=True)
-def clean_settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    names = set(Settings.model_fields)
-    for var in list(os.environ):
-        if var.lower() in names:
-            monkeypatch.delenv(var)
-    monkeypatch.chdir(tmp_path)
+def no_machine_settings(clean_settings_env: None) -> None:
+    """Every test here: no setting from this machine, no ``.env`` (tests/conftest.py)."""
 
 
 def echo_text(prompt: str) -> str:
