@@ -241,14 +241,17 @@ def translate_transport_errors(provider: str, *, started: bool) -> Iterator[None
     try:
         yield
     except httpx.TransportError as exc:
-        failure = _failure(exc)
-        name = type(exc.__cause__ if failure.via_aiohttp else exc).__name__
-        if failure.kind == "timeout":
+        # httpx-aiohttp (the shared pool's transport) maps aiohttp's errors too coarsely (a
+        # refused connection arrives as httpx.ConnectTimeout): classify the original instead.
+        cause = exc.__cause__
+        error = cause if isinstance(cause, aiohttp.ClientError) else exc
+        kind, name = _failure_kind(error), type(error).__name__
+        if kind == "timeout":
             what = "went silent" if started else "did not answer in time"
             raise LLMTimeoutError(
                 f"{provider}: the stream {what} ({name})", provider=provider
             ) from None
-        if failure.kind == "dropped":
+        if kind == "dropped":
             if started:
                 raise StreamInterruptedError(
                     f"{provider}: connection dropped mid-reply ({name})", provider=provider
@@ -261,32 +264,29 @@ def translate_transport_errors(provider: str, *, started: bool) -> Iterator[None
         ) from None
 
 
-@dataclass(frozen=True, slots=True)
-class _Failure:
-    kind: str  # "timeout" | "dropped" (the connection broke) | "unreachable"
-    via_aiohttp: bool = False
+#: What a transport error means, first match wins (httpx's own and aiohttp's exceptions);
+#: anything else: the provider could not be reached.
+_FAILURE_KINDS: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
+    ((httpx.TimeoutException, aiohttp.ServerTimeoutError), "timeout"),
+    ((aiohttp.ClientConnectorError,), "unreachable"),  # before ClientOSError, its base
+    (
+        (
+            httpx.RemoteProtocolError,
+            httpx.ReadError,
+            aiohttp.ClientPayloadError,
+            aiohttp.ServerDisconnectedError,
+            aiohttp.ClientOSError,
+        ),
+        "dropped",  # the connection broke
+    ),
+)
 
 
-def _failure(exc: httpx.TransportError) -> _Failure:
-    cause = exc.__cause__
-    if isinstance(cause, aiohttp.ClientError):
-        # The shared pool's transport (httpx-aiohttp) maps aiohttp's errors too coarsely (a
-        # refused connection arrives as httpx.ConnectTimeout): classify the original instead.
-        if isinstance(cause, aiohttp.ServerTimeoutError):
-            return _Failure("timeout", True)
-        if isinstance(cause, aiohttp.ClientConnectorError):
-            return _Failure("unreachable", True)
-        if isinstance(
-            cause,
-            aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError | aiohttp.ClientOSError,
-        ):
-            return _Failure("dropped", True)
-        return _Failure("unreachable", True)
-    if isinstance(exc, httpx.TimeoutException):
-        return _Failure("timeout")
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
-        return _Failure("dropped")
-    return _Failure("unreachable")
+def _failure_kind(error: BaseException) -> str:
+    for types, kind in _FAILURE_KINDS:
+        if isinstance(error, types):
+            return kind
+    return "unreachable"
 
 
 @contextlib.asynccontextmanager
