@@ -125,9 +125,6 @@ class LocalCluster:
     async def leave(self, group: str) -> None:
         return None
 
-    async def aclose(self) -> None:
-        return None
-
 
 def cluster_for(store: object, clock: Clock | None = None) -> Cluster:
     """The cluster a store implies: a store shared between processes makes its own (Redis),

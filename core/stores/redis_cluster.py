@@ -24,10 +24,10 @@ import time
 import uuid
 from collections.abc import Callable
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ..conversations import ConversationKey
+from .redis_store import RedisStore, key_json
 
 __all__ = ["RedisCluster"]
 
@@ -52,26 +52,19 @@ RESUBSCRIBE_AFTER = 1.0
 
 
 class RedisCluster:
-    """Several processes over one Redis database (the store's client and key prefix)."""
+    """Several processes over one Redis database: the store's client, key prefix and locks."""
 
     shared = True
 
-    def __init__(
-        self,
-        client: aioredis.Redis,
-        *,
-        prefix: str = "llmconnect:",
-        wall: Callable[[], float] = time.time,
-        lock_name: Callable[[ConversationKey], str] | None = None,
-    ) -> None:
-        self.client = client
-        self.prefix = prefix
+    def __init__(self, store: RedisStore, *, wall: Callable[[], float] = time.time) -> None:
+        self.client = store.client
+        self.prefix = store.prefix
         self.wall = wall
         #: This process in heartbeat groups.
         self.process_id = uuid.uuid4().hex
-        self._lock_name = lock_name or (lambda key: f"{prefix}lock:{_key_json(key)}")
-        self._take_prompt = client.register_script(_TAKE_PROMPT)
-        self._stops = f"{prefix}stop"
+        self._lock_name = store.lock_name
+        self._take_prompt = self.client.register_script(_TAKE_PROMPT)
+        self._stops = f"{self.prefix}stop"
 
     def __repr__(self) -> str:
         # The URL may carry a password: never shown.
@@ -95,7 +88,7 @@ class RedisCluster:
         return bool(await self.client.exists(self._lock_name(key)))
 
     async def request_stop(self, key: ConversationKey) -> None:
-        await self.client.publish(self._stops, _key_json(key))
+        await self.client.publish(self._stops, key_json(key))
 
     async def listen_stops(
         self, on_stop: Callable[[ConversationKey], None], ready: asyncio.Event
@@ -134,11 +127,6 @@ class RedisCluster:
     async def leave(self, group: str) -> None:
         with contextlib.suppress(RedisError):
             await self.client.zrem(f"{self.prefix}members:{group}", self.process_id)
-
-
-def _key_json(key: ConversationKey) -> str:
-    # The store's key spelling: JSON keeps "a:b"/"c" and "a"/"b:c" apart.
-    return json.dumps(list(key), separators=(",", ":"))
 
 
 def _ms(seconds: float) -> int:

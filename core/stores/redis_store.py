@@ -37,11 +37,16 @@ from ..conversations import Conversation, ConversationKey, new_conversation
 if TYPE_CHECKING:
     from .redis_cluster import RedisCluster
 
-__all__ = ["PRUNE_EVERY", "RedisStore"]
+__all__ = ["PRUNE_EVERY", "RedisStore", "key_json"]
 
 log = logging.getLogger("llmconnect.store.redis")
 
 PRUNE_EVERY = 64
+
+
+def key_json(key: ConversationKey) -> str:
+    """A conversation key as Redis spells it: JSON keeps "a:b"/"c" and "a"/"b:c" apart."""
+    return json.dumps(list(key), separators=(",", ":"))
 
 
 class RedisStore:
@@ -71,8 +76,7 @@ class RedisStore:
         self._saves = 0
 
     def _name(self, kind: str, key: ConversationKey) -> str:
-        # JSON keeps "a:b"/"c" and "a"/"b:c" apart.
-        return f"{self.prefix}{kind}:{json.dumps(list(key), separators=(',', ':'))}"
+        return f"{self.prefix}{kind}:{key_json(key)}"
 
     def _px(self) -> int | None:
         return int(self.ttl * 1000) if self.ttl > 0 else None
@@ -137,7 +141,7 @@ class RedisStore:
         """What the processes sharing this store also share (rate limits, /stop, budgets)."""
         from .redis_cluster import RedisCluster
 
-        return RedisCluster(self.client, prefix=self.prefix, lock_name=self.lock_name)
+        return RedisCluster(self)
 
     # ----------------------------------------------------------------- the lock
 

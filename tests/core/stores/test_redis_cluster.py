@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from core.clock import FakeClock
 from core.cluster import BudgetShare, cluster_for
@@ -37,20 +36,18 @@ class Wall:
 
 
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.Redis.from_url(redis_url)
-    yield redis
-    await redis.aclose()
-
-
-@pytest.fixture
-def make_cluster(client: aioredis.Redis) -> Callable[..., RedisCluster]:
+async def make_cluster(redis_url: str) -> AsyncIterator[Callable[..., RedisCluster]]:
+    """``make_cluster(wall=...)``: one 'process' (its own store connection) on this test's keys."""
     prefix = f"test:{uuid.uuid4().hex}:"
+    stores: list[RedisStore] = []
 
     def make(wall: Callable[[], float] | None = None) -> RedisCluster:
-        return RedisCluster(client, prefix=prefix, **({"wall": wall} if wall else {}))
+        stores.append(RedisStore(redis_url, prefix=prefix))
+        return RedisCluster(stores[-1], **({"wall": wall} if wall else {}))
 
-    return make
+    yield make
+    for store in stores:
+        await store.aclose()
 
 
 async def test_the_redis_store_gets_a_shared_cluster_on_its_own_keys(redis_url: str) -> None:
