@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from .clock import Clock, MonotonicClock
 from .settings import Settings
 
-__all__ = ["AccessPolicy", "Actor", "UserRateLimiter"]
+__all__ = ["AccessPolicy", "Actor", "SlidingLog", "UserRateLimiter"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +62,12 @@ class AccessPolicy:
         )
 
 
-class UserRateLimiter:
-    """At most ``limit`` prompts per user in any ``window`` seconds (a sliding log)."""
+class SlidingLog:
+    """At most ``limit`` events per key in any ``window`` seconds: a log of event times per key.
+
+    :meth:`wait` says how long a key must wait, :meth:`record` logs an event. Memory stays
+    bounded: past 10,000 keys, those whose whole log has expired are forgotten.
+    """
 
     def __init__(self, limit: int, window: float, clock: Clock | None = None) -> None:
         self.limit = limit
@@ -71,22 +75,34 @@ class UserRateLimiter:
         self.clock = clock or MonotonicClock()
         self._log: dict[str, deque[float]] = {}
 
+    def wait(self, key: str) -> float:
+        """Seconds until ``key`` may have another event (0: now)."""
+        log = self._log.get(key)
+        if not log:
+            return 0.0
+        now = self.clock.now()
+        while log and now - log[0] >= self.window:
+            log.popleft()
+        return self.window - (now - log[0]) if len(log) >= self.limit else 0.0
+
+    def record(self, key: str) -> None:
+        now = self.clock.now()
+        self._log.setdefault(key, deque(maxlen=self.limit)).append(now)
+        if len(self._log) > 10_000:
+            for stale in [
+                k for k, log in self._log.items() if not log or now - log[-1] >= self.window
+            ]:
+                del self._log[stale]
+
+
+class UserRateLimiter(SlidingLog):
+    """At most ``limit`` prompts per user in any ``window`` seconds (0: no limit)."""
+
     def retry_after(self, user_id: str) -> float:
         """0 and the prompt is counted when allowed; else seconds until the next is allowed."""
         if self.limit <= 0:
             return 0.0
-        now = self.clock.now()
-        log = self._log.setdefault(user_id, deque(maxlen=self.limit))
-        while log and now - log[0] >= self.window:
-            log.popleft()
-        if len(log) >= self.limit:
-            return self.window - (now - log[0])
-        log.append(now)
-        if len(self._log) > 10_000:
-            self._forget(now)
-        return 0.0
-
-    def _forget(self, now: float) -> None:
-        # Keep memory bounded: drop users whose whole log has expired.
-        for user in [u for u, log in self._log.items() if not log or now - log[-1] >= self.window]:
-            del self._log[user]
+        wait = self.wait(user_id)
+        if wait <= 0:
+            self.record(user_id)
+        return wait

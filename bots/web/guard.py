@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-from collections import deque
 from collections.abc import Sequence
 from urllib.parse import parse_qs
 
@@ -31,7 +30,8 @@ from starlette.requests import cookie_parser
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.clock import Clock, MonotonicClock
+from core.clock import Clock
+from core.policy import SlidingLog
 
 __all__ = [
     "COOKIE",
@@ -40,7 +40,6 @@ __all__ = [
     "SIGN_IN_FAILURES",
     "SIGN_IN_WINDOW",
     "Guard",
-    "SignInThrottle",
     "is_loopback",
     "session_value",
 ]
@@ -89,36 +88,6 @@ def _hostname(host_header: str) -> str:
     return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
-class SignInThrottle:
-    """Failed sign-ins per client address, a sliding log of at most ``limit`` per ``window``."""
-
-    def __init__(self, limit: int, window: float, clock: Clock) -> None:
-        self.limit = limit
-        self.window = window
-        self.clock = clock
-        self._failures: dict[str, deque[float]] = {}
-
-    def retry_after(self, client: str) -> float:
-        """Seconds ``client`` must wait before its next attempt (0: it may try)."""
-        log = self._failures.get(client)
-        if not log:
-            return 0.0
-        now = self.clock.now()
-        while log and now - log[0] >= self.window:
-            log.popleft()
-        if not log:
-            del self._failures[client]
-            return 0.0
-        return self.window - (now - log[0]) if len(log) >= self.limit else 0.0
-
-    def failed(self, client: str) -> None:
-        now = self.clock.now()
-        self._failures.setdefault(client, deque(maxlen=self.limit)).append(now)
-        if len(self._failures) > 10_000:  # bounded: forget addresses whose log has expired
-            for stale in [c for c, log in self._failures.items() if now - log[-1] >= self.window]:
-                del self._failures[stale]
-
-
 class Guard:
     """ASGI middleware: Host check, token check, sign-in throttle, security headers."""
 
@@ -131,7 +100,8 @@ class Guard:
         clock: Clock | None = None,
     ) -> None:
         self.app = app
-        self.throttle = SignInThrottle(SIGN_IN_FAILURES, SIGN_IN_WINDOW, clock or MonotonicClock())
+        #: Wrong tokens per client address.
+        self.throttle = SlidingLog(SIGN_IN_FAILURES, SIGN_IN_WINDOW, clock)
         # A SecretStr, so that no repr (Starlette's middleware list shows its arguments) shows it.
         value = token.get_secret_value() if token is not None else ""
         self._token = value.encode() if value else None
@@ -163,13 +133,13 @@ class Guard:
             client = (scope.get("client") or ("?", 0))[0]
             login = scope["method"] == "POST" and scope["path"] == "/login"
             bearer = "authorization" in headers
-            wait = self.throttle.retry_after(client) if login or bearer else 0.0
+            wait = self.throttle.wait(client) if login or bearer else 0.0
             if wait > 0:
                 await self._too_many(wait)(scope, receive, send_secure)
                 return
             if not self._authorized(headers):
                 if bearer:
-                    self.throttle.failed(client)
+                    self.throttle.record(client)
                 if login:
                     response = await self._login(receive, client)
                 else:
@@ -221,7 +191,7 @@ class Guard:
                 break
         given = parse_qs(body.decode("utf-8", "replace")).get("token", [""])[0].strip()
         if not hmac.compare_digest(given.encode(), self._token):
-            self.throttle.failed(client)
+            self.throttle.record(client)
             note = "<p role=alert>That token is not right.</p>"
             return HTMLResponse(_LOGIN_PAGE.format(note=note), status_code=401)
         response = RedirectResponse("/", status_code=303)

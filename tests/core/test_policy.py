@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from core.clock import FakeClock
-from core.policy import AccessPolicy, Actor, UserRateLimiter
+from core.policy import AccessPolicy, Actor, SlidingLog, UserRateLimiter
 from core.settings import load_settings
 
 CHANNEL_OFF = "I am not enabled in this channel."
@@ -141,3 +141,19 @@ async def test_rate_limiter_memory_stays_bounded() -> None:
     limiter.retry_after("newcomer")
     assert len(limiter._log) <= 2
     assert limiter.retry_after("user0") == 0  # forgotten users start afresh
+
+
+async def test_sliding_log_waits_without_counting_and_stays_bounded() -> None:
+    clock = FakeClock()
+    log = SlidingLog(limit=2, window=10, clock=clock)
+    log.record("ip")
+    assert log.wait("ip") == 0  # asking does not count
+    log.record("ip")
+    assert log.wait("ip") == 10
+    await clock.advance(10)
+    assert log.wait("ip") == 0  # the log emptied by the check stays, empty
+    for n in range(10_001):
+        log.record(f"other{n}")
+    await clock.advance(10)
+    log.record("newcomer")  # past 10,000 keys: the expired and the empty logs are forgotten
+    assert set(log._log) == {"newcomer"}
