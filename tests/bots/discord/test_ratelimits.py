@@ -95,3 +95,17 @@ async def test_429s_under_overload_lose_nothing(
     await run_concurrently(world, llm, channels)
     events = world.server.rate_limited
     assert any(e.is_global for e in events)
+
+
+async def test_processes_sharing_redis_divide_the_bots_request_budget(
+    start_bot: BotStarter, fresh_redis_url: str
+) -> None:
+    # Two bot processes (shards) on one Redis: Discord's limit is per bot, so each takes half.
+    first = await start_bot(store_url=fresh_redis_url, discord_requests_per_second=40)
+    second = await start_bot(store_url=fresh_redis_url, discord_requests_per_second=40)
+    assert second.budget.rate == 20  # it counted both when it started
+    await first.budget_share.beat()  # the first learns at its next heartbeat
+    assert first.budget.rate == 20
+    await second.close()  # leaves the group: the first takes the whole rate back
+    await first.budget_share.beat()
+    assert first.budget.rate == 40

@@ -152,3 +152,16 @@ async def test_closing_the_bot_ends_its_answers_and_leaves_a_shared_engine_runni
     assert slack_api.texts(CHANNEL) == ["one two \n⏹ stopped"]
     other = await running.engine.submit(ConversationKey("web", "elsewhere"), "still here?")
     assert (await other).status is Status.COMPLETE
+
+
+async def test_workers_sharing_redis_divide_the_workspace_budget(
+    make_bot: BotMaker, fresh_redis_url: str
+) -> None:
+    first = await make_bot(store_url=fresh_redis_url, slack_workspace_edit_rate=600)
+    second = await make_bot(store_url=fresh_redis_url, slack_workspace_edit_rate=600)
+    assert second.bot.budget(TEAM).rate == 300  # it counted both when it started
+    await first.bot.budget_share.beat()  # the first learns at its next heartbeat
+    assert first.bot.budget(TEAM).rate == 300
+    await second.bot.aclose()  # leaves the group: the first takes the whole rate back
+    await first.bot.budget_share.beat()
+    assert first.bot.budget(TEAM).rate == 600
