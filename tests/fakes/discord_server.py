@@ -1116,13 +1116,18 @@ class FakeDiscordServer(LoopbackServer):
         message = self.messages.get(message_id)
         return None if message is None or message.deleted else message
 
-    async def _webhook_get(self, request: web.Request) -> web.Response:
+    def _webhook_target(self, request: web.Request) -> StoredMessage | web.Response:
+        """The message a webhook GET/DELETE names, or the 404 Discord answers."""
         interaction = self._webhook(request)
         if interaction is None:
             return _error(404, 10015, "Unknown Webhook")
         message = self._webhook_message(request, interaction)
-        if message is None:
-            return _error(404, 10008, "Unknown Message")
+        return _error(404, 10008, "Unknown Message") if message is None else message
+
+    async def _webhook_get(self, request: web.Request) -> web.Response:
+        message = self._webhook_target(request)
+        if isinstance(message, web.Response):
+            return message
         return _json(self._message_payload(message))
 
     async def _webhook_edit(self, request: web.Request) -> web.Response:
@@ -1138,12 +1143,9 @@ class FakeDiscordServer(LoopbackServer):
         return await self._apply_edit(request, message, headers)
 
     async def _webhook_delete(self, request: web.Request) -> web.Response:
-        interaction = self._webhook(request)
-        if interaction is None:
-            return _error(404, 10015, "Unknown Webhook")
-        message = self._webhook_message(request, interaction)
-        if message is None:
-            return _error(404, 10008, "Unknown Message")
+        message = self._webhook_target(request)
+        if isinstance(message, web.Response):
+            return message
         message.deleted = True
         return web.Response(status=204)
 

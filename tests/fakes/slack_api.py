@@ -337,6 +337,9 @@ class FakeSlackAPI(LoopbackServer):
         message = self.messages.get((call.args.get("channel", ""), call.args.get("ts", "")))
         if message is None:
             return self._error(call, "message_not_found")
+        limit = self.expire_streams_after
+        if message.streaming and limit is not None and message.appends >= limit:
+            message.streaming = False  # the stream expired, as Slack's do after a while
         if not message.streaming:
             return self._error(call, "message_not_in_streaming_state")
         text = self._stream_text(call.args)
@@ -348,10 +351,6 @@ class FakeSlackAPI(LoopbackServer):
         message = self._streaming(call)
         if isinstance(message, web.Response):
             return message
-        limit = self.expire_streams_after
-        if limit is not None and message.appends >= limit:
-            message.streaming = False
-            return self._error(call, "message_not_in_streaming_state")
         message.appends += 1
         message.text += self._stream_text(call.args)
         message.history.append(message.text)
@@ -361,10 +360,6 @@ class FakeSlackAPI(LoopbackServer):
         message = self._streaming(call)
         if isinstance(message, web.Response):
             return message
-        limit = self.expire_streams_after
-        if limit is not None and message.appends >= limit:
-            message.streaming = False
-            return self._error(call, "message_not_in_streaming_state")
         message.text += self._stream_text(call.args)
         message.streaming = False
         message.history.append(message.text)
