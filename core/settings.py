@@ -9,6 +9,7 @@ its variables.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from typing import Annotated, Any, Literal
 
@@ -209,6 +210,21 @@ class Settings(BaseSettings):
         description="Token every web chat request must carry (empty: none; set it before "
         "listening beyond 127.0.0.1).",
     )
+    web_trusted_proxies: CommaList = Field(
+        default_factory=list,
+        description="Reverse proxies whose X-Forwarded-For/-Proto the web chat believes, "
+        "comma-separated addresses or networks (empty: none; the connecting address is the "
+        "client).",
+    )
+    web_max_body_bytes: int = Field(
+        1024 * 1024, ge=1, description="Largest web request body in bytes; a larger one gets 413."
+    )
+    web_max_streams: int = Field(
+        100,
+        ge=1,
+        description="Reply streams one client address may keep open in the web chat; the next "
+        "gets 429.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -236,6 +252,7 @@ class Settings(BaseSettings):
         "blocked_roles",
         "discord_guild_ids",
         "discord_shard_ids",
+        "web_trusted_proxies",
         mode="before",
     )
     @classmethod
@@ -261,6 +278,19 @@ class Settings(BaseSettings):
         if not value.startswith(schemes):
             raise ValueError(f"expected a URL starting with {' or '.join(schemes)}")
         return value.rstrip("/") if info.field_name == "discord_api_url" else value
+
+    @field_validator("web_trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        bad = []
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                bad.append(item)
+        if bad:
+            raise ValueError(f"expected IP addresses or networks, got {', '.join(bad)}")
+        return value
 
     @field_validator("store_url")
     @classmethod
