@@ -1,42 +1,56 @@
-"""Progressive-edit rendering of an LLM token stream into platform messages.
+"""Progressive rendering of an LLM token stream into platform messages.
 
-Why: every chat adapter shows a streaming reply by posting one message and editing it as tokens
-arrive, and every platform rate-limits those edits (Discord ~5 edits / 5 s per channel and 50
-requests/s per bot; Slack chat.update ~50/min per workspace). :class:`StreamRenderer` turns a
-stream of deltas into a few well-spaced edits that always carry the latest text, continues in new
-messages at the platform's length limit (``core.split``), waits out 429s without losing text, and
-always ends on the complete text. :class:`EditBudget` is the one scheduler that shares a scope's
-request budget between all live renderers: final edits first, interim edits fairly, paced sends.
+Why: every chat adapter shows a streaming reply as it is written, and every platform rate-limits
+the requests that does it (Discord ~5 edits / 5 s per channel and 50 requests/s per bot; Slack
+chat.update ~50/min per workspace). :class:`BufferedRenderer` is the machine every streaming
+renderer shares: ``feed`` only buffers and wakes one background task, ``finish`` adds the note and
+waits for the complete text, a failure is kept and reported; a subclass only implements one step.
+:class:`StreamRenderer` is the step that posts one message and edits it: a few well-spaced edits
+that always carry the latest text, continuing in new messages at the platform's length limit
+(``core.split``), waiting out 429s and transient failures without losing text, and always ending
+on the complete text. :class:`~core.budget.EditBudget` shares a scope's request budget between
+all live renderers.
 
-Adapters implement :class:`MessageSink` and raise :class:`SinkRateLimited` / :class:`SinkGone`.
+Adapters implement :class:`MessageSink` and only classify what the platform answered:
+:class:`SinkRateLimited` (a 429), :class:`SinkTransient` (worth retrying), :class:`SinkGone` (the
+message is gone); anything else is fatal. The retry policy lives here, once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import math
-from collections import deque
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from core.budget import BudgetTicket, EditBudget
 from core.clock import Clock, MonotonicClock
 from core.split import find_cut, open_fence
 
 __all__ = [
+    "TRANSIENT_RETRIES",
+    "TRANSIENT_WAIT",
     "BudgetTicket",
+    "BufferedRenderer",
     "EditBudget",
     "MessageSink",
     "RenderResult",
     "SinkGone",
     "SinkRateLimited",
+    "SinkTransient",
     "StreamRenderer",
     "with_note",
 ]
 
 _EPS = 1e-9
 _DEFAULT_CLOCK = MonotonicClock()
+
+#: Consecutive transient sink failures waited out before the reply gives up (the sink's own error
+#: then stops the renderer, keeping what was shown), and the first wait; the n-th wait is n times
+#: as long. One hiccup of the platform does not lose a whole answer, an outage does not hang it.
+TRANSIENT_RETRIES = 3
+TRANSIENT_WAIT = 1.0
 
 
 @runtime_checkable
@@ -74,6 +88,19 @@ class SinkRateLimited(Exception):
         self.shared = shared
 
 
+class SinkTransient(Exception):
+    """Raised by a sink when a call failed in a way worth retrying: the platform had a server-side
+    problem (5xx) or could not be reached on a request that is safe to repeat.
+
+    ``error`` is the platform's own exception: the renderer retries a few times
+    (:data:`TRANSIENT_RETRIES`) and then raises ``error`` as if the sink had raised it.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(f"transient failure: {error}")
+        self.error = error
+
+
 class SinkGone(Exception):
     """Raised by a sink when the message or channel no longer exists; rendering stops for good."""
 
@@ -90,212 +117,6 @@ def with_note(text: str, note: str | None) -> str:
     return text + ("" if text.endswith("\n") else "\n") + note
 
 
-# --------------------------------------------------------------------------------------------
-# Shared budget
-
-
-# EditBudget priorities, served in this order.
-_FINAL, _FIRST, _INTERIM = 0, 1, 2
-
-
-class BudgetTicket:
-    """One request for a send slot of an :class:`EditBudget`; ``await ticket.wait()`` for it."""
-
-    __slots__ = ("_budget", "_entry", "_future", "final")
-
-    def __init__(
-        self, budget: EditBudget, final: bool, future: asyncio.Future[None] | None
-    ) -> None:
-        self._budget = budget
-        self._future = future  # None: granted on the spot
-        self._entry: list[Any] | None = None
-        self.final = final
-
-    @property
-    def granted(self) -> bool:
-        fut = self._future
-        return fut is None or (fut.done() and not fut.cancelled())
-
-    async def wait(self) -> None:
-        """Return once the slot is granted (cancelling the caller withdraws the request)."""
-        if self._future is not None:
-            await self._future
-
-    def promote(self) -> None:
-        """Turn a pending interim request into a final one (the reply just finished)."""
-        fut = self._future
-        if not self.final and fut is not None and not fut.done():
-            self.final = True
-            self._budget._promote(self)
-
-    def cancel(self) -> None:
-        """Withdraw a pending request."""
-        if self._future is not None and not self._future.done():
-            self._future.cancel()
-
-
-class EditBudget:
-    """A request budget of ``rate`` sends per ``per`` seconds shared by every stream of one scope.
-
-    Why one scheduler: with hundreds of streams, letting each retry on its own 429s loses replies
-    and spends the budget on stale interim edits. Here all waiters sit in one priority queue:
-    final edits (the last edit of a reply), then first posts, then interim edits, FIFO within each
-    class, so a
-    stream that just sent re-queues behind the others (round-robin). One dispatcher task runs only
-    while requests wait; a request made when the budget is free is granted without task or wait.
-
-    Pacing is decided on the actual grant times, never on pre-booked slots, so an event loop that
-    was busy cannot release a catch-up burst. With ``burst=1`` (default) grants are at least
-    ``per / rate`` apart. A larger ``burst`` lets up to that many grants go together (useful when
-    the loop may be slower than ``per / rate``, e.g. Discord's 50 requests/s) while no window of
-    ``per`` seconds ever holds more than ``rate`` grants (``rate`` is then taken as an integer).
-    """
-
-    __slots__ = (
-        "_clock",
-        "_heap",
-        "_interval",
-        "_max_burst",
-        "_seq",
-        "_task",
-        "_tat",
-        "_tau",
-        "_window",
-        "burst",
-        "granted",
-        "per",
-        "rate",
-    )
-
-    def __init__(
-        self, rate: float, per: float = 1.0, *, burst: int = 1, clock: Clock | None = None
-    ) -> None:
-        if rate <= 0 or per <= 0:
-            raise ValueError("rate and per must be positive")
-        if burst < 1 or burst > max(1, rate):
-            raise ValueError("burst must be between 1 and rate")
-        self.per = per
-        self._max_burst = burst
-        self._tat = -math.inf  # theoretical time of the next grant (GCRA)
-        self._window: deque[float] | None = None
-        self._pace(rate, burst)
-        self._clock: Clock = clock if clock is not None else _DEFAULT_CLOCK
-        self._heap: list[list[Any]] = []  # [priority, seq, ticket | None]
-        self._seq = itertools.count()
-        self._task: asyncio.Task[None] | None = None
-        self.granted = 0  # total grants, for benchmarks
-
-    def _pace(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._interval = self.per / rate
-        self._tau = (burst - 1) * self._interval  # how far ahead of schedule a grant may be
-        # Times of the last `rate` grants, so a burst never overfills a `per` window.
-        window = self._window
-        if burst > 1:
-            self._window = deque(window or (), maxlen=max(1, int(rate)))
-        else:
-            self._window = None
-
-    def set_rate(self, rate: float) -> None:
-        """Change the rate from now on (a process's share of a budget several processes use).
-
-        ``burst`` shrinks with it when it would exceed the new rate (and grows back, up to the
-        one given at construction); grants already made still count against the window.
-        """
-        if rate <= 0:
-            raise ValueError("rate must be positive")
-        if rate != self.rate:
-            self._pace(rate, max(1, min(self._max_burst, int(rate))))
-
-    @property
-    def clock(self) -> Clock:
-        return self._clock
-
-    @property
-    def waiting(self) -> int:
-        """Number of requests currently queued."""
-        return sum(1 for e in self._heap if e[2] is not None and not e[2]._future.done())
-
-    def request(self, final: bool = False, *, first: bool = False) -> BudgetTicket:
-        """Queue a request and return its ticket (already granted when the budget is free).
-
-        ``first``: the first post of a reply. It goes after final edits but before interim ones:
-        a user who sees nothing yet gains more from a first post than another from a fresher edit.
-        """
-        self._prune()
-        now = self._clock.now()
-        if not self._heap and now >= self._ready_at() - _EPS:
-            self._grant(now)
-            return BudgetTicket(self, final, None)
-        loop = asyncio.get_running_loop()
-        ticket = BudgetTicket(self, final, loop.create_future())
-        self._push(ticket, _FINAL if final else _FIRST if first else _INTERIM, next(self._seq))
-        if self._task is None:
-            self._task = loop.create_task(self._dispatch())
-        return ticket
-
-    async def acquire(self, final: bool = False) -> None:
-        """Wait for a send slot; ``final=True`` for the last edit of a reply."""
-        await self.request(final).wait()
-
-    def defer(self, seconds: float) -> None:
-        """Grant nothing for ``seconds`` (the platform said the whole scope is rate limited)."""
-        self._tat = max(self._tat, self._clock.now() + seconds + self._tau)
-
-    def _ready_at(self) -> float:
-        """Earliest time the next grant may happen."""
-        at = self._tat - self._tau
-        window = self._window
-        if window is not None and len(window) == window.maxlen:
-            at = max(at, window[0] + self.per)
-        return at
-
-    def _grant(self, now: float) -> None:
-        self._tat = max(self._tat, now) + self._interval
-        if self._window is not None:
-            self._window.append(now)
-        self.granted += 1
-
-    def _push(self, ticket: BudgetTicket, priority: int, seq: int) -> None:
-        entry = [priority, seq, ticket]
-        ticket._entry = entry
-        heapq.heappush(self._heap, entry)
-
-    def _promote(self, ticket: BudgetTicket) -> None:
-        old = ticket._entry
-        if old is not None:
-            old[2] = None  # lazily dropped by _prune
-            self._push(ticket, _FINAL, old[1])  # keeps its age among the finals
-
-    def _prune(self) -> None:
-        heap = self._heap
-        while heap and (heap[0][2] is None or heap[0][2]._future.done()):
-            heapq.heappop(heap)
-
-    async def _dispatch(self) -> None:
-        clock = self._clock
-        try:
-            while True:
-                self._prune()
-                if not self._heap:
-                    return
-                wait = self._ready_at() - clock.now()
-                if wait > _EPS:
-                    await clock.sleep(wait)
-                    continue  # re-check: a final may have arrived meanwhile
-                ticket: BudgetTicket = heapq.heappop(self._heap)[2]
-                self._grant(clock.now())
-                assert ticket._future is not None
-                ticket._future.set_result(None)
-        finally:
-            self._task = None
-
-
-# --------------------------------------------------------------------------------------------
-# Renderer
-
-
 @dataclass(frozen=True, slots=True)
 class RenderResult:
     """What a finished renderer left on the platform."""
@@ -307,19 +128,22 @@ class RenderResult:
     gone: bool = False  # the sink raised SinkGone; the texts are what was shown before
 
 
-class StreamRenderer:
-    """Renders one streaming reply into one or more platform messages by progressive edits.
+# --------------------------------------------------------------------------------------------
+# The buffered machine
 
-    ``feed`` only appends to a buffer and wakes the renderer's single background task, which posts
-    as soon as the first delta arrives and then edits each message at most once per
-    ``min_interval``, always with the latest text plus ``marker``. When the text outgrows
-    ``sink.max_len`` the filled message is frozen at a boundary chosen by ``core.split.find_cut``
-    and the reply continues in a new message, so the final messages equal
-    ``split_message(with_note(text, note), max_len)``. ``finish`` does the final edit(s).
 
-    If the sink raises :class:`SinkGone` the renderer stops: ``gone`` turns true, ``feed`` raises
-    it (so the engine can cancel the generation quietly) and ``finish`` reports ``gone=True``.
-    Any other sink error stops the renderer too and is raised from ``feed`` and ``finish``.
+class BufferedRenderer(ABC):
+    """What every streaming renderer shares: a buffer, one background task, failure and note.
+
+    ``feed`` only appends to a buffer and wakes the task; it never waits on the network. The task
+    moves the buffer into ``_body`` (:meth:`_absorb`) and calls :meth:`_step` until that reports
+    the reply complete. ``finish(note)`` puts ``note`` under the text, wakes the task and waits
+    for it. An exception of the task stops the renderer and is kept: ``feed`` raises it (so the
+    engine can stop generating), ``finish`` raises it unless it is :class:`SinkGone`, which is
+    reported as ``gone``. ``aclose`` stops the task without a final step (shutdown).
+
+    A subclass implements :meth:`_step` (one send or one wait) and :meth:`_result`; the helpers
+    :meth:`_wait_for_text`, :meth:`_wait_until` and :meth:`_take_slot` are the waits a step needs.
     """
 
     __slots__ = (
@@ -327,26 +151,206 @@ class StreamRenderer:
         "_budget",
         "_buf",
         "_clock",
-        "_edits",
         "_failure",
         "_finishing",
-        "_frozen",
         "_idle",
-        "_last",
-        "_marker",
-        "_max_len",
         "_min_interval",
         "_note",
         "_noted",
-        "_posts",
         "_prefix_len",
+        "_task",
+        "_ticket",
+    )
+
+    def __init__(
+        self, *, min_interval: float, budget: EditBudget | None = None, clock: Clock | None = None
+    ) -> None:
+        if min_interval < 0:
+            raise ValueError("min_interval must not be negative")
+        if clock is None:
+            clock = budget.clock if budget is not None else _DEFAULT_CLOCK
+        self._min_interval = float(min_interval)
+        self._budget = budget
+        self._clock = clock
+        self._buf: list[str] = []  # deltas not yet absorbed by the task
+        self._body = ""  # text of the current (last) message: fence reopener + source tail
+        self._prefix_len = 0  # length of the fence reopener at the start of _body
+        self._finishing = False
+        self._note: str | None = None
+        self._noted = False
+        self._task: asyncio.Task[None] | None = None
+        self._idle: asyncio.Future[None] | None = None
+        self._ticket: BudgetTicket | None = None
+        self._failure: Exception | None = None
+
+    @property
+    def gone(self) -> bool:
+        """True once the platform message turned out to be gone (:class:`SinkGone`)."""
+        return isinstance(self._failure, SinkGone)
+
+    # -- the Renderer protocol -----------------------------------------------------------------
+
+    async def feed(self, delta: str) -> None:
+        """Append ``delta``; cheap and never waits on the network."""
+        if self._failure is not None:
+            raise self._failure
+        if self._finishing:
+            raise RuntimeError("feed() after finish()")
+        if not delta:
+            return
+        self._buf.append(delta)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        else:
+            self._wake()
+
+    async def finish(self, note: str | None = None) -> RenderResult:
+        """Flush and end on the final text; ``note`` goes on its own last line.
+
+        Returns what was left on the platform. Raises the task's failure unless it is
+        :class:`SinkGone` (then ``gone=True``).
+        """
+        if self._finishing:
+            raise RuntimeError("finish() already called")
+        self._finishing = True
+        self._note = note
+        if self._failure is None:
+            if self._task is None:
+                if self._buf or note:
+                    self._task = asyncio.get_running_loop().create_task(self._run())
+            else:
+                self._wake()
+                if self._ticket is not None:
+                    self._ticket.promote()  # the edit it waits for is now the final one
+            if self._task is not None:
+                await self._task
+        failure = self._failure
+        if failure is not None and not isinstance(failure, SinkGone):
+            raise failure
+        return self._result(gone=failure is not None)
+
+    async def aclose(self) -> None:
+        """Stop without a final step (shutdown); later ``feed``/``finish`` calls are refused."""
+        self._finishing = True
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():  # our caller was cancelled
+                    raise
+
+    # -- for subclasses ------------------------------------------------------------------------
+
+    @abstractmethod
+    async def _step(self) -> bool:
+        """One step of the task, run right after :meth:`_absorb`: send something, or wait (for
+        text, for a due time, for a budget slot). True once the reply is complete (only after
+        ``finish``). An exception stops the renderer (see the class)."""
+
+    @abstractmethod
+    def _result(self, *, gone: bool) -> RenderResult:
+        """What this renderer left on the platform."""
+
+    def _absorb(self) -> None:
+        """Move buffered deltas into ``_body``; once finishing, put the note under it (once)."""
+        buf = self._buf
+        if buf:
+            self._body += buf[0] if len(buf) == 1 else "".join(buf)
+            buf.clear()
+        if self._finishing and not self._noted:
+            self._noted = True
+            self._body = with_note(self._body, self._note)
+
+    async def _wait_for_text(self) -> None:
+        """Sleep until ``feed`` brings text or ``finish`` is called."""
+        idle: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._idle = idle
+        try:
+            await idle
+        finally:
+            self._idle = None
+
+    async def _wait_until(self, due: float) -> bool:
+        """Sleep until ``due`` on the clock; False (at once) when it has come already."""
+        delay = due - self._clock.now()
+        if delay <= _EPS:
+            return False
+        await self._clock.sleep(delay)
+        return True
+
+    async def _take_slot(self, *, final: bool, first: bool) -> bool:
+        """Wait for a send slot of the shared budget (if any); True when that meant waiting."""
+        budget = self._budget
+        if budget is None:
+            return False
+        ticket = budget.request(final, first=first)
+        if ticket.granted:
+            return False
+        self._ticket = ticket
+        try:
+            await ticket.wait()
+        finally:
+            self._ticket = None
+        return True
+
+    # -- the task ------------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        idle = self._idle
+        if idle is not None:
+            self._idle = None
+            if not idle.done():
+                idle.set_result(None)
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                self._absorb()
+                if await self._step():
+                    return
+        except Exception as exc:  # reported by feed()/finish(), never lost in a dead task
+            self._failure = exc
+
+
+# --------------------------------------------------------------------------------------------
+# Progressive edits
+
+
+class StreamRenderer(BufferedRenderer):
+    """Renders one streaming reply into one or more platform messages by progressive edits.
+
+    The first delta is posted at once; then each message is edited at most once per
+    ``min_interval``, always with the latest text plus ``marker``. When the text outgrows
+    ``sink.max_len`` the filled message is frozen at a boundary chosen by ``core.split.find_cut``
+    and the reply continues in a new message, so the final messages equal
+    ``split_message(with_note(text, note), max_len)``. ``finish`` does the final edit(s).
+
+    A :class:`SinkRateLimited` is waited out (``retry_after``; a shared one defers the budget too)
+    and a :class:`SinkTransient` a few times (:data:`TRANSIENT_RETRIES`, waits growing from
+    :data:`TRANSIENT_WAIT`); each retry sends the latest text. If the sink raises
+    :class:`SinkGone` the renderer stops: ``gone`` turns true, ``feed`` raises it (so the engine can
+    cancel the generation quietly) and ``finish`` reports ``gone=True``. Any other sink error, and
+    a transient one past the retries, stops the renderer too and is raised from ``feed`` and
+    ``finish``.
+    """
+
+    __slots__ = (
+        "_edits",
+        "_frozen",
+        "_last",
+        "_marker",
+        "_max_len",
+        "_posts",
         "_rate_limited",
         "_refs",
         "_settled",
         "_shown",
         "_sink",
-        "_task",
-        "_ticket",
+        "_transient",
+        "_transient_streak",
     )
 
     def __init__(
@@ -363,34 +367,20 @@ class StreamRenderer:
             raise ValueError("sink.max_len must be at least 1")
         if len(marker) >= max_len:
             raise ValueError("marker must be shorter than sink.max_len")
-        if min_interval < 0:
-            raise ValueError("min_interval must not be negative")
-        if clock is None:
-            clock = budget.clock if budget is not None else _DEFAULT_CLOCK
+        super().__init__(min_interval=min_interval, budget=budget, clock=clock)
         self._sink = sink
         self._max_len = max_len
-        self._min_interval = float(min_interval)
-        self._budget = budget
-        self._clock = clock
         self._marker = marker
-        self._buf: list[str] = []  # deltas not yet absorbed by the flusher
-        self._body = ""  # text of the current (last) message: fence reopener + source tail
-        self._prefix_len = 0  # length of the fence reopener at the start of _body
         self._frozen: list[str] = []  # final texts of the filled messages
         self._refs: list[Any] = []
         self._shown: list[str] = []  # text last sent to each posted message
         self._last: list[float] = []  # send time of each posted message's last update
         self._settled = 0  # messages below this index are frozen and show their final text
-        self._finishing = False
-        self._note: str | None = None
-        self._noted = False
-        self._task: asyncio.Task[None] | None = None
-        self._idle: asyncio.Future[None] | None = None
-        self._ticket: BudgetTicket | None = None
-        self._failure: Exception | None = None
         self._posts = 0
         self._edits = 0
         self._rate_limited = 0
+        self._transient = 0
+        self._transient_streak = 0  # transient failures since the last successful call
 
     # -- public state ------------------------------------------------------------------------
 
@@ -414,164 +404,104 @@ class StreamRenderer:
 
     @property
     def rate_limited(self) -> int:
-        """How many sink calls answered with :class:`SinkRateLimited`."""
+        """How many sink calls answered with :class:`SinkRateLimited` (a 429)."""
         return self._rate_limited
 
     @property
-    def gone(self) -> bool:
-        """True once the sink raised :class:`SinkGone`."""
-        return isinstance(self._failure, SinkGone)
+    def transient(self) -> int:
+        """How many sink calls failed with :class:`SinkTransient` (retried, or the last straw)."""
+        return self._transient
 
     @property
     def error(self) -> Exception | None:
         """The exception that stopped the renderer, if any."""
         return self._failure
 
-    # -- hot path ----------------------------------------------------------------------------
+    # -- the step ----------------------------------------------------------------------------
 
-    async def feed(self, delta: str) -> None:
-        """Append ``delta``; cheap and never waits on the network."""
-        if self._failure is not None:
-            raise self._failure
-        if self._finishing:
-            raise RuntimeError("feed() after finish()")
-        if not delta:
-            return
-        self._buf.append(delta)
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-            return
-        idle = self._idle
-        if idle is not None:
-            self._idle = None
-            if not idle.done():
-                idle.set_result(None)
-
-    async def finish(self, note: str | None = None) -> RenderResult:
-        """Flush and make every message show its final text; ``note`` goes on its own last line.
-
-        Returns the refs and final texts. Raises a sink error other than :class:`SinkGone`.
-        """
-        if self._finishing:
-            raise RuntimeError("finish() already called")
-        self._finishing = True
-        self._note = note
-        if self._failure is None:
-            if self._task is None:
-                if self._buf or note:
-                    self._task = asyncio.get_running_loop().create_task(self._run())
-            else:
-                idle = self._idle
-                if idle is not None and not idle.done():
-                    idle.set_result(None)
-                if self._ticket is not None:
-                    self._ticket.promote()
-            if self._task is not None:
-                await self._task
-        failure = self._failure
-        if failure is not None and not isinstance(failure, SinkGone):
-            raise failure
-        return RenderResult(
-            tuple(self._refs), tuple(self._shown), self._posts, self._edits, failure is not None
-        )
-
-    async def aclose(self) -> None:
-        """Stop without a final edit (shutdown); later ``feed``/``finish`` calls are refused."""
-        self._finishing = True
-        task = self._task
-        if task is not None and not task.done():
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():  # our caller was cancelled
-                    raise
-
-    # -- flusher -----------------------------------------------------------------------------
-
-    async def _run(self) -> None:
-        try:
-            await self._flush()
-        except Exception as exc:  # reported by feed()/finish(), never lost in a dead task
-            self._failure = exc
-
-    async def _flush(self) -> None:
-        clock = self._clock
-        sink = self._sink
-        budget = self._budget
-        loop = asyncio.get_running_loop()
-        while True:
-            self._absorb()
-            now = clock.now()
-            job = self._pick(now)
-            if job is None:
-                if self._finishing:
-                    return
-                idle: asyncio.Future[None] = loop.create_future()
-                self._idle = idle
-                try:
-                    await idle
-                finally:
-                    self._idle = None
-                continue
-            k, due = job
-            if due - now > _EPS:
-                await clock.sleep(due - now)
-                continue
-            if budget is not None:
-                ticket = budget.request(
-                    self._finishing or k < len(self._frozen), first=not self._refs
-                )
-                if not ticket.granted:
-                    self._ticket = ticket
-                    try:
-                        await ticket.wait()
-                    finally:
-                        self._ticket = None
-                    self._absorb()  # send what arrived while we queued
-            text = self._desired(k)
-            posted = k < len(self._refs)
-            if posted and self._shown[k] == text:
-                continue
-            started = clock.now()
-            ref: Any = None
-            try:
-                if posted:
-                    await sink.edit(self._refs[k], text)
-                else:
-                    ref = await sink.post(text)
-            except SinkRateLimited as exc:
-                self._rate_limited += 1
-                if exc.shared and budget is not None:
-                    budget.defer(exc.retry_after)
-                await clock.sleep(exc.retry_after)
-                continue
-            if posted:
-                self._shown[k] = text
-                self._last[k] = started
-                self._edits += 1
-            else:
-                self._refs.append(ref)
-                self._shown.append(text)
-                self._last.append(started)
-                self._posts += 1
+    async def _step(self) -> bool:
+        job = self._pick(self._clock.now())
+        if job is None:
+            if self._finishing:
+                return True
+            await self._wait_for_text()
+            return False
+        k, due = job
+        if await self._wait_until(due):
+            return False  # pick again: text or finish() may have come meanwhile
+        final = self._finishing or k < len(self._frozen)
+        if await self._take_slot(final=final, first=not self._refs):
+            self._absorb()  # send what arrived while we queued
+        await self._send(k, self._desired(k))
+        return False
 
     def _absorb(self) -> None:
         """Move buffered deltas into the current message, freezing every message that filled up."""
-        buf = self._buf
-        if buf:
-            self._body += buf[0] if len(buf) == 1 else "".join(buf)
-            buf.clear()
-        if self._finishing and not self._noted:
-            self._noted = True
-            self._body = with_note(self._body, self._note)
+        super()._absorb()
         max_len = self._max_len
         while len(self._body) > max_len:
             cut = find_cut(self._body, max_len, self._prefix_len)
             self._frozen.append(cut.part)
             self._body = cut.reopen + self._body[cut.end :]
             self._prefix_len = len(cut.reopen)
+
+    def _result(self, *, gone: bool) -> RenderResult:
+        return RenderResult(tuple(self._refs), tuple(self._shown), self._posts, self._edits, gone)
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def _send(self, k: int, text: str) -> None:
+        """Post message ``k`` or edit it to ``text``; a 429 or a transient failure is waited out
+        here and the next step sends the latest text."""
+        posted = k < len(self._refs)
+        if posted and self._shown[k] == text:
+            return
+        started = self._clock.now()
+        ref: Any = None
+        try:
+            if posted:
+                await self._sink.edit(self._refs[k], text)
+            else:
+                ref = await self._sink.post(text)
+        except SinkRateLimited as exc:
+            await self._wait_out_rate_limit(exc)
+            return
+        except SinkTransient as exc:
+            await self._wait_out_transient(exc)
+            return
+        self._transient_streak = 0
+        if posted:
+            self._record_edit(k, text, started)
+        else:
+            self._record_post(ref, text, started)
+
+    def _record_post(self, ref: Any, text: str, started: float) -> None:
+        self._refs.append(ref)
+        self._shown.append(text)
+        self._last.append(started)
+        self._posts += 1
+
+    def _record_edit(self, k: int, text: str, started: float) -> None:
+        self._shown[k] = text
+        self._last[k] = started
+        self._edits += 1
+
+    async def _wait_out_rate_limit(self, exc: SinkRateLimited) -> None:
+        self._rate_limited += 1
+        if exc.shared and self._budget is not None:
+            self._budget.defer(exc.retry_after)  # every stream of the scope backs off
+        await self._clock.sleep(exc.retry_after)
+
+    async def _wait_out_transient(self, exc: SinkTransient) -> None:
+        """Wait a little longer after each transient failure in a row; past the retries the
+        platform's own error stops the renderer (what was shown stays)."""
+        self._transient += 1
+        self._transient_streak += 1
+        if self._transient_streak > TRANSIENT_RETRIES:
+            raise exc.error
+        await self._clock.sleep(TRANSIENT_WAIT * self._transient_streak)
+
+    # -- what to send ------------------------------------------------------------------------
 
     def _desired(self, k: int) -> str:
         """What message ``k`` should show now."""

@@ -1,4 +1,5 @@
-"""Tests for core.render (StreamRenderer, EditBudget) and core.clock, all on virtual time."""
+"""Tests for core.render (StreamRenderer, alone and sharing an EditBudget) and core.clock, all on
+virtual time; EditBudget alone is tested in test_budget.py."""
 
 from __future__ import annotations
 
@@ -11,16 +12,20 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from core.budget import EditBudget
 from core.clock import Clock, FakeClock, MonotonicClock
 from core.render import (
-    EditBudget,
+    TRANSIENT_RETRIES,
+    TRANSIENT_WAIT,
     MessageSink,
     SinkGone,
     SinkRateLimited,
+    SinkTransient,
     StreamRenderer,
     with_note,
 )
 from core.split import split_message, split_segments
+from tests.core.test_budget import assert_rate
 
 MARKER = " ▌"
 
@@ -232,6 +237,58 @@ async def test_rate_limited_post_is_retried_with_latest_text() -> None:
     assert result.posts == 1
 
 
+async def test_transient_failures_are_retried_with_growing_waits_apart_from_rate_limits() -> None:
+    clock, sink, r = make(
+        min_interval=1.0,
+        faults={1: SinkTransient(OSError("502")), 2: SinkTransient(OSError("503"))},
+    )
+    await r.feed("a")
+    await clock.settle()
+    await r.feed("b")
+    await clock.advance(1)  # t=1: the edit fails; wait TRANSIENT_WAIT
+    await r.feed("c")  # arrives while the renderer waits
+    await clock.advance(TRANSIENT_WAIT)  # t=2: fails again; wait twice as long
+    assert sink.attempt_times == [0.0, 1.0, 2.0]
+    await clock.advance(2 * TRANSIENT_WAIT)  # t=4: goes through, with the latest text
+    assert sink.history[-1] == Call(4.0, "", "edit", 0, "abc" + MARKER)
+    assert (r.rate_limited, r.transient) == (0, 2)
+    result = await clock.run(r.finish())
+    assert result.texts == ("abc",)
+
+
+async def test_a_success_resets_the_transient_retries() -> None:
+    # Failures 1-3, a success, then failures 5-7: never more than TRANSIENT_RETRIES in a row.
+    faults = {n: SinkTransient(OSError("500")) for n in (1, 2, 3, 5, 6, 7)}
+    clock, sink, r = make(min_interval=1.0, faults=faults)
+    await r.feed("a")
+    await clock.settle()
+    await r.feed("b")
+    await clock.advance(10)
+    await r.feed("c")
+    result = await clock.run(r.finish())
+    assert result.texts == ("abc",)
+    assert len(sink.attempt_times) == 9  # post, 3 failures, edit, 3 failures, final edit
+    assert r.transient == 6
+    assert r.error is None
+
+
+async def test_transient_failures_past_the_retries_stop_with_the_sinks_own_error() -> None:
+    boom = OSError("the platform is down")
+    faults = {n: SinkTransient(boom) for n in range(1, TRANSIENT_RETRIES + 2)}
+    clock, sink, r = make(min_interval=1.0, faults=faults)
+    await r.feed("a")
+    await clock.settle()
+    await r.feed("b")
+    with pytest.raises(OSError, match="the platform is down"):
+        await clock.run(r.finish())
+    assert r.error is boom
+    assert not r.gone
+    assert r.texts == ["a" + MARKER]  # what was shown stays
+    assert (r.rate_limited, r.transient) == (0, TRANSIENT_RETRIES + 1)
+    waits = [b - a for a, b in itertools.pairwise(sink.attempt_times[1:])]
+    assert waits == [TRANSIENT_WAIT * n for n in range(1, TRANSIENT_RETRIES + 1)]
+
+
 async def test_finish_appends_note_on_its_own_line() -> None:
     clock, sink, r = make()
     await r.feed("hello")
@@ -362,157 +419,7 @@ async def test_code_fence_split_while_streaming() -> None:
     assert all(m.endswith("\n```") for m in sink.messages[:-1])
 
 
-# -- EditBudget -------------------------------------------------------------------------------------
-
-
-def assert_rate(times: list[float], rate: int, per: float) -> None:
-    """No window of ``per`` virtual seconds holds more than ``rate`` grants."""
-    times = sorted(times)
-    for i in range(len(times) - rate):
-        assert times[i + rate] - times[i] >= per - 1e-9, times
-
-
-async def test_budget_serves_finals_first_then_interims_fifo() -> None:
-    clock = FakeClock()
-    budget = EditBudget(1, 1.0, clock=clock)
-    order: list[tuple[float, str]] = []
-
-    async def req(name: str, final: bool) -> None:
-        await budget.acquire(final)
-        order.append((clock.now(), name))
-
-    tasks = [asyncio.create_task(req("i1", False))]
-    await clock.settle()
-    for name, final in (("i2", False), ("i3", False), ("f1", True), ("f2", True)):
-        tasks.append(asyncio.create_task(req(name, final)))
-        await clock.settle()
-    assert budget.waiting == 4
-    await clock.run(asyncio.gather(*tasks))
-    assert order == [(0.0, "i1"), (1.0, "f1"), (2.0, "f2"), (3.0, "i2"), (4.0, "i3")]
-    assert budget.granted == 5
-
-
-async def test_budget_serves_first_posts_between_finals_and_interims() -> None:
-    clock = FakeClock()
-    budget = EditBudget(1, 1.0, clock=clock)
-    order: list[str] = []
-
-    async def req(name: str, final: bool, first: bool) -> None:
-        await budget.request(final, first=first).wait()
-        order.append(name)
-
-    tasks = [asyncio.create_task(req("i0", False, False))]  # granted at once
-    await clock.settle()
-    for name, final, first in (
-        ("i1", False, False),
-        ("p1", False, True),
-        ("f1", True, False),
-        ("p2", False, True),
-    ):
-        tasks.append(asyncio.create_task(req(name, final, first)))
-        await clock.settle()
-    await clock.run(asyncio.gather(*tasks))
-    assert order == ["i0", "f1", "p1", "p2", "i1"]
-
-
-async def test_budget_paces_after_busy_loop_instead_of_bursting() -> None:
-    clock = FakeClock()
-    budget = EditBudget(2, 1.0, clock=clock)  # one grant per 0.5 s
-    times: list[float] = []
-
-    async def req() -> None:
-        await budget.acquire()
-        times.append(clock.now())
-
-    tasks = [asyncio.create_task(req()) for _ in range(5)]
-    await clock.settle()
-    assert times == [0.0]
-    await clock.jump(10)  # the event loop was busy for 10 s: grants are overdue
-    assert times == [0.0, 10.0]  # one grant, not a catch-up burst
-    await clock.run(asyncio.gather(*tasks))
-    assert times == [0.0, 10.0, 10.5, 11.0, 11.5]
-
-
-async def test_budget_burst_is_bounded_and_never_overfills_a_window() -> None:
-    clock = FakeClock()
-    budget = EditBudget(4, 1.0, burst=2, clock=clock)
-    times: list[float] = []
-
-    async def req() -> None:
-        await budget.acquire()
-        times.append(clock.now())
-
-    tasks = [asyncio.create_task(req()) for _ in range(12)]
-    await clock.settle()
-    assert times == [0.0, 0.0]  # a burst of two, then paced
-    await clock.advance(0.5)
-    assert times == [0.0, 0.0, 0.25, 0.5]
-    await clock.jump(10)  # busy loop: at most `burst` overdue grants go together
-    assert clock.now() == 10.5
-    assert times[4:] == [10.5, 10.5]
-    await clock.run(asyncio.gather(*tasks))
-    assert len(times) == 12
-    assert_rate(times, 4, 1.0)
-
-
-async def test_budget_set_rate_paces_at_the_new_rate_from_then_on() -> None:
-    clock = FakeClock()
-    budget = EditBudget(4, 1.0, burst=4, clock=clock)
-    times: list[float] = []
-
-    async def req() -> None:
-        await budget.acquire()
-        times.append(clock.now())
-
-    budget.set_rate(2)  # another process joined: half of the bot's 4/s is ours
-    assert (budget.rate, budget.burst) == (2, 2)  # a burst never exceeds the rate
-    tasks = [asyncio.create_task(req()) for _ in range(8)]
-    await clock.run(asyncio.gather(*tasks))
-    assert_rate(times, 2, 1.0)
-    assert times[-1] == 3.0  # 2 at once, then one per 0.5 s
-
-    budget.set_rate(4)  # the other process left: the full rate and burst come back
-    assert (budget.rate, budget.burst) == (4, 4)
-    with pytest.raises(ValueError, match="positive"):
-        budget.set_rate(0)
-
-
-async def test_budget_cancelled_waiter_does_not_consume_a_grant() -> None:
-    clock = FakeClock()
-    budget = EditBudget(1, 1.0, clock=clock)
-    await budget.acquire()
-    gone = asyncio.create_task(budget.acquire())
-    kept = asyncio.create_task(budget.acquire())
-    await clock.settle()
-    gone.cancel()
-    await clock.advance(1)
-    assert kept.done()
-    assert budget.granted == 2
-
-
-async def test_budget_promote_moves_a_request_ahead_of_interims() -> None:
-    clock = FakeClock()
-    budget = EditBudget(1, 1.0, clock=clock)
-    budget.request()  # takes the free slot at t=0
-    a = budget.request()
-    b = budget.request()
-    b.promote()
-    await clock.advance(1)
-    assert b.granted
-    assert not a.granted
-    await clock.advance(1)
-    assert a.granted
-
-
-async def test_budget_defer_pauses_grants() -> None:
-    clock = FakeClock()
-    budget = EditBudget(10, 1.0, clock=clock)
-    budget.defer(5)
-    task = asyncio.create_task(budget.acquire())
-    await clock.advance(4.9)
-    assert not task.done()
-    await clock.advance(0.1)
-    assert task.done()
+# -- renderers sharing an EditBudget ---------------------------------------------------------------
 
 
 async def test_shared_rate_limit_defers_the_whole_budget() -> None:
