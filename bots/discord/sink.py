@@ -4,8 +4,10 @@
 reference) and further messages continue in the channel. :class:`InteractionSink` answers a slash
 command: its first message is the deferred interaction response (``@original``), further ones are
 follow-ups. Both send ``allowed_mentions`` that ping nobody on every create and every edit, and
-translate Discord's answers into the renderer's terms: 404 → :class:`~core.render.SinkGone`
-(the message was deleted: stop quietly), 429 → :class:`~core.render.SinkRateLimited`.
+only classify Discord's answers in the renderer's terms: 404 → :class:`~core.render.SinkGone`
+(the message was deleted: stop quietly), 429 → :class:`~core.render.SinkRateLimited` (raised by
+:class:`~.rest.DiscordRest`), a 5xx or an unreachable Discord on a request safe to repeat →
+:class:`~core.render.SinkTransient`; anything else is fatal. The renderer decides on retries.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from core.render import SinkGone, SinkRateLimited
+from core.render import SinkGone, SinkTransient
 
 from .rest import NO_MENTIONS, DiscordRest, DiscordRestError
 
@@ -21,9 +23,6 @@ __all__ = ["MAX_LEN", "ChannelSink", "InteractionSink"]
 
 #: Discord's limit on a message's content.
 MAX_LEN = 2000
-#: Consecutive transient failures (5xx, network) retried before the reply gives up.
-_TRANSIENT_RETRIES = 3
-_TRANSIENT_WAIT = 1.0
 _EPHEMERAL = 1 << 6
 
 
@@ -35,7 +34,6 @@ class _Sink:
     def __init__(self, rest: DiscordRest) -> None:
         self.rest = rest
         self.gone = False
-        self._failures = 0
         #: Called with the platform id of each message once it is posted.
         self.on_post: Callable[[str], None] | None = None
 
@@ -48,20 +46,18 @@ class _Sink:
             raise SinkGone("the reply message was deleted")
 
     async def _call(self, make: Callable[[], Any], *, idempotent: bool) -> Any:
+        """One REST call, its failure classified. A create whose connection dropped is not
+        transient: it may have been created, and a retry would post it twice."""
         self._check()
         try:
-            result = await make()
+            return await make()
         except DiscordRestError as exc:
             if exc.status == 404:
                 self.gone = True
                 raise SinkGone(exc.message or "not found") from None
             if exc.transient and (idempotent or exc.status >= 500):
-                self._failures += 1
-                if self._failures <= _TRANSIENT_RETRIES:
-                    raise SinkRateLimited(_TRANSIENT_WAIT * self._failures) from None
+                raise SinkTransient(exc) from None
             raise
-        self._failures = 0
-        return result
 
     def _posted(self, message_id: str) -> None:
         if self.on_post is not None:

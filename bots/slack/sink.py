@@ -4,7 +4,9 @@
 Why a sink of its own: the renderer decides *when* to post and edit (throttled, coalesced, split
 at the length limit, paced by the per-workspace budget); the sink only knows *how* on Slack:
 Markdown becomes mrkdwn, 429 becomes :class:`~core.render.SinkRateLimited` with Slack's
-``Retry-After``, a deleted message or channel becomes :class:`~core.render.SinkGone`.
+``Retry-After``, a deleted message or channel becomes :class:`~core.render.SinkGone`, a 5xx (or a
+dropped connection on an edit) becomes :class:`~core.render.SinkTransient`. How often to retry
+is the renderer's decision, not the sink's.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from core.render import SinkGone, SinkRateLimited
+from core.render import SinkGone, SinkRateLimited, SinkTransient
 
 from .mrkdwn import to_mrkdwn
 
@@ -38,11 +40,6 @@ GONE_ERRORS = frozenset(
         "cant_update_message",
     }
 )
-
-#: Consecutive transient failures (5xx, a dropped connection) waited out before the reply gives
-#: up, and the first wait; like the Discord sink, so one hiccup does not lose a whole answer.
-_TRANSIENT_RETRIES = 3
-_TRANSIENT_WAIT = 1.0
 
 
 def retry_after(exc: SlackApiError) -> float:
@@ -90,7 +87,6 @@ class SlackSink:
         self.thread_ts = thread_ts
         self._adopt = adopt_ts
         self.max_len = max_len
-        self._failures = 0
 
     def __repr__(self) -> str:
         return f"SlackSink(channel={self.channel!r}, thread_ts={self.thread_ts!r})"
@@ -124,25 +120,17 @@ class SlackSink:
 
     async def _call(self, make: Callable[[], Awaitable[Any]], *, idempotent: bool) -> Any:
         """One Web API call; Slack errors become the renderer's, and a transient failure (a 5xx;
-        for an edit also a dropped connection slack-sdk's own retry did not get past) becomes a
-        short :class:`SinkRateLimited` wait, a few times in a row at most. A post whose connection
-        dropped is not resent: it may have been posted."""
+        for an edit also a dropped connection slack-sdk's own retry did not get past) becomes
+        :class:`SinkTransient`. A post whose connection dropped is not transient: it may have
+        been posted, and a retry would post it twice."""
         try:
-            result = await make()
+            return await make()
         except SlackApiError as exc:
             error = translate_error(exc)
             if error is exc and exc.response.status_code >= 500:
-                error = self._transient(exc)
+                error = SinkTransient(exc)
             raise error from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             if not idempotent:
                 raise
-            raise self._transient(exc) from None
-        self._failures = 0
-        return result
-
-    def _transient(self, exc: Exception) -> Exception:
-        self._failures += 1
-        if self._failures <= _TRANSIENT_RETRIES:
-            return SinkRateLimited(_TRANSIENT_WAIT * self._failures)
-        return exc
+            raise SinkTransient(exc) from None

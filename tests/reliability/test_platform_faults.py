@@ -5,24 +5,33 @@ was deleted, nothing more), and the history sent next time must stay consistent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 from collections import defaultdict
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 from aiohttp import web
+from pydantic import SecretStr
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.discord import DiscordBot
+from bots.discord import ChannelSink, DiscordBot, DiscordRest, DiscordRestError
+from bots.slack.sink import SlackSink
+from core.clock import FakeClock
 from core.conversations import Status
 from core.engine import ChatEngine
+from core.render import TRANSIENT_RETRIES, TRANSIENT_WAIT, MessageSink, StreamRenderer
 from core.settings import load_settings
+from tests.bots.slack.conftest import CHANNEL as SLACK_CHANNEL
 from tests.fakes.llm_server import FakeLLMServer, Reply
 from tests.fakes.slack_api import FakeSlackAPI
 
 from .conftest import (
     MARKER,
+    PLATFORMS,
     Chat,
     ChatMaker,
     DiscordChat,
@@ -32,6 +41,8 @@ from .conftest import (
     chat_messages,
     wait_for,
 )
+
+_T = TypeVar("_T")
 
 ANSWER = " ".join(f"token{i}" for i in range(40))
 
@@ -207,3 +218,89 @@ async def test_a_refused_edit_stops_the_generation(make_chat: ChatMaker) -> None
     if isinstance(chat, SlackChat):
         del chat.api.fail["chat.update"]
     await follow_up_is_consistent(chat)
+
+
+async def _drive(clock: FakeClock, aw: Awaitable[_T], tries: int = 1500) -> _T:
+    """Await ``aw`` whose sink talks to a stand-in over loopback while the renderer waits on
+    ``clock``: whenever it sleeps on the clock, move the clock to that deadline."""
+    task = asyncio.ensure_future(aw)
+    for _ in range(tries):
+        done, _pending = await asyncio.wait({task}, timeout=0.01)
+        if done:
+            return task.result()
+        deadline = clock.next_deadline()
+        if deadline is not None:
+            await clock.advance_to(deadline)
+    task.cancel()
+    raise AssertionError("the renderer never finished")
+
+
+FaultySink = Callable[
+    [FakeClock], contextlib.AbstractAsyncContextManager[tuple[MessageSink, Callable[[int], None]]]
+]
+
+
+@pytest.fixture(params=PLATFORMS)
+def faulty_sink(request: pytest.FixtureRequest) -> FaultySink:
+    """``async with faulty_sink(clock) as (sink, fail)``: the platform's real sink against its
+    stand-in, and ``fail(n)``: its next ``n`` posts are answered with a 500. A plain fixture, so
+    that it can pull the platform's async fixtures by name."""
+    if request.param == "slack":
+        api: FaultySlackAPI = request.getfixturevalue("slack_api")
+
+        @contextlib.asynccontextmanager
+        async def make_slack(
+            clock: FakeClock,
+        ) -> AsyncIterator[tuple[MessageSink, Callable[[int], None]]]:
+            client = AsyncWebClient(token=api.bot_token, base_url=api.api_url)
+            yield SlackSink(client, SLACK_CHANNEL), lambda n: api.inject("chat.postMessage", 500, n)
+
+        return make_slack
+    world: World = request.getfixturevalue("world")
+
+    @contextlib.asynccontextmanager
+    async def make_discord(
+        clock: FakeClock,
+    ) -> AsyncIterator[tuple[MessageSink, Callable[[int], None]]]:
+        rest = DiscordRest(world.server.api_url, clock=clock)
+        rest.open(SecretStr(world.server.token))
+        try:
+            yield (
+                ChannelSink(rest, world.general),
+                lambda n: world.server.inject_error(500, n, methods=("POST",)),
+            )
+        finally:
+            await rest.close()
+
+    return make_discord
+
+
+async def test_a_500_is_retried_by_the_renderer_and_not_counted_as_a_rate_limit(
+    faulty_sink: FaultySink,
+) -> None:
+    """A server error is not a 429: the sink only says "transient", the renderer waits a little
+    longer each time (1 s, then 2 s) and counts it apart from rate limits."""
+    clock = FakeClock()
+    async with faulty_sink(clock) as (sink, fail):
+        fail(2)
+        renderer = StreamRenderer(sink, min_interval=0.5, clock=clock)
+        await renderer.feed(ANSWER)
+        result = await _drive(clock, renderer.finish())
+    assert result.texts == (ANSWER,)
+    assert (renderer.rate_limited, renderer.transient) == (0, 2)
+    assert clock.now() == TRANSIENT_WAIT * (1 + 2)
+
+
+async def test_a_lasting_500_stops_the_reply_with_the_platform_error(
+    faulty_sink: FaultySink,
+) -> None:
+    """Past the retries the sink's own error (not a rate limit) ends the reply: nothing hangs."""
+    clock = FakeClock()
+    async with faulty_sink(clock) as (sink, fail):
+        fail(TRANSIENT_RETRIES + 1)
+        renderer = StreamRenderer(sink, min_interval=0.5, clock=clock)
+        await renderer.feed(ANSWER)
+        with pytest.raises((DiscordRestError, SlackApiError)):
+            await _drive(clock, renderer.finish())
+    assert (renderer.rate_limited, renderer.transient) == (0, TRANSIENT_RETRIES + 1)
+    assert renderer.texts == []
