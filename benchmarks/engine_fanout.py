@@ -26,10 +26,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.budget import EditBudget
 from core.conversations import ConversationKey, Status
 from core.delivery import deliver
 from core.engine import ChatEngine
-from core.render import EditBudget, RenderResult
+from core.render import RenderResult
 from core.settings import load_settings
 from core.split import split_message
 from llmconnect.protocols.echo import echo_reply

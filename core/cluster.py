@@ -30,7 +30,7 @@ from .conversations import ConversationKey
 from .policy import UserRateLimiter
 
 if TYPE_CHECKING:
-    from .render import EditBudget
+    from .budget import EditBudget
 
 __all__ = ["HEARTBEAT_EVERY", "BudgetShare", "Cluster", "LocalCluster", "cluster_for"]
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .budget import EditBudget
 from .clock import Clock
 from .conversations import Status
 from .engine import ChatEngine, Reply
-from .render import EditBudget, MessageSink, RenderResult, SinkGone, StreamRenderer
+from .render import MessageSink, RenderResult, SinkGone, StreamRenderer
 
 __all__ = ["EMPTY_NOTE", "STOPPED_NOTE", "Renderer", "deliver", "deliver_with", "final_note"]
 

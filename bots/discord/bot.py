@@ -24,13 +24,14 @@ import yarl
 from discord import app_commands
 from pydantic import SecretStr
 
+from core.budget import EditBudget
 from core.cluster import BudgetShare
 from core.commands import Command, execute, parse_command
 from core.conversations import ConversationKey
 from core.delivery import deliver
 from core.engine import ChatEngine, Refused, Reply
 from core.policy import Actor
-from core.render import EditBudget, MessageSink, SinkRateLimited, StreamRenderer
+from core.render import MessageSink, SinkRateLimited, StreamRenderer
 from core.settings import Settings
 from core.split import split_message
 

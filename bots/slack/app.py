@@ -30,13 +30,14 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from core.budget import EditBudget
 from core.clock import Clock, MonotonicClock
 from core.cluster import BudgetShare
 from core.commands import Command, CommandResult, execute, parse_command
 from core.delivery import deliver_with
 from core.engine import ChatEngine, Refused, Reply
 from core.policy import Actor
-from core.render import EditBudget, StreamRenderer
+from core.render import StreamRenderer
 from core.settings import Settings
 from llmconnect import LLMError, aclose_shared_clients
 

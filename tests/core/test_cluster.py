@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from core.budget import EditBudget
 from core.clock import FakeClock
 from core.cluster import SEEN_EVENTS, BudgetShare, LocalCluster, cluster_for
 from core.conversations import ConversationKey, MemoryStore
-from core.render import EditBudget
 
 
 async def test_the_memory_store_gets_a_local_cluster() -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+from core.budget import EditBudget
 from core.clock import FakeClock
 from core.conversations import Message, Status
 from core.delivery import EMPTY_NOTE, STOPPED_NOTE, deliver, deliver_with, final_note
 from core.engine import Reply
-from core.render import EditBudget, RenderResult, SinkGone, with_note
+from core.render import RenderResult, SinkGone, with_note
 from core.split import split_message
 from llmconnect.protocols.echo import echo_reply
 from tests.core.test_render import RecordingSink

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from bots.slack import SlackBot, SlackConfigError
+from core.budget import EditBudget
 from core.conversations import ConversationKey, Status
-from core.render import EditBudget
 from tests.fakes.llm_server import FakeLLMServer, Reply
 from tests.fakes.slack_api import FakeSlackAPI
 

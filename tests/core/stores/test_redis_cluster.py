@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
+from core.budget import EditBudget
 from core.clock import FakeClock
 from core.cluster import BudgetShare, cluster_for
 from core.conversations import ConversationKey, Status
 from core.engine import STORE_UNAVAILABLE, ChatEngine, Refused
 from core.policy import Actor
-from core.render import EditBudget
 from core.settings import load_settings
 from core.stores.redis_cluster import RedisCluster
 from core.stores.redis_store import RedisStore
