@@ -184,6 +184,10 @@ class ConversationStore(Protocol):
 
     async def delete(self, key: ConversationKey) -> None: ...
 
+    async def list_keys(self, platform: str) -> list[ConversationKey]:
+        """``platform``'s conversations (expired ones left out), most recently saved first."""
+        ...
+
 
 async def new_conversation(
     store: ConversationStore, key: ConversationKey, parent: ConversationKey | None
@@ -240,3 +244,8 @@ class MemoryStore:
 
     def keys(self) -> list[ConversationKey]:
         return list(self._items)
+
+    async def list_keys(self, platform: str) -> list[ConversationKey]:
+        mine = [c for k, c in self._items.items() if k.platform == platform]
+        mine.sort(key=lambda c: c.updated_at, reverse=True)
+        return [c.key for c in mine]

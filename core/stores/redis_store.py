@@ -124,6 +124,20 @@ class RedisStore:
         """How many conversations the index holds (expired ones not yet pruned included)."""
         return int(await self.client.zcard(self._index))
 
+    async def list_keys(self, platform: str) -> list[ConversationKey]:
+        """``platform``'s conversations (expired ones left out), most recently saved first: read
+        from the index, which holds every platform's (at most ``max_conversations``)."""
+        low = time.time() - self.ttl if self.ttl > 0 else "-inf"
+        names = await self.client.zrange(self._index, "+inf", low, desc=True, byscore=True)
+        start = len(f"{self.prefix}conv:")
+        keys = []
+        for name in names:
+            text = name.decode() if isinstance(name, bytes) else str(name)
+            key = ConversationKey(*json.loads(text[start:]))
+            if key.platform == platform:
+                keys.append(key)
+        return keys
+
     async def prune(self) -> None:
         """Apply both bounds now: forget expired keys, evict the least recently saved."""
         if self.ttl > 0:

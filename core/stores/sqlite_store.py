@@ -126,6 +126,18 @@ class SqliteStore:
     def _count(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM conversations").fetchone()[0])
 
+    def _channels(self, platform: str) -> list[str]:
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT channel FROM conversations WHERE platform = ? AND updated_at >= ? "
+                "ORDER BY updated_at DESC",
+                (platform, self._cutoff(time.time())),
+            )
+            .fetchall()
+        )
+        return [str(row[0]) for row in rows]
+
     def _close(self) -> None:
         if self._db is not None:
             self._db.close()
@@ -164,6 +176,11 @@ class SqliteStore:
     async def count(self) -> int:
         """How many conversations the file holds (idle ones not yet pruned included)."""
         return await self._call(self._count)
+
+    async def list_keys(self, platform: str) -> list[ConversationKey]:
+        """``platform``'s conversations (idle ones past the TTL left out), most recently saved
+        first."""
+        return [ConversationKey(platform, c) for c in await self._call(self._channels, platform)]
 
     async def prune(self) -> None:
         """Apply both bounds now (``save`` does it every ``PRUNE_EVERY`` saves)."""

@@ -170,3 +170,37 @@ async def test_concurrent_creation_yields_one_conversation(make_store: StoreMake
     await first.save(made[0])
     again = await second.get_or_create(KEY)
     assert [m.content for m in again.messages] == ["first turn"]
+
+
+async def test_list_keys_names_one_platforms_conversations_most_recent_first(
+    make_store: StoreMaker,
+):
+    store = await make_store()
+    web = [ConversationKey("web", name) for name in ("w1", "w:2", "w3")]
+    for k in web:
+        await store.save(await store.get_or_create(k))
+    await store.get_or_create(ConversationKey("slack", "C1"))
+    touched = await store.get(web[0])
+    assert touched is not None
+    await store.save(touched)  # saved last: listed first
+    await store.delete(web[2])
+    assert await store.list_keys("web") == [web[0], web[1]]
+    assert await store.list_keys("slack") == [ConversationKey("slack", "C1")]
+    assert await store.list_keys("discord") == []
+
+
+async def test_list_keys_survives_a_restart_and_skips_expired_ones(make_store: StoreMaker):
+    if make_store.backend == "memory":  # type: ignore[attr-defined]
+        pytest.skip("the memory store is gone with its process, by design")
+    first = await make_store()
+    await first.get_or_create(ConversationKey("web", "kept"))
+    await first.aclose()  # type: ignore[attr-defined]
+    second = await make_store()
+    assert await second.list_keys("web") == [ConversationKey("web", "kept")]
+    expiring = await make_store(ttl=0.05)
+    await expiring.get_or_create(ConversationKey("web", "brief"))
+    for _ in range(500):
+        if await expiring.get(ConversationKey("web", "brief")) is None:
+            break
+        await asyncio.sleep(0.01)
+    assert await expiring.list_keys("web") == []
