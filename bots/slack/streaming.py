@@ -5,8 +5,9 @@ Why: where Slack allows it (a reply in a thread; a DM reply goes into the thread
 native streaming shows the answer as it is written without spending the workspace's ``chat.update``
 budget, and Slack renders the Markdown itself. It is also fragile: a stream that pauses too long
 expires (``message_not_in_streaming_state``), and a proxy or workspace may not offer it at all.
-So :class:`NativeStreamRenderer` keeps every character it was given and, on any failure, hands
-the current message over to the core :class:`~core.render.StreamRenderer` over a
+So :class:`NativeStreamRenderer` (a core :class:`~core.render.BufferedRenderer`: only its step is
+its own) keeps every character it was given and, on any failure, hands the current message over to
+the core :class:`~core.render.StreamRenderer` over a
 :class:`~bots.slack.sink.SlackSink` that continues *in the same message* by ``chat.update``: the
 user still gets the whole answer.
 
@@ -18,7 +19,6 @@ reopened) and the answer continues in a new stream.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from collections.abc import Callable
@@ -29,8 +29,9 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_chat_stream import AsyncChatStream
 from slack_sdk.web.async_client import AsyncWebClient
 
-from core.clock import Clock, MonotonicClock
-from core.render import EditBudget, MessageSink, RenderResult, SinkGone, StreamRenderer, with_note
+from core.budget import EditBudget
+from core.clock import Clock
+from core.render import BufferedRenderer, MessageSink, RenderResult, SinkGone, StreamRenderer
 from core.split import find_cut
 
 from .sink import GONE_ERRORS
@@ -57,7 +58,7 @@ UNSUPPORTED_ERRORS = frozenset(
 )
 
 
-class NativeStreamRenderer:
+class NativeStreamRenderer(BufferedRenderer):
     """Streams one reply with Slack's streaming API; falls back to edits when that fails.
 
     ``fallback(ts)`` makes the sink to continue with: it must edit message ``ts`` first (the
@@ -78,18 +79,13 @@ class NativeStreamRenderer:
         clock: Clock | None = None,
         max_len: int = NATIVE_MAX_LEN,
     ) -> None:
+        super().__init__(min_interval=min_interval, budget=budget, clock=clock)
         self.client = client
         self.channel = channel
         self.thread_ts = thread_ts
         self._recipient = (recipient_user_id, recipient_team_id)
         self._make_fallback = fallback
-        self._min_interval = min_interval
-        self._budget = budget
-        self._clock: Clock = clock or (budget.clock if budget else MonotonicClock())
         self._max_len = max_len
-        self._buf: list[str] = []
-        self._body = ""  # the current message: fence reopener + text since its start
-        self._prefix_len = 0
         self._sent = 0  # characters of _body already appended to the current stream
         self._stream: AsyncChatStream | None = None
         self._last = -math.inf
@@ -97,12 +93,6 @@ class NativeStreamRenderer:
         self._texts: list[str] = []
         self._appends = 0
         self._fallback: StreamRenderer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._idle: asyncio.Future[None] | None = None
-        self._finishing = False
-        self._note: str | None = None
-        self._noted = False
-        self._failure: Exception | None = None
         #: The Slack error (or exception name) that made this reply fall back to edits.
         self.error: str | None = None
         self._started = False
@@ -120,111 +110,65 @@ class NativeStreamRenderer:
         """True when Slack refused to start a stream in a way no retry will change."""
         return not self._started and self.error in UNSUPPORTED_ERRORS
 
-    # -- the Renderer protocol -----------------------------------------------------------
+    # -- the Renderer protocol, with the fallback's part -----------------------------------
 
     async def feed(self, delta: str) -> None:
         """Take ``delta``; never waits on the network."""
-        if self._failure is not None:
-            raise self._failure
         if self._fallback is not None:
             await self._fallback.feed(delta)
-            return
-        if not delta:
-            return
-        self._buf.append(delta)
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
         else:
-            self._wake()
+            await super().feed(delta)
 
     async def finish(self, note: str | None = None) -> RenderResult:
         """Stop the stream(s) on the complete text, ``note`` on its own last line."""
-        self._finishing = True
-        self._note = note
-        if self._failure is None and self._fallback is None:
-            if self._task is None and (self._buf or note):
-                self._task = asyncio.get_running_loop().create_task(self._run())
-            self._wake()
-            if self._task is not None:
-                await self._task
-        refs, texts = list(self._refs), list(self._texts)
-        posts, edits = len(refs), self._appends
-        if self._fallback is not None:
-            result = await self._fallback.finish(None if self._noted else note)
-            refs += result.refs
-            texts += result.texts
-            posts, edits = posts + result.posts, edits + result.edits
-        failure = self._failure
-        if failure is not None and not isinstance(failure, SinkGone):
-            raise failure
-        return RenderResult(tuple(refs), tuple(texts), posts, edits, failure is not None)
+        streamed = await super().finish(note)
+        if self._fallback is None:
+            return streamed
+        edited = await self._fallback.finish(None if self._noted else note)
+        return RenderResult(
+            streamed.refs + edited.refs,
+            streamed.texts + edited.texts,
+            streamed.posts + edited.posts,
+            streamed.edits + edited.edits,
+            streamed.gone or edited.gone,
+        )
 
     async def aclose(self) -> None:
         """Shutdown: stop sending (no final text)."""
-        self._finishing = True
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await super().aclose()
         if self._fallback is not None:
             await self._fallback.aclose()
 
-    # -- the streaming task ----------------------------------------------------------------
+    # -- the step --------------------------------------------------------------------------
 
-    def _wake(self) -> None:
-        idle, self._idle = self._idle, None
-        if idle is not None and not idle.done():
-            idle.set_result(None)
-
-    def _absorb(self) -> None:
-        if self._buf:
-            self._body += "".join(self._buf)
-            self._buf.clear()
-        if self._finishing and not self._noted:
-            self._noted = True
-            self._body = with_note(self._body, self._note)
-
-    async def _run(self) -> None:
+    async def _step(self) -> bool:
+        if len(self._body) <= self._sent and not self._finishing:
+            await self._wait_for_text()
+            return False
+        if not self._finishing and await self._wait_until(self._last + self._min_interval):
+            return False  # appends are coalesced: at most one per min_interval
         try:
-            await self._stream_all()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # reported by feed()/finish()
-            self._failure = exc
+            done = await self._send_step()
+        except SlackApiError as exc:
+            error = exc.response.get("error")
+            if error in GONE_ERRORS:
+                raise SinkGone(str(error)) from None
+            log.info("Slack stream in %s failed (%s); continuing by chat.update", self, error)
+            self.error = str(error)
+            await self._fall_back()
+            return True
+        except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+            log.info("Slack stream in %s failed (%s); continuing by chat.update", self, exc)
+            self.error = type(exc).__name__
+            await self._fall_back()
+            return True
+        self._last = self._clock.now()
+        return done
 
-    async def _stream_all(self) -> None:
-        clock = self._clock
-        while True:
-            self._absorb()
-            pending = len(self._body) > self._sent
-            if not pending and not self._finishing:
-                idle: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                self._idle = idle
-                await idle
-                continue
-            due = self._last + self._min_interval
-            now = clock.now()
-            if not self._finishing and now < due:
-                await clock.sleep(due - now)
-                continue
-            try:
-                done = await self._send_step()
-            except SlackApiError as exc:
-                error = exc.response.get("error")
-                if error in GONE_ERRORS:
-                    self._failure = SinkGone(str(error))
-                    return
-                log.info("Slack stream in %s failed (%s); continuing by chat.update", self, error)
-                self.error = str(error)
-                await self._fall_back()
-                return
-            except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
-                log.info("Slack stream in %s failed (%s); continuing by chat.update", self, exc)
-                self.error = type(exc).__name__
-                await self._fall_back()
-                return
-            self._last = clock.now()
-            if done:
-                return
+    def _result(self, *, gone: bool) -> RenderResult:
+        return RenderResult(
+            tuple(self._refs), tuple(self._texts), len(self._refs), self._appends, gone
+        )
 
     async def _send_step(self) -> bool:
         """One network step; True when the reply is complete."""
