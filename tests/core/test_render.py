@@ -17,7 +17,9 @@ from core.clock import Clock, FakeClock, MonotonicClock
 from core.render import (
     TRANSIENT_RETRIES,
     TRANSIENT_WAIT,
+    BufferedRenderer,
     MessageSink,
+    RenderResult,
     SinkGone,
     SinkRateLimited,
     SinkTransient,
@@ -141,6 +143,94 @@ async def test_clocks_satisfy_protocol() -> None:
     assert isinstance(FakeClock(), Clock)
     assert isinstance(MonotonicClock(), Clock)
     await MonotonicClock().sleep(0)  # non-positive: just yields
+
+
+# -- the BufferedRenderer machine -----------------------------------------------------------------
+
+
+class Collector(BufferedRenderer):
+    """The smallest BufferedRenderer: each step records the text so far, or raises ``fault``."""
+
+    def __init__(self, clock: FakeClock, fault: Exception | None = None) -> None:
+        super().__init__(min_interval=0, clock=clock)
+        self.seen: list[str] = []
+        self.steps = 0
+        self.fault = fault
+
+    async def _step(self) -> bool:
+        self.steps += 1
+        if self.fault is not None:
+            raise self.fault
+        if not self.seen or self.seen[-1] != self._body:
+            self.seen.append(self._body)
+        if self._finishing:
+            return True
+        await self._wait_for_text()
+        return False
+
+    def _result(self, *, gone: bool) -> RenderResult:
+        return RenderResult((), tuple(self.seen[-1:]), 0, len(self.seen), gone)
+
+
+async def test_buffered_renderer_wakes_its_step_with_all_new_text_and_ends_with_the_note() -> None:
+    clock = FakeClock()
+    r = Collector(clock)
+    await r.feed("a")
+    await r.feed("b")  # before the task ran: absorbed together
+    await clock.settle()
+    await r.feed("c")
+    await clock.settle()
+    assert r.seen == ["ab", "abc"]
+    result = await clock.run(r.finish("⏹ stopped"))
+    assert r.seen == ["ab", "abc", "abc\n⏹ stopped"]
+    assert (result.texts, result.gone) == (("abc\n⏹ stopped",), False)
+    with pytest.raises(RuntimeError):
+        await r.feed("d")
+    with pytest.raises(RuntimeError):
+        await r.finish()
+
+
+async def test_buffered_renderer_without_text_runs_no_step() -> None:
+    clock = FakeClock()
+    r = Collector(clock)
+    result = await clock.run(r.finish())
+    assert (r.steps, result.texts) == (0, ())
+
+
+async def test_buffered_renderer_keeps_a_step_failure_for_feed_and_finish() -> None:
+    clock = FakeClock()
+    r = Collector(clock, fault=RuntimeError("boom"))
+    await r.feed("a")
+    await clock.settle()
+    with pytest.raises(RuntimeError, match="boom"):
+        await r.feed("b")
+    with pytest.raises(RuntimeError, match="boom"):
+        await r.finish()
+    assert r.steps == 1  # the failure stopped the task for good
+
+
+async def test_buffered_renderer_reports_sink_gone_as_gone() -> None:
+    clock = FakeClock()
+    r = Collector(clock, fault=SinkGone())
+    await r.feed("a")
+    await clock.settle()
+    assert r.gone
+    with pytest.raises(SinkGone):
+        await r.feed("b")
+    result = await r.finish("⏹ stopped")
+    assert result.gone
+
+
+async def test_buffered_renderer_aclose_stops_a_waiting_task() -> None:
+    clock = FakeClock()
+    r = Collector(clock)
+    await r.feed("a")
+    await clock.settle()  # the step waits for text
+    await r.aclose()
+    await r.aclose()  # twice is harmless
+    assert r.seen == ["a"]
+    with pytest.raises(RuntimeError):
+        await r.feed("b")
 
 
 # -- renderer basics --------------------------------------------------------------------------------
