@@ -72,11 +72,25 @@ async def execute(
     """Run ``command`` for the conversation ``key``; the plain-text answer to show.
 
     The access lists apply to commands as to prompts: a blocked user must not reset or stop a
-    channel's conversation, and a channel the bot is not enabled in gets no command either.
+    channel's conversation, and a channel the bot is not enabled in gets no command either. A
+    refusal (an unknown model, the store unreachable) is the answer, never an exception.
     """
     refusal = engine.policy.refusal(actor, key.channel, parent.channel if parent else None)
     if refusal:
         return CommandResult(refusal, ok=False)
+    try:
+        return await _run(engine, key, command, actor, parent)
+    except Refused as exc:
+        return CommandResult(exc.user_message, ok=False)
+
+
+async def _run(
+    engine: ChatEngine,
+    key: ConversationKey,
+    command: Command,
+    actor: Actor | None,
+    parent: ConversationKey | None,
+) -> CommandResult:
     conversation = await engine.conversation(key, parent)
     current = engine.model_of(conversation)
     name, arg = command.name, command.arg.strip()
@@ -91,10 +105,7 @@ async def execute(
             return CommandResult(f"Model here: {current}. Available: {available}.")
         if denied := _admin_only(engine, actor):
             return denied
-        try:
-            full = await engine.set_model(key, arg)
-        except Refused as exc:
-            return CommandResult(exc.user_message, ok=False)
+        full = await engine.set_model(key, arg)
         return CommandResult(f"Model for this conversation is now {full}.")
     if name == "system":
         if not arg:

@@ -9,6 +9,8 @@ recently used evicted. An idle conversation is a few small objects; nothing runs
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -23,8 +25,28 @@ __all__ = [
     "MemoryStore",
     "Message",
     "Status",
+    "clean_text",
+    "load_conversation",
     "new_conversation",
 ]
+
+log = logging.getLogger("llmconnect.store")
+
+
+def clean_text(text: str) -> str:
+    """``text`` as valid Unicode: a lone surrogate (``"\\ud800"`` from JSON, which UTF-8 cannot
+    encode and so no page, store or platform can take) becomes U+FFFD; a surrogate pair written as
+    two code points becomes its one character. Every text entering the engine goes through here.
+    """
+    if text.isascii():  # O(1) in CPython: the common case costs nothing
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # UTF-16 with surrogatepass joins well-formed pairs; decoding with "replace" turns
+        # each lone half into U+FFFD.
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
 
 
 class ConversationKey(NamedTuple):
@@ -82,11 +104,11 @@ class Message:
     def from_dict(cls, data: Mapping[str, Any]) -> Message:
         """The inverse of :meth:`to_dict` (a stored message is never mid-stream: no ``parts``)."""
         return cls(
-            role=str(data["role"]),
-            content=str(data.get("content") or ""),
+            role=clean_text(str(data["role"])),
+            content=clean_text(str(data.get("content") or "")),
             status=Status(data.get("status", Status.COMPLETE)),
             created_at=float(data.get("created_at") or 0.0),
-            error=None if data.get("error") is None else str(data["error"]),
+            error=None if data.get("error") is None else clean_text(str(data["error"])),
         )
 
 
@@ -114,14 +136,16 @@ class Conversation:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Conversation:
-        """The inverse of :meth:`to_dict`."""
+        """The inverse of :meth:`to_dict`; text a store holds that is not valid Unicode (saved
+        by an older version) is repaired with U+FFFD (:func:`clean_text`)."""
         parent = data.get("parent")
+        model, system = data.get("model"), data.get("system")
         return cls(
-            key=ConversationKey(*data["key"]),
-            model=data.get("model"),
-            system=data.get("system"),
+            key=ConversationKey(*map(clean_text, data["key"])),
+            model=None if model is None else clean_text(str(model)),
+            system=None if system is None else clean_text(str(system)),
             messages=[Message.from_dict(m) for m in data.get("messages", ())],
-            parent=None if parent is None else ConversationKey(*parent),
+            parent=None if parent is None else ConversationKey(*map(clean_text, parent)),
             created_at=float(data.get("created_at") or 0.0),
             updated_at=float(data.get("updated_at") or 0.0),
         )
@@ -169,6 +193,22 @@ class Conversation:
             del messages[:end]
             dropped += end
         return dropped
+
+
+def load_conversation(raw: str | bytes, key: ConversationKey) -> Conversation | None:
+    """A stored conversation from its JSON; never fails on what a store holds.
+
+    Bytes that are not UTF-8 and lone surrogates are repaired with U+FFFD. A record that is not a
+    conversation at all (damaged) is logged and read as absent: the conversation starts afresh
+    rather than failing every later message of the channel.
+    """
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    try:
+        return Conversation.from_dict(json.loads(raw))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        log.warning("%s: the stored conversation is damaged (%s); starting it afresh", key, exc)
+        return None
 
 
 class ConversationStore(Protocol):

@@ -13,12 +13,14 @@ then the rest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
+import re
 import unicodedata
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Generator, Mapping
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -41,12 +43,13 @@ from .conversations import (
     ConversationStore,
     Message,
     Status,
+    clean_text,
 )
 from .policy import AccessPolicy, Actor
 from .settings import Settings
 from .stores import close_store, locks_for, open_store
 
-__all__ = ["ChatEngine", "Refused", "Reply"]
+__all__ = ["ChatEngine", "Refused", "Reply", "StoreUnavailable"]
 
 log = logging.getLogger("llmconnect.engine")
 
@@ -56,6 +59,11 @@ INTERRUPTED = "This reply was interrupted (the bot restarted)."
 STORE_FAILED = "Could not save this conversation right now; please try again."
 #: The refusal when the conversation store (Redis) cannot be reached.
 STORE_UNAVAILABLE = "I cannot reach my conversation store right now; please try again shortly."
+#: The error of a reply shown in full whose final save failed: it will not be remembered.
+NOT_SAVED = (
+    "This answer could not be saved (the conversation store is unreachable): "
+    "it will not be part of the conversation's history."
+)
 #: How long ``stop`` waits for a generation running in another process to end, polling.
 REMOTE_STOP_WAIT = 10.0
 REMOTE_STOP_POLL = 0.05
@@ -72,6 +80,17 @@ class Refused(Exception):
     def __init__(self, user_message: str) -> None:
         super().__init__(user_message)
         self.user_message = user_message
+
+
+class StoreUnavailable(Refused):
+    """The conversation store (Redis, the SQLite file) cannot be reached: nothing was done.
+
+    Every engine operation that needs the store raises this rather than the store's own error,
+    so a front end can tell "try again shortly" (the web: 503) from a refusal of the request.
+    """
+
+    def __init__(self, user_message: str = "") -> None:
+        super().__init__(user_message or STORE_UNAVAILABLE)
 
 
 class Reply:
@@ -199,14 +218,21 @@ class ChatEngine:
     async def conversation(
         self, key: ConversationKey, parent: ConversationKey | None = None
     ) -> Conversation:
+        """``key``'s conversation, created when new; :class:`StoreUnavailable` when the store
+        cannot be reached (so does every operation below that needs the store)."""
         live = self._live.get(key)
         if live is not None:
             return live
-        return await self.store.get_or_create(key, parent)
+        with _reaching_store(key):
+            return await self.store.get_or_create(key, parent)
 
     async def get(self, key: ConversationKey) -> Conversation | None:
         """A conversation as it is now (a running reply's text included), without creating it."""
-        return self._live.get(key) or await self.store.get(key)
+        live = self._live.get(key)
+        if live is not None:
+            return live
+        with _reaching_store(key):
+            return await self.store.get(key)
 
     def model_of(self, conversation: Conversation) -> str:
         return conversation.model or self.default_model
@@ -259,6 +285,13 @@ class ChatEngine:
         """``provider/model`` for ``name``, or :class:`Refused` listing what is available."""
         available = self.available_models()
         listing = ", ".join(available) or "none configured"
+        if name.strip() and not _safe_model_id(name):
+            # A model id ends up in provider URLs (Gemini: .../models/{model}:...): one that
+            # could change the URL's path or query is refused before any other check.
+            raise Refused(
+                "That is not a model name (letters, digits and . _ - : / @ + only). "
+                f"Available: {listing}."
+            )
         try:
             ref = parse_model(name, env=self.env)
             resolved = resolve_provider(get_spec(ref.provider, self.env), self.env)
@@ -275,16 +308,18 @@ class ChatEngine:
         return full
 
     async def set_model(self, key: ConversationKey, name: str) -> str:
-        full = self.validate_model(name)
-        conversation = await self.conversation(key)
-        conversation.model = full
-        await self.store.save(conversation)
+        full = self.validate_model(clean_text(name))
+        with _reaching_store(key):
+            conversation = await self.conversation(key)
+            conversation.model = full
+            await self.store.save(conversation)
         return full
 
     async def set_system(self, key: ConversationKey, text: str | None) -> None:
-        conversation = await self.conversation(key)
-        conversation.system = text
-        await self.store.save(conversation)
+        with _reaching_store(key):
+            conversation = await self.conversation(key)
+            conversation.system = None if text is None else clean_text(text)
+            await self.store.save(conversation)
 
     # ----------------------------------------------------------------- generations
 
@@ -299,7 +334,7 @@ class ChatEngine:
         reason = self.policy.refusal(actor, key.channel, parent.channel if parent else None)
         if reason:
             raise Refused(reason)
-        prompt = text.strip()
+        prompt = clean_text(text).strip()  # every front end's prompt, as valid Unicode
         if not any(_visible(c) for c in prompt):  # empty, or only zero-width/direction marks
             raise Refused(HELP_TEXT)
         limit = self.settings.max_input_chars
@@ -308,6 +343,7 @@ class ChatEngine:
                 f"That message is {len(prompt):,} characters; the limit is {limit:,}. "
                 "Please shorten it."
             )
+        self._check_queue(key)  # before the rate limit: a refused prompt takes no slot
         if actor is not None:
             settings = self.settings
             wait = await self.cluster.retry_after(
@@ -329,17 +365,13 @@ class ChatEngine:
         parent: ConversationKey | None = None,
     ) -> Reply:
         """Queue a prompt; returns at once with the observable :class:`Reply`."""
-        try:
+        # The store (and with it the shared rate limit) unreachable: say so; run nothing.
+        with _reaching_store(key):
             prompt = await self.check(key, text, actor, parent)
             if self.cluster.shared and self._stop_listener is None:
                 await self._listen_for_stops()
             conversation = await self.conversation(key, parent)
-        except Refused:
-            raise
-        except Exception:
-            # The store (and with it the shared rate limit) is unreachable: say so; run nothing.
-            log.exception("%s: the conversation store is unreachable", key)
-            raise Refused(STORE_UNAVAILABLE) from None
+        self._check_queue(key)  # again: other prompts may have been queued while this waited
         placeholder = Message("assistant", status=Status.PENDING)
         reply = Reply(key, placeholder, self.model_of(conversation))
         self._queues.setdefault(key, []).append(reply)
@@ -349,6 +381,20 @@ class ChatEngine:
         self._tasks[task] = reply
         task.add_done_callback(lambda t: self._task_done(reply, t))
         return reply
+
+    def _check_queue(self, key: ConversationKey) -> None:
+        """:class:`Refused` when ``MAX_QUEUED_PROMPTS`` prompts already wait behind the reply
+        running in ``key``: a flood of prompts must not pile up without bound."""
+        limit = self.settings.max_queued_prompts
+        queue = self._queues.get(key)
+        if queue is None or len(queue) <= limit:
+            return
+        if limit == 0:
+            raise Refused("Please wait for the answer being written here (or stop it) first.")
+        raise Refused(
+            f"{limit} prompts are already waiting here, the most allowed; please wait for the "
+            "answers (or stop them) and try again."
+        )
 
     def _task_done(self, reply: Reply, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
@@ -437,6 +483,8 @@ class ChatEngine:
             stream = await client.chat(prompt, stream=True)
             try:
                 async for delta in stream:
+                    if not delta.isascii():  # O(1): only other text pays for the check
+                        delta = clean_text(delta)
                     parts.append(delta)
                     reply._push(delta)
             finally:
@@ -451,20 +499,20 @@ class ChatEngine:
         finally:
             conversation.trim(self.settings.history_max_messages, self.settings.history_max_chars)
             try:
-                await self._save_final(conversation)
+                await self._save_final(conversation, placeholder)
             finally:
                 # Final once stored: whoever awaits the reply (or shuts down) finds it saved.
                 reply._finish()
 
-    async def _save_final(self, conversation: Conversation) -> None:
+    async def _save_final(self, conversation: Conversation, reply: Message) -> None:
         """Save a finished turn; a shutdown that cancels meanwhile does not cut the save short
         (``aclose`` waits for it before closing the store)."""
-        save = asyncio.ensure_future(self._merge_and_save(conversation))
+        save = asyncio.ensure_future(self._merge_and_save(conversation, reply))
         self._saving.add(save)
         save.add_done_callback(self._saving.discard)
         await asyncio.shield(save)
 
-    async def _merge_and_save(self, conversation: Conversation) -> None:
+    async def _merge_and_save(self, conversation: Conversation, reply: Message) -> None:
         try:
             if self.locks.shared:
                 # Another process may have changed the model or system prompt meanwhile.
@@ -472,8 +520,17 @@ class ChatEngine:
                 if stored is not None:
                     conversation.model, conversation.system = stored.model, stored.system
             await self.store.save(conversation)
-        except Exception:
-            log.exception("%s: could not save the conversation", conversation.key)
+        except Exception as exc:
+            # The user has seen the answer: it must not look "complete" (remembered) when the
+            # next prompt will not have it in its history. Said on the reply, logged once.
+            log.error(
+                "%s: could not save the finished reply (%s: %s); it is marked not saved",
+                conversation.key,
+                type(exc).__name__,
+                exc,
+            )
+            before = reply.error or ("Stopped." if reply.status is Status.CANCELLED else "")
+            reply.finish(Status.ERROR, f"{before} {NOT_SAVED}".strip())
 
     async def stop(self, key: ConversationKey) -> bool:
         """Cancel the generation of ``key`` that runs (or is next); False when there is none.
@@ -536,12 +593,13 @@ class ChatEngine:
     async def reset(self, key: ConversationKey) -> None:
         """Stop what runs and forget the history (model and system prompt stay)."""
         await self.stop(key)
-        if self.locks.shared and key not in self._live:
-            # A generation in another process saves its turn when it ends: wait for it.
-            async with self.locks.lock(key):
+        with _reaching_store(key):
+            if self.locks.shared and key not in self._live:
+                # A generation in another process saves its turn when it ends: wait for it.
+                async with self.locks.lock(key):
+                    await self._clear(key)
+            else:
                 await self._clear(key)
-        else:
-            await self._clear(key)
 
     async def _clear(self, key: ConversationKey) -> None:
         conversation = await self.conversation(key)
@@ -566,6 +624,32 @@ class ChatEngine:
             await asyncio.wait([listener])
         if self._owns_store:
             await close_store(self.store)
+
+
+@contextlib.contextmanager
+def _reaching_store(key: ConversationKey) -> Iterator[None]:
+    """Turn any failure to reach the store (Redis away, a disk error) into
+    :class:`StoreUnavailable`; a refusal passes through as it is."""
+    try:
+        yield
+    except Refused:
+        raise
+    except Exception as exc:
+        log.warning(
+            "%s: the conversation store is unreachable (%s: %s)", key, type(exc).__name__, exc
+        )
+        raise StoreUnavailable() from None
+
+
+#: What a model id may hold (``provider/model``, e.g. ``openrouter/meta-llama/x:free``).
+_MODEL_ID = re.compile(r"[A-Za-z0-9._\-:/@+]+")
+
+
+def _safe_model_id(name: str) -> bool:
+    """Letters, digits and ``. _ - : / @ +`` only, no ``..`` path segment: nothing that could
+    change a provider URL's path, query or fragment (``?``, ``#``, ``%``, whitespace)."""
+    name = name.strip()
+    return bool(_MODEL_ID.fullmatch(name)) and ".." not in name.split("/")
 
 
 def _pointed_at(spec: ProviderSpec, env: Mapping[str, str], default_provider: str) -> bool:

@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     max_input_chars: int = Field(
         8_000, ge=1, description="Longest prompt accepted; longer ones are refused with the limit."
     )
+    max_queued_prompts: int = Field(
+        5,
+        ge=0,
+        description="Prompts that may wait per conversation behind the one being answered (per "
+        "process); the next is refused until one ends (0: no waiting, one at a time).",
+    )
     discord_edit_interval: float = Field(
         1.2, gt=0, description="Seconds between edits of one Discord message while streaming."
     )

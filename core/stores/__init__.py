@@ -49,20 +49,29 @@ def sqlite_path(url: str) -> str:
     return path[1:]
 
 
-def check_store_url(url: str) -> str:
-    """``url`` when its scheme is known (a settings validator: fail at start-up, not later)."""
+def _scheme(url: str) -> str:
     scheme = urlsplit(url).scheme.lower()
     if scheme not in SCHEMES:
         raise StoreURLError("expected memory://, sqlite:///path.db or redis://host:port/db")
     if scheme == "sqlite":
         sqlite_path(url)
+    return scheme
+
+
+def check_store_url(url: str) -> str:
+    """``url`` when its scheme is known and, for SQLite, its file (if there is one yet) is a
+    database (a settings validator: fail at start-up, with one line, not later)."""
+    if _scheme(url) == "sqlite":
+        from .sqlite_store import check_database
+
+        check_database(sqlite_path(url))
     return url
 
 
 def open_store(settings: Settings) -> ConversationStore:
     """The store ``settings.store_url`` names, with the settings' bounds."""
-    url = check_store_url(settings.store_url)
-    scheme = urlsplit(url).scheme.lower()
+    url = settings.store_url
+    scheme = _scheme(url)  # the SQLite file was checked with the settings
     if scheme == "memory":
         return MemoryStore(settings.max_conversations)
     if scheme == "sqlite":

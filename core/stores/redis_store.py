@@ -32,7 +32,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.lock import Lock as RedisLock
 from redis.exceptions import LockError, LockNotOwnedError, RedisError
 
-from ..conversations import Conversation, ConversationKey, new_conversation
+from ..conversations import Conversation, ConversationKey, load_conversation, new_conversation
 
 if TYPE_CHECKING:
     from .redis_cluster import RedisCluster
@@ -85,7 +85,7 @@ class RedisStore:
 
     async def get(self, key: ConversationKey) -> Conversation | None:
         raw = await self.client.get(self._name("conv", key))
-        return None if raw is None else Conversation.from_dict(json.loads(raw))
+        return None if raw is None else load_conversation(raw, key)
 
     async def get_or_create(
         self, key: ConversationKey, parent: ConversationKey | None = None

@@ -8,12 +8,18 @@ Each conversation is one row holding its JSON (``Conversation.to_dict``). Bounds
 longer than ``ttl`` seconds are invisible and pruned, and at most ``max_conversations`` rows are
 kept, the least recently saved pruned first (checked every ``PRUNE_EVERY`` saves, so a read
 never writes).
+
+The file holds people's conversations: it is created readable by its owner only (0600; SQLite
+gives its ``-wal`` and ``-shm`` files the database file's mode). A file that is not a database,
+or is damaged, stops start-up with one line naming ``STORE_URL`` (:func:`check_database`, run by
+the settings' validation), never with a traceback, and is left as it was.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -21,9 +27,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from ..conversations import Conversation, ConversationKey, new_conversation
+from ..conversations import Conversation, ConversationKey, load_conversation, new_conversation
+from . import StoreURLError
 
-__all__ = ["PRUNE_EVERY", "SqliteStore"]
+__all__ = ["PRUNE_EVERY", "SqliteStore", "check_database"]
 
 PRUNE_EVERY = 64
 
@@ -41,6 +48,47 @@ CREATE INDEX IF NOT EXISTS conversations_updated_at ON conversations (updated_at
 """
 
 
+def _text(data: bytes) -> str:
+    # Text that is not UTF-8 (written by another program) is read with U+FFFD, not refused.
+    return data.decode("utf-8", "replace")
+
+
+def check_database(path: str | Path) -> None:
+    """Raise :class:`~core.stores.StoreURLError` when the file at ``path`` exists but is not
+    a readable SQLite database (not one at all, or damaged). Read-only: the file is not changed.
+
+    ``PRAGMA quick_check`` reads every page once (integrity_check's thorough index checks are
+    skipped), so damage found later, mid-conversation, is rare; it runs at start-up only.
+    """
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:  # absent or empty: SQLite creates it
+        return
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise StoreURLError(f"cannot open the SQLite file {path}: {exc}") from None
+    try:
+        problems = [str(row[0]) for row in db.execute("PRAGMA quick_check(3)")]
+    except sqlite3.Error as exc:
+        problems = [str(exc)]
+    finally:
+        db.close()
+    if problems != ["ok"]:
+        detail = " ".join(" ".join(problems).split())  # one line: SQLite's report has several
+        raise StoreURLError(
+            f"{path} is not a SQLite database or it is damaged ({detail[:160]}); move it away "
+            "(a new one is then created) or point STORE_URL at another file."
+        )
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file with mode 0600 before SQLite does (it would use 0644)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
 class SqliteStore:
     """A :class:`~core.conversations.ConversationStore` in the SQLite file at ``path``."""
 
@@ -54,13 +102,19 @@ class SqliteStore:
         self._saves = 0
         # Opened here, at start-up, so that a bad path fails at once with the path in the message.
         try:
+            _create_private(self.path)
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        except sqlite3.Error as exc:
+            try:
+                db.text_factory = _text
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA busy_timeout=5000")
+                db.executescript(_SCHEMA)
+            except sqlite3.Error:
+                db.close()
+                raise
+        except (OSError, sqlite3.Error) as exc:
             self._executor.shutdown(wait=False)
-            raise OSError(f"cannot open the SQLite store {self.path}: {exc}") from None
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(_SCHEMA)
+            raise OSError(f"STORE_URL: cannot open the SQLite store {self.path}: {exc}") from None
         self._db: sqlite3.Connection | None = db
         self._prune(time.time())
 
@@ -147,7 +201,7 @@ class SqliteStore:
 
     async def get(self, key: ConversationKey) -> Conversation | None:
         data = await self._call(self._read, key)
-        return None if data is None else Conversation.from_dict(json.loads(data))
+        return None if data is None else load_conversation(data, key)
 
     async def get_or_create(
         self, key: ConversationKey, parent: ConversationKey | None = None

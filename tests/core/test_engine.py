@@ -631,7 +631,7 @@ async def test_per_user_rate_limit(make_engine: EngineMaker) -> None:
 
 
 async def test_rate_limit_zero_means_unlimited(make_engine: EngineMaker) -> None:
-    engine = make_engine(clock=FakeClock(), user_rate_limit=0)
+    engine = make_engine(clock=FakeClock(), user_rate_limit=0, max_queued_prompts=30)
     replies = [await engine.submit(KEY, f"p{n}", actor=Actor("alice")) for n in range(30)]
     await asyncio.gather(*replies)
     assert all(r.status is Status.COMPLETE for r in replies)
