@@ -3,7 +3,7 @@
 Every conversation submits one prompt to a :class:`~core.engine.ChatEngine` on the offline ``echo``
 provider (option ``words``: each reply is exactly ``--deltas`` deltas), all at once, and each reply
 is delivered by :func:`core.delivery.deliver` — a real :class:`~core.render.StreamRenderer` per
-conversation, one shared :class:`~core.render.EditBudget` (a web-like budget; ``--budget-rate 0``
+conversation, one shared :class:`~core.budget.EditBudget` (a web-like budget; ``--budget-rate 0``
 for none) and the real monotonic clock — into an in-memory sink.
 
 Prints deltas/second (wall), CPU seconds, peak RSS, posts and edits per reply, and checks that no

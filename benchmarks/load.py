@@ -507,7 +507,7 @@ def budget_floor(arrivals: list[float], rate: float, per: float, burst: int) -> 
     """For each reply, the wait its first post cannot avoid under the bot's request budget.
 
     ``arrivals``: when each reply's first LLM chunk was written. The floor is what an
-    :class:`~core.render.EditBudget` of ``rate`` per ``per`` s (``burst``) would impose if it
+    :class:`~core.budget.EditBudget` of ``rate`` per ``per`` s (``burst``) would impose if it
     served nothing but these first posts, first come first served, at no CPU cost: the k-th of
     200 simultaneous first posts at 45/s waits about k/45 s. Anything above it is latency the bot
     adds (CPU, event-loop lag, other requests sharing the budget, the HTTP round trip).

@@ -31,9 +31,7 @@ from core.split import find_cut, open_fence
 __all__ = [
     "TRANSIENT_RETRIES",
     "TRANSIENT_WAIT",
-    "BudgetTicket",
     "BufferedRenderer",
-    "EditBudget",
     "MessageSink",
     "RenderResult",
     "SinkGone",

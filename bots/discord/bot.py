@@ -4,7 +4,7 @@ A thin translation layer over ``core``: a Discord event becomes a :class:`Conver
 :class:`Actor` and an ``engine.submit`` or ``commands.execute`` call; the answer goes out through a
 :class:`~bots.discord.sink.ChannelSink` / :class:`~bots.discord.sink.InteractionSink` driven by
 ``core.delivery.deliver``. All of the bot's channel messages share one
-:class:`~core.render.EditBudget` (Discord allows 50 requests/s per bot); each message is edited at
+:class:`~core.budget.EditBudget` (Discord allows 50 requests/s per bot); each message is edited at
 most once per ``DISCORD_EDIT_INTERVAL`` (Discord allows about 5 edits per 5 s per channel).
 """
 

@@ -6,7 +6,7 @@ global limit, so an awaited ``message.edit()`` can take seconds and, under load,
 reply. Its ``max_ratelimit_timeout`` cannot go below 30 s. The renderer (``core.render``) already
 coalesces and paces edits; what it needs is to *know* when to wait. So these calls raise
 :class:`~core.render.SinkRateLimited` instead: ``retry_after`` from the 429 body (``shared=True``
-for a global limit, so the whole bot's :class:`~core.render.EditBudget` backs off), or at once,
+for a global limit, so the whole bot's :class:`~core.budget.EditBudget` backs off), or at once,
 without a request, while Discord's ``X-RateLimit-*`` headers say the route's bucket is empty.
 Everything else (gateway, commands, interaction callbacks) stays with discord.py.
 """
