@@ -122,3 +122,60 @@ async def test_blocked_users_roles_and_channels(
     assert len(llm.requests) == 1
     assert server.bot_messages(world.general) == []
     assert server.bot_messages(world.thread) == []
+
+
+def long_reply_with_pings(world: World) -> str:
+    """Over two Discord messages, with mentions in the part only the later messages carry."""
+    return "word " * 500 + pings(world) + " more " * 200 + pings(world)
+
+
+async def test_every_message_of_a_reply_over_2000_characters_pings_nobody(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    text = long_reply_with_pings(world)
+    assert len(text) > 2 * 2000 - 1000
+    llm.enqueue(Reply(deltas=[text[i : i + 300] for i in range(0, len(text), 300)], delay=0.02))
+    await start_bot()
+    server = world.server
+    prompt = await server.send_message(world.general, world.alice, "say it at length")
+    await wait_for(
+        lambda: (
+            "".join(m.content for m in server.replies_to(prompt))
+            .replace("\n", "")
+            .count("read this!")
+            == 2
+        ),
+        tries=3000,
+    )
+    messages = server.replies_to(prompt)
+    assert len(messages) >= 2
+    assert any("@everyone" in m.content for m in messages[1:])  # a later message has the pings
+    for message in messages:
+        for payload in message.payloads:
+            assert payload["allowed_mentions"] == NO_MENTIONS, message.id
+
+
+async def test_ask_follow_ups_of_a_long_answer_ping_nobody(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    text = long_reply_with_pings(world)
+    llm.enqueue(Reply(deltas=[text[i : i + 300] for i in range(0, len(text), 300)], delay=0.02))
+    await start_bot()
+    server = world.server
+    asked = await server.slash(world.general, world.alice, "ask", prompt="say it at length")
+    await wait_for(
+        lambda: (
+            "".join(m.content for m in server.interaction_messages(asked)).count("read this!") == 2
+        ),
+        tries=3000,
+    )
+    messages = server.interaction_messages(asked)
+    assert len(messages) >= 2
+    assert asked.followup_ids  # the answer went on in follow-up messages
+    assert any("@everyone" in m.content for m in messages[1:])
+    for message in messages[1:]:  # follow-ups: their create and every edit
+        assert message.payloads
+        for payload in message.payloads:
+            assert payload["allowed_mentions"] == NO_MENTIONS, message.id
+    for payload in messages[0].payloads[1:]:  # the original: [0] is the defer
+        assert payload["allowed_mentions"] == NO_MENTIONS

@@ -172,6 +172,44 @@ async def test_reset_waits_for_a_generation_in_another_process(redis_url: str):
         await store.aclose()
 
 
+class SlowSqliteStore(SqliteStore):
+    """A real SQLite store on a slow disk: once ``delay`` is set, each save waits that long
+    first (``slow_save`` is set when one has begun)."""
+
+    delay = 0.0
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.slow_save = asyncio.Event()
+
+    async def save(self, conversation: Conversation) -> None:
+        if self.delay:
+            self.slow_save.set()
+            await asyncio.sleep(self.delay)
+        await super().save(conversation)
+
+
+async def test_shutdown_waits_for_the_final_save_of_a_stopped_reply(tmp_path: Path):
+    """A reply stopped by /stop is saving its turn (slowly) when shutdown comes: ``aclose``
+    returns only once that turn is stored. A store closed (or a process exiting) before that
+    would lose what the user saw."""
+    store = SlowSqliteStore(tmp_path / "slow.db")
+    engine = engine_on(store, delay=0.01, words=10_000)
+    reply = await engine.submit(KEY, "talk for a while")
+    await wait_for(lambda: reply.status is Status.STREAMING and bool(reply.text))
+    store.delay = 0.2
+    stopping = asyncio.ensure_future(engine.stop(KEY))
+    await store.slow_save.wait()  # the stopped reply's final save has begun
+    await engine.aclose()
+    stored = await store.get(KEY)
+    assert stored is not None
+    assert [m.status for m in stored.messages] == [Status.COMPLETE, Status.CANCELLED]
+    assert stored.messages[-1].content == reply.text
+    assert reply.status is Status.CANCELLED
+    assert await stopping is True
+    await store.aclose()
+
+
 def test_conversation_to_dict_is_json_only():
     conversation = Conversation(KEY, parent=ConversationKey("test", "p"))
     conversation.messages.append(Message("assistant", status=Status.STREAMING, parts=["a", "b"]))

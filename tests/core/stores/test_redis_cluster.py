@@ -21,6 +21,7 @@ from core.conversations import ConversationKey, Status
 from core.engine import STORE_UNAVAILABLE, ChatEngine, Refused
 from core.policy import Actor
 from core.settings import load_settings
+from core.stores import redis_cluster
 from core.stores.redis_cluster import RedisCluster
 from core.stores.redis_store import RedisStore
 
@@ -225,3 +226,64 @@ async def test_an_unreachable_redis_is_a_clear_refusal_not_a_crash() -> None:
         assert await engine.stop(key) is False
     finally:
         await engine.aclose()
+
+
+async def test_a_model_and_system_prompt_set_elsewhere_while_a_reply_streams_survive_its_save(
+    engines: Any,
+) -> None:
+    """The reply's final save writes its whole conversation: it must keep what another process
+    changed meanwhile, not the model and system prompt it started with."""
+    one, two = engines(), engines()
+    key = ConversationKey("test", "changed-elsewhere")
+    reply = await one.submit(key, "talk for a while")
+    await first_delta(reply)
+
+    assert await two.set_model(key, "echo") == "echo/echo"
+    await two.set_system(key, "be terse")
+    assert await one.stop(key) is True  # the reply ends (and saves) in its own process
+    await reply
+
+    stored = await two.get(key)
+    assert stored is not None
+    assert (stored.model, stored.system) == ("echo/echo", "be terse")
+    assert [m.status for m in stored.messages] == [Status.COMPLETE, Status.CANCELLED]
+    assert stored.messages[-1].content == reply.text
+
+
+async def subscriber_ids(client: Any) -> set[str]:
+    return {str(c["id"]) for c in await client.client_list(_type="pubsub")}
+
+
+async def test_stop_reaches_another_process_after_its_stop_listener_lost_redis(
+    engines: Any, fresh_redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_cluster, "RESUBSCRIBE_AFTER", 0.01)  # no real second's wait
+    one, two = engines(), engines()
+    key = ConversationKey("test", "resubscribed")
+    reply = await one.submit(key, "talk for a while")  # one now listens for stop requests
+    await first_delta(reply)
+    admin = RedisStore(fresh_redis_url).client
+    try:
+        before = await subscriber_ids(admin)
+        assert before
+        # Redis drops the subscriber connections (a restart, a failover, a proxy's timeout).
+        assert await admin.client_kill_filter(_type="pubsub") >= 1
+        ids: set[str] = set()
+
+        async def check() -> None:
+            ids.clear()
+            ids.update(await subscriber_ids(admin))
+
+        for _ in range(500):  # the listener subscribes again, on a new connection
+            await check()
+            if ids - before:
+                break
+            await asyncio.sleep(0.01)
+        assert ids - before, "the stop listener never subscribed again"
+
+        assert await two.stop(key) is True
+        await reply
+        assert reply.status is Status.CANCELLED
+        assert len(reply.text.split()) < 400
+    finally:
+        await admin.aclose()
