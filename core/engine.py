@@ -234,6 +234,12 @@ class ChatEngine:
         with _reaching_store(key):
             return await self.store.get(key)
 
+    async def conversation_keys(self, platform: str) -> list[ConversationKey]:
+        """``platform``'s stored conversations, most recently saved first (the store's
+        ``list_keys``); :class:`StoreUnavailable` when the store cannot be reached."""
+        with _reaching_store(ConversationKey(platform, "*")):
+            return await self.store.list_keys(platform)
+
     def model_of(self, conversation: Conversation) -> str:
         return conversation.model or self.default_model
 

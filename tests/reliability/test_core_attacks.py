@@ -75,6 +75,7 @@ async def test_a_lone_surrogate_is_repaired_at_the_engines_entry_on_every_store(
         assert stored.system == f"be {REPAIRED}"
         assert stored.model is None
         encodable(stored)
+        assert await engine.conversation_keys("test") == [KEY]
     finally:
         await engine.aclose()
 
@@ -307,6 +308,7 @@ async def test_redis_stopped_mid_reply_marks_the_reply_not_saved_and_every_opera
 
         operations = {
             "get": engine.get(KEY),
+            "conversation_keys": engine.conversation_keys("test"),
             "conversation": engine.conversation(KEY),
             "set_model": engine.set_model(KEY, "echo"),
             "set_system": engine.set_system(KEY, "terse"),
