@@ -25,7 +25,7 @@ import redis
 from core.commands import Command, execute
 from core.conversations import Conversation, ConversationKey, Message, Status
 from core.engine import NOT_SAVED, STORE_UNAVAILABLE, ChatEngine, Refused, StoreUnavailable
-from core.settings import load_settings
+from core.settings import SettingsError, load_settings
 from core.stores import close_store
 from core.stores.redis_store import RedisStore, key_json
 from core.stores.sqlite_store import SqliteStore
@@ -240,6 +240,8 @@ async def test_the_default_queue_limit_is_five() -> None:
             await engine.submit(KEY, f"queued {n}")
         with pytest.raises(Refused, match="5 prompts are already waiting"):
             await engine.submit(KEY, "sixth in the queue")
+        with pytest.raises(SettingsError, match="MAX_QUEUED_PROMPTS"):
+            load_settings(max_queued_prompts=-1)
     finally:
         await engine.aclose()
 
@@ -362,7 +364,7 @@ def llmconnect_run(cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def corrupt_database(path: Path) -> None:
-    """A real store file, then its second page overwritten with noise."""
+    """A real database file, then its second and third pages overwritten."""
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE t (x TEXT)")
     db.executemany("INSERT INTO t VALUES (?)", [("x" * 500,)] * 200)
@@ -370,7 +372,7 @@ def corrupt_database(path: Path) -> None:
     db.close()
     with path.open("r+b") as f:
         f.seek(4096)
-        f.write(os.urandom(8192))
+        f.write(b"\xff" * 8192)  # not a b-tree page: no valid page type
 
 
 @pytest.mark.parametrize("content", ["not a database", "corrupt"])
