@@ -281,12 +281,18 @@ class Runner:
         self.web_chat = app.state.web
         sock = _listen(self.host, self.port)
         port = int(sock.getsockname()[1])
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 by default: any client on this machine
+        # could then pose as any address and escape the sign-in throttle. Forwarded headers
+        # count only from WEB_TRUSTED_PROXIES.
+        proxies = s.web_trusted_proxies
         config = uvicorn.Config(
             app,
             lifespan="off",
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=int(CLOSE_TIMEOUT),
+            proxy_headers=bool(proxies),
+            forwarded_allow_ips=list(proxies) or None,
         )
         server = self._server = _Server(config)
         # The socket already listens, so the URL works at once: connections wait in its backlog

@@ -291,7 +291,7 @@ class Settings(BaseSettings):
         bad = []
         for item in value:
             try:
-                ipaddress.ip_network(item, strict=False)
+                ipaddress.ip_network(item)  # strict, as uvicorn reads it
             except ValueError:
                 bad.append(item)
         if bad:

@@ -81,7 +81,11 @@ async def serve_web(
     )
     sock = socket.create_server(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = _Server(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False))
+    # As `llmconnect run` serves it without WEB_TRUSTED_PROXIES: no forwarded headers believed.
+    config = uvicorn.Config(
+        app, lifespan="off", log_level="warning", access_log=False, proxy_headers=False
+    )
+    server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     for _ in range(500):
         if server.started or task.done():
