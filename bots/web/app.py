@@ -9,39 +9,47 @@ reloaded page or a second tab (a late observer) gets the text so far, then the r
 
 Why the conversation state lives in the engine and not here: Discord, Slack and the web share one
 engine under ``llmconnect run``. This module only keeps which replies it submitted that have not
-ended (a stream opened right after ``send-message`` must find a reply that is still queued) and
-which conversations are the web's own (for the sidebar).
+ended (a stream opened right after ``send-message`` must find a reply that is still queued); the
+sidebar lists the store's ``web`` conversations, so it survives a restart (SQLite, Redis).
 
 Safety: :mod:`bots.web.guard` checks the token (``WEB_AUTH_TOKEN``) on every request, the Host
-header when bound to loopback, and sets a strict Content-Security-Policy; the page renders LLM
-output as Markdown from escaped text (``static/app.js``), so HTML in a reply is shown, never run.
+header when bound to loopback, refuses state changes from other origins, and sets a strict
+Content-Security-Policy; the page renders LLM output as Markdown from escaped text
+(``static/app.js``), so HTML in a reply is shown, never run. Bounds: request bodies
+(``WEB_MAX_BODY_BYTES``, FastAPI's ``max_body_size``: 413, counted while reading, chunked or
+not) and open reply streams per client address (``WEB_MAX_STREAMS``, :mod:`bots.web.limits`).
+Every JSON answer is valid UTF-8 (a lone surrogate is sent as U+FFFD), a validation error names
+fields, never echoes the input, and a store that cannot be reached is a 503, on every route.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 # FastAPI's own SSE support (``fastapi.sse``, FastAPI >= 0.135): maintained with FastAPI, encodes
 # each event, sends keep-alive comments and stops the generator when the client goes away.
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, SecretStr
 
 from core.clock import Clock
-from core.conversations import Conversation, ConversationKey
-from core.engine import ChatEngine, Refused, Reply
+from core.conversations import Conversation, ConversationKey, clean_text
+from core.engine import ChatEngine, Refused, Reply, StoreUnavailable
 
 from .guard import Guard
+from .limits import DeclaredBodyLimit, StreamLimit
 
-__all__ = ["PLATFORM", "STATIC_DIR", "WebChat", "create_app"]
+__all__ = ["PLATFORM", "STATIC_DIR", "WebChat", "WebJSON", "create_app"]
 
 #: ``ConversationKey("web", conv_id)``.
 PLATFORM = "web"
@@ -49,6 +57,17 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 _TITLE_CHARS = 60
 
 ConvId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class WebJSON(JSONResponse):
+    """JSON that is always valid UTF-8: text that is not valid Unicode (a lone surrogate from a
+    prompt, a model or an older store) goes out as U+FFFD instead of failing the answer (500)."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(
+            content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+        )
+        return clean_text(text).encode("utf-8")
 
 
 class SendMessage(BaseModel):
@@ -69,25 +88,16 @@ class WebChat:
         self.closing = False
         #: Replies this app submitted that have not ended, per conversation, in order.
         self._live: dict[ConversationKey, deque[Reply]] = {}
-        #: The web's conversation ids (the engine's store is shared by every platform).
-        self._ids: OrderedDict[str, None] = OrderedDict()
 
     @staticmethod
     def key(conv_id: str) -> ConversationKey:
         return ConversationKey(PLATFORM, conv_id)
-
-    def remember(self, conv_id: str) -> None:
-        self._ids[conv_id] = None
-        self._ids.move_to_end(conv_id)
-        while len(self._ids) > self.engine.settings.max_conversations:
-            self._ids.popitem(last=False)
 
     async def submit(self, conv_id: str, text: str) -> Reply:
         """Queue a prompt. No actor: whoever reaches the page (loopback, or the token holder) is
         the operator, so per-user rate limits and admin lists do not apply; channel lists do."""
         key = self.key(conv_id)
         reply = await self.engine.submit(key, text)
-        self.remember(conv_id)
         self._live.setdefault(key, deque()).append(reply)
         if reply.task is not None:
             reply.task.add_done_callback(lambda _: self._forget(key, reply))
@@ -141,15 +151,16 @@ class WebChat:
         }
 
     async def conversations_json(self) -> list[dict[str, Any]]:
-        rows = []
-        for conv_id in list(self._ids):
-            conversation = await self.engine.get(self.key(conv_id))
-            if conversation is None:  # evicted from the store
-                del self._ids[conv_id]
+        """The store's web conversations (the store is shared by every platform, and outlives
+        this process), most recently updated first."""
+        rows: list[dict[str, Any]] = []
+        for key in await self.engine.conversation_keys(PLATFORM):
+            conversation = await self.engine.get(key)
+            if conversation is None:  # evicted or expired meanwhile
                 continue
             rows.append(
                 {
-                    "id": conv_id,
+                    "id": key.channel,
                     "title": _title(conversation),
                     "model": self.engine.model_of(conversation),
                     "busy": self.busy(conversation.key),
@@ -187,8 +198,33 @@ def _end_event(reply: Reply, busy: bool) -> dict[str, Any]:
     }
 
 
-def _error(message: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(message: str, status: int) -> WebJSON:
+    return WebJSON({"error": message}, status_code=status)
+
+
+async def _refused(request: Request, exc: Exception) -> WebJSON:
+    """Every route: the engine's refusal as ``{"error"}``; 503 when the store cannot be reached
+    (:class:`StoreUnavailable`: try again shortly), else 400 (change the request)."""
+    assert isinstance(exc, Refused)
+    return _error(exc.user_message, 503 if isinstance(exc, StoreUnavailable) else 400)
+
+
+async def _invalid(request: Request, exc: Exception) -> WebJSON:
+    """A 422 that names each wrong field and why, never its value: FastAPI's default echoes the
+    whole input back (a 100 MB body, or a secret, in the answer and in logs that keep it)."""
+    assert isinstance(exc, RequestValidationError)
+    detail = [
+        {
+            "loc": [str(part) for part in e.get("loc", ())],
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
+        for e in exc.errors()
+    ]
+    # "body.text" reads "text"; a path or query parameter keeps its place ("path.conv_id").
+    where = [".".join(e["loc"][1:] if e["loc"][:1] == ["body"] else e["loc"]) for e in detail]
+    summary = "; ".join(f"{w or 'body'}: {e['msg']}" for w, e in zip(where, detail, strict=True))
+    return WebJSON({"error": f"Invalid request: {summary}.", "detail": detail}, status_code=422)
 
 
 def create_app(
@@ -207,47 +243,65 @@ def create_app(
     ``WEB_EDIT_INTERVAL``. ``clock`` times the sign-in throttle (default: the engine's). The
     engine's life is the caller's (``llmconnect run``).
     """
-    interval = engine.settings.web_edit_interval if edit_interval is None else edit_interval
+    settings = engine.settings
+    interval = settings.web_edit_interval if edit_interval is None else edit_interval
     web = WebChat(engine, edit_interval=interval)
-    app = FastAPI(title="LLMConnect web chat", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="LLMConnect web chat",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        # FastAPI's own bound (an ASGI middleware): 413 past it, Content-Length or chunked.
+        max_body_size=settings.web_max_body_bytes,
+    )
     app.state.web = web
     token = SecretStr(auth_token) if isinstance(auth_token, str) else auth_token
     if token is not None and not token.get_secret_value():
         token = None
+    # The last added runs first: the Guard, then (for signed-in clients only) the bounds.
+    app.add_middleware(StreamLimit, limit=settings.web_max_streams)
+    app.add_middleware(DeclaredBodyLimit, limit=settings.web_max_body_bytes)
     app.add_middleware(Guard, token=token, allowed_hosts=allowed_hosts, clock=clock or engine.clock)
+    app.add_exception_handler(RequestValidationError, _invalid)
+    # One handler for every route: the engine raises Refused (StoreUnavailable when the store
+    # is unreachable, whatever the store's own error was).
+    app.add_exception_handler(Refused, _refused)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
 
-    @app.get("/api/models")
+    # Every JSON route answers with WebJSON (an explicit class: FastAPI's default path would
+    # serialize with pydantic, which fails on a lone surrogate).
+    @app.get("/api/models", response_class=WebJSON)
     async def models() -> dict[str, Any]:
         return web.models_json()
 
-    @app.get("/api/conversations")
+    @app.get("/api/conversations", response_class=WebJSON)
     async def conversations() -> dict[str, Any]:
         return {"conversations": await web.conversations_json()}
 
-    @app.post("/api/conversations", status_code=201)
+    @app.post("/api/conversations", status_code=201, response_class=WebJSON)
     async def new_conversation() -> dict[str, Any]:
         conv_id = secrets.token_urlsafe(9)
         await engine.conversation(web.key(conv_id))
-        web.remember(conv_id)
         return await web.conversation_json(conv_id)
 
-    @app.get("/chat/{conv_id}")
+    @app.get("/chat/{conv_id}", response_class=WebJSON)
     async def conversation(conv_id: ConvId) -> dict[str, Any]:
         return await web.conversation_json(conv_id)
 
-    @app.post("/chat/{conv_id}/send-message", status_code=202, response_model=None)
+    @app.post(
+        "/chat/{conv_id}/send-message",
+        status_code=202,
+        response_model=None,
+        response_class=WebJSON,
+    )
     async def send_message(conv_id: ConvId, body: SendMessage) -> dict[str, Any] | JSONResponse:
         if web.closing:
             return _error("The server is shutting down.", 503)
-        try:
-            reply = await web.submit(conv_id, body.text)
-        except Refused as exc:
-            return _error(exc.user_message, 400)
+        reply = await web.submit(conv_id, body.text)
         return {"id": conv_id, "status": str(reply.status), "model": reply.model}
 
     @app.get("/chat/{conv_id}/bot-stream", response_class=EventSourceResponse)
@@ -267,20 +321,16 @@ def create_app(
         await reply
         yield ServerSentEvent(event="end", data=_end_event(reply, web.busy(key)))
 
-    @app.post("/chat/{conv_id}/model", response_model=None)
-    async def set_model(conv_id: ConvId, body: SetModel) -> dict[str, Any] | JSONResponse:
-        try:
-            model = await engine.set_model(web.key(conv_id), body.model)
-        except Refused as exc:
-            return _error(exc.user_message, 400)
-        web.remember(conv_id)
+    @app.post("/chat/{conv_id}/model", response_class=WebJSON)
+    async def set_model(conv_id: ConvId, body: SetModel) -> dict[str, Any]:
+        model = await engine.set_model(web.key(conv_id), body.model)
         return {"id": conv_id, "model": model}
 
-    @app.post("/chat/{conv_id}/stop")
+    @app.post("/chat/{conv_id}/stop", response_class=WebJSON)
     async def stop(conv_id: ConvId) -> dict[str, Any]:
         return {"id": conv_id, "stopped": await engine.stop(web.key(conv_id))}
 
-    @app.post("/chat/{conv_id}/reset")
+    @app.post("/chat/{conv_id}/reset", response_class=WebJSON)
     async def reset(conv_id: ConvId) -> dict[str, Any]:
         """Stop what runs or waits, then clear the history (model and system prompt stay)."""
         key = web.key(conv_id)

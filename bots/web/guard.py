@@ -1,4 +1,5 @@
-"""Every web chat request passes here first: the Host check, the token, the security headers.
+"""Every web chat request passes here first: the Host check, the token, the cross-site rule,
+the security headers.
 
 Why a plain ASGI middleware: it also guards the static files and the SSE stream, and it does not
 buffer streamed responses (Starlette's ``BaseHTTPMiddleware`` wraps them).
@@ -9,9 +10,18 @@ buffer streamed responses (Starlette's ``BaseHTTPMiddleware`` wraps them).
   token; it is ``HttpOnly`` and ``SameSite=Strict`` (no cross-site request carries it).
 - ``allowed_hosts`` (set when bound to loopback): a page on another site that rebinds its DNS name
   to 127.0.0.1 sends its own ``Host`` and is turned away.
+- Cross-site requests change nothing: a POST (PUT, PATCH, DELETE) must come from the chat's own
+  page (``Sec-Fetch-Site: same-origin``, or an ``Origin`` equal to the served origin), else 403.
+  ``SameSite=Strict`` alone is not enough: another port of 127.0.0.1 is the *same site*, and
+  without a token there is no cookie at all. A request with neither header is not from a
+  browser (every browser sends ``Origin`` on a cross-origin POST): a script may change state with
+  the bearer token, or, when no token is set, with a JSON body (a page cannot send JSON to another
+  origin without a CORS preflight, which this app never grants).
 - Guessing is throttled: after :data:`SIGN_IN_FAILURES` wrong tokens (form or bearer) from one
   client address within :data:`SIGN_IN_WINDOW` seconds, every sign-in attempt from it gets a 429
-  with ``Retry-After`` until the oldest failure leaves the window, right token or not.
+  with ``Retry-After`` until the oldest failure leaves the window, right token or not. The
+  address is the connecting one: uvicorn believes ``X-Forwarded-For`` only from
+  ``WEB_TRUSTED_PROXIES`` (``bots/run.py``).
 - A strict Content-Security-Policy: scripts only from ``/static``, no inline script or event
   handler, so even a rendering mistake could not run HTML from a reply.
 """
@@ -27,7 +37,13 @@ from urllib.parse import parse_qs
 from pydantic import SecretStr
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import cookie_parser
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.clock import Clock
@@ -40,6 +56,7 @@ __all__ = [
     "SIGN_IN_FAILURES",
     "SIGN_IN_WINDOW",
     "Guard",
+    "cross_site_refusal",
     "is_loopback",
     "session_value",
 ]
@@ -57,6 +74,17 @@ _SECURITY_HEADERS = (
     ("x-frame-options", "DENY"),
 )
 _MAX_LOGIN_BODY = 4096
+#: Methods that change state: only from the chat's own page (or a script, see the module doc).
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+CROSS_SITE = "Cross-site request refused: changes are only taken from the chat's own page."
+NEEDS_BEARER = (
+    "Request refused: a change sent without the browser's Origin header needs "
+    "Authorization: Bearer <WEB_AUTH_TOKEN>."
+)
+NEEDS_JSON = (
+    "Request refused: a change sent without the browser's Origin header must be JSON "
+    "(Content-Type: application/json)."
+)
 #: Wrong tokens one client address may send per window before it must wait.
 SIGN_IN_FAILURES = 5
 SIGN_IN_WINDOW = 60.0
@@ -88,8 +116,39 @@ def _hostname(host_header: str) -> str:
     return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
+def _is_json(headers: Headers) -> bool:
+    media = headers.get("content-type", "").partition(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def cross_site_refusal(
+    scope: Scope, headers: Headers, *, token_set: bool, bearer: bool
+) -> str | None:
+    """Why a state-changing request is refused (the cross-site rule above), or ``None``.
+
+    ``bearer``: the request carries the right token as ``Authorization: Bearer``.
+    """
+    site = headers.get("sec-fetch-site")
+    if site is not None:  # sent by every current browser; trusted over Origin
+        return None if site.strip().lower() == "same-origin" else CROSS_SITE
+    origin = headers.get("origin")
+    if origin is not None:  # "null" (a sandboxed frame, a file) never matches
+        served = f"{scope.get('scheme', 'http')}://{headers.get('host', '')}".lower()
+        return None if origin.strip().lower() == served else CROSS_SITE
+    if token_set:
+        return None if bearer else NEEDS_BEARER
+    return None if _is_json(headers) else NEEDS_JSON
+
+
+def _refuse(reason: str) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=403)
+
+
 class Guard:
-    """ASGI middleware: Host check, token check, sign-in throttle, security headers."""
+    """ASGI middleware: Host check, token check, sign-in throttle, cross-site rule, security
+    headers."""
 
     def __init__(
         self,
@@ -129,6 +188,9 @@ class Guard:
         if self._hosts is not None and _hostname(headers.get("host", "")) not in self._hosts:
             await PlainTextResponse("Invalid host header.", 400)(scope, receive, send_secure)
             return
+        token_set = self._token is not None
+        unsafe = scope["method"] in UNSAFE_METHODS
+        via: str | None = None
         if self._token is not None:
             client = (scope.get("client") or ("?", 0))[0]
             login = scope["method"] == "POST" and scope["path"] == "/login"
@@ -137,25 +199,44 @@ class Guard:
             if wait > 0:
                 await self._too_many(wait)(scope, receive, send_secure)
                 return
-            if not self._authorized(headers):
+            via = self._authorized(headers)
+            if via is None:
                 if bearer:
                     self.throttle.record(client)
-                if login:
+                refusal = (
+                    cross_site_refusal(scope, headers, token_set=True, bearer=False)
+                    if login
+                    else None
+                )
+                response: Response
+                if refusal is not None:  # no signing in from another page (login CSRF)
+                    response = _refuse(refusal)
+                elif login:
                     response = await self._login(receive, client)
                 else:
                     response = self._challenge(scope, headers)
                 await response(scope, receive, send_secure)
                 return
+        if unsafe:
+            refusal = cross_site_refusal(
+                scope, headers, token_set=token_set, bearer=via == "bearer"
+            )
+            if refusal is not None:
+                await _refuse(refusal)(scope, receive, send_secure)
+                return
         await self.app(scope, receive, send_secure)
 
-    def _authorized(self, headers: Headers) -> bool:
+    def _authorized(self, headers: Headers) -> str | None:
+        """How the request proves the token: ``"bearer"``, ``"cookie"``, or ``None``."""
         assert self._token is not None
         assert self._session is not None
         scheme, _, value = headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self._token):
-            return True
+            return "bearer"
         cookie = cookie_parser(headers.get("cookie", "")).get(COOKIE)
-        return cookie is not None and hmac.compare_digest(cookie.encode(), self._session)
+        if cookie is not None and hmac.compare_digest(cookie.encode(), self._session):
+            return "cookie"
+        return None
 
     @staticmethod
     def _too_many(wait: float) -> PlainTextResponse:

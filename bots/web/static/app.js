@@ -33,18 +33,28 @@
   const esc = (s) => s.replace(/[&<>"']/g, (c) => ESCAPES[c]);
   const safeUrl = (u) => /^(https?:\/\/|mailto:)/i.test(u);
 
-  // Emphasis and links on already-escaped text: the replacements add fixed tags only.
-  function spans(raw) {
-    let s = esc(raw);
-    s = s.replace(/\[([^\]\n]+)\]\(([^)\s]+)\)/g, (all, label, url) =>
-      safeUrl(url) ? `<a href="${url}" target="_blank" rel="noopener noreferrer nofollow">${label}</a>` : all,
-    );
+  // Emphasis on already-escaped text: the replacements add fixed tags only.
+  function emphasis(s) {
     s = s.replace(/\*\*([^*\n]+)\*\*/g, "<strong>$1</strong>");
     s = s.replace(/__([^_\n]+)__/g, "<strong>$1</strong>");
     s = s.replace(/(^|[^*\w])\*([^*\s][^*\n]*?)\*(?![*\w])/g, "$1<em>$2</em>");
     s = s.replace(/(^|[^_\w])_([^_\s][^_\n]*?)_(?![_\w])/g, "$1<em>$2</em>");
     s = s.replace(/~~([^~\n]+)~~/g, "<del>$1</del>");
     return s;
+  }
+
+  // Links, then emphasis. A finished link is set aside as a placeholder (\u0000n\u0000) while
+  // emphasis runs, so `_`, `*` or `~~` inside a URL never turn into tags inside its href; the
+  // label gets its emphasis on its own. NUL never survives from the input (it is replaced first).
+  function spans(raw) {
+    const links = [];
+    let s = esc(raw.replace(/\u0000/g, "\uFFFD"));
+    s = s.replace(/\[([^\]\n]+)\]\(([^)\s]+)\)/g, (all, label, url) => {
+      if (!safeUrl(url)) return all;
+      links.push(`<a href="${url}" target="_blank" rel="noopener noreferrer nofollow">${emphasis(label)}</a>`);
+      return `\u0000${links.length - 1}\u0000`;
+    });
+    return emphasis(s).replace(/\u0000(\d+)\u0000/g, (_, n) => links[Number(n)]);
   }
 
   // Code spans first, so nothing inside them is formatted.

@@ -63,7 +63,7 @@ async def test_page_static_files_and_security_headers(make_web: ServeWeb) -> Non
 async def test_send_message_then_bot_stream_streams_to_complete(make_web: ServeWeb) -> None:
     server = await make_web(options=SLOW)
     async with client_for(server) as client:
-        created = (await client.post("/api/conversations")).json()
+        created = (await client.post("/api/conversations", json={})).json()
         conv = created["id"]
         assert created["messages"] == []
         sent = await client.post(f"/chat/{conv}/send-message", json={"text": LONG_PROMPT})
@@ -148,7 +148,7 @@ async def test_conversations_are_listed_most_recent_first_with_their_size(
 ) -> None:
     server = await make_web()
     async with client_for(server) as client:
-        fresh = (await client.post("/api/conversations")).json()
+        fresh = (await client.post("/api/conversations", json={})).json()
         await client.post("/chat/older/send-message", json={"text": "first"})
         await collect(client, "older")
         await client.post("/chat/newer/send-message", json={"text": "second"})
@@ -205,12 +205,12 @@ async def test_stop_ends_the_reply_stopped_and_keeps_what_was_shown(make_web: Se
         ended: dict[str, Any] = {}
         async for event in events(client, "stop"):
             if event.event == "delta":
-                stopped = await client.post("/chat/stop/stop")
+                stopped = await client.post("/chat/stop/stop", json={})
                 assert stopped.json() == {"id": "stop", "stopped": True}
             elif event.event == "end":
                 ended = json.loads(event.data)
         state = (await client.get("/chat/stop")).json()
-        again = (await client.post("/chat/stop/stop")).json()
+        again = (await client.post("/chat/stop/stop", json={})).json()
     assert ended["status"] == "cancelled"
     assert echo_text(LONG_PROMPT).startswith(ended["content"])
     assert ended["content"] != echo_text(LONG_PROMPT)
@@ -226,7 +226,7 @@ async def test_reset_clears_the_history_and_keeps_the_model(
         await client.post("/chat/r/model", json={"model": "local/fake"})
         await client.post("/chat/r/send-message", json={"text": "remember me"})
         await collect(client, "r")
-        reset = (await client.post("/chat/r/reset")).json()
+        reset = (await client.post("/chat/r/reset", json={})).json()
     assert reset["messages"] == []
     assert reset["model"] == "local/fake"
     assert reset["busy"] is False
@@ -238,7 +238,9 @@ async def test_refused_prompts_say_why(make_web: ServeWeb) -> None:
         empty = await client.post("/chat/x/send-message", json={"text": "   "})
         long = await client.post("/chat/x/send-message", json={"text": "y" * 21})
         bad_id = await client.post("/chat/no!pe/send-message", json={"text": "hi"})
-        no_body = await client.post("/chat/x/send-message")
+        no_body = await client.post(
+            "/chat/x/send-message", headers={"Content-Type": "application/json"}
+        )
     assert empty.status_code == 400
     assert "Ask me anything" in empty.json()["error"]
     assert long.status_code == 400
@@ -331,7 +333,7 @@ async def test_a_bearer_token_opens_every_endpoint_including_the_stream(
 
 async def test_the_login_form_sets_a_cookie_that_is_not_the_token(make_web: ServeWeb) -> None:
     server = await make_web(auth_token=TOKEN)
-    async with client_for(server) as browser:
+    async with client_for(server, headers={"Origin": server.url}) as browser:
         refused = await browser.post("/login", data={"token": "guess"})
         assert refused.status_code == 401
         assert COOKIE not in browser.cookies
@@ -351,7 +353,7 @@ async def test_the_login_form_sets_a_cookie_that_is_not_the_token(make_web: Serv
 async def test_guessing_the_token_is_throttled_per_address(make_web: ServeWeb) -> None:
     clock = FakeClock()
     server = await make_web(auth_token=TOKEN, guard_clock=clock)
-    async with client_for(server) as guesser:
+    async with client_for(server, headers={"Origin": server.url}) as guesser:
         for n in range(SIGN_IN_FAILURES - 1):
             assert (await guesser.post("/login", data={"token": f"guess{n}"})).status_code == 401
             await clock.advance(1)

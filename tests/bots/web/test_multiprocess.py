@@ -50,10 +50,10 @@ async def test_stop_sent_to_one_process_ends_the_reply_streaming_in_the_other(
                 async for event in source.aiter_sse():
                     events.append((event.event, event.data))
                     if event.event == "delta" and "three" in event.data and not stopped:
-                        stopped = (await second.post("/chat/shared/stop")).json()
+                        stopped = (await second.post("/chat/shared/stop", json={})).json()
             # The other process sees the conversation as the first one left it.
             seen = (await second.get("/chat/shared")).json()
-            again = (await second.post("/chat/shared/stop")).json()
+            again = (await second.post("/chat/shared/stop", json={})).json()
 
     assert stopped == {"id": "shared", "stopped": True}
     assert events[-1][0] == "end"
