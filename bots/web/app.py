@@ -254,6 +254,11 @@ def create_app(
         # FastAPI's own bound (an ASGI middleware): 413 past it, Content-Length or chunked.
         max_body_size=settings.web_max_body_bytes,
     )
+    if getattr(app, "max_body_size", None) != settings.web_max_body_bytes:
+        # An older FastAPI keeps unknown arguments in ``extra``: the bound would silently vanish.
+        raise RuntimeError(
+            "WEB_MAX_BODY_BYTES needs a FastAPI that enforces max_body_size (0.165 does)"
+        )
     app.state.web = web
     token = SecretStr(auth_token) if isinstance(auth_token, str) else auth_token
     if token is not None and not token.get_secret_value():
