@@ -73,6 +73,14 @@ class Reply:
     hang_after: int | None = None
     malformed_after: int | None = None
     delay: float = 0.0
+    #: Seconds to sleep before every write after the first, events or not (with
+    #: ``write_sizes=1``: one byte per ``write_delay``): a trickling provider.
+    write_delay: float = 0.0
+    #: While hanging (``hang_after``), write a ``: keep-alive`` comment every this many seconds.
+    keepalive_every: float | None = None
+    #: Answer a streaming request with the whole non-streaming JSON body, like a proxy that
+    #: ignores ``stream: true``.
+    ignore_stream: bool = False
 
 
 @dataclass
@@ -128,6 +136,7 @@ class RecordedRequest:
     headers: dict[str, str]  # keys lower-cased; lookups are case-insensitive
     json: Any  # parsed body, or None when empty / not JSON
     body: bytes = b""  # raw body, for tests that send something that is not JSON
+    raw_path: str = ""  # the path as sent, percent-escapes kept (``path`` is decoded)
 
 
 # --------------------------------------------------------------------------- event building
@@ -158,6 +167,8 @@ class _Plan:
 
     events: list[bytes]
     end: _End = _End.FINISH
+    write_delay: float = 0.0
+    keepalive_every: float | None = None
 
 
 @dataclass
@@ -389,7 +400,12 @@ def _plan_stream(protocol: Protocol, reply: Reply, ctx: _Context) -> _Plan:
     if reply.keepalive:
         comment = f": keep-alive{parts.eol}{parts.eol}".encode()
         events = [comment + e for e in events]
-    return _Plan(events=events, end=end)
+    return _Plan(
+        events=events,
+        end=end,
+        write_delay=reply.write_delay,
+        keepalive_every=reply.keepalive_every,
+    )
 
 
 def openai_stream_body(
@@ -659,6 +675,7 @@ class FakeLLMServer(LoopbackServer):
                 headers=_Headers(list(request.headers.items())),
                 json=_parse_json(raw),
                 body=raw,
+                raw_path=request.raw_path.partition("?")[0],
             )
         )
         response: web.StreamResponse = await handler(request)
@@ -700,7 +717,7 @@ class FakeLLMServer(LoopbackServer):
 
     async def _gemini(self, request: web.Request) -> web.StreamResponse:
         """Gemini ``{model}:streamGenerateContent`` / ``:generateContent``."""
-        model, _, method = request.match_info["tail"].partition(":")
+        model, _, method = request.match_info["tail"].rpartition(":")
         if method not in ("streamGenerateContent", "generateContent"):
             return _json_error("gemini", 404, f"method {method!r} not found")
         payload = _parse_json(await request.read())
@@ -731,7 +748,7 @@ class FakeLLMServer(LoopbackServer):
             return await self._stream(
                 request, plan, action.write_sizes, 0.0, content_type=action.content_type
             )
-        if stream:
+        if stream and not action.ignore_stream:
             plan = _plan_stream(protocol, action, ctx)
             return await self._stream(request, plan, action.write_sizes, action.delay)
         return await self._full(request, protocol, action, ctx, json_array=json_array)
@@ -809,7 +826,7 @@ class FakeLLMServer(LoopbackServer):
             await resp.prepare(request)
             outcome = await self._write_events(request, resp, plan, write_sizes, delay)
             if outcome is _Outcome.DONE and plan.end is _End.HANG:
-                outcome = await self._hang(request)
+                outcome = await self._hang(request, resp, plan.keepalive_every)
         except ConnectionError:
             outcome = _Outcome.DISCONNECTED
         finally:
@@ -830,20 +847,34 @@ class FakeLLMServer(LoopbackServer):
     ) -> _Outcome:
         """Write the plan's bytes (split per ``write_sizes``), sleeping ``delay`` between events."""
         await resp.write(b"")  # flush the buffered status line and headers right away
-        for piece, new_event in _writes(plan.events, write_sizes):
+        for i, (piece, new_event) in enumerate(_writes(plan.events, write_sizes)):
             if new_event and delay > 0 and await self._pause(delay):
+                return _Outcome.SERVER_CLOSING
+            if i and plan.write_delay > 0 and await self._pause(plan.write_delay):
                 return _Outcome.SERVER_CLOSING
             if _client_gone(request):
                 return _Outcome.DISCONNECTED
             await resp.write(piece)
         return _Outcome.DONE
 
-    async def _hang(self, request: web.Request) -> _Outcome:
-        """Send nothing until the client leaves or the server closes."""
+    async def _hang(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse | None = None,
+        keepalive_every: float | None = None,
+    ) -> _Outcome:
+        """Send nothing (but a keep-alive comment every ``keepalive_every`` s, if given) until the
+        client leaves or the server closes."""
         while True:
             if _client_gone(request):
                 return _Outcome.DISCONNECTED
-            if await self._pause(0.01):
+            if keepalive_every and resp is not None:
+                if await self._pause(keepalive_every):
+                    return _Outcome.SERVER_CLOSING
+                if _client_gone(request):
+                    return _Outcome.DISCONNECTED
+                await resp.write(b": keep-alive\n\n")
+            elif await self._pause(0.01):
                 return _Outcome.SERVER_CLOSING
 
     async def _pause(self, seconds: float) -> bool:
