@@ -59,10 +59,12 @@ def _new_client(settings: Settings, model: str, system: str | None) -> AsyncAPIC
         system=system or None,
         timeouts=settings.timeouts(),
         retry=settings.retry_policy(),
+        max_event_bytes=settings.llm_max_event_bytes,
     )
 
 
-async def _stream_reply(client: AsyncAPIClient, text: str, out: TextIO, err: TextIO) -> None:
+async def _stream_reply(client: AsyncAPIClient, text: str, out: TextIO, err: TextIO) -> bool:
+    """Stream one reply to ``out``; False when it failed (the error line went to ``err``)."""
     replies = await client.chat(text, stream=True)
     try:
         async for delta in replies:
@@ -74,9 +76,11 @@ async def _stream_reply(client: AsyncAPIClient, text: str, out: TextIO, err: Tex
     except LLMError as exc:
         out.write("\n")
         err.write(f"⚠️ {exc.user_message}\n")
+        return False
     finally:
         await replies.aclose()
-    out.flush()
+        out.flush()
+    return True
 
 
 async def chat(
@@ -98,8 +102,8 @@ async def chat(
         return 2
     try:
         if prompt is not None:
-            await _stream_reply(client, prompt, out, err)
-            return 0
+            # A script can tell: 1 when the reply failed (its text so far is still printed).
+            return 0 if await _stream_reply(client, prompt, out, err) else 1
         return await _repl(settings, client, stdin, out, err)
     finally:
         await aclose_shared_clients()
@@ -111,7 +115,7 @@ async def _repl(
     err.write(f"llmconnect chat — model {client.model}. {HELP}\n")
     reader = _LineReader(stdin)
     loop = asyncio.get_running_loop()
-    reply: asyncio.Task[None] | None = None
+    reply: asyncio.Task[bool] | None = None
     main = asyncio.current_task()
 
     def on_sigint() -> None:
@@ -215,8 +219,18 @@ async def models(provider: str | None, *, online: bool, out: TextIO = sys.stdout
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmconnect", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p_chat = sub.add_parser("chat", help="chat in the terminal, tokens streamed as they arrive")
-    p_chat.add_argument("prompt", nargs="?", help="answer this one prompt and exit")
+    p_chat = sub.add_parser(
+        "chat",
+        help="chat in the terminal, tokens streamed as they arrive",
+        description="Chat in the terminal, tokens streamed as they arrive. With a PROMPT: answer "
+        "it and exit with status 0, or 1 when the reply failed (the error on stderr), or 2 when "
+        "the model is not configured.",
+    )
+    p_chat.add_argument(
+        "prompt",
+        nargs="?",
+        help="answer this one prompt and exit (status 1 if the reply fails)",
+    )
     p_chat.add_argument("--model", "-m", help="provider/model, or a bare provider name")
     p_chat.add_argument("--system", "-s", help="system prompt")
     p_models = sub.add_parser("models", help="list providers, their configuration and models")

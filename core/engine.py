@@ -484,6 +484,7 @@ class ChatEngine:
                 timeouts=self.settings.timeouts(),
                 retry=self.settings.retry_policy(),
                 env=self.env,
+                max_event_bytes=self.settings.llm_max_event_bytes,
                 **self.options,
             )
             stream = await client.chat(prompt, stream=True)

@@ -64,7 +64,22 @@ class Settings(BaseSettings):
         10.0, gt=0, description="Seconds to wait for a provider connection."
     )
     llm_idle_timeout: float = Field(
-        60.0, gt=0, description="Seconds a stream may stay silent before it counts as timed out."
+        60.0,
+        gt=0,
+        description="Seconds a reply may go without a content event (keep-alive comments and "
+        "partial lines do not count) before it counts as timed out.",
+    )
+    llm_max_duration: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds a whole reply may take (retries included); then it ends with a note "
+        "and keeps the text so far.",
+    )
+    llm_max_event_bytes: int = Field(
+        1 << 20,
+        ge=1024,
+        description="Largest server-sent event (or whole JSON reply) accepted from a provider, in "
+        "bytes; a larger one fails the reply.",
     )
     llm_max_retries: int = Field(
         2, ge=0, le=10, description="Retries before the first token (429, 5xx, connection errors)."
@@ -323,7 +338,11 @@ class Settings(BaseSettings):
         return value
 
     def timeouts(self) -> Timeouts:
-        return Timeouts(connect=self.llm_connect_timeout, idle=self.llm_idle_timeout)
+        return Timeouts(
+            connect=self.llm_connect_timeout,
+            idle=self.llm_idle_timeout,
+            max_duration=self.llm_max_duration,
+        )
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(max_retries=self.llm_max_retries)

@@ -15,6 +15,8 @@ from .errors import (
     AuthenticationError,
     ConfigurationError,
     ContextLengthError,
+    EventTooLargeError,
+    InvalidModelIdError,
     InvalidRequestError,
     LLMError,
     LLMTimeoutError,
@@ -22,8 +24,9 @@ from .errors import (
     ProviderUnavailableError,
     RateLimitError,
     StreamInterruptedError,
+    TimeLimitError,
 )
-from .providers import PROVIDERS, ModelRef, ProviderSpec, parse_model
+from .providers import PROVIDERS, ModelRef, ProviderSpec, parse_model, validate_model_id
 from .sse import SSEDecoder
 from .transport import RetryPolicy, Timeouts, aclose_shared_clients
 
@@ -34,6 +37,8 @@ __all__ = [
     "AuthenticationError",
     "ConfigurationError",
     "ContextLengthError",
+    "EventTooLargeError",
+    "InvalidModelIdError",
     "InvalidRequestError",
     "LLMError",
     "LLMTimeoutError",
@@ -45,12 +50,14 @@ __all__ = [
     "RetryPolicy",
     "SSEDecoder",
     "StreamInterruptedError",
+    "TimeLimitError",
     "Timeouts",
     "Usage",
     "aclose_shared_clients",
     "list_models",
     "parse_model",
     "provider_status",
+    "validate_model_id",
 ]
 
 __version__ = "0.1.0"

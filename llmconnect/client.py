@@ -9,13 +9,20 @@
 
 The client holds its own in-memory history (a list of ``{"role", "content"}`` dicts). A reply is
 atomic for the history: only a completed reply adds the user turn and the full assistant turn; an
-error or a cancellation leaves the history exactly as it was, never half an answer.
+error or a cancellation leaves the history exactly as it was, never half an answer. That includes a
+reply cut at its time limit (:class:`~llmconnect.errors.TimeLimitError`): the deltas yielded so far
+are the caller's to show, the history does not take them.
+
+Every delta is valid Unicode (``delta.encode("utf-8")`` never fails): a UTF-16 surrogate pair that
+a provider split across two chunks (``"\\ud83d"`` then ``"\\ude00"``) is joined, and a surrogate
+without its pair becomes U+FFFD.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -33,7 +40,9 @@ from .providers import (
     get_spec,
     parse_model,
     resolve_provider,
+    validate_model_id,
 )
+from .sse import DEFAULT_MAX_EVENT_BYTES
 from .transport import RetryPolicy, Timeouts
 
 __all__ = ["APIClientFactory", "AsyncAPIClient", "Usage"]
@@ -42,6 +51,23 @@ log = logging.getLogger("llmconnect")
 
 # Providers whose OpenAI-compatible endpoint rejects ``stream_options``.
 _NO_STREAM_OPTIONS = frozenset({"mistral"})
+
+
+def _valid_text(text: str) -> tuple[str, str]:
+    """``text`` as valid Unicode, plus a high surrogate it ended on (held for the next delta).
+
+    Called only for a non-ASCII delta (or one after a held surrogate): ``encode`` is the cheap
+    test, the UTF-16 round trip joins pairs and turns a lone surrogate into U+FFFD.
+    """
+    try:
+        text.encode()
+        return text, ""
+    except UnicodeEncodeError:
+        pass
+    held = ""
+    if "\ud800" <= text[-1] <= "\udbff":
+        text, held = text[:-1], text[-1]
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace"), held
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +96,9 @@ class AsyncAPIClient:
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
         options: Mapping[str, Any] | None = None,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
+        validate_model_id(ref.model)
         self.ref = ref
         self.spec = spec
         self.base_url = base_url
@@ -83,6 +111,8 @@ class AsyncAPIClient:
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
         self.options: dict[str, Any] = dict(options or {})
+        #: Largest server-sent event (or whole JSON reply) accepted, in bytes.
+        self.max_event_bytes = max_event_bytes
         #: Filled when a reply completes: ``"stop"``, ``"length"`` (cut at max tokens), ...
         self.finish_reason: str | None = None
         #: Token usage of the last completed reply, when the provider reported it.
@@ -138,6 +168,7 @@ class AsyncAPIClient:
             http=self.http_client,
             timeouts=self.timeouts,
             stream_usage=self.ref.provider not in _NO_STREAM_OPTIONS,
+            max_event_bytes=self.max_event_bytes,
         )
 
     async def _reply(self, user_msg: str) -> AsyncGenerator[str, None]:
@@ -148,24 +179,37 @@ class AsyncAPIClient:
         self._busy = True
         try:
             call = self._call(user_msg)
+            limit = self.timeouts.max_duration
+            # One deadline for the whole reply, retries included.
+            call.deadline = None if limit is None else time.monotonic() + limit
             stream_reply = protocol(self.spec.protocol)
             parts: list[str] = []
             attempt = 0
             while True:
                 state = ReplyState()
+                held = ""  # a high surrogate waiting for the delta that holds its pair
                 try:
                     # aclosing: when the caller closes us mid-reply, close the protocol generator
                     # (and so its HTTP response) now, not whenever the garbage collector runs.
                     async with aclosing(stream_reply(call, state)) as deltas:
                         async for delta in deltas:
+                            if held or not delta.isascii():
+                                delta, held = _valid_text(held + delta)
+                                if not delta:
+                                    continue
                             parts.append(delta)
                             yield delta
+                    if held:
+                        parts.append("\ufffd")
+                        yield "\ufffd"
                     break
                 except LLMError as exc:
                     # Retry only before the first delta reached the caller: never duplicate text.
                     if parts or not exc.retryable or attempt >= self.retry.max_retries:
                         raise
                     delay = self.retry.delay(attempt, getattr(exc, "retry_after", None))
+                    if call.deadline is not None and time.monotonic() + delay >= call.deadline:
+                        raise  # the retry could not even start before the time limit
                     attempt += 1
                     log.warning(
                         "%s (retry %d/%d in %.2fs)", exc, attempt, self.retry.max_retries, delay
@@ -199,13 +243,16 @@ class APIClientFactory:
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
         env: Mapping[str, str] | None = None,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         **options: Any,
     ) -> AsyncAPIClient:
         """``model`` is ``provider/model`` (or give ``provider=`` and ``model=`` separately).
 
         ``options`` are generation parameters (``temperature``, ``max_tokens``, ``top_p``,
         ``stop``), mapped per protocol; anything else goes into the request body as is.
-        Raises :class:`ConfigurationError` when the provider is unknown or its key is not set.
+        ``max_event_bytes`` bounds one server-sent event (and a whole JSON reply).
+        Raises :class:`ConfigurationError` when the provider is unknown or its key is not set,
+        :class:`InvalidModelIdError` (one) when the model id is not safe to send.
         """
         env = os.environ if env is None else env
         ref = parse_model(model or "", provider, env)
@@ -237,4 +284,5 @@ class APIClientFactory:
             timeouts=timeouts,
             retry=retry,
             options=options,
+            max_event_bytes=max_event_bytes,
         )

@@ -4,15 +4,20 @@
 
     LLMError                      .provider  .status  .user_message  .retryable
     ├── ConfigurationError        unknown provider, bad model string, missing key (names the variable)
+    │   └── InvalidModelIdError   a model id outside the safe characters (see validate_model_id)
     ├── AuthenticationError       401 / 403: the key is wrong or lacks access
     ├── RateLimitError            429: .retry_after (seconds) when the provider said
     ├── ContextLengthError        the prompt does not fit the model's context window
     ├── ModelNotFoundError        404 / unknown model id
     ├── InvalidRequestError       any other 4xx: the request itself is wrong
     ├── ProviderUnavailableError  5xx, 408, 409, connection refused / reset before the reply
-    ├── LLMTimeoutError           connect timeout, or the stream went silent (idle timeout)
+    ├── LLMTimeoutError           connect timeout, or no content event for the idle timeout
+    │   └── TimeLimitError        the reply ran past its time limit (Timeouts.max_duration);
+    │                             the text so far is what the caller received, never retried
     └── StreamInterruptedError    the stream broke after it started: dropped connection,
-                                  malformed chunk, an error event in the middle of the stream
+        │                         malformed chunk, an error event in the middle of the stream,
+        │                         a 200 body that ended without a complete reply (never retried)
+        └── EventTooLargeError    one event (or a JSON body) over max_event_bytes, never retried
 
 ``str(err)`` is for logs and developers; ``err.user_message`` is a short line that is safe to show a
 chat user. Neither ever contains an API key: messages are built here from the provider's error text
@@ -25,6 +30,8 @@ __all__ = [
     "AuthenticationError",
     "ConfigurationError",
     "ContextLengthError",
+    "EventTooLargeError",
+    "InvalidModelIdError",
     "InvalidRequestError",
     "LLMError",
     "LLMTimeoutError",
@@ -32,6 +39,7 @@ __all__ = [
     "ProviderUnavailableError",
     "RateLimitError",
     "StreamInterruptedError",
+    "TimeLimitError",
 ]
 
 
@@ -76,6 +84,16 @@ class ConfigurationError(LLMError):
     default_user_message = "This model is not configured."
 
 
+class InvalidModelIdError(ConfigurationError):
+    """A model id that could smuggle something into a request (``../``, ``?``, ``#``, ``%``,
+    whitespace, non-ASCII): refused before any request is built."""
+
+    default_user_message = (
+        "That model name is not valid: use letters, digits and . _ - : / @ + "
+        "(no '..' part, no spaces)."
+    )
+
+
 class AuthenticationError(LLMError):
     default_user_message = "The provider rejected the API key."
 
@@ -115,6 +133,20 @@ class LLMTimeoutError(LLMError):
     default_user_message = "The provider took too long to answer."
 
 
+class TimeLimitError(LLMTimeoutError):
+    """The reply went on past its time limit: it ends here, the text so far stays the caller's."""
+
+    retryable = False
+    default_user_message = "The reply was cut at the time limit."
+
+
 class StreamInterruptedError(LLMError):
     retryable = True
     default_user_message = "The reply was cut off by the provider."
+
+
+class EventTooLargeError(StreamInterruptedError):
+    """One server-sent event (or a whole JSON body) was larger than the client accepts."""
+
+    retryable = False
+    default_user_message = "The provider sent a reply piece larger than this bot accepts."

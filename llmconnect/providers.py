@@ -5,6 +5,9 @@ variables, default model). Code exists only per *protocol* (``llmconnect.protoco
 written ``provider/model`` and split on the first ``/``; a bare provider name picks its default
 model. ``<PROVIDER>_BASE_URL`` overrides a base URL, and any other name ``foo/model`` becomes an
 OpenAI-compatible provider as soon as ``FOO_BASE_URL`` is set (key, if any, in ``FOO_API_KEY``).
+
+A model id ends up in request bodies and, for Gemini, in the URL path, so it is checked here
+(:func:`validate_model_id`) whenever a model is parsed or a client is made.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, InvalidModelIdError
 
 __all__ = [
     "PROVIDERS",
@@ -25,6 +28,7 @@ __all__ = [
     "get_spec",
     "parse_model",
     "resolve_provider",
+    "validate_model_id",
 ]
 
 
@@ -126,6 +130,27 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
 }
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+#: ASCII letters and digits plus ``._-:/@+``: every real model id fits (``gpt-4o-mini``,
+#: ``meta-llama/llama-3.1-8b-instruct``, ``llama3.2:3b``), and none of ``?#%``, whitespace or
+#: non-ASCII can reach a URL or a log line through one.
+_MODEL_ID_RE = re.compile(r"[A-Za-z0-9._\-:/@+]+")
+
+
+def validate_model_id(model: str) -> str:
+    """``model`` unchanged if it is a safe model id, else :class:`InvalidModelIdError`.
+
+    Safe: only ASCII letters, digits and ``._-:/@+``, and no empty, ``.`` or ``..`` part between
+    slashes (so it can never walk up a URL path). Works on a bare model id (``gpt-4o``) and on a
+    ``provider/model`` name alike.
+    """
+    if _MODEL_ID_RE.fullmatch(model) and not any(
+        part in ("", ".", "..") for part in model.split("/")
+    ):
+        return model
+    raise InvalidModelIdError(
+        f"Invalid model id {model[:100]!r}: only ASCII letters, digits and ._-:/@+ are "
+        "allowed, with no empty, '.' or '..' part between slashes."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +210,7 @@ def parse_model(
     model = (model or "").strip()
     if provider:
         spec = get_spec(provider, env)
-        return ModelRef(spec.name, model or spec.default_model)
+        return ModelRef(spec.name, validate_model_id(model or spec.default_model))
     if not model:
         raise ConfigurationError(
             "No model given: write it as provider/model, e.g. groq/llama-3.3-70b-versatile.",
@@ -201,7 +226,7 @@ def parse_model(
                 provider=spec.name,
             )
         tail = spec.default_model
-    return ModelRef(spec.name, tail)
+    return ModelRef(spec.name, validate_model_id(tail))
 
 
 def resolve_provider(spec: ProviderSpec, env: Mapping[str, str] | None = None) -> ResolvedProvider:

@@ -53,10 +53,14 @@ log = logging.getLogger("llmconnect")
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     connect: float = 10.0
-    #: Longest silence allowed between two reads of a streaming body (httpx's read timeout is
-    #: per read, which is exactly an idle timeout for a stream).
+    #: Longest time a reply may go without a content event, counted from the request: keep-alive
+    #: comments and partial lines do not count (a provider trickling them is silent). Also
+    #: httpx's read timeout, which bounds the wait for the response head.
     idle: float = 60.0
     write: float = 30.0
+    #: Longest a whole reply may take, retries included (``None``: no limit). Past it the reply
+    #: ends with :class:`~llmconnect.errors.TimeLimitError`; the deltas already yielded stay.
+    max_duration: float | None = 600.0
 
     def to_httpx(self) -> httpx.Timeout:
         return httpx.Timeout(connect=self.connect, read=self.idle, write=self.write, pool=None)
@@ -159,22 +163,27 @@ def _redact(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
+#: Longest provider error text kept in a message (cut *after* the key is redacted: cutting first
+#: could leave the start of a key where the cut falls).
+_MAX_ERROR_TEXT = 300
+
+
 def _error_text(body: Any) -> tuple[str, str]:
-    """(message, type-or-code) from the error shapes of OpenAI, Anthropic and Gemini."""
+    """(message, type-or-code) from the error shapes of OpenAI, Anthropic and Gemini; uncut."""
     if isinstance(body, list) and body:  # Gemini without alt=sse wraps errors in a list
         body = body[0]
     if not isinstance(body, dict):
-        return (str(body)[:300] if body else "", "")
+        return (str(body) if body else "", "")
     err = body.get("error", body)
     if isinstance(err, str):
-        return err[:300], ""
+        return err, ""
     if not isinstance(err, dict):
-        return str(err)[:300], ""
+        return str(err), ""
     message = str(err.get("message") or "")
     kind = " ".join(
         str(err.get(k) or "") for k in ("type", "code", "status") if err.get(k) is not None
     )
-    return message[:300], kind
+    return message, kind
 
 
 _CONTEXT_HINTS = (
@@ -196,7 +205,7 @@ def error_from_body(
 ) -> LLMError:
     """Map an error status and/or error body to the right :class:`LLMError` subclass."""
     message, kind = _error_text(body)
-    message = _redact(message, secrets)
+    message = _redact(message, secrets)[:_MAX_ERROR_TEXT]
     detail = f"{provider}: HTTP {status}" if status else f"{provider}: error in stream"
     text = f"{detail}: {message}" if message else detail
     low = f"{message} {kind}".lower()
@@ -300,8 +309,9 @@ async def open_stream(
     json_body: Any,
     timeouts: Timeouts,
     secrets: tuple[str, ...] = (),
-) -> AsyncIterator[AsyncIterator[bytes]]:
-    """Send the request and yield its body as an iterator of raw reads, errors translated.
+) -> AsyncIterator[httpx.Response]:
+    """Send the request and yield the (2xx) response, its body not read yet; errors met while
+    reading it (``response.aiter_bytes()``) inside the context are translated too.
 
     Leaving the context (normally, by error, or by cancellation) closes the response at once, so
     a cancelled reply never keeps a connection busy.
@@ -318,6 +328,6 @@ async def open_stream(
         # Errors raised while the caller iterates surface here, at the yield, and are translated
         # by this one block: no wrapper generator per read (it would cost on every chunk).
         with translate_transport_errors(provider, started=True):
-            yield response.aiter_bytes()
+            yield response
     finally:
         await response.aclose()

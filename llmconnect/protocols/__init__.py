@@ -7,17 +7,37 @@ objects are built once per reply by the client.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import weakref
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
+from json import JSONDecodeError, loads
+from time import monotonic
+from types import AsyncGeneratorType
 from typing import Any, Final
 
 import httpx
 
-from ..errors import StreamInterruptedError
-from ..sse import SSEDecoder
+from ..errors import (
+    EventTooLargeError,
+    LLMError,
+    LLMTimeoutError,
+    StreamInterruptedError,
+    TimeLimitError,
+)
+from ..sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
 from ..transport import Timeouts, open_stream, shared_http_client
 
-__all__ = ["END", "PROTOCOLS", "Call", "EventFn", "ReplyState", "StreamFn", "stream_sse"]
+__all__ = [
+    "END",
+    "PROTOCOLS",
+    "Call",
+    "EventFn",
+    "JsonFn",
+    "ReplyState",
+    "StreamFn",
+    "stream_sse",
+]
 
 
 @dataclass(slots=True)
@@ -35,6 +55,9 @@ class Call:
     http: httpx.AsyncClient | None
     timeouts: Timeouts
     stream_usage: bool = True
+    #: When the whole reply must be over (``time.monotonic()``), from ``timeouts.max_duration``.
+    deadline: float | None = None
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -49,7 +72,7 @@ class ReplyState:
     usage: dict[str, int] = field(default_factory=dict)
 
 
-StreamFn = Callable[[Call, ReplyState], AsyncIterator[str]]
+StreamFn = Callable[[Call, ReplyState], AsyncGenerator[str, None]]
 
 
 class _End(str):
@@ -62,50 +85,281 @@ END: Final = _End("<end>")
 
 #: One SSE event ``(call, state, event_name, data)`` → its text, ``None``, or :data:`END`.
 EventFn = Callable[[Call, ReplyState, str, str], "str | None"]
+#: A whole JSON body ``(call, state, parsed)`` → the reply's text; sets ``state.finish_reason``
+#: when the body is a reply, else leaves it ``None`` (or raises for an error body).
+JsonFn = Callable[[Call, ReplyState, Any], str]
 
 
-async def stream_sse(
+class _Watch:
+    """The idle timeout and the time limit of one streaming request, on one timer.
+
+    The idle clock restarts on each read that completes a content event (the stream loop stores
+    :attr:`last`; no timer is touched per event). The timer wakes at the earliest moment either
+    limit could be reached; if an event came meanwhile it just sleeps again. When a limit is
+    reached while the stream waits for the network, the task reading it is cancelled and
+    :meth:`raise_for` turns that into the error (as ``asyncio.timeout`` does). While the caller
+    holds a delta (the generator is suspended at ``yield``) nobody is cancelled: the idle clock
+    restarts (the caller, not the provider, is slow), and a passed time limit is raised at the
+    next read (:attr:`expired`) or, if the stream is silent by then, by a check every
+    ``_RECHECK`` s.
+    """
+
+    __slots__ = (
+        "_cancelling",
+        "_gen",
+        "_handle",
+        "_loop",
+        "_task",
+        "deadline",
+        "expired",
+        "fired",
+        "idle",
+        "last",
+    )
+
+    _RECHECK = 0.05
+
+    def __init__(self, idle: float, deadline: float | None) -> None:
+        self.idle = idle
+        self.deadline = deadline
+        #: The time limit passed while the caller held a delta.
+        self.expired = False
+        #: ``"idle"`` or ``"total"`` once this watch cancelled the task.
+        self.fired: str | None = None
+        self.last = 0.0
+        self._gen: weakref.ref[AsyncGeneratorType[str, None]] | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelling = 0
+        self._loop = asyncio.get_running_loop()
+
+    def bind(self, gen: AsyncGenerator[str, None]) -> None:
+        assert isinstance(gen, AsyncGeneratorType)  # ag_running tells where it is suspended
+        self._gen = weakref.ref(gen)
+
+    def start(self) -> None:
+        """Arm; called from inside the generator's first step (the current task reads it)."""
+        self._task = asyncio.current_task()
+        self._cancelling = self._task.cancelling() if self._task else 0
+        self.last = monotonic()
+        self._arm(self.last)
+
+    def _arm(self, now: float) -> None:
+        due = self.last + self.idle
+        if self.deadline is not None and self.deadline < due:
+            due = self.deadline
+        self._handle = self._loop.call_later(max(due - now, 0.0), self._check)
+
+    def _check(self) -> None:
+        now = monotonic()
+        if self.deadline is not None and now >= self.deadline:
+            kind = "total"
+        elif now - self.last >= self.idle:
+            kind = "idle"
+        else:
+            self._arm(now)
+            return
+        gen = self._gen() if self._gen else None
+        if gen is None or self._task is None:
+            return
+        if not gen.ag_running:
+            # The caller holds a delta: the stream is not what is slow.
+            if kind == "idle":
+                self.last = now
+                self._arm(now)
+            else:
+                self.expired = True
+                self._handle = self._loop.call_later(self._RECHECK, self._check)
+            return
+        self.fired = kind
+        self._handle = None
+        self._task.cancel()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def raise_for(self, call: Call) -> None:
+        """After a ``CancelledError``: raise the timeout it stands for if this watch caused it
+        (and nobody else cancelled the task meanwhile); else return, to let it propagate."""
+        if self.fired is None or self._task is None:
+            return
+        if self._task.uncancel() > self._cancelling:
+            return  # also cancelled from outside: that wins
+        self.raise_expired(call, self.fired)
+
+    def raise_expired(self, call: Call, kind: str) -> None:
+        if kind == "total":
+            limit = call.timeouts.max_duration or 0.0
+            raise TimeLimitError(
+                f"{call.provider}: the reply ran past its time limit ({limit:g} s)",
+                provider=call.provider,
+                user_message=f"The reply was cut at the time limit ({limit:g} s).",
+            )
+        raise LLMTimeoutError(
+            f"{call.provider}: no content for {self.idle:g} s (keep-alives and partial lines "
+            "do not count)",
+            provider=call.provider,
+        )
+
+
+def stream_sse(
     call: Call,
     state: ReplyState,
     url: str,
     headers: dict[str, str],
     body: dict[str, Any],
     on_event: EventFn,
-) -> AsyncIterator[str]:
+    on_json: JsonFn,
+    *,
+    pings: bool = False,
+) -> AsyncGenerator[str, None]:
     """POST ``body`` and yield the text of each SSE event, as ``on_event`` reads it.
 
     The one streaming loop of every SSE protocol: bytes → :class:`SSEDecoder` → ``on_event`` →
     ``str``. A stream that ends without its end event and without a finish reason was cut off.
+    A server that ignores ``stream: true`` and answers one JSON body is read with ``on_json``.
+    Bounded by the idle timeout and the time limit (:class:`_Watch`) and by
+    ``call.max_event_bytes`` per event (the JSON body counts as one event). ``pings``: the
+    protocol sends ``event: ping`` keep-alives (Anthropic), which do not count as content.
     """
-    decoder = SSEDecoder()
-    async with open_stream(
-        call.http or shared_http_client(),
-        call.provider,
-        "POST",
-        url,
-        headers=headers,
-        json_body=body,
-        timeouts=call.timeouts,
-        secrets=call.secrets,
-    ) as reads:
-        async for raw in reads:
-            for event, data in decoder.feed(raw):
+    watch = _Watch(call.timeouts.idle, call.deadline)
+    gen = _stream_sse(call, state, url, headers, body, on_event, on_json, watch, pings)
+    watch.bind(gen)
+    return gen
+
+
+async def _stream_sse(
+    call: Call,
+    state: ReplyState,
+    url: str,
+    headers: dict[str, str],
+    body: dict[str, Any],
+    on_event: EventFn,
+    on_json: JsonFn,
+    watch: _Watch,
+    pings: bool,
+) -> AsyncGenerator[str, None]:
+    watch.start()
+    try:
+        async with open_stream(
+            call.http or shared_http_client(),
+            call.provider,
+            "POST",
+            url,
+            headers=headers,
+            json_body=body,
+            timeouts=call.timeouts,
+            secrets=call.secrets,
+        ) as response:
+            if _is_json(response.headers.get("content-type", "")):
+                whole = await _whole_reply(call, state, response, on_json)
+                watch.stop()
+                if whole:
+                    yield whole
+                return
+            decoder = SSEDecoder(call.max_event_bytes)
+            now = monotonic  # the loop's clock on asyncio; a plain C call (loop.time is not)
+            async for raw in response.aiter_bytes():
+                events = decoder.feed(raw)
+                if not events:
+                    continue  # a comment, a partial line: not content, the idle clock runs on
+                if watch.expired:
+                    watch.raise_expired(call, "total")
+                if not pings or _content(events):
+                    watch.last = now()
+                for event, data in events:
+                    text = on_event(call, state, event, data)
+                    if text:
+                        if text is END:
+                            watch.stop()
+                            return
+                        yield text
+            watch.stop()
+            for event, data in decoder.flush():
                 text = on_event(call, state, event, data)
                 if text:
                     if text is END:
                         return
                     yield text
-        for event, data in decoder.flush():
-            text = on_event(call, state, event, data)
-            if text:
-                if text is END:
-                    return
-                yield text
-    if state.finish_reason is None:
+    except asyncio.CancelledError:
+        watch.raise_for(call)
+        raise
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError):
+        # A chunk that is JSON but not the shape the protocol reads (``data: 1``, a list...):
+        # the provider's fault, reported like any malformed chunk (no cost per chunk: a try).
         raise StreamInterruptedError(
-            f"{call.provider}: the stream ended before the reply was complete",
-            provider=call.provider,
+            f"{call.provider}: malformed chunk in stream", provider=call.provider
+        ) from None
+    except EventTooLargeError as exc:
+        if exc.provider is not None:
+            raise
+        raise EventTooLargeError(  # from the decoder, which does not know the provider
+            f"{call.provider}: {exc.message}", provider=call.provider, user_message=exc.user_message
+        ) from None
+    finally:
+        watch.stop()
+    if state.finish_reason is None:
+        raise _final(
+            StreamInterruptedError(
+                f"{call.provider}: the stream ended before the reply was complete",
+                provider=call.provider,
+            )
         )
+
+
+def _content(events: list[tuple[str, str]]) -> bool:
+    """Whether a read completed anything but Anthropic's ``ping`` keep-alive events."""
+    return any(name != "ping" for name, _ in events)
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def _final(exc: LLMError) -> LLMError:
+    """``exc``, never retried: a 200 whose body was read to the end is paid for; asking again
+    would pay again for the same answer."""
+    exc.retryable = False
+    return exc
+
+
+async def _whole_reply(
+    call: Call, state: ReplyState, response: httpx.Response, on_json: JsonFn
+) -> str:
+    """The text of a whole JSON body answering a streaming request (a proxy that ignores
+    ``stream: true``): read at most ``call.max_event_bytes``, then parsed once."""
+    pieces: list[bytes] = []
+    size = 0
+    async for raw in response.aiter_bytes():
+        size += len(raw)
+        if size > call.max_event_bytes:
+            raise EventTooLargeError(
+                f"{call.provider}: a JSON reply of over {call.max_event_bytes} bytes",
+                provider=call.provider,
+                user_message=(
+                    "The provider sent a reply piece larger than allowed "
+                    f"({call.max_event_bytes} bytes)."
+                ),
+            )
+        pieces.append(raw)
+    try:
+        payload = loads(b"".join(pieces))
+    except (JSONDecodeError, UnicodeDecodeError):
+        payload = None
+    try:
+        text = on_json(call, state, payload) if isinstance(payload, dict | list) else ""
+    except LLMError as exc:
+        raise _final(exc) from None
+    if state.finish_reason is None:
+        raise _final(
+            StreamInterruptedError(
+                f"{call.provider}: a JSON body that is not a reply", provider=call.provider
+            )
+        )
+    return text
 
 
 def _load() -> dict[str, StreamFn]:

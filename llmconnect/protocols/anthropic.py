@@ -2,12 +2,13 @@
 
 Events: ``message_start`` (input usage), ``content_block_delta`` with ``text_delta.text``,
 ``message_delta`` (``stop_reason``, cumulative ``usage.output_tokens``), ``message_stop``; ``ping``
-is ignored and ``event: error`` raises.
+is ignored and ``event: error`` raises. A server that ignores ``stream: true`` answers one
+``message`` object instead, read whole.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from json import JSONDecodeError, loads
 from typing import Any
 
@@ -87,6 +88,32 @@ def _take(call: Call, state: ReplyState, event: str, data: str) -> str | None:
     return None
 
 
-def stream_reply(call: Call, state: ReplyState) -> AsyncIterator[str]:
+def _take_json(call: Call, state: ReplyState, body: Any) -> str:
+    """A whole ``message`` object: its ``text`` content blocks."""
+    if not isinstance(body, dict):
+        return ""
+    if body.get("type") == "error" or "error" in body:
+        raise error_from_body(call.provider, None, body, secrets=call.secrets)
+    content = body.get("content")
+    if body.get("type") != "message" or not isinstance(content, list):
+        return ""
+    stop = body.get("stop_reason") or "end_turn"
+    state.finish_reason = _FINISH.get(str(stop), str(stop))
+    usage = body.get("usage")
+    if isinstance(usage, dict):
+        state.usage = {
+            "input_tokens": int(usage.get("input_tokens") or 0),
+            "output_tokens": int(usage.get("output_tokens") or 0),
+        }
+    return "".join(
+        str(block.get("text") or "")
+        for block in content
+        if isinstance(block, dict) and block.get("type") == "text"
+    )
+
+
+def stream_reply(call: Call, state: ReplyState) -> AsyncGenerator[str, None]:
     url = f"{call.base_url}/v1/messages"
-    return stream_sse(call, state, url, _headers(call), build_body(call), _take)
+    return stream_sse(
+        call, state, url, _headers(call), build_body(call), _take, _take_json, pings=True
+    )

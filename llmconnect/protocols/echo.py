@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from . import Call, ReplyState
 
@@ -32,7 +32,7 @@ def echo_reply(prompt: str, words: int | None = None) -> list[str]:
     return ["[echo] ", "You ", "said: ", *body]
 
 
-async def stream_reply(call: Call, state: ReplyState) -> AsyncIterator[str]:
+async def stream_reply(call: Call, state: ReplyState) -> AsyncGenerator[str, None]:
     prompt = call.messages[-1]["content"] if call.messages else ""
     delay = float(call.options.get("delay", 0))
     deltas = echo_reply(prompt, call.options.get("words"))

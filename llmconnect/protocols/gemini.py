@@ -3,14 +3,16 @@
 Each ``data:`` is a whole ``GenerateContentResponse``: text in ``candidates[0].content.parts[].text``,
 ``finishReason`` and ``usageMetadata`` on the last one. There is no ``[DONE]``: the stream just ends.
 The key travels in the ``x-goog-api-key`` header, never in the URL, so it cannot leak into a log line
-that prints the URL.
+that prints the URL. The model id is one percent-encoded path segment. A server that ignores
+``alt=sse`` answers one JSON ``GenerateContentResponse`` or a JSON array of them, read whole.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from json import JSONDecodeError, loads
 from typing import Any
+from urllib.parse import quote
 
 from ..errors import StreamInterruptedError
 from ..transport import error_from_body
@@ -51,6 +53,19 @@ def _take(call: Call, state: ReplyState, event: str, data: str) -> str | None:
         raise StreamInterruptedError(
             f"{call.provider}: malformed chunk in stream", provider=call.provider
         ) from None
+    return _response(call, state, payload)
+
+
+def _take_json(call: Call, state: ReplyState, body: Any) -> str:
+    """A whole ``GenerateContentResponse``, or a JSON array of them (``streamGenerateContent``
+    without ``alt=sse``)."""
+    responses = body if isinstance(body, list) else [body]
+    texts = [_response(call, state, r) or "" for r in responses if isinstance(r, dict)]
+    return "".join(texts)
+
+
+def _response(call: Call, state: ReplyState, payload: Any) -> str | None:
+    """One ``GenerateContentResponse``: its text; records finish reason and usage."""
     if "error" in payload:
         raise error_from_body(call.provider, None, payload, secrets=call.secrets)
     text = None
@@ -72,9 +87,10 @@ def _take(call: Call, state: ReplyState, event: str, data: str) -> str | None:
     return text
 
 
-def stream_reply(call: Call, state: ReplyState) -> AsyncIterator[str]:
+def stream_reply(call: Call, state: ReplyState) -> AsyncGenerator[str, None]:
     headers = {"Accept": "text/event-stream"}
     if call.api_key:
         headers["x-goog-api-key"] = call.api_key
-    url = f"{call.base_url}/models/{call.model}:streamGenerateContent?alt=sse"
-    return stream_sse(call, state, url, headers, build_body(call), _take)
+    model = quote(call.model, safe="")  # one path segment, whatever the id holds
+    url = f"{call.base_url}/models/{model}:streamGenerateContent?alt=sse"
+    return stream_sse(call, state, url, headers, build_body(call), _take, _take_json)

@@ -2,12 +2,13 @@
 
 SSE ``data: {chat.completion.chunk}`` lines, no ``event:`` lines, ``data: [DONE]`` at the end. Text
 is in ``choices[0].delta.content``; usage arrives in a last chunk with empty ``choices`` (or, on
-Groq, in ``x_groq.usage``). A ``data: {"error": ...}`` in the middle of a stream raises.
+Groq, in ``x_groq.usage``). A ``data: {"error": ...}`` in the middle of a stream raises. A server
+that ignores ``stream: true`` answers one ``chat.completion`` object instead, read whole.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from json import JSONDecodeError, loads
 from typing import Any
 
@@ -62,13 +63,36 @@ def _take(call: Call, state: ReplyState, event: str, data: str) -> str | None:
         raise error_from_body(call.provider, None, chunk, secrets=call.secrets)
     usage = chunk.get("usage") or (chunk.get("x_groq") or {}).get("usage")
     if usage:
+        _usage(state, usage)
+    return content
+
+
+def _usage(state: ReplyState, usage: Any) -> None:
+    if isinstance(usage, dict):
         state.usage = {
             "input_tokens": int(usage.get("prompt_tokens") or 0),
             "output_tokens": int(usage.get("completion_tokens") or 0),
         }
-    return content
 
 
-def stream_reply(call: Call, state: ReplyState) -> AsyncIterator[str]:
+def _take_json(call: Call, state: ReplyState, body: Any) -> str:
+    """A whole ``chat.completion`` object: ``choices[0].message.content``."""
+    if not isinstance(body, dict):
+        return ""
+    choices = body.get("choices")
+    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+        if "error" in body:
+            raise error_from_body(call.provider, None, body, secrets=call.secrets)
+        return ""
+    message = choices[0].get("message")
+    if not isinstance(message, dict):
+        return ""
+    content = message.get("content")
+    state.finish_reason = str(choices[0].get("finish_reason") or "stop")
+    _usage(state, body.get("usage") or (body.get("x_groq") or {}).get("usage"))
+    return content if isinstance(content, str) else ""
+
+
+def stream_reply(call: Call, state: ReplyState) -> AsyncGenerator[str, None]:
     url = f"{call.base_url}/chat/completions"
-    return stream_sse(call, state, url, build_headers(call), build_body(call), _take)
+    return stream_sse(call, state, url, build_headers(call), build_body(call), _take, _take_json)

@@ -102,9 +102,25 @@ async def test_provider_error_is_one_short_line(server):
     server.enqueue(Fail(401))
     env = {"LOCAL_BASE_URL": server.openai_base_url}
     code, _, err = await run_cli_async("chat", "-m", "local/alpha", "hi", env=env)
-    assert code == 0
+    assert code == 1  # a script can tell the reply failed
     assert "The provider rejected the API key" in err
     assert "Traceback" not in err
+
+
+async def test_a_reply_cut_mid_way_exits_1_after_printing_its_text(server):
+    server.enqueue(Reply(text="one two three", drop_after=2))
+    env = {"LOCAL_BASE_URL": server.openai_base_url}
+    code, out, err = await run_cli_async("chat", "-m", "local/alpha", "hi", env=env)
+    assert code == 1
+    assert out == "one two \n"
+    assert "⚠️" in err
+
+
+def test_chat_help_tells_the_exit_status():
+    result = run_cli("chat", "--help")
+    assert result.returncode == 0
+    help_text = " ".join(result.stdout.split())
+    assert "status 1" in help_text
 
 
 async def test_models_lists_providers_and_asks_configured_ones(server):

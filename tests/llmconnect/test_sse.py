@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llmconnect import EventTooLargeError
 from llmconnect.sse import SSEDecoder
 
 
@@ -130,3 +132,82 @@ def test_event_names_survive_any_cut(texts, offsets):
 
 def test_event_line_and_data_line_in_separate_reads():
     assert decode([b"event: error\n", b"data: {}\n\n"]) == [("error", "{}")]
+
+
+# --------------------------------------------------------------------------- size limit
+
+
+def sized_event(size: int) -> bytes:
+    """``data: xxx...\\n`` of exactly ``size`` bytes (the event; its blank line comes apart)."""
+    return b"data: " + b"x" * (size - 7) + b"\n"
+
+
+def feed_all(decoder: SSEDecoder, pieces: list[bytes]) -> list[tuple[str, str]]:
+    events: list[tuple[str, str]] = []
+    for piece in pieces:
+        events.extend(decoder.feed(piece))
+    return events + decoder.flush()
+
+
+@pytest.mark.parametrize("piece", [1, 7, 64, 10_000], ids=lambda n: f"reads-of-{n}")
+@pytest.mark.parametrize("crlf", [False, True], ids=["lf", "crlf"])
+def test_an_event_at_the_limit_passes_and_one_byte_more_fails(piece: int, crlf: bool) -> None:
+    limit = 300
+    for size, ok in ((limit, True), (limit + 1, False)):
+        body = b": c\n\n" + sized_event(size) + b"\n" + b"data: next\n\n"
+        if crlf:
+            body = body.replace(b"\n", b"\r\n")  # a line ending counts one byte either way
+        pieces = [body[i : i + piece] for i in range(0, len(body), piece)]
+        decoder = SSEDecoder(max_event_bytes=limit)
+        if ok:
+            assert feed_all(decoder, pieces) == [("", "x" * (size - 7)), ("", "next")]
+        else:
+            with pytest.raises(EventTooLargeError, match=str(limit)):
+                feed_all(decoder, pieces)
+
+
+def test_every_line_of_an_event_counts() -> None:
+    # Two data lines and an event line: 12 + 10 + 10 = 32 bytes.
+    body = b"event: name\ndata: 123\ndata: 456\n\n"
+    assert feed_all(SSEDecoder(max_event_bytes=32), [body]) == [("name", "123\n456")]
+    with pytest.raises(EventTooLargeError):
+        feed_all(SSEDecoder(max_event_bytes=31), [body])
+    # A stream of data lines that never ends its event is cut too.
+    with pytest.raises(EventTooLargeError):
+        feed_all(SSEDecoder(max_event_bytes=1000), [b"data: 123\n"] * 200)
+
+
+def test_many_small_events_in_one_big_read_are_fine() -> None:
+    body = b"".join(sized_event(100) + b"\n" for _ in range(100))  # 10 KB in one read
+    assert len(feed_all(SSEDecoder(max_event_bytes=100), [body])) == 100
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=7, max_value=80), min_size=1, max_size=8),
+    offsets=st.lists(st.integers(min_value=0), max_size=20),
+    limit=st.integers(min_value=7, max_value=80),
+)
+def test_limit_holds_however_bytes_arrive(sizes: list[int], offsets: list[int], limit: int) -> None:
+    body = b"".join(sized_event(s) + b"\n" for s in sizes)
+    decoder = SSEDecoder(max_event_bytes=limit)
+    if max(sizes) <= limit:
+        assert len(feed_all(decoder, cut(body, offsets))) == len(sizes)
+    else:
+        with pytest.raises(EventTooLargeError):
+            feed_all(decoder, cut(body, offsets))
+
+
+def test_a_long_line_is_buffered_without_copying() -> None:
+    """Linear work: pieces of an unfinished line are kept as they came (no re-copy of the
+    buffer per read), and joined once when the line ends."""
+    decoder = SSEDecoder(max_event_bytes=10_000_000)
+    pieces = [b"data: "] + [bytes([65 + i % 26]) * 1000 for i in range(5000)]  # 5 MB
+    for piece in pieces:
+        assert decoder.feed(piece) == []
+    assert decoder.buffered == sum(map(len, pieces))
+    assert len(decoder._pending) == len(pieces)
+    assert all(a is b for a, b in zip(decoder._pending, pieces, strict=True))
+    [(_, data)] = decoder.feed(b"\n\n")
+    assert len(data) == 5_000_000
+    assert decoder.buffered == 0
