@@ -20,14 +20,16 @@ from typing import Any, TextIO
 
 import aiohttp
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
 )
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from core.budget import EditBudget
@@ -42,7 +44,7 @@ from core.settings import Settings
 from llmconnect import LLMError, aclose_shared_clients
 
 from .commands import ASK, SLASH_COMMANDS, SLASH_HELP, slash_command
-from .events import Place, Threads, is_user_message
+from .events import Place, Threads, is_user_message, well_formed
 from .mrkdwn import escape, from_slack
 from .sink import SlackSink
 from .streaming import NativeStreamRenderer
@@ -53,6 +55,8 @@ log = logging.getLogger("llmconnect.slack")
 
 EVENTS_PATH = "/slack/events"
 _ADMIN_TTL = 300.0  # seconds a workspace-admin lookup is trusted
+#: Digits of a request timestamp (Unix seconds: 10 until the year 2286).
+_TIMESTAMP_DIGITS = 16
 #: How long an event id is remembered: Slack retries a delivery three times within minutes.
 EVENT_MEMORY = 3600.0
 
@@ -119,6 +123,7 @@ class SlackBot:
             logger=_BOLT_LOG,
         )
         self.threads = Threads()
+        self._verifier: SignatureVerifier | None = None  # HTTP mode's, made by http_app()
         self._native_off = False
         self._budgets: dict[str, EditBudget] = {}
         #: Workspace budgets are per app: processes sharing a store divide them.
@@ -173,12 +178,45 @@ class SlackBot:
             raise SlackConfigError(
                 "SLACK_SIGNING_SECRET is not set: HTTP mode verifies every request with it."
             )
+        self._verifier = SignatureVerifier(self.settings.slack_signing_secret.get_secret_value())
         app = web.Application()
         app.router.add_post(EVENTS_PATH, self._http)
         return app
 
     async def _http(self, request: web.Request) -> web.Response:
-        response = await self.app.async_dispatch(await to_bolt_request(request))
+        """Hand a request to bolt once it is known to be Slack's and readable.
+
+        Why not straight to bolt: bolt parses the body before it checks the signature and calls
+        ``int()`` on the timestamp header, so a request with a timestamp like ``abc`` or a signed
+        body that is not a JSON object or a form made it fail with a 500. Here the timestamp must
+        be digits and the signature right (401 otherwise, bolt's answer), then the body must read
+        as a JSON object or a form (400 otherwise); bolt checks the signature again.
+        """
+        raw = await request.read()
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        # Undecodable bytes become U+FFFD, so such a body never matches its signature.
+        text = raw.decode("utf-8", errors="replace")
+        assert self._verifier is not None  # this route exists only in http_app()'s app
+        if not (
+            timestamp.isascii()
+            and timestamp.isdigit()
+            and len(timestamp) <= _TIMESTAMP_DIGITS
+            and self._verifier.is_valid(text, timestamp, request.headers.get("X-Slack-Signature"))
+        ):
+            return web.json_response({"error": "invalid request"}, status=401)
+        try:
+            bolt_request = AsyncBoltRequest(
+                body=text, query=request.query_string, headers=dict(request.headers)
+            )
+            readable = _envelope(bolt_request.body)
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError) as exc:
+            readable, reason = False, type(exc).__name__
+        else:
+            reason = type(bolt_request.body).__name__
+        if not readable:
+            log.warning("A signed Slack request had an unreadable body (%s): answered 400", reason)
+            return web.json_response({"error": "invalid body"}, status=400)
+        response = await self.app.async_dispatch(bolt_request)
         return await to_aiohttp_response(response)
 
     async def start_socket_mode(self) -> None:
@@ -228,7 +266,10 @@ class SlackBot:
     async def _on_mention(
         self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
     ) -> None:
-        channel = event.get("channel", "")
+        if not well_formed(body, event):
+            log.warning("Ignored an app_mention event with fields of the wrong type")
+            return
+        channel = event.get("channel") or ""
         if channel.startswith("D") or not event.get("user") or await self._repeated(body):
             return  # a DM arrives as a message event too
         place = self.threads.place(
@@ -238,11 +279,14 @@ class SlackBot:
             ts=event.get("ts"),
             thread_ts=event.get("thread_ts"),
         )
-        await self._on_text(place, from_slack(event.get("text", ""), context.bot_user_id))
+        await self._on_text(place, from_slack(event.get("text") or "", context.bot_user_id))
 
     async def _on_message(
         self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
     ) -> None:
+        if not well_formed(body, event):
+            log.warning("Ignored a message event with fields of the wrong type")
+            return
         if not is_user_message(event) or await self._repeated(body):
             return
         place = self.threads.place(
@@ -252,7 +296,7 @@ class SlackBot:
             ts=event.get("ts"),
             thread_ts=event.get("thread_ts"),
         )
-        await self._on_text(place, from_slack(event.get("text", ""), context.bot_user_id))
+        await self._on_text(place, from_slack(event.get("text") or "", context.bot_user_id))
 
     async def _repeated(self, body: dict[str, Any]) -> bool:
         """Slack redelivers an event it thinks was not acknowledged, possibly to another worker
@@ -287,6 +331,9 @@ class SlackBot:
         self, ack: Any, command: dict[str, Any], respond: Any, context: AsyncBoltContext
     ) -> None:
         await ack()  # within Slack's 3 seconds; the work follows
+        if not command.get("response_url"):  # not one of Slack's: nowhere to answer
+            log.warning("Ignored a slash command without a response_url")
+            return
         channel = command.get("channel_id", "")
         place = Place(
             team_id=command.get("team_id") or context.team_id or "",
@@ -327,7 +374,7 @@ class SlackBot:
                 if error in ("not_in_channel", "channel_not_found")
                 else error
             )
-            await respond(text=f"I can't post here: {hint}.", response_type="ephemeral")
+            await respond(text=escape(f"I can't post here: {hint}."), response_type="ephemeral")
             return
         anchored = Place(
             place.team_id, place.channel, place.user_id, place.key, anchor_ts=posted["ts"]
@@ -446,6 +493,17 @@ class SlackBot:
                 )
         except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
             log.warning("Could not answer in %s: %s", place.channel, exc)
+
+
+def _envelope(body: object) -> bool:
+    """Whether ``body`` has the shape bolt relies on before any listener runs: an object whose
+    ``event`` (if any) is an object and whose ``authorizations`` (if any) a list of objects."""
+    if not isinstance(body, dict):
+        return False
+    event, authorizations = body.get("event", {}), body.get("authorizations", [])
+    return isinstance(event, dict) and (
+        isinstance(authorizations, list) and all(isinstance(a, dict) for a in authorizations)
+    )
 
 
 async def run(

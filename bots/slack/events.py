@@ -16,7 +16,7 @@ from typing import Any
 
 from core.conversations import ConversationKey
 
-__all__ = ["PLATFORM", "Place", "Threads", "is_user_message"]
+__all__ = ["PLATFORM", "Place", "Threads", "is_user_message", "well_formed"]
 
 PLATFORM = "slack"
 
@@ -77,6 +77,19 @@ class Threads:
         self._opened.move_to_end((channel, thread_ts))
         while len(self._opened) > self._max:
             self._opened.popitem(last=False)
+
+
+#: The event and envelope fields the bot reads: strings whenever Slack sends them.
+_EVENT_FIELDS = ("channel", "user", "text", "ts", "thread_ts", "team", "channel_type", "subtype")
+_BODY_FIELDS = ("team_id", "event_id")
+
+
+def well_formed(body: dict[str, Any], event: dict[str, Any]) -> bool:
+    """Whether the fields the bot reads are strings (or absent). A signed request can still hold
+    anything; one that does not look like Slack's is ignored instead of failing in a listener."""
+    return all(isinstance(event.get(k) or "", str) for k in _EVENT_FIELDS) and all(
+        isinstance(body.get(k) or "", str) for k in _BODY_FIELDS
+    )
 
 
 def is_user_message(event: dict[str, Any]) -> bool:

@@ -7,6 +7,11 @@ text; it rewrites inside inline code (```` `**x**` ```` → ```` `*x*` ````); an
 ``2*3*4`` as italics (``2_3_4``). This module is small and errs on the side of showing the text
 as written.
 
+Nothing it writes can ping anyone: every ``&``, ``<`` and ``>`` of the answer is escaped (Slack's
+only control characters, so ``<!channel>`` shows as text), and a Markdown link becomes a Slack link
+only when it points at ``http(s)://`` or ``mailto:``: any other target would be read by Slack as a
+special token (``[hi](!channel)`` as ``<!channel|hi>``, an @channel), so it is shown as its label.
+
 :func:`to_mrkdwn` is called on partial text while a reply streams, so it never fails on
 unbalanced markup: an unclosed code block is closed, an unclosed ``**`` stays as typed.
 """
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["escape", "from_slack", "to_mrkdwn"]
+__all__ = ["allowed_target", "escape", "from_slack", "to_mrkdwn"]
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 _HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
@@ -30,6 +35,8 @@ _PROTECTED = re.compile(
     r"|(?P<link>!?\[(?P<label>[^\]\n]*)\]\((?P<url>[^)\s]+)(?:[ \t]+\"[^\"\n]*\")?\))"
     r"|(?P<auto><(?P<autourl>(?:https?|mailto):[^>\s]+)>)"
 )
+#: Link targets Slack gets as links; any other target is shown as plain text.
+_ALLOWED_TARGET = re.compile(r"(?:https?://|mailto:)", re.IGNORECASE)
 _BOLD_ITALIC = re.compile(r"(?<![\w*])\*\*\*(?=\S)(.+?)(?<=\S)\*\*\*(?![\w*])")
 _BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*|(?<!\w)__(?=\S)(.+?)(?<=\S)__(?!\w)")
 _ITALIC = re.compile(r"(?<![\w*])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![\w*])")
@@ -112,7 +119,15 @@ def _url(url: str) -> str:
     return escape(url).replace("|", "%7C")
 
 
+def allowed_target(url: str) -> bool:
+    """Whether a link may point at ``url``: the web and mail only. Slack reads any other target
+    of ``<target|label>`` its own way: ``<!channel|hi>`` pings the channel, ``<@U1|x>`` a user."""
+    return _ALLOWED_TARGET.match(url) is not None
+
+
 def _link(url: str, label: str) -> str:
+    if not allowed_target(url):
+        return escape(label.strip() or url)  # shown as the text it is, not as a link
     label = escape(label.replace("|", "¦")).strip()
     return f"<{_url(url)}|{label}>" if label else f"<{_url(url)}>"
 

@@ -11,6 +11,10 @@ the core :class:`~core.render.StreamRenderer` over a
 :class:`~bots.slack.sink.SlackSink` that continues *in the same message* by ``chat.update``: the
 user still gets the whole answer.
 
+What is streamed is :mod:`~bots.slack.safe_markdown`'s: Slack renders ``markdown_text`` itself,
+so the answer's mention shapes are broken and links other than to the web and mail written as
+text before they go out (a possible link at the end waits until it is complete).
+
 Appends are coalesced (at most one per ``min_interval``, always everything new). A message holds
 at most :data:`NATIVE_MAX_LEN` characters; past that the stream is stopped at a boundary chosen
 by ``core.split.find_cut`` (never before what was already appended, code fences closed and
@@ -34,6 +38,7 @@ from core.clock import Clock
 from core.render import BufferedRenderer, MessageSink, RenderResult, SinkGone, StreamRenderer
 from core.split import find_cut
 
+from .safe_markdown import SafeMarkdown, safe_markdown
 from .sink import GONE_ERRORS
 
 __all__ = ["NATIVE_MAX_LEN", "UNSUPPORTED_ERRORS", "NativeStreamRenderer"]
@@ -86,6 +91,8 @@ class NativeStreamRenderer(BufferedRenderer):
         self._recipient = (recipient_user_id, recipient_team_id)
         self._make_fallback = fallback
         self._max_len = max_len
+        #: Slack renders ``markdown_text`` itself: what we stream must not be able to ping.
+        self._safe = SafeMarkdown()
         self._sent = 0  # characters of _body already appended to the current stream
         self._stream: AsyncChatStream | None = None
         self._last = -math.inf
@@ -165,6 +172,20 @@ class NativeStreamRenderer(BufferedRenderer):
         self._last = self._clock.now()
         return done
 
+    def _absorb(self) -> None:
+        """The core's, on the answer made safe for Slack (:mod:`~bots.slack.safe_markdown`): a
+        possible link at the end of the text so far waits in ``_safe`` until it is complete."""
+        if self._buf:
+            safe = self._safe.feed("".join(self._buf))
+            self._buf[:] = [safe] if safe else []
+        if self._finishing and not self._noted:
+            rest = self._safe.flush()
+            if rest:
+                self._buf.append(rest)
+            if self._note:
+                self._note = safe_markdown(self._note)
+        super()._absorb()
+
     def _result(self, *, gone: bool) -> RenderResult:
         return RenderResult(
             tuple(self._refs), tuple(self._texts), len(self._refs), self._appends, gone
@@ -215,6 +236,7 @@ class NativeStreamRenderer(BufferedRenderer):
 
     async def _fall_back(self) -> None:
         self._absorb()
+        self._body += self._safe.flush()  # edits escape every character themselves
         ts = self._stream.ts if self._stream is not None else None
         self._stream = None
         renderer = StreamRenderer(

@@ -54,6 +54,26 @@ def test_what_must_not_change_does_not(markdown: str, mrkdwn: str) -> None:
     assert to_mrkdwn(markdown) == mrkdwn
 
 
+@pytest.mark.parametrize(
+    ("markdown", "mrkdwn"),
+    [
+        # Only the web and mail are links: Slack would read any other target as a token.
+        ("[hi](!channel) [u](@U0VICTIM) [g](!subteam^S123)", "hi u g"),
+        ("[c](#C1) [d](!date^1^{date}|x) [j](javascript:x) ![i](data:x)", "c d j i"),
+        ("[](!here) [](slack://open)", "!here slack://open"),
+        ("[a](HTTPS://x.test) [m](mailto:a@b.test)", "<HTTPS://x.test|a> <mailto:a@b.test|m>"),
+        # A label is text: escaped, whatever the target.
+        (
+            "[<!channel> & <@U1>](https://x.test/a) [<!here>](!everyone)",
+            "<https://x.test/a|&lt;!channel&gt; &amp; &lt;@U1&gt;> &lt;!here&gt;",
+        ),
+        ("<https://x.test/<!here>>", "<https://x.test/&lt;!here>&gt;"),
+    ],
+)
+def test_links_only_to_the_web_and_mail(markdown: str, mrkdwn: str) -> None:
+    assert to_mrkdwn(markdown) == mrkdwn
+
+
 def test_partial_text_while_streaming_stays_readable() -> None:
     assert to_mrkdwn("```js\nlet a = 1 ▌") == "```\nlet a = 1 ▌\n```"  # open block closed
     assert to_mrkdwn("**half bold ▌") == "**half bold ▌"  # left as typed until closed
