@@ -7,10 +7,14 @@ Usable on its own (it never imports the bots or their core)::
     client = APIClientFactory.create(model="echo")
     async for delta in await client.chat("hello", stream=True):
         print(delta, end="", flush=True)
+
+``chat(..., stream=True)`` returns a :class:`ReplyStream`, which also holds the reply's
+``text``, ``finish_reason`` and ``usage`` once it is complete. :func:`resolve` says what a model
+name means in an environment (provider spec, model id, base URL, whether a key is set).
 """
 
 from .catalog import list_models, provider_status
-from .client import APIClientFactory, AsyncAPIClient, Usage
+from .client import APIClientFactory, AsyncAPIClient, ReplyStream, Usage
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -26,7 +30,16 @@ from .errors import (
     StreamInterruptedError,
     TimeLimitError,
 )
-from .providers import PROVIDERS, ModelRef, ProviderSpec, parse_model, validate_model_id
+from .providers import (
+    PROVIDERS,
+    ModelRef,
+    ProviderSpec,
+    ResolvedProvider,
+    base_url_variable,
+    parse_model,
+    resolve,
+    validate_model_id,
+)
 from .sse import SSEDecoder
 from .transport import RetryPolicy, Timeouts, aclose_shared_clients
 
@@ -47,6 +60,8 @@ __all__ = [
     "ProviderSpec",
     "ProviderUnavailableError",
     "RateLimitError",
+    "ReplyStream",
+    "ResolvedProvider",
     "RetryPolicy",
     "SSEDecoder",
     "StreamInterruptedError",
@@ -54,9 +69,11 @@ __all__ = [
     "Timeouts",
     "Usage",
     "aclose_shared_clients",
+    "base_url_variable",
     "list_models",
     "parse_model",
     "provider_status",
+    "resolve",
     "validate_model_id",
 ]
 

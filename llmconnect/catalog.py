@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import httpx
 
 from .errors import LLMError
-from .providers import PROVIDERS, ResolvedProvider, base_url_variable, get_spec, resolve_provider
+from .providers import PROVIDERS, ResolvedProvider, base_url_variable, resolve
 from .transport import Timeouts, error_from_response, shared_http_client, translate_transport_errors
 
 __all__ = ["list_models", "provider_status"]
@@ -24,7 +24,7 @@ def provider_status(env: Mapping[str, str] | None = None) -> list[ResolvedProvid
             name = var[: -len("_BASE_URL")].lower().replace("_", "-")
             if name not in PROVIDERS and base_url_variable(name) == var:
                 names.append(name)
-    return [resolve_provider(get_spec(name, env), env) for name in names]
+    return [resolve(name, env) for name in names]
 
 
 async def list_models(
@@ -37,7 +37,7 @@ async def list_models(
     """Model ids a provider reports. OpenAI-compatible providers are asked (``GET /models``);
     others answer with their default model."""
     env = os.environ if env is None else env
-    resolved = resolve_provider(get_spec(provider, env), env)
+    resolved = resolve("", env, provider=provider)
     spec = resolved.spec
     if spec.protocol != "openai":
         return [spec.default_model]

@@ -7,6 +7,15 @@
     async for delta in await client.chat("More", stream=True):  # text deltas as they arrive
         print(delta, end="")
 
+    async with await client.chat("And?", stream=True) as reply:  # a ReplyStream
+        async for delta in reply:
+            print(delta, end="")
+    print(reply.finish_reason, reply.usage)                  # this reply's outcome
+
+``chat(..., stream=True)`` returns a :class:`ReplyStream`: an async iterator of the reply's text
+deltas that carries, once the reply is complete, its ``text``, ``finish_reason`` and ``usage``.
+The client's ``finish_reason``, ``usage`` and ``truncated`` are those of its last completed reply.
+
 The client holds its own in-memory history (a list of ``{"role", "content"}`` dicts). A reply is
 atomic for the history: only a completed reply adds the user turn and the full assistant turn; an
 error or a cancellation leaves the history exactly as it was, never half an answer. That includes a
@@ -23,9 +32,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, Literal, overload
 
 import httpx
@@ -33,24 +43,14 @@ from pydantic import SecretStr
 
 from .errors import ConfigurationError, LLMError
 from .protocols import Call, ReplyState, protocol
-from .providers import (
-    ModelRef,
-    ProviderSpec,
-    base_url_variable,
-    get_spec,
-    parse_model,
-    resolve_provider,
-    validate_model_id,
-)
+from .protocols.echo import OPTIONS as ECHO_OPTIONS
+from .providers import ModelRef, ProviderSpec, base_url_variable, resolve, validate_model_id
 from .sse import DEFAULT_MAX_EVENT_BYTES
 from .transport import RetryPolicy, Timeouts
 
-__all__ = ["APIClientFactory", "AsyncAPIClient", "Usage"]
+__all__ = ["APIClientFactory", "AsyncAPIClient", "ReplyStream", "Usage"]
 
 log = logging.getLogger("llmconnect")
-
-# Providers whose OpenAI-compatible endpoint rejects ``stream_options``.
-_NO_STREAM_OPTIONS = frozenset({"mistral"})
 
 
 def _valid_text(text: str) -> tuple[str, str]:
@@ -78,6 +78,67 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+
+class ReplyStream:
+    """One streamed reply: an async iterator of its text deltas, then its outcome.
+
+    ``async for delta in reply`` reads the deltas; once the reply is complete, ``done`` is true
+    and ``text``, ``finish_reason`` and ``usage`` describe it (a reply that failed or was
+    closed early stays not done, its ``finish_reason`` and ``usage`` ``None``). ``aclose()``
+    (or leaving ``async with``) stops it and closes its HTTP response at once.
+
+    Iterating hands out the client's one reply generator itself (``__aiter__``), so reading
+    through this object costs nothing per delta: the generator records the deltas in
+    :attr:`parts`, the one append it always made.
+    """
+
+    __slots__ = ("_deltas", "done", "finish_reason", "parts", "usage")
+
+    def __init__(self, client: AsyncAPIClient, user_msg: str) -> None:
+        #: The deltas so far (the whole reply once done).
+        self.parts: list[str] = []
+        #: ``"stop"``, ``"length"`` (cut at max tokens), ... once the reply is complete.
+        self.finish_reason: str | None = None
+        #: Token usage, once complete, when the provider reported it.
+        self.usage: Usage | None = None
+        #: The reply completed and the client's history took it.
+        self.done = False
+        self._deltas = client._reply(user_msg, self)
+
+    @property
+    def text(self) -> str:
+        """The text so far: the whole reply once :attr:`done`."""
+        return "".join(self.parts)
+
+    @property
+    def truncated(self) -> bool:
+        """The reply stopped at the token limit (``finish_reason == "length"``)."""
+        return self.finish_reason == "length"
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._deltas
+
+    def __anext__(self) -> Awaitable[str]:
+        return self._deltas.__anext__()
+
+    async def aclose(self) -> None:
+        await self._deltas.aclose()
+
+    async def __aenter__(self) -> ReplyStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        state = f"done, finish_reason={self.finish_reason!r}" if self.done else "open"
+        return f"ReplyStream({state}, {len(self.parts)} deltas)"
 
 
 class AsyncAPIClient:
@@ -113,11 +174,10 @@ class AsyncAPIClient:
         self.options: dict[str, Any] = dict(options or {})
         #: Largest server-sent event (or whole JSON reply) accepted, in bytes.
         self.max_event_bytes = max_event_bytes
-        #: Filled when a reply completes: ``"stop"``, ``"length"`` (cut at max tokens), ...
-        self.finish_reason: str | None = None
-        #: Token usage of the last completed reply, when the provider reported it.
-        self.usage: Usage | None = None
-        self._busy = False
+        #: The last reply that completed (its outcome is the client's ``finish_reason``...).
+        self.last_reply: ReplyStream | None = None
+        #: The reply streaming now: the history is one conversation, one reply at a time.
+        self._streaming: ReplyStream | None = None
 
     @property
     def provider(self) -> str:
@@ -127,6 +187,16 @@ class AsyncAPIClient:
     def model(self) -> str:
         """``provider/model``."""
         return str(self.ref)
+
+    @property
+    def finish_reason(self) -> str | None:
+        """The last completed reply's: ``"stop"``, ``"length"`` (cut at max tokens), ..."""
+        return self.last_reply.finish_reason if self.last_reply else None
+
+    @property
+    def usage(self) -> Usage | None:
+        """Token usage of the last completed reply, when the provider reported it."""
+        return self.last_reply.usage if self.last_reply else None
 
     @property
     def truncated(self) -> bool:
@@ -143,20 +213,27 @@ class AsyncAPIClient:
     async def chat(self, user_msg: str, stream: Literal[False] = ...) -> str: ...
 
     @overload
-    async def chat(self, user_msg: str, stream: Literal[True]) -> AsyncGenerator[str, None]: ...
+    async def chat(self, user_msg: str, stream: Literal[True]) -> ReplyStream: ...
 
-    async def chat(self, user_msg: str, stream: bool = False) -> str | AsyncGenerator[str, None]:
-        """Send ``user_msg``; the reply text, or with ``stream=True`` an iterator of its deltas.
+    async def chat(self, user_msg: str, stream: bool = False) -> str | ReplyStream:
+        """Send ``user_msg``; the reply text, or with ``stream=True`` a :class:`ReplyStream`
+        (an async iterator of its deltas that then holds the reply's outcome).
 
-        Close the iterator (``aclose()``, or leave ``async with contextlib.aclosing(...)``) or
-        cancel the task to stop: the HTTP response is closed at once.
+        Close the stream (``aclose()``, leave ``async with``) or cancel the task to stop: the
+        HTTP response is closed at once.
         """
-        replies = self._reply(user_msg)
+        reply = ReplyStream(self, user_msg)
         if stream:
-            return replies
-        return "".join([delta async for delta in replies])
+            return reply
+        async for _ in reply:
+            pass
+        return reply.text
 
     def _call(self, user_msg: str) -> Call:
+        options = self.options
+        if self.spec.protocol != "echo" and not options.keys().isdisjoint(ECHO_OPTIONS):
+            # echo's pacing and length (benchmarks set them for every model): no provider's.
+            options = {k: v for k, v in options.items() if k not in ECHO_OPTIONS}
         return Call(
             provider=self.ref.provider,
             model=self.ref.model,
@@ -164,26 +241,26 @@ class AsyncAPIClient:
             api_key=self._api_key.get_secret_value() if self._api_key else None,
             messages=[*self.messages, {"role": "user", "content": user_msg}],
             system=self.system,
-            options=self.options,
+            options=options,
             http=self.http_client,
             timeouts=self.timeouts,
-            stream_usage=self.ref.provider not in _NO_STREAM_OPTIONS,
+            stream_usage=self.spec.stream_options,
             max_event_bytes=self.max_event_bytes,
         )
 
-    async def _reply(self, user_msg: str) -> AsyncGenerator[str, None]:
-        # One generator for retries and the history commit: every extra async-generator layer
-        # costs on each delta (see benchmarks/stream_decode.py).
-        if self._busy:
+    async def _reply(self, user_msg: str, reply: ReplyStream) -> AsyncGenerator[str, None]:
+        # One generator for retries, the history commit and the reply's outcome: every extra
+        # async-generator layer costs on each delta (see benchmarks/stream_decode.py).
+        if self._streaming is not None:
             raise RuntimeError("this client is already streaming a reply; await it first")
-        self._busy = True
+        self._streaming = reply
         try:
             call = self._call(user_msg)
             limit = self.timeouts.max_duration
             # One deadline for the whole reply, retries included.
             call.deadline = None if limit is None else time.monotonic() + limit
             stream_reply = protocol(self.spec.protocol)
-            parts: list[str] = []
+            parts = reply.parts
             attempt = 0
             while True:
                 state = ReplyState()
@@ -216,15 +293,17 @@ class AsyncAPIClient:
                     )
                     await self.retry.sleep(delay)
             self.messages.append(call.messages[-1])
-            self.messages.append({"role": "assistant", "content": "".join(parts)})
-            self.finish_reason = state.finish_reason
-            self.usage = (
+            self.messages.append({"role": "assistant", "content": reply.text})
+            reply.finish_reason = state.finish_reason
+            reply.usage = (
                 Usage(state.usage.get("input_tokens", 0), state.usage.get("output_tokens", 0))
                 if state.usage
                 else None
             )
+            reply.done = True
+            self.last_reply = reply
         finally:
-            self._busy = False
+            self._streaming = None
 
 
 class APIClientFactory:
@@ -249,14 +328,15 @@ class APIClientFactory:
         """``model`` is ``provider/model`` (or give ``provider=`` and ``model=`` separately).
 
         ``options`` are generation parameters (``temperature``, ``max_tokens``, ``top_p``,
-        ``stop``), mapped per protocol; anything else goes into the request body as is.
+        ``stop``), mapped per protocol; anything else goes into the request body as is, except
+        the offline echo provider's own ``delay`` and ``words``, which no provider is sent.
         ``max_event_bytes`` bounds one server-sent event (and a whole JSON reply).
         Raises :class:`ConfigurationError` when the provider is unknown or its key is not set,
         :class:`InvalidModelIdError` (one) when the model id is not safe to send.
         """
         env = os.environ if env is None else env
-        ref = parse_model(model or "", provider, env)
-        resolved = resolve_provider(get_spec(ref.provider, env), env)
+        resolved = resolve(model or "", env, provider=provider)
+        ref = resolved.ref
         spec = resolved.spec
         url = (base_url or resolved.base_url).rstrip("/")
         if spec.protocol != "echo" and not url:

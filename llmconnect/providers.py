@@ -1,10 +1,13 @@
 """The provider registry: data, not code.
 
 Each provider is one frozen :class:`ProviderSpec` row (name, wire protocol, default base URL, key
-variables, default model). Code exists only per *protocol* (``llmconnect.protocols``). A model is
-written ``provider/model`` and split on the first ``/``; a bare provider name picks its default
-model. ``<PROVIDER>_BASE_URL`` overrides a base URL, and any other name ``foo/model`` becomes an
-OpenAI-compatible provider as soon as ``FOO_BASE_URL`` is set (key, if any, in ``FOO_API_KEY``).
+variables, default model, and every other fact about it: whether it takes ``stream_options``, how
+its keys begin, whether to suggest it). Code exists only per *protocol* (``llmconnect.protocols``).
+A model is written ``provider/model`` and split on the first ``/``; a bare provider name picks its
+default model. ``<PROVIDER>_BASE_URL`` overrides a base URL, and any other name ``foo/model``
+becomes an OpenAI-compatible provider as soon as ``FOO_BASE_URL`` is set (key, if any, in
+``FOO_API_KEY``). :func:`resolve` is the one place a name and an environment become a spec, a
+model id, a base URL and whether a key is set; everything else asks it.
 
 A model id ends up in request bodies and, for Gemini, in the URL path, so it is checked here
 (:func:`validate_model_id`) whenever a model is parsed or a client is made.
@@ -27,7 +30,7 @@ __all__ = [
     "base_url_variable",
     "get_spec",
     "parse_model",
-    "resolve_provider",
+    "resolve",
     "validate_model_id",
 ]
 
@@ -42,7 +45,16 @@ class ProviderSpec:
     default_model: str = ""
     #: Keyless local servers (ollama, lmstudio) count as configured without a key.
     needs_key: bool = True
+    #: What people call it (``"Groq"``), for messages; the name when empty.
     label: str = ""
+    #: An OpenAI-compatible endpoint that accepts ``stream_options`` (usage in the last chunk);
+    #: Mistral's rejects the field.
+    stream_options: bool = True
+    #: How the provider's own keys begin (``gsk_``), for ``llmconnect doctor``; a proxy set by
+    #: ``<PROVIDER>_BASE_URL`` may hand out other keys.
+    key_prefixes: tuple[str, ...] = ()
+    #: Offered to a newcomer with no key yet (``llmconnect run``'s hint), lowest first; 0: not.
+    suggested: int = 0
 
 
 PROVIDERS: Mapping[str, ProviderSpec] = {
@@ -52,7 +64,14 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
             "echo", "echo", "", (), "echo", needs_key=False, label="Offline echo (no network)"
         ),
         ProviderSpec(
-            "openai", "openai", "https://api.openai.com/v1", ("OPENAI_API_KEY",), "gpt-4o-mini"
+            "openai",
+            "openai",
+            "https://api.openai.com/v1",
+            ("OPENAI_API_KEY",),
+            "gpt-4o-mini",
+            label="OpenAI",
+            key_prefixes=("sk-",),
+            suggested=2,
         ),
         ProviderSpec(
             "groq",
@@ -60,6 +79,9 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
             "https://api.groq.com/openai/v1",
             ("GROQ_API_KEY",),
             "llama-3.3-70b-versatile",
+            label="Groq",
+            key_prefixes=("gsk_",),
+            suggested=1,  # a free tier, and fast
         ),
         ProviderSpec(
             "aimlapi",
@@ -67,6 +89,7 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
             "https://api.aimlapi.com/v1",
             ("AIMLAPI_API", "AIMLAPI_API_KEY"),
             "gpt-4o-mini",
+            label="AI/ML API",
         ),
         ProviderSpec(
             "openrouter",
@@ -74,6 +97,8 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
             "https://openrouter.ai/api/v1",
             ("OPENROUTER_API_KEY",),
             "meta-llama/llama-3.1-8b-instruct",
+            label="OpenRouter",
+            key_prefixes=("sk-or-",),
         ),
         ProviderSpec(
             "mistral",
@@ -81,6 +106,8 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
             "https://api.mistral.ai/v1",
             ("MISTRAL_API_KEY",),
             "mistral-small-latest",
+            label="Mistral",
+            stream_options=False,
         ),
         ProviderSpec(
             "deepseek",
@@ -88,6 +115,8 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
             "https://api.deepseek.com/v1",
             ("DEEPSEEK_API_KEY",),
             "deepseek-chat",
+            label="DeepSeek",
+            key_prefixes=("sk-",),
         ),
         ProviderSpec(
             "together",
@@ -95,6 +124,7 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
             "https://api.together.xyz/v1",
             ("TOGETHER_API_KEY",),
             "meta-llama/Llama-3.3-70B-Instruct-Turbo",
+            label="Together AI",
         ),
         ProviderSpec(
             "ollama",
@@ -103,6 +133,7 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
             ("OLLAMA_API_KEY",),
             "llama3.2",
             needs_key=False,
+            label="Ollama",
         ),
         ProviderSpec(
             "lmstudio",
@@ -111,6 +142,7 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
             ("LMSTUDIO_API_KEY",),
             "local-model",
             needs_key=False,
+            label="LM Studio",
         ),
         ProviderSpec(
             "anthropic",
@@ -118,6 +150,9 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
             "https://api.anthropic.com",
             ("ANTHROPIC_API_KEY",),
             "claude-sonnet-4-5",
+            label="Anthropic",
+            key_prefixes=("sk-ant-",),
+            suggested=3,
         ),
         ProviderSpec(
             "gemini",
@@ -125,6 +160,9 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
             "https://generativelanguage.googleapis.com/v1beta",
             ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
             "gemini-2.5-flash",
+            label="Google AI Studio",
+            key_prefixes=("AIza",),
+            suggested=4,
         ),
     )
 }
@@ -164,19 +202,36 @@ class ModelRef:
 
 @dataclass(frozen=True, slots=True)
 class ResolvedProvider:
-    """A spec plus what the environment says about it (base URL override, key presence)."""
+    """What a model name means in an environment (:func:`resolve`): the spec row, the model id,
+    the base URL in use and whether a key is there. Never holds the key itself."""
 
     spec: ProviderSpec
+    #: The model id without the provider (``llama-3.3-70b-versatile``): the one given, else the
+    #: spec's default; ``""`` when there is neither (a custom provider named alone).
+    model: str
     base_url: str
     key_var: str | None  # the variable the key was read from, or the one to set
     has_key: bool
+    #: ``<PROVIDER>_BASE_URL`` is set (the base URL is not the spec's).
+    base_url_overridden: bool = False
 
     @property
     def configured(self) -> bool:
         return self.has_key or not self.spec.needs_key
 
+    @property
+    def ref(self) -> ModelRef:
+        """``provider/model``; :class:`ConfigurationError` when there is no model id."""
+        if not self.model:
+            raise ConfigurationError(
+                f"Provider {self.spec.name!r} has no default model: write {self.spec.name}/<model>.",
+                provider=self.spec.name,
+            )
+        return ModelRef(self.spec.name, self.model)
+
 
 def base_url_variable(provider: str) -> str:
+    """The variable that overrides ``provider``'s base URL (``my-llm`` → ``MY_LLM_BASE_URL``)."""
     return f"{provider.upper().replace('-', '_')}_BASE_URL"
 
 
@@ -203,36 +258,51 @@ def get_spec(name: str, env: Mapping[str, str] | None = None) -> ProviderSpec:
     )
 
 
-def parse_model(
-    model: str, provider: str | None = None, env: Mapping[str, str] | None = None
-) -> ModelRef:
-    """Split ``provider/model`` on the first ``/``; a bare provider name picks its default model."""
+def resolve(
+    model: str, env: Mapping[str, str] | None = None, *, provider: str | None = None
+) -> ResolvedProvider:
+    """What ``model`` means in ``env`` (default: the process environment).
+
+    ``model`` is ``provider/model`` (split on the first ``/``) or a bare provider name (its
+    default model); with ``provider=`` it is the model id alone (empty: the default). The
+    result holds the spec row, the model id, the base URL (``<PROVIDER>_BASE_URL`` wins) and
+    which key variable is set, if any. :class:`ConfigurationError` for no model or an unknown
+    provider, :class:`InvalidModelIdError` for a model id that is not safe to send.
+    """
+    env = os.environ if env is None else env
     model = (model or "").strip()
     if provider:
         spec = get_spec(provider, env)
-        return ModelRef(spec.name, validate_model_id(model or spec.default_model))
-    if not model:
+        model_id = model or spec.default_model
+    elif not model:
         raise ConfigurationError(
             "No model given: write it as provider/model, e.g. groq/llama-3.3-70b-versatile.",
             user_message="No model given: write it as provider/model.",
         )
-    head, _, tail = model.partition("/")
-    spec = get_spec(head, env)
-    tail = tail.strip()
-    if not tail:
-        if not spec.default_model:
-            raise ConfigurationError(
-                f"Provider {spec.name!r} has no default model: write {spec.name}/<model>.",
-                provider=spec.name,
-            )
-        tail = spec.default_model
-    return ModelRef(spec.name, validate_model_id(tail))
+    else:
+        head, _, tail = model.partition("/")
+        spec = get_spec(head, env)
+        model_id = tail.strip() or spec.default_model
+    if model_id:
+        validate_model_id(model_id)
+    override = env.get(base_url_variable(spec.name))
+    base_url = (override or spec.base_url).rstrip("/")
+    key_var = next((var for var in spec.key_vars if env.get(var)), None)
+    return ResolvedProvider(
+        spec,
+        model_id,
+        base_url,
+        key_var or (spec.key_vars[0] if spec.key_vars else None),
+        key_var is not None,
+        bool(override),
+    )
 
 
-def resolve_provider(spec: ProviderSpec, env: Mapping[str, str] | None = None) -> ResolvedProvider:
-    env = os.environ if env is None else env
-    base_url = (env.get(base_url_variable(spec.name)) or spec.base_url).rstrip("/")
-    for var in spec.key_vars:
-        if env.get(var):
-            return ResolvedProvider(spec, base_url, var, True)
-    return ResolvedProvider(spec, base_url, spec.key_vars[0] if spec.key_vars else None, False)
+def parse_model(
+    model: str, provider: str | None = None, env: Mapping[str, str] | None = None
+) -> ModelRef:
+    """Split ``provider/model`` on the first ``/``; a bare provider name picks its default model.
+
+    ``resolve(model, env, provider=provider).ref``.
+    """
+    return resolve(model, env, provider=provider).ref

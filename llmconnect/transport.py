@@ -81,7 +81,7 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None and 0 <= retry_after <= self.max_retry_after:
             return retry_after
-        backoff = min(self.base_delay * 2**attempt, self.max_delay)
+        backoff = min(self.base_delay * 2.0**attempt, self.max_delay)  # int ** int is Any
         return backoff * (1 - 0.25 * random.random())
 
 

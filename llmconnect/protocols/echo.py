@@ -13,7 +13,10 @@ from collections.abc import AsyncGenerator
 
 from . import Call, ReplyState
 
-__all__ = ["echo_reply", "stream_reply"]
+__all__ = ["OPTIONS", "echo_reply", "stream_reply"]
+
+#: The options only echo reads; the client never sends them to a real provider.
+OPTIONS = frozenset({"delay", "words"})
 
 _WORD = re.compile(r"\S+\s*")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -14,8 +15,10 @@ from llmconnect import (
     APIClientFactory,
     LLMError,
     ProviderUnavailableError,
+    ReplyStream,
     RetryPolicy,
     StreamInterruptedError,
+    Usage,
 )
 from llmconnect.errors import AuthenticationError
 from tests.fakes.llm_server import Fail, FakeLLMServer, RawStream, Reply, openai_stream_body
@@ -313,6 +316,110 @@ async def test_usage_none_when_provider_reports_none(
     assert await client.chat("again") == "no usage"
     assert client.usage is None
     assert client.finish_reason == "stop"
+
+
+# --------------------------------------------------------------------------- the reply stream
+
+
+async def test_reply_stream_carries_its_own_outcome(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    client = make_client()
+    llm_server.enqueue(
+        Reply(deltas=["cut ", "sho"], finish_reason="length", usage=(3, 2)),
+        Reply(deltas=["whole"], usage=(4, 1)),
+    )
+    first = await client.chat("one", stream=True)
+    assert isinstance(first, ReplyStream)
+    assert isinstance(first, AsyncIterator)
+    assert (first.done, first.text, first.finish_reason, first.usage) == (False, "", None, None)
+    assert [delta async for delta in first] == ["cut ", "sho"]
+    second = await client.chat("two", stream=True)
+    assert [delta async for delta in second] == ["whole"]
+
+    # each reply keeps its own outcome; the client's are the last reply's
+    assert (first.done, first.text, first.finish_reason, first.truncated) == (
+        True,
+        "cut sho",
+        "length",
+        True,
+    )
+    assert first.usage == Usage(3, 2)
+    assert (second.text, second.finish_reason, second.truncated) == ("whole", "stop", False)
+    assert second.usage == Usage(4, 1)
+    assert client.last_reply is second
+    assert (client.finish_reason, client.usage, client.truncated) == ("stop", Usage(4, 1), False)
+    assert "done" in repr(first)
+    assert "cut" not in repr(first)
+
+
+async def test_reply_stream_text_grows_while_streaming(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    client = make_client()
+    llm_server.enqueue(Reply(deltas=["a", "b", "c"]))
+    replies = await client.chat("hi", stream=True)
+    seen = []
+    async for _ in replies:
+        seen.append((replies.text, replies.done))
+    assert seen == [("a", False), ("ab", False), ("abc", False)]
+    assert replies.done
+
+
+async def test_reply_stream_as_async_context_manager_closes_early(
+    llm_server: FakeLLMServer, make_client: ClientMaker, transport: TrackingTransport
+) -> None:
+    client = make_client(messages=HISTORY)
+    llm_server.enqueue(Reply(text="a b c d", hang_after=2))
+    async with await client.chat("hi", stream=True) as replies:
+        async for delta in replies:
+            if delta == "b ":
+                break
+    assert transport.open == 0
+    assert await wait_until(lambda: llm_server.disconnects == 1)
+    # a reply cut short is not done and has no outcome; the history is untouched
+    assert (replies.done, replies.text, replies.finish_reason) == (False, "a b ", None)
+    assert client.messages == HISTORY
+    assert client.last_reply is None
+
+
+async def test_failed_reply_stream_has_no_outcome(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    client = make_client()
+    llm_server.enqueue(Reply(text="ok"), Reply(text="one two three", drop_after=1))
+    await client.chat("before")
+    done = client.last_reply
+    replies = await client.chat("doomed", stream=True)
+    with pytest.raises(StreamInterruptedError):
+        async for _ in replies:
+            pass
+    assert (replies.done, replies.text, replies.finish_reason, replies.usage) == (
+        False,
+        "one ",
+        None,
+        None,
+    )
+    assert client.last_reply is done
+
+
+async def test_one_reply_stream_at_a_time_per_client(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    """Two streams of one client: the second is refused while the first streams, and is
+    usable afterwards (creating a stream does not claim the client; reading it does)."""
+    client = make_client()
+    llm_server.enqueue(Reply(deltas=["one ", "two"]), Reply(deltas=["three"]))
+    first = await client.chat("first", stream=True)
+    later = await client.chat("later", stream=True)
+    assert await first.__anext__() == "one "
+    with pytest.raises(RuntimeError, match="already streaming"):
+        await later.__anext__()
+    assert [d async for d in first] == ["two"]
+    again = await client.chat("later", stream=True)
+    assert [d async for d in again] == ["three"]
+    assert not later.done
+    assert again.done
 
 
 # --------------------------------------------------------------------------- options

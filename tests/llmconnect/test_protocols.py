@@ -116,6 +116,28 @@ async def test_mistral_gets_no_stream_options(
     assert client.usage is None  # the server was not asked for usage and sent none
 
 
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
+async def test_echo_options_are_not_sent_to_a_provider(
+    llm_server: FakeLLMServer, make_client: ClientMaker, provider: str
+) -> None:
+    # echo's pacing and length (the engine passes them to every model in benchmarks) stay
+    # home; the other options still go out.
+    client = make_client(provider, "m", words=500, delay=0.5, temperature=0.5, seed=3)
+    assert client.options["words"] == 500  # kept on the client, as given
+    assert await client.chat("hi") == "You said: hi"
+    body = llm_server.requests[-1].json
+    sent = {**body, **body.get("generationConfig", {})}
+    assert "words" not in sent
+    assert "delay" not in sent
+    assert sent["seed"] == 3
+    assert sent["temperature"] == 0.5
+
+
+async def test_echo_still_reads_its_options() -> None:
+    client = APIClientFactory.create(model="echo", env={}, words=6)
+    assert await client.chat("a b") == "[echo] You said: a b a"
+
+
 async def test_openai_usage_none_without_usage_chunk(
     llm_server: FakeLLMServer, make_client: ClientMaker
 ) -> None:

@@ -13,10 +13,12 @@ from llmconnect import (
     ConfigurationError,
     ModelRef,
     ProviderUnavailableError,
+    ResolvedProvider,
     RetryPolicy,
     list_models,
     parse_model,
     provider_status,
+    resolve,
 )
 from tests.fakes.llm_server import Fail, FakeLLMServer, Reply
 
@@ -111,6 +113,69 @@ def test_real_environment_is_used_when_env_not_given(monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("DEEPSEEK_API_KEY")
     with pytest.raises(ConfigurationError, match="DEEPSEEK_API_KEY"):
         APIClientFactory.create(model="deepseek/deepseek-chat")
+
+
+# --------------------------------------------------------------------------- resolve
+
+
+def test_resolve_provider_slash_model() -> None:
+    r = resolve("groq/llama-x", {"GROQ_API_KEY": "gsk_SECRET_value"})
+    assert isinstance(r, ResolvedProvider)
+    assert (r.spec, r.model, r.ref) == (PROVIDERS["groq"], "llama-x", ModelRef("groq", "llama-x"))
+    assert (r.base_url, r.base_url_overridden) == ("https://api.groq.com/openai/v1", False)
+    assert (r.key_var, r.has_key, r.configured) == ("GROQ_API_KEY", True, True)
+    assert "SECRET" not in repr(r)  # holds whether a key is set, never the key
+
+
+def test_resolve_bare_name_and_provider_argument() -> None:
+    assert resolve("anthropic", {}).ref == ModelRef("anthropic", "claude-sonnet-4-5")
+    assert resolve("", {}, provider="gemini").model == "gemini-2.5-flash"
+    assert resolve("a/b", {}, provider="openrouter").ref == ModelRef("openrouter", "a/b")
+
+
+def test_resolve_reads_the_environment() -> None:
+    env = {"AIMLAPI_API_KEY": "k", "AIMLAPI_BASE_URL": "http://127.0.0.1:9/v1/"}
+    r = resolve("aimlapi/m", env)
+    assert (r.key_var, r.has_key) == ("AIMLAPI_API_KEY", True)
+    assert (r.base_url, r.base_url_overridden) == ("http://127.0.0.1:9/v1", True)
+    missing = resolve("openai/m", {"OPENAI_API_KEY": ""})
+    assert (missing.key_var, missing.has_key, missing.configured) == (
+        "OPENAI_API_KEY",
+        False,
+        False,
+    )
+    assert resolve("ollama", {}).configured is True  # keyless
+
+
+def test_resolve_custom_provider_without_a_model() -> None:
+    r = resolve("foo", {"FOO_BASE_URL": "http://127.0.0.1:1/v1"})
+    assert (r.spec.protocol, r.model, r.configured) == ("openai", "", True)
+    with pytest.raises(ConfigurationError, match="no default model"):
+        r.ref  # noqa: B018
+    with pytest.raises(ConfigurationError, match="no default model"):
+        parse_model("foo", env={"FOO_BASE_URL": "http://127.0.0.1:1/v1"})
+
+
+@pytest.mark.parametrize("bad", ["", "nosuch/model", "groq/../x", "groq/a?b"])
+def test_resolve_refuses_what_parse_model_refuses(bad: str) -> None:
+    with pytest.raises(ConfigurationError):
+        resolve(bad, {})
+
+
+def test_provider_facts_are_spec_fields() -> None:
+    assert PROVIDERS["mistral"].stream_options is False
+    assert all(s.stream_options for name, s in PROVIDERS.items() if name != "mistral")
+    assert PROVIDERS["groq"].key_prefixes == ("gsk_",)
+    assert PROVIDERS["anthropic"].key_prefixes == ("sk-ant-",)
+    suggested = sorted((s for s in PROVIDERS.values() if s.suggested), key=lambda s: s.suggested)
+    assert [s.name for s in suggested] == ["groq", "openai", "anthropic", "gemini"]
+    assert all(s.label for s in PROVIDERS.values())
+
+
+def test_resolve_is_public() -> None:
+    for name in ("resolve", "ResolvedProvider", "ReplyStream", "base_url_variable"):
+        assert name in llmconnect.__all__
+        assert hasattr(llmconnect, name)
 
 
 # --------------------------------------------------------------------------- over the wire
