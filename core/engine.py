@@ -25,13 +25,15 @@ from typing import Any
 
 import httpx
 
-from llmconnect import APIClientFactory, ConfigurationError, LLMError, provider_status
-from llmconnect.providers import (
+from llmconnect import (
+    APIClientFactory,
+    ConfigurationError,
+    LLMError,
     ProviderSpec,
     base_url_variable,
-    get_spec,
     parse_model,
-    resolve_provider,
+    provider_status,
+    resolve,
 )
 
 from .clock import Clock, MonotonicClock
@@ -299,8 +301,8 @@ class ChatEngine:
                 f"Available: {listing}."
             )
         try:
-            ref = parse_model(name, env=self.env)
-            resolved = resolve_provider(get_spec(ref.provider, self.env), self.env)
+            resolved = resolve(name, self.env)
+            ref = resolved.ref
         except ConfigurationError as exc:
             raise Refused(f"{exc.user_message} Available: {listing}.") from None
         if not resolved.configured:
