@@ -71,7 +71,7 @@ async def _stream_reply(client: AsyncAPIClient, text: str, out: TextIO, err: Tex
             out.write(delta)
             out.flush()
         out.write("\n")
-        if client.truncated:
+        if replies.truncated:
             err.write("[reply cut at the token limit]\n")
     except LLMError as exc:
         out.write("\n")

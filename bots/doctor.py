@@ -27,13 +27,14 @@ from llmconnect import (
     APIClientFactory,
     ConfigurationError,
     LLMError,
+    ResolvedProvider,
     Timeouts,
     aclose_shared_clients,
+    base_url_variable,
     list_models,
     parse_model,
     provider_status,
 )
-from llmconnect.providers import ResolvedProvider, base_url_variable
 
 from .run import slack_configured
 from .web import is_loopback
@@ -43,15 +44,6 @@ __all__ = ["Finding", "Report", "check_key", "doctor"]
 Level = Literal["ok", "off", "problem"]
 _MARK: dict[Level, str] = {"ok": "✓", "off": "·", "problem": "✗"}
 
-#: Key prefixes of the providers' own endpoints (a proxy set by <PROVIDER>_BASE_URL may differ).
-_KEY_PREFIXES: dict[str, tuple[str, str]] = {
-    "openai": ("sk-", "OpenAI keys start with sk-"),
-    "anthropic": ("sk-ant-", "Anthropic keys start with sk-ant-"),
-    "groq": ("gsk_", "Groq keys start with gsk_"),
-    "openrouter": ("sk-or-", "OpenRouter keys start with sk-or-"),
-    "deepseek": ("sk-", "DeepSeek keys start with sk-"),
-    "gemini": ("AIza", "Google AI Studio keys start with AIza"),
-}
 _PLACEHOLDER = re.compile(r"^(<.*>|x+|\.\.\.|changeme|your[-_ ].*|todo|none|null)$", re.I)
 _DISCORD_TOKEN = re.compile(r"^[A-Za-z0-9_-]{17,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{20,}$")
 _SIGNING_SECRET = re.compile(r"^[0-9a-f]{32}$")
@@ -90,8 +82,11 @@ class Report:
         )
 
 
-def check_key(value: str, *, prefix: str | None = None, hint: str = "") -> str | None:
-    """Why ``value`` does not look like a usable key, or ``None``. Never quotes the value."""
+def check_key(
+    value: str, *, prefix: str | tuple[str, ...] | None = None, hint: str = ""
+) -> str | None:
+    """Why ``value`` does not look like a usable key, or ``None``. Never quotes the value.
+    ``prefix``: how a good one begins (any of several)."""
     if value != value.strip():
         return "has spaces or a line break around it"
     if len(value) > 1 and value[0] == value[-1] and value[0] in "\"'":
@@ -187,13 +182,15 @@ def _check_providers(
     to_ask = []
     for r in provider_status(env):
         name = r.spec.name
-        overridden = bool(env.get(base_url_variable(name)))
+        overridden = r.base_url_overridden
         if name == "echo":
             report.add(section, "ok", name, "offline, no key needed")
             continue
         if r.has_key and r.key_var:
-            prefix, hint = _KEY_PREFIXES.get(name, (None, ""))
-            why = check_key(env[r.key_var], prefix=None if overridden else prefix, hint=hint)
+            # The provider's own key format; a proxy set by <PROVIDER>_BASE_URL may differ.
+            prefixes = () if overridden else r.spec.key_prefixes
+            hint = f"{r.spec.label or name} keys start with {' or '.join(prefixes)}"
+            why = check_key(env[r.key_var], prefix=prefixes or None, hint=hint)
             if why:
                 report.add(section, "problem", name, f"{r.key_var} {why}")
             else:

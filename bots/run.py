@@ -28,7 +28,7 @@ import uvicorn
 
 from core.engine import ChatEngine
 from core.settings import Settings
-from llmconnect import LLMError, aclose_shared_clients, provider_status
+from llmconnect import PROVIDERS, LLMError, aclose_shared_clients, provider_status
 
 from .web import LOOPBACK_HOSTS, WebChat, create_app, is_loopback
 
@@ -196,12 +196,17 @@ class Runner:
                     )
                 )
             else:
+                # The providers the table suggests to a newcomer, first the one to try.
+                first, *others = sorted(
+                    (spec for spec in PROVIDERS.values() if spec.suggested),
+                    key=lambda spec: spec.suggested,
+                )
+                keys = ", ".join(spec.key_vars[0] for spec in others)
                 hints.append(
                     (
                         "a real model",
-                        "a provider key, e.g. GROQ_API_KEY (others: OPENAI_API_KEY, "
-                        "ANTHROPIC_API_KEY, GEMINI_API_KEY, ... in .env.example), and "
-                        "LLMCONNECT_MODEL=groq",
+                        f"a provider key, e.g. {first.key_vars[0]} (others: {keys}, ... in "
+                        f".env.example), and LLMCONNECT_MODEL={first.name}",
                     )
                 )
         else:
