@@ -4,9 +4,11 @@ Why: Discord (2,000 characters) and Slack cap one message, so a long reply conti
 messages. A cut lands on a paragraph boundary, else a line boundary, else a space (a boundary is
 only taken over a lower-ranked one when it leaves the part at least half full, so a stray early
 blank line does not produce a tiny part); a word is hard-cut only when no boundary is available.
-A cut inside a ``` fence closes the fence at the end of the part (the part ends with ``"\\n```"``;
-a newline right before the cut is reused rather than adding a blank code line) and reopens it with
-the same info string at the start of the next (``"```python\\n"``) so both parts render as code.
+A cut inside a code fence (backticks or tildes; :mod:`core.fences` reads fences as CommonMark
+does) closes the fence at the end of the part with its own marker (the part ends with
+``"\\n```"`` or ``"\\n~~~"``; a newline right before the cut is reused rather than adding a
+blank code line) and reopens it with the same marker and info string at the start of the next
+(``"```python\\n"``) so each part is a valid message of its own that renders as code.
 
 The cut for a text longer than ``max_len`` depends only on its first ``max_len + 1`` characters.
 So a streaming renderer that freezes a part as soon as its text overflows (see
@@ -23,6 +25,8 @@ from bisect import bisect_right
 from collections.abc import Callable
 from typing import NamedTuple
 
+from . import fences
+
 __all__ = ["Cut", "Fence", "Segment", "find_cut", "open_fence", "split_message", "split_segments"]
 
 _NON_SPACE = re.compile(r"\S")
@@ -33,21 +37,27 @@ _GLUE = frozenset("\u200d\ufe0e\ufe0f")  # zero-width joiner, variation selector
 
 
 class Fence(NamedTuple):
-    """An open ``` code fence: its backtick run, info string, and where its code begins."""
+    """An open code fence: its marker (```` ``` ````, ``~~~``...), info string, and where its
+    code begins."""
 
-    ticks: str
+    marker: str
     info: str
     start: int  # index just after the opening line
 
     @property
+    def ticks(self) -> str:
+        """The marker (the name from when only backtick fences were read)."""
+        return self.marker
+
+    @property
     def close(self) -> str:
         """Text appended to a part to close this fence."""
-        return "\n" + self.ticks
+        return "\n" + self.marker
 
     @property
     def reopen(self) -> str:
         """Text prepended to the next part to reopen this fence."""
-        return f"{self.ticks}{self.info}\n"
+        return f"{self.marker}{self.info}\n"
 
 
 class Cut(NamedTuple):
@@ -70,17 +80,16 @@ class Segment(NamedTuple):
 
 
 def _step(line: str, fence: Fence | None, after: int) -> Fence | None:
-    """Fence state after ``line`` (which ends at index ``after``), CommonMark-style."""
-    s = line.lstrip(" \t")
-    if not s.startswith("```"):
-        return fence
-    n = len(s) - len(s.lstrip("`"))
-    rest = s[n:].strip()
+    """Fence state after ``line`` (which ends at index ``after``), by :mod:`core.fences`."""
     if fence is None:
-        return None if "`" in rest else Fence("`" * n, rest, after)
-    if not rest and n >= len(fence.ticks):
-        return None
-    return fence
+        opened = fences.opens(line)
+        return None if opened is None else Fence(opened.marker, opened.info, after)
+    return None if fences.closes(line, fences.Fence(fence.marker, fence.info)) else fence
+
+
+def _fence_like(line: str) -> bool:
+    """Whether ``line`` (or its start) could be read as a fence line: never cut inside one."""
+    return line.lstrip(" \t").startswith(("```", "~~~"))
 
 
 def open_fence(text: str) -> Fence | None:
@@ -89,7 +98,7 @@ def open_fence(text: str) -> Fence | None:
     pos = 0
     for line in text.split("\n"):
         pos += len(line) + 1
-        if "```" in line:
+        if fences.may_be_fence(line):
             fence = _step(line, fence, pos)
     return fence
 
@@ -104,8 +113,8 @@ def _line_states(body: str, limit: int) -> tuple[list[int], list[Fence | None]]:
         nl = body.find("\n", pos, limit)
         if nl < 0:
             return starts, states
-        if "```" in body[pos:nl]:
-            fence = _step(body[pos:nl], fence, nl + 1)
+        if fences.may_be_fence(line := body[pos:nl]):
+            fence = _step(line, fence, nl + 1)
         pos = nl + 1
         starts.append(pos)
         states.append(fence)
@@ -114,7 +123,7 @@ def _line_states(body: str, limit: int) -> tuple[list[int], list[Fence | None]]:
 def _repair(fence: Fence | None, max_len: int, after_newline: bool) -> tuple[str, str]:
     """(close, reopen) for a cut inside ``fence``.
 
-    The part ends with ``"\n```"``; when the cut is right after a newline that newline is reused,
+    The part ends with ``"\n"`` and the marker; when the cut is right after a newline it is reused,
     so no blank line is added to the code. The info string is dropped, and then the whole repair,
     when it would take more than half a message.
     """
@@ -122,9 +131,9 @@ def _repair(fence: Fence | None, max_len: int, after_newline: bool) -> tuple[str
         return "", ""
     room = max_len // 2
     close = fence.close
-    for reopen in (fence.reopen, fence.ticks + "\n"):
+    for reopen in (fence.reopen, fence.marker + "\n"):
         if len(reopen) + len(close) <= room:
-            return (fence.ticks if after_newline else close), reopen
+            return (fence.marker if after_newline else close), reopen
     return "", ""
 
 
@@ -183,16 +192,17 @@ def find_cut(body: str, max_len: int, min_cut: int = 0) -> Cut:
 
     def line_ok(i: int) -> bool:
         # A cut inside a line must not split a fence-like line, nor leave the next part starting
-        # with a backtick: either would make a part's fences render differently from the source.
+        # with a backtick or tilde: either would make a part's fences render differently from
+        # the source.
         if body[i - 1] == "\n":
             return True
         line_start = starts[bisect_right(starts, i) - 1]
-        if body[line_start:i].lstrip(" \t").startswith("```"):
+        if _fence_like(body[line_start:i]):
             return False
         j = i
         while j <= max_len and body[j] in " \t":
             j += 1
-        return j <= max_len and body[j] != "`"
+        return j <= max_len and body[j] not in "`~"
 
     def fence_ok(i: int) -> bool:
         fence = state(i)

@@ -13,16 +13,19 @@ only when it points at ``http(s)://`` or ``mailto:``: any other target would be 
 special token (``[hi](!channel)`` as ``<!channel|hi>``, an @channel), so it is shown as its label.
 
 :func:`to_mrkdwn` is called on partial text while a reply streams, so it never fails on
-unbalanced markup: an unclosed code block is closed, an unclosed ``**`` stays as typed.
+unbalanced markup: an unclosed code block is closed, an unclosed ``**`` stays as typed. Code blocks
+are found by :mod:`core.fences` (CommonMark's backtick and tilde fences), the scanner that also
+decides where :mod:`core.split` closes and reopens a block, so the two never disagree.
 """
 
 from __future__ import annotations
 
 import re
 
+from core import fences
+
 __all__ = ["allowed_target", "escape", "from_slack", "to_mrkdwn"]
 
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 _HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
 _RULE = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
 _BULLET = re.compile(r"^([ \t]*)[-*+][ \t]+(.*)$")
@@ -56,22 +59,16 @@ def escape(text: str) -> str:
 def to_mrkdwn(markdown: str) -> str:
     """Slack ``mrkdwn`` for the Markdown an LLM writes (possibly cut mid-stream)."""
     out: list[str] = []
-    fence: str | None = None  # the open code fence's marker, e.g. "```"
+    fence: fences.Fence | None = None  # the open code fence
     for line in _PRIVATE.sub("", markdown).split("\n"):
-        if fence is not None:
-            stripped = line.strip()
-            if stripped.startswith(fence[0] * len(fence)) and not stripped.strip(fence[0]):
-                out.append("```")
-                fence = None
-            else:
-                out.append(escape(line))
-            continue
-        m = _FENCE.match(line)
-        if m and not (m.group(1)[0] == "`" and "`" in m.group(2)):
-            fence = m.group(1)
+        after = fences.after_line(line, fence)
+        if after is not fence:  # the line opens or closes a block
+            fence = after
             out.append("```")  # Slack shows an info string as code: drop it
-            continue
-        out.append(_block_line(line))
+        elif fence is not None:
+            out.append(escape(line))
+        else:
+            out.append(_block_line(line))
     if fence is not None:
         out.append("```")  # still streaming, or never closed: keep the code a code block
     return "\n".join(out)

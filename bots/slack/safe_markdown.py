@@ -28,6 +28,8 @@ import bisect
 import re
 from dataclasses import dataclass
 
+from core import fences
+
 from .mrkdwn import allowed_target
 
 __all__ = ["HOLD_LIMIT", "ZWSP", "SafeMarkdown", "safe_markdown"]
@@ -54,7 +56,6 @@ _BREAK = re.compile(
     re.IGNORECASE,
 )
 _WINDOW = 48  # longer than any _BREAK match before its lookahead
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 _BLANK_AFTER = re.compile(r"\n[ \t]*\n")
 _LINE_CAP = 1_024  # of a line we remember: enough to tell a fence
 
@@ -71,7 +72,7 @@ class SafeMarkdown:
     def __init__(self, *, hold_limit: int = HOLD_LIMIT) -> None:
         self._pending = ""
         self._tail = ""  # the end of what went out, before zero-width spaces
-        self._fence: str | None = None  # the open code fence, e.g. "```"
+        self._fence: fences.Fence | None = None  # the open code fence
         self._line = ""  # the current line so far (capped)
         self._hold_limit = hold_limit
 
@@ -116,7 +117,7 @@ class SafeMarkdown:
         self._tail = (self._tail + text)[-_WINDOW:]
         return out
 
-    def _spans(self, text: str) -> tuple[list[tuple[int, int, bool]], str | None, str]:
+    def _spans(self, text: str) -> tuple[list[tuple[int, int, bool]], fences.Fence | None, str]:
         """``text`` in runs of prose and fenced code, and the fence state and line after it."""
         spans: list[tuple[int, int, bool]] = []
         fence, line, pos = self._fence, self._line, 0
@@ -130,21 +131,10 @@ class SafeMarkdown:
                 spans.append((pos, end, code))
             line = (line + text[pos:end])[:_LINE_CAP]
             if newline >= 0:
-                fence, line = _fence_after(line.rstrip("\n"), fence), ""
+                # As to_mrkdwn reads fences: both come from core.fences.
+                fence, line = fences.after_line(line.rstrip("\n"), fence), ""
             pos = end
         return spans, fence, line
-
-
-def _fence_after(line: str, fence: str | None) -> str | None:
-    """The open fence after the complete ``line`` (as :func:`~bots.slack.mrkdwn.to_mrkdwn` sees it)."""
-    if fence is not None:
-        stripped = line.strip()
-        closes = stripped.startswith(fence[0] * len(fence)) and not stripped.strip(fence[0])
-        return None if closes else fence
-    m = _FENCE.match(line)
-    if m and not (m.group(1)[0] == "`" and "`" in m.group(2)):
-        return m.group(1)
-    return None
 
 
 def _break(before: str, text: str) -> str:

@@ -15,19 +15,21 @@ WS = (" ", "\t", "\n")
 
 
 def fence_at(text: str, end: int) -> tuple[str, str] | None:
-    """Independent reference: (ticks, info) of the ``` fence open after the complete lines of
-    text[:end] (a line counts once its newline is before ``end``)."""
+    """Independent reference: (marker, info) of the code fence open after the complete lines of
+    text[:end] (a line counts once its newline is before ``end``), by CommonMark's rules: up to
+    3 spaces, then 3+ backticks or tildes; a backtick fence's info has no backtick; a closer is
+    the same character, at least as long, with nothing after it but spaces or tabs."""
     lines = text[:end].split("\n")[:-1]
     fence: tuple[str, str] | None = None
     for line in lines:
-        m = re.match(r"[ \t]*(`{3,})(.*)$", line)
+        m = re.match(r" {0,3}(`{3,}|~{3,})(.*)$", line)
         if not m:
             continue
-        ticks, rest = m.group(1), m.group(2).strip()
+        marker, rest = m.group(1), m.group(2).strip(" \t")
         if fence is None:
-            if "`" not in rest:
-                fence = (ticks, rest)
-        elif not rest and len(ticks) >= len(fence[0]):
+            if not (marker[0] == "`" and "`" in rest):
+                fence = (marker, rest)
+        elif not rest and marker[0] == fence[0][0] and len(marker) >= len(fence[0]):
             fence = None
     return fence
 
@@ -119,6 +121,57 @@ def test_code_fence_closed_and_reopened_with_language() -> None:
     assert segs[-1].text.endswith("```\nDone.")
 
 
+def test_tilde_fence_closed_and_reopened_in_every_part() -> None:
+    text = "~~~python\n" + "x = 1\n" * 30 + "~~~\n"
+    parts = split_message(text, 60)
+    assert len(parts) >= 3
+    for i, part in enumerate(parts):
+        assert len(part) <= 60
+        assert part.startswith("~~~python\n")
+        assert part.rstrip("\n").endswith("\n~~~")
+        assert open_fence(part) is None  # each part is a valid message of its own
+        if i:
+            assert "```" not in part
+    segs = split_segments(text, 60)
+    assert [(s.reopen, s.close) for s in segs[1:-1]] == [("~~~python\n", "~~~")] * (len(segs) - 2)
+    assert "".join(text[s.start : s.end] for s in segs) == text
+
+
+def test_a_longer_fence_holding_a_shorter_one_is_repaired_as_itself() -> None:
+    # Markdown that shows Markdown: ``` lines are code inside a ```` fence (and inside ~~~).
+    inner = "```python\nx = 1\n```\n" * 4
+    for opener in ("````md\n", "~~~md\n"):
+        marker = opener.removesuffix("md\n")
+        text = opener + inner + marker + "\nafter"
+        segs = split_segments(text, 40)
+        assert len(segs) >= 3
+        for a, b in itertools.pairwise(segs):
+            assert a.close in (marker, "\n" + marker)
+            assert b.reopen == opener
+        assert all(open_fence(s.text) is None for s in segs)
+        assert "".join(text[s.start : s.end] for s in segs) == text
+
+
+def test_only_commonmark_fences_are_repaired() -> None:
+    # Indented 4 spaces (or a tab) is indented code, not a fence; ~~~ does not close ```, nor
+    # ``` close ~~~; a closer has no info string.
+    for text in ("    ```\n" + "y = 2\n" * 12, "\t~~~\n" + "y = 2\n" * 12):
+        assert all(s.close == s.reopen == "" for s in split_segments(text, 30))
+    for opener, other in (("```\n", "~~~\n"), ("~~~\n", "```\n"), ("```\n", "``` x\n")):
+        text = opener + "y = 2\n" * 3 + other + "z = 3\n" * 8
+        segs = split_segments(text, 30)
+        assert all(b.reopen == opener for b in segs[1:])
+    text = "   ~~~\n" + "y = 2\n" * 12  # three spaces still make a fence
+    assert all(b.reopen == "~~~\n" for b in split_segments(text, 30)[1:])
+
+
+def test_a_part_never_starts_with_tildes_cut_from_mid_line() -> None:
+    text = "aaaa bbbb cccc dddd  ~~~python eeee"
+    parts = split_message(text, 22)  # not "aaaa bbbb cccc dddd  " then a tilde fence
+    assert parts[0] == "aaaa bbbb cccc "
+    assert "".join(parts) == text
+
+
 def test_fence_cut_at_line_boundary_inside_code() -> None:
     text = "```js title\nline one\nline two\nline three\n```"
     parts = split_message(text, 40)
@@ -157,38 +210,49 @@ def test_open_fence_reports_info_and_closes() -> None:
     assert open_fence("```python\nx = 1\n```") is None
     assert open_fence("inline ```code``` only") is None
     assert open_fence("````\n```\nstill open") is not None  # shorter run does not close
+    tilde = open_fence("~~~~ py `x`\n```\n~~~\n")  # backticks allowed in a tilde info string
+    assert tilde is not None
+    assert (tilde.marker, tilde.info, tilde.reopen, tilde.close) == (
+        "~~~~",
+        "py `x`",
+        "~~~~py `x`\n",
+        "\n~~~~",
+    )
+    assert open_fence("~~~\nx\n~~~~~  \n") is None
 
 
 # -- properties ---------------------------------------------------------------------------------
 
-_ALPHABET = [*"ab yz\n\t`.é漢🙂", "\u0301", "\u200d"]
+_ALPHABET = [*"ab yz\n\t`~.é漢🙂", "\u0301", "\u200d"]
+_PIECES = ["\n\n", "```python\n", "```\n", "\n```\n", "```js title\n", "x" * 70, "word " * 9]
+# The same with tilde fences, and fences of the other kind (and longer) inside each kind.
+_TILDE_PIECES = ["~~~python\n", "~~~\n", "\n~~~\n", "~~~ js `title`\n", "\n````\n", "  ~~~~\n"]
 texts = st.lists(
     st.one_of(
         st.text(alphabet=st.sampled_from(_ALPHABET), max_size=15),
-        st.sampled_from(
-            ["\n\n", "```python\n", "```\n", "\n```\n", "```js title\n", "x" * 70, "word " * 9]
-        ),
+        st.sampled_from(_PIECES + _TILDE_PIECES),
     ),
     max_size=30,
 ).map("".join)
 
 
+def _fence_like(line: str) -> bool:
+    return line.lstrip(" \t").startswith(("```", "~~~"))
+
+
 def _no_degenerate_fences(text: str, max_len: int) -> bool:
-    """Inputs where fence repair is impossible by construction: a fence of 5+ backticks (its
-    repair does not fit in half of a 20-character message) or a fence-like line too long to
-    stay whole in one part. Also a ``` run in the middle of a line: when a hard cut makes it the
-    start of a message, the platform (and the splitter, which reads each message as it will be
-    rendered) sees a fence there, while this reference reads the source's lines — a known,
-    degenerate case (backtick soup such as '``.```` ```js') left out of the property."""
-    if "`````" in text:
+    """Inputs where fence repair is impossible by construction: a fence of 5+ backticks or
+    tildes (its repair does not fit in half of a 20-character message) or a fence-like line too
+    long to stay whole in one part. Also a ``` or ~~~ run in the middle of a line: when a hard
+    cut makes it the start of a message, the platform (and the splitter, which reads each message
+    as it will be rendered) sees a fence there, while this reference reads the source's lines — a
+    known, degenerate case (backtick soup such as '``.```` ```js') left out of the property."""
+    if "`````" in text or "~~~~~" in text:
         return False
-    if any("```" in line and not line.lstrip(" \t").startswith("```") for line in text.split("\n")):
+    lines = text.split("\n")
+    if any(("```" in line or "~~~" in line) and not _fence_like(line) for line in lines):
         return False
-    return all(
-        len(line) < max_len // 2
-        for line in text.split("\n")
-        if line.lstrip(" \t").startswith("```")
-    )
+    return all(len(line) < max_len // 2 for line in lines if _fence_like(line))
 
 
 @settings(
@@ -221,12 +285,18 @@ def test_split_properties(text: str, max_len: int) -> None:
             assert a.close == ""
             assert b.reopen == ""
         else:
-            ticks, info = fence
-            assert a.close == (ticks if text[a.end - 1] == "\n" else "\n" + ticks)
-            assert a.text.endswith("\n" + ticks)
-            assert b.reopen in (f"{ticks}{info}\n", f"{ticks}\n")
-            if len(ticks) + len(info) + 1 + len(ticks) + 1 <= max_len // 2:
-                assert b.reopen == f"{ticks}{info}\n"
+            marker, info = fence
+            assert a.close == (marker if text[a.end - 1] == "\n" else "\n" + marker)
+            assert a.text.endswith("\n" + marker)
+            assert b.reopen in (f"{marker}{info}\n", f"{marker}\n")
+            if len(marker) + len(info) + 1 + len(marker) + 1 <= max_len // 2:
+                assert b.reopen == f"{marker}{info}\n"
+    # Each part is a valid message of its own: no fence left open at its end, but for a fence
+    # the source itself leaves open (then the last part ends in the same fence).
+    for s in segs[:-1]:
+        assert open_fence(s.text) is None, (s, text)
+    last, source = open_fence(segs[-1].text), open_fence(text)
+    assert (last and last.marker) == (source and source.marker)
     # Never inside a word when avoidable: a cut is after whitespace, or inside a long word.
     for a, b in itertools.pairwise(segs):
         src = text[a.start : a.end]

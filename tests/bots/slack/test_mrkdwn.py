@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bots.slack.mrkdwn import escape, from_slack, to_mrkdwn
+from core.split import split_message
 
 
 @pytest.mark.parametrize(
@@ -72,6 +73,41 @@ def test_what_must_not_change_does_not(markdown: str, mrkdwn: str) -> None:
 )
 def test_links_only_to_the_web_and_mail(markdown: str, mrkdwn: str) -> None:
     assert to_mrkdwn(markdown) == mrkdwn
+
+
+@pytest.mark.parametrize(
+    ("markdown", "mrkdwn"),
+    [
+        # Tildes as well as backticks; the info string is dropped either way.
+        ("~~~python\n*a* <b>\n~~~\n*c*", "```\n*a* &lt;b&gt;\n```\n_c_"),
+        # A closer is the opening character, at least as long, with no info string.
+        ("````\n```\n*a*\n```\n````\n*b*", "```\n```\n*a*\n```\n```\n_b_"),
+        ("~~~\n```\n*a*\n~~~~~  \n*b*", "```\n```\n*a*\n```\n_b_"),
+        ("```\n~~~\n*a*\n``` x\n*b*", "```\n~~~\n*a*\n``` x\n*b*\n```"),
+        # Up to three spaces of indentation; four make no fence (and close no fence).
+        ("   ~~~\n*a*\n   ~~~\n*b*", "```\n*a*\n```\n_b_"),
+        ("    ~~~\n*a*", "    ~~~\n_a_"),
+        ("~~~\n*a*\n    ~~~", "```\n*a*\n    ~~~\n```"),
+        # After backticks an info string may not hold a backtick: an inline code span.
+        ("```a`b```", "`a`b`"),
+        ("~~~ `a`\n*b*\n~~~", "```\n*b*\n```"),
+    ],
+)
+def test_code_fences_as_commonmark_reads_them(markdown: str, mrkdwn: str) -> None:
+    assert to_mrkdwn(markdown) == mrkdwn
+
+
+def test_each_part_of_a_split_answer_is_its_own_code_block() -> None:
+    """core.split and this converter read fences alike: each part of a long tilde block converts
+    to one closed code block, its code untouched."""
+    text = "~~~python\n" + "x = a*b*c  # <y>\n" * 30 + "~~~\n"
+    parts = split_message(text, 120)
+    assert len(parts) >= 4
+    for part in parts:
+        converted = to_mrkdwn(part).rstrip("\n")
+        lines = converted.split("\n")
+        assert lines[0] == lines[-1] == "```"
+        assert set(lines[1:-1]) == {"x = a*b*c  # &lt;y&gt;"}
 
 
 def test_partial_text_while_streaming_stays_readable() -> None:
