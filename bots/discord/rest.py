@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from pydantic import SecretStr
@@ -23,7 +25,15 @@ from pydantic import SecretStr
 from core.clock import Clock, MonotonicClock
 from core.render import SinkRateLimited
 
-__all__ = ["NO_MENTIONS", "DiscordRest", "DiscordRestError"]
+__all__ = [
+    "NO_MENTIONS",
+    "DiscordNotFound",
+    "DiscordRest",
+    "DiscordRestError",
+    "DiscordServerError",
+    "DiscordUnreachable",
+    "Route",
+]
 
 log = logging.getLogger("llmconnect.discord.rest")
 
@@ -37,8 +47,13 @@ _MAX_BUCKETS = 4096
 class DiscordRestError(Exception):
     """Discord refused a request (or could not be reached: ``status`` 0).
 
-    Carries Discord's own error code and message; never the token.
+    Carries Discord's own error code and message; never the token. What callers tell apart has
+    its own subclass (:class:`DiscordNotFound`, :class:`DiscordServerError`,
+    :class:`DiscordUnreachable`), so nobody compares ``status`` numbers.
     """
+
+    #: Worth retrying: Discord had a server-side problem or could not be reached.
+    transient = False
 
     def __init__(self, status: int, code: int = 0, message: str = "") -> None:
         super().__init__(f"Discord answered {status}: {message or 'no message'} (code {code})")
@@ -46,10 +61,64 @@ class DiscordRestError(Exception):
         self.code = code
         self.message = message
 
-    @property
-    def transient(self) -> bool:
-        """Worth retrying: Discord had a server-side problem or could not be reached."""
-        return self.status == 0 or self.status >= 500
+    @staticmethod
+    def of(status: int, code: int = 0, message: str = "") -> DiscordRestError:
+        """The error class that fits Discord's answer ``status``."""
+        if status == 404:
+            return DiscordNotFound(status, code, message)
+        if status >= 500:
+            return DiscordServerError(status, code, message)
+        return DiscordRestError(status, code, message)
+
+
+class DiscordNotFound(DiscordRestError):
+    """404: the message (or the interaction's webhook) no longer exists."""
+
+
+class DiscordServerError(DiscordRestError):
+    """A 5xx: Discord failed, the request was not carried out; safe to repeat."""
+
+    transient = True
+
+
+class DiscordUnreachable(DiscordRestError):
+    """No answer (timeout, connection refused or dropped; ``status`` 0). Whether the request
+    was carried out is unknown: repeating a create could post twice."""
+
+    transient = True
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, 0, message)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One endpoint, spelled once: method, path template and what selects its rate-limit bucket.
+
+    Discord's buckets are per route *and* top-level resource (``major``: the channel, or the
+    interaction's token), as in discord.py's own ``Route``.
+    """
+
+    method: str
+    path: str  #: template, e.g. ``/channels/{channel_id}/messages``
+    major: str  #: the path parameter naming the resource the bucket is per
+    auth: bool = True  #: interaction webhooks are authorised by their token, not the bot's
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+    def format(self, params: dict[str, str]) -> str:
+        """The path with ``params`` filled in, each quoted to stay within its path segment."""
+        return self.path.format_map({k: quote(str(v), safe="@") for k, v in params.items()})
+
+
+CREATE_MESSAGE = Route("POST", "/channels/{channel_id}/messages", "channel_id")
+EDIT_MESSAGE = Route("PATCH", "/channels/{channel_id}/messages/{message_id}", "channel_id")
+TRIGGER_TYPING = Route("POST", "/channels/{channel_id}/typing", "channel_id")
+EDIT_WEBHOOK_MESSAGE = Route(
+    "PATCH", "/webhooks/{application_id}/{token}/messages/{message_id}", "token", auth=False
+)
+CREATE_FOLLOWUP = Route("POST", "/webhooks/{application_id}/{token}", "token", auth=False)
 
 
 class DiscordRest:
@@ -96,36 +165,39 @@ class DiscordRest:
     # ----------------------------------------------------------------- the calls
 
     async def create_message(self, channel_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-        route = "POST /channels/{channel_id}/messages"
-        path = f"/channels/{channel_id}/messages"
-        return await self.request(route, path, channel_id, payload=payload)
+        return await self.request(CREATE_MESSAGE, payload=payload, channel_id=channel_id)
 
     async def edit_message(
         self, channel_id: str, message_id: str, payload: dict[str, Any]
     ) -> dict[str, Any]:
-        route = "PATCH /channels/{channel_id}/messages/{message_id}"
-        path = f"/channels/{channel_id}/messages/{message_id}"
-        return await self.request(route, path, channel_id, payload=payload)
+        return await self.request(
+            EDIT_MESSAGE, payload=payload, channel_id=channel_id, message_id=message_id
+        )
 
     async def trigger_typing(self, channel_id: str) -> None:
-        route = "POST /channels/{channel_id}/typing"
-        await self.request(route, f"/channels/{channel_id}/typing", channel_id)
+        await self.request(TRIGGER_TYPING, channel_id=channel_id)
 
     async def edit_webhook_message(
         self, application_id: str, token: str, message_id: str, payload: dict[str, Any]
     ) -> dict[str, Any]:
         """Edit an interaction response (``message_id`` may be ``@original``)."""
-        route = "PATCH /webhooks/{application_id}/{token}/messages/{message_id}"
-        path = f"/webhooks/{application_id}/{token}/messages/{message_id}"
-        return await self.request(route, path, token, payload=payload, auth=False)
+        return await self.request(
+            EDIT_WEBHOOK_MESSAGE,
+            payload=payload,
+            application_id=application_id,
+            token=token,
+            message_id=message_id,
+        )
 
     async def create_followup(
         self, application_id: str, token: str, payload: dict[str, Any]
     ) -> dict[str, Any]:
-        route = "POST /webhooks/{application_id}/{token}"
-        path = f"/webhooks/{application_id}/{token}"
         return await self.request(
-            route, path, token, payload=payload, params={"wait": "true"}, auth=False
+            CREATE_FOLLOWUP,
+            payload=payload,
+            query={"wait": "true"},
+            application_id=application_id,
+            token=token,
         )
 
     # ----------------------------------------------------------------- machinery
@@ -151,35 +223,34 @@ class DiscordRest:
 
     async def request(
         self,
-        route: str,
-        path: str,
-        major: str,
+        route: Route,
         *,
         payload: dict[str, Any] | None = None,
-        params: dict[str, str] | None = None,
-        auth: bool = True,
+        query: dict[str, str] | None = None,
+        **params: str,
     ) -> Any:
-        """One request; raises :class:`SinkRateLimited` or :class:`DiscordRestError`.
-
-        ``route`` names the endpoint (for bucket tracking), ``major`` its top-level resource
-        (channel id, interaction token), as Discord's buckets are per route and resource.
-        """
+        """One request to ``route`` with its path ``params``; raises :class:`SinkRateLimited`
+        or a :class:`DiscordRestError` (the subclass that fits Discord's answer)."""
         session = self._session
         if session is None or self._token is None:
             raise RuntimeError("DiscordRest.open() was not called")
-        key = self._key(route, major)
+        name, major = str(route), params[route.major]
+        key = self._key(name, major)
         self._check_blocked(key, self.clock.now())
         headers = {"User-Agent": self.user_agent}
-        if auth:
+        if route.auth:
             headers["Authorization"] = f"Bot {self._token.get_secret_value()}"
-        method = route.split(" ", 1)[0]
         self.requests += 1
         try:
             async with session.request(
-                method, self.api_url + path, json=payload, params=params, headers=headers
+                route.method,
+                self.api_url + route.format(params),
+                json=payload,
+                params=query,
+                headers=headers,
             ) as response:
                 data = await _body(response)
-                self._learn(route, major, response)
+                self._learn(name, major, response)
                 if response.status < 300:
                     return data
                 if response.status == 429:
@@ -187,10 +258,10 @@ class DiscordRest:
                     raise self._rate_limited(key, response, data)
         except (TimeoutError, aiohttp.ClientError) as exc:
             # The URL holds an interaction token: name only the error's type.
-            raise DiscordRestError(0, 0, f"request failed ({type(exc).__name__})") from None
+            raise DiscordUnreachable(f"request failed ({type(exc).__name__})") from None
         code = data.get("code", 0) if isinstance(data, dict) else 0
         message = data.get("message", "") if isinstance(data, dict) else ""
-        raise DiscordRestError(response.status, int(code or 0), str(message))
+        raise DiscordRestError.of(response.status, int(code or 0), str(message))
 
     def _learn(self, route: str, major: str, response: aiohttp.ClientResponse) -> None:
         """Remember an emptied bucket from Discord's headers, so we wait instead of asking."""

@@ -17,7 +17,13 @@ from typing import Any
 
 from core.render import SinkGone, SinkTransient
 
-from .rest import NO_MENTIONS, DiscordRest, DiscordRestError
+from .rest import (
+    NO_MENTIONS,
+    DiscordNotFound,
+    DiscordRest,
+    DiscordServerError,
+    DiscordUnreachable,
+)
 
 __all__ = ["MAX_LEN", "ChannelSink", "InteractionSink"]
 
@@ -51,11 +57,13 @@ class _Sink:
         self._check()
         try:
             return await make()
-        except DiscordRestError as exc:
-            if exc.status == 404:
-                self.gone = True
-                raise SinkGone(exc.message or "not found") from None
-            if exc.transient and (idempotent or exc.status >= 500):
+        except DiscordNotFound as exc:
+            self.gone = True
+            raise SinkGone(exc.message or "not found") from None
+        except DiscordServerError as exc:  # Discord failed: nothing was carried out
+            raise SinkTransient(exc) from None
+        except DiscordUnreachable as exc:
+            if idempotent:
                 raise SinkTransient(exc) from None
             raise
 

@@ -6,12 +6,21 @@ so what is asserted is the decision, never a duration.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
 from pydantic import SecretStr
 
 from bots.discord import NO_MENTIONS, ChannelSink, DiscordRest, DiscordRestError
+from bots.discord.rest import (
+    CREATE_FOLLOWUP,
+    EDIT_MESSAGE,
+    DiscordNotFound,
+    DiscordServerError,
+    DiscordUnreachable,
+    Route,
+)
 from core.clock import FakeClock
 from core.render import SinkGone, SinkRateLimited, SinkTransient
 
@@ -131,3 +140,56 @@ async def test_channel_sink_maps_gone_and_transient_failures(
     with pytest.raises(SinkGone):  # gone for good: nothing more is sent
         await sink.post("fifth")
     assert world.server.messages[ref].content == "second"
+
+
+def test_a_route_is_spelled_once_and_keeps_each_parameter_in_its_segment() -> None:
+    assert str(EDIT_MESSAGE) == "PATCH /channels/{channel_id}/messages/{message_id}"
+    assert EDIT_MESSAGE.format({"channel_id": "1", "message_id": "2"}) == "/channels/1/messages/2"
+    # A value cannot reach another path (no "/" or ".." escapes); "@original" stays readable.
+    route = Route("PATCH", "/webhooks/{application_id}/{token}/messages/{message_id}", "token")
+    path = route.format({"application_id": "9", "token": "a/../b", "message_id": "@original"})
+    assert path == "/webhooks/9/a%2F..%2Fb/messages/@original"
+    assert (CREATE_FOLLOWUP.major, CREATE_FOLLOWUP.auth) == ("token", False)
+
+
+async def test_each_kind_of_failure_has_its_own_error_class(
+    world: World, rest: DiscordRest
+) -> None:
+    with pytest.raises(DiscordNotFound) as gone:
+        await rest.edit_message(world.general, "1", payload("x"))
+    assert (gone.value.status, gone.value.transient) == (404, False)
+    message = await rest.create_message(world.general, payload("a"))
+    world.server.inject_error(503)
+    with pytest.raises(DiscordServerError) as failed:
+        await rest.edit_message(world.general, message["id"], payload("b"))
+    assert (failed.value.status, failed.value.transient) == (503, True)
+    world.server.inject_error(403)
+    with pytest.raises(DiscordRestError) as refused:
+        await rest.edit_message(world.general, message["id"], payload("b"))
+    assert type(refused.value) is DiscordRestError
+    assert (refused.value.status, refused.value.transient) == (403, False)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_an_unreachable_discord_is_transient_only_for_a_repeatable_call(
+    world: World,
+) -> None:
+    rest = DiscordRest(f"http://127.0.0.1:{_closed_port()}/api/v10")
+    rest.open(SecretStr(world.server.token))
+    try:
+        with pytest.raises(DiscordUnreachable) as caught:
+            await rest.create_message(world.general, payload("x"))
+        assert (caught.value.status, caught.value.transient) == (0, True)
+        assert world.server.token not in str(caught.value)
+        sink = ChannelSink(rest, world.general)
+        with pytest.raises(DiscordUnreachable):  # a create may have landed: never repeated
+            await sink.post("first")
+        with pytest.raises(SinkTransient):  # an edit is safe to repeat
+            await sink.edit("1", "second")
+    finally:
+        await rest.close()
