@@ -17,7 +17,6 @@ import contextlib
 import logging
 import math
 import os
-import re
 import unicodedata
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Generator, Iterator, Mapping
@@ -293,14 +292,9 @@ class ChatEngine:
         """``provider/model`` for ``name``, or :class:`Refused` listing what is available."""
         available = self.available_models()
         listing = ", ".join(available) or "none configured"
-        if name.strip() and not _safe_model_id(name):
-            # A model id ends up in provider URLs (Gemini: .../models/{model}:...): one that
-            # could change the URL's path or query is refused before any other check.
-            raise Refused(
-                "That is not a model name (letters, digits and . _ - : / @ + only). "
-                f"Available: {listing}."
-            )
         try:
+            # resolve checks the id with llmconnect.validate_model_id (letters, digits and
+            # ._-:/@+, no ".." part): nothing that could change a provider URL's path or query.
             resolved = resolve(name, self.env)
             ref = resolved.ref
         except ConfigurationError as exc:
@@ -491,9 +485,7 @@ class ChatEngine:
             )
             stream = await client.chat(prompt, stream=True)
             try:
-                async for delta in stream:
-                    if not delta.isascii():  # O(1): only other text pays for the check
-                        delta = clean_text(delta)
+                async for delta in stream:  # valid Unicode: llmconnect repairs each delta
                     parts.append(delta)
                     reply._push(delta)
             finally:
@@ -648,17 +640,6 @@ def _reaching_store(key: ConversationKey) -> Iterator[None]:
             "%s: the conversation store is unreachable (%s: %s)", key, type(exc).__name__, exc
         )
         raise StoreUnavailable() from None
-
-
-#: What a model id may hold (``provider/model``, e.g. ``openrouter/meta-llama/x:free``).
-_MODEL_ID = re.compile(r"[A-Za-z0-9._\-:/@+]+")
-
-
-def _safe_model_id(name: str) -> bool:
-    """Letters, digits and ``. _ - : / @ +`` only, no ``..`` path segment: nothing that could
-    change a provider URL's path, query or fragment (``?``, ``#``, ``%``, whitespace)."""
-    name = name.strip()
-    return bool(_MODEL_ID.fullmatch(name)) and ".." not in name.split("/")
 
 
 def _pointed_at(spec: ProviderSpec, env: Mapping[str, str], default_provider: str) -> bool:
