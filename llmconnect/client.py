@@ -34,7 +34,7 @@ import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, overload
 
@@ -80,6 +80,18 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
 
+@dataclass(slots=True, eq=False)
+class _Outcome:
+    """What the reply generator fills in. Apart from :class:`ReplyStream` so the generator does
+    not hold the stream (a cycle would keep an abandoned stream, and its HTTP response, open
+    until the cyclic garbage collector runs instead of closing it when the last reference goes)."""
+
+    parts: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    done: bool = False
+
+
 class ReplyStream:
     """One streamed reply: an async iterator of its text deltas, then its outcome.
 
@@ -89,32 +101,40 @@ class ReplyStream:
     (or leaving ``async with``) stops it and closes its HTTP response at once.
 
     Iterating hands out the client's one reply generator itself (``__aiter__``), so reading
-    through this object costs nothing per delta: the generator records the deltas in
-    :attr:`parts`, the one append it always made.
+    through this object costs nothing per delta: the generator records each delta with the one
+    append it always made.
     """
 
-    __slots__ = ("_deltas", "done", "finish_reason", "parts", "usage")
+    __slots__ = ("_deltas", "_outcome")
 
     def __init__(self, client: AsyncAPIClient, user_msg: str) -> None:
-        #: The deltas so far (the whole reply once done).
-        self.parts: list[str] = []
-        #: ``"stop"``, ``"length"`` (cut at max tokens), ... once the reply is complete.
-        self.finish_reason: str | None = None
-        #: Token usage, once complete, when the provider reported it.
-        self.usage: Usage | None = None
-        #: The reply completed and the client's history took it.
-        self.done = False
-        self._deltas = client._reply(user_msg, self)
+        self._outcome = _Outcome()
+        self._deltas = client._reply(user_msg, self._outcome)
 
     @property
     def text(self) -> str:
         """The text so far: the whole reply once :attr:`done`."""
-        return "".join(self.parts)
+        return "".join(self._outcome.parts)
+
+    @property
+    def finish_reason(self) -> str | None:
+        """``"stop"``, ``"length"`` (cut at max tokens), ... once the reply is complete."""
+        return self._outcome.finish_reason
+
+    @property
+    def usage(self) -> Usage | None:
+        """Token usage, once the reply is complete, when the provider reported it."""
+        return self._outcome.usage
+
+    @property
+    def done(self) -> bool:
+        """The reply completed and the client's history took it."""
+        return self._outcome.done
 
     @property
     def truncated(self) -> bool:
         """The reply stopped at the token limit (``finish_reason == "length"``)."""
-        return self.finish_reason == "length"
+        return self._outcome.finish_reason == "length"
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._deltas
@@ -138,7 +158,7 @@ class ReplyStream:
 
     def __repr__(self) -> str:
         state = f"done, finish_reason={self.finish_reason!r}" if self.done else "open"
-        return f"ReplyStream({state}, {len(self.parts)} deltas)"
+        return f"ReplyStream({state}, {len(self._outcome.parts)} deltas)"
 
 
 class AsyncAPIClient:
@@ -174,10 +194,10 @@ class AsyncAPIClient:
         self.options: dict[str, Any] = dict(options or {})
         #: Largest server-sent event (or whole JSON reply) accepted, in bytes.
         self.max_event_bytes = max_event_bytes
-        #: The last reply that completed (its outcome is the client's ``finish_reason``...).
-        self.last_reply: ReplyStream | None = None
-        #: The reply streaming now: the history is one conversation, one reply at a time.
-        self._streaming: ReplyStream | None = None
+        #: The outcome of the last reply that completed (the client's ``finish_reason``...).
+        self._last: _Outcome | None = None
+        #: A reply is streaming: the history is one conversation, one reply at a time.
+        self._streaming = False
 
     @property
     def provider(self) -> str:
@@ -191,12 +211,12 @@ class AsyncAPIClient:
     @property
     def finish_reason(self) -> str | None:
         """The last completed reply's: ``"stop"``, ``"length"`` (cut at max tokens), ..."""
-        return self.last_reply.finish_reason if self.last_reply else None
+        return self._last.finish_reason if self._last else None
 
     @property
     def usage(self) -> Usage | None:
         """Token usage of the last completed reply, when the provider reported it."""
-        return self.last_reply.usage if self.last_reply else None
+        return self._last.usage if self._last else None
 
     @property
     def truncated(self) -> bool:
@@ -248,19 +268,19 @@ class AsyncAPIClient:
             max_event_bytes=self.max_event_bytes,
         )
 
-    async def _reply(self, user_msg: str, reply: ReplyStream) -> AsyncGenerator[str, None]:
+    async def _reply(self, user_msg: str, outcome: _Outcome) -> AsyncGenerator[str, None]:
         # One generator for retries, the history commit and the reply's outcome: every extra
         # async-generator layer costs on each delta (see benchmarks/stream_decode.py).
-        if self._streaming is not None:
+        if self._streaming:
             raise RuntimeError("this client is already streaming a reply; await it first")
-        self._streaming = reply
+        self._streaming = True
         try:
             call = self._call(user_msg)
             limit = self.timeouts.max_duration
             # One deadline for the whole reply, retries included.
             call.deadline = None if limit is None else time.monotonic() + limit
             stream_reply = protocol(self.spec.protocol)
-            parts = reply.parts
+            parts = outcome.parts
             attempt = 0
             while True:
                 state = ReplyState()
@@ -293,17 +313,17 @@ class AsyncAPIClient:
                     )
                     await self.retry.sleep(delay)
             self.messages.append(call.messages[-1])
-            self.messages.append({"role": "assistant", "content": reply.text})
-            reply.finish_reason = state.finish_reason
-            reply.usage = (
+            self.messages.append({"role": "assistant", "content": "".join(parts)})
+            outcome.finish_reason = state.finish_reason
+            outcome.usage = (
                 Usage(state.usage.get("input_tokens", 0), state.usage.get("output_tokens", 0))
                 if state.usage
                 else None
             )
-            reply.done = True
-            self.last_reply = reply
+            outcome.done = True
+            self._last = outcome
         finally:
-            self._streaming = None
+            self._streaming = False
 
 
 class APIClientFactory:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -347,7 +348,6 @@ async def test_reply_stream_carries_its_own_outcome(
     assert first.usage == Usage(3, 2)
     assert (second.text, second.finish_reason, second.truncated) == ("whole", "stop", False)
     assert second.usage == Usage(4, 1)
-    assert client.last_reply is second
     assert (client.finish_reason, client.usage, client.truncated) == ("stop", Usage(4, 1), False)
     assert "done" in repr(first)
     assert "cut" not in repr(first)
@@ -380,16 +380,17 @@ async def test_reply_stream_as_async_context_manager_closes_early(
     # a reply cut short is not done and has no outcome; the history is untouched
     assert (replies.done, replies.text, replies.finish_reason) == (False, "a b ", None)
     assert client.messages == HISTORY
-    assert client.last_reply is None
+    assert client.finish_reason is None
 
 
 async def test_failed_reply_stream_has_no_outcome(
     llm_server: FakeLLMServer, make_client: ClientMaker
 ) -> None:
     client = make_client()
-    llm_server.enqueue(Reply(text="ok"), Reply(text="one two three", drop_after=1))
+    llm_server.enqueue(
+        Reply(text="ok", finish_reason="length"), Reply(text="one two three", drop_after=1)
+    )
     await client.chat("before")
-    done = client.last_reply
     replies = await client.chat("doomed", stream=True)
     with pytest.raises(StreamInterruptedError):
         async for _ in replies:
@@ -400,14 +401,34 @@ async def test_failed_reply_stream_has_no_outcome(
         None,
         None,
     )
-    assert client.last_reply is done
+    assert client.finish_reason == "length"  # still the last completed reply's
+
+
+async def test_an_abandoned_reply_stream_is_closed_without_the_cycle_collector(
+    llm_server: FakeLLMServer, make_client: ClientMaker, transport: TrackingTransport
+) -> None:
+    """Dropped mid-reply without aclose(): its connection is released as soon as the last
+    reference goes, as a plain generator's would be (no reference cycle to wait for)."""
+    client = make_client()
+    llm_server.enqueue(Reply(text="first second third", hang_after=1))
+    gc.disable()
+    try:
+        replies = await client.chat("hi", stream=True)
+        assert await replies.__anext__() == "first "
+        del replies
+        assert await wait_until(lambda: transport.open == 0)
+    finally:
+        gc.enable()
+    assert await wait_until(lambda: llm_server.disconnects == 1)
+    assert client.messages == []
+    assert await client.chat("next") == "You said: next"
 
 
 async def test_one_reply_stream_at_a_time_per_client(
     llm_server: FakeLLMServer, make_client: ClientMaker
 ) -> None:
-    """Two streams of one client: the second is refused while the first streams, and is
-    usable afterwards (creating a stream does not claim the client; reading it does)."""
+    """A stream read while another one streams is refused; one made afterwards works
+    (making a stream does not claim the client, reading it does)."""
     client = make_client()
     llm_server.enqueue(Reply(deltas=["one ", "two"]), Reply(deltas=["three"]))
     first = await client.chat("first", stream=True)
