@@ -123,6 +123,19 @@ class Reply:
     def done(self) -> bool:
         return self._final.done()
 
+    def cancel(self) -> bool:
+        """Stop this very reply, whether it runs or still waits its turn; False when it has
+        already ended. It ends ``cancelled``: a running one keeps (and saves) its text so far, a
+        queued one never runs. Returns at once; ``await reply`` waits until it has ended.
+
+        Unlike :meth:`ChatEngine.stop`, which stops whichever reply of the conversation runs.
+        """
+        task = self.task
+        if self.done or task is None:
+            return False
+        task.cancel()
+        return True
+
     def _push(self, delta: str) -> None:
         # Per-delta path: the delta is already in message.parts; wake observers, if any.
         waiters = self._waiters
@@ -544,9 +557,8 @@ class ChatEngine:
         reply = queue[0] if queue else None
         if key not in self._live and self.cluster.shared and await self._stopped_elsewhere(key):
             return True
-        if reply is None or reply.task is None or reply.done:
+        if reply is None or reply.task is None or not reply.cancel():
             return False
-        reply.task.cancel()
         await asyncio.wait([reply.task])
         return True
 
@@ -588,11 +600,21 @@ class ChatEngine:
     def _stop_here(self, key: ConversationKey) -> None:
         """Another process asked: stop ``key``'s generation if this process runs it."""
         queue = self._queues.get(key)
-        if key in self._live and queue and queue[0].task is not None and not queue[0].done:
-            queue[0].task.cancel()
+        if key in self._live and queue:
+            queue[0].cancel()
 
     async def reset(self, key: ConversationKey) -> None:
-        """Stop what runs and forget the history (model and system prompt stay)."""
+        """Stop what runs, drop what waits, forget the history (model and system prompt stay).
+
+        Every reply of ``key`` in this process ends ``cancelled``: the running one with its text
+        so far, the queued ones without running. A generation running in another process (shared
+        store) is asked to stop, as by :meth:`stop`.
+        """
+        replies = list(self._queues.get(key, ()))
+        for reply in replies:  # all at once: none starts when the one ahead of it ends
+            reply.cancel()
+        if replies:
+            await asyncio.wait([r.task for r in replies if r.task is not None])
         await self.stop(key)
         with _reaching_store(key):
             if self.locks.shared and key not in self._live:

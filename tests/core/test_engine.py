@@ -352,6 +352,57 @@ async def test_reset_stops_a_running_reply(make_engine: EngineMaker) -> None:
     assert (await engine.conversation(KEY)).messages == []
 
 
+async def test_reset_stops_the_running_reply_and_drops_the_queued_ones(
+    make_engine: EngineMaker,
+) -> None:
+    engine = make_engine(options={"words": 500})
+    first = await engine.submit(KEY, "one")
+    second = await engine.submit(KEY, "two")
+    third = await engine.submit(KEY, "three")
+    await streaming(first)
+
+    await engine.reset(KEY)
+
+    assert not engine.is_busy(KEY)  # nothing runs, nothing waits
+    assert [r.status for r in (first, second, third)] == [Status.CANCELLED] * 3
+    assert (second.text, third.text) == ("", "")  # dropped: never run
+    assert (await engine.conversation(KEY)).messages == []
+    assert engine.reply_for(KEY) is None
+    again = await (await engine.submit(KEY, "fresh"))  # the conversation goes on from empty
+    assert (await engine.conversation(KEY)).llm_history() == [
+        {"role": "user", "content": "fresh"},
+        {"role": "assistant", "content": again.text},
+    ]
+
+
+async def test_reply_cancel_stops_that_very_reply_running_or_queued(
+    make_engine: EngineMaker,
+) -> None:
+    engine = make_engine(options={"words": 50})
+    first = await engine.submit(KEY, "one")
+    second = await engine.submit(KEY, "two")
+    third = await engine.submit(KEY, "three")
+    await streaming(first)
+
+    assert second.cancel() is True  # queued behind a running reply: ends without running
+    await second
+    assert (second.status, second.text) == (Status.CANCELLED, "")
+    assert first.status is Status.STREAMING  # the others are untouched
+    assert (await first).status is Status.COMPLETE
+    assert (await third).status is Status.COMPLETE
+    assert first.cancel() is False  # already ended: nothing to stop
+    history = (await engine.conversation(KEY)).llm_history()
+    assert [m["content"] for m in history if m["role"] == "user"] == ["one", "three"]
+
+    running = await engine.submit(KEY, "long")
+    await streaming(running)
+    assert running.cancel() is True
+    await running
+    assert running.status is Status.CANCELLED
+    assert running.text  # the text so far is kept, as with stop
+    assert not engine.is_busy(KEY)
+
+
 # -- late observers -------------------------------------------------------------------------------
 
 
