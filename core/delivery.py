@@ -17,7 +17,15 @@ from .conversations import Status
 from .engine import ChatEngine, Reply
 from .render import MessageSink, RenderResult, SinkGone, StreamRenderer
 
-__all__ = ["EMPTY_NOTE", "STOPPED_NOTE", "Renderer", "deliver", "deliver_with", "final_note"]
+__all__ = [
+    "EMPTY_NOTE",
+    "STOPPED_NOTE",
+    "Outcome",
+    "Renderer",
+    "deliver",
+    "deliver_with",
+    "final_note",
+]
 
 STOPPED_NOTE = "⏹ stopped"
 EMPTY_NOTE = "(the model returned an empty answer)"
@@ -35,7 +43,21 @@ class Renderer(Protocol):
     async def finish(self, note: str | None = None) -> RenderResult: ...
 
 
-def final_note(reply: Reply) -> str | None:
+class Outcome(Protocol):
+    """What a note depends on: a :class:`Reply`, or a stored assistant
+    :class:`~core.conversations.Message` (a front end showing history shows the same note)."""
+
+    @property
+    def status(self) -> Status: ...
+
+    @property
+    def error(self) -> str | None: ...
+
+    @property
+    def text(self) -> str: ...
+
+
+def final_note(reply: Outcome) -> str | None:
     """The line appended under a reply that did not complete (or completed with no text, which
     would otherwise leave the asker with nothing at all)."""
     if reply.status is Status.ERROR:

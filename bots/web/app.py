@@ -43,7 +43,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, SecretStr
 
 from core.clock import Clock
-from core.conversations import Conversation, ConversationKey, clean_text
+from core.conversations import Conversation, ConversationKey, Message, clean_text
+from core.delivery import final_note
 from core.engine import ChatEngine, Refused, Reply, StoreUnavailable
 
 from .guard import Guard
@@ -139,7 +140,7 @@ class WebChat:
     async def conversation_json(self, conv_id: str) -> dict[str, Any]:
         key = self.key(conv_id)
         conversation = await self.engine.get(key)
-        messages = [m.to_dict() for m in conversation.messages] if conversation else []
+        messages = [_message_json(m) for m in conversation.messages] if conversation else []
         return {
             "id": conv_id,
             "title": _title(conversation),
@@ -188,11 +189,20 @@ def _title(conversation: Conversation | None) -> str:
     return "New chat"
 
 
+def _message_json(message: Message) -> dict[str, object]:
+    """A stored message, and under an assistant's the note every front end shows (an error, a
+    stop, an empty answer: :func:`core.delivery.final_note`): the page repeats no note text."""
+    data = message.to_dict()
+    data["note"] = final_note(message) if message.role == "assistant" else None
+    return data
+
+
 def _end_event(reply: Reply, busy: bool) -> dict[str, Any]:
     return {
         "status": str(reply.status),
         "content": reply.text,
         "error": reply.error,
+        "note": final_note(reply),
         "model": reply.model,
         "busy": busy,
     }
@@ -312,7 +322,8 @@ def create_app(
     @app.get("/chat/{conv_id}/bot-stream", response_class=EventSourceResponse)
     async def bot_stream(conv_id: ConvId) -> AsyncIterator[ServerSentEvent]:
         """``start`` (status, model), ``delta`` (text; a late observer's first one is the text
-        so far), ``end`` (final status, content, error, and whether another reply is queued)."""
+        so far), ``end`` (final status, content, error, the note to show under the reply, and
+        whether another reply is queued)."""
         key = web.key(conv_id)
         reply = web.follow(key)
         if reply is None:

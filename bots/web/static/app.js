@@ -68,6 +68,24 @@
     return out + spans(raw.slice(last));
   }
 
+  // Code fences as CommonMark reads them, the rules of core/fences.py (which the server splits
+  // and converts by; this page cannot import it): up to 3 spaces, then 3+ backticks or 3+ tildes,
+  // then an info string (none with a backtick after backticks). A closing fence is the same
+  // character, at least as long, followed by nothing but spaces or tabs.
+  const FENCE = /^( {0,3})(`{3,}|~{3,})([^\n]*)$/;
+  const trimInfo = (s) => s.replace(/^[ \t\r]+|[ \t\r]+$/g, "");
+
+  function fenceOpen(line) {
+    const m = FENCE.exec(line);
+    if (!m || (m[2][0] === "`" && m[3].includes("`"))) return null;
+    return { indent: m[1].length, marker: m[2], info: trimInfo(m[3]) };
+  }
+
+  function fenceCloses(line, fence) {
+    const m = FENCE.exec(line);
+    return !!m && m[2][0] === fence.marker[0] && m[2].length >= fence.marker.length && !trimInfo(m[3]);
+  }
+
   // Paragraphs, headings, lists, quotes, rules and fenced code (an unclosed fence, as while
   // streaming, runs to the end).
   function renderMarkdown(src) {
@@ -92,15 +110,19 @@
     };
     for (let i = 0; i < lines.length; i++) {
       const line = lines[i];
-      let m = /^ {0,3}(`{3,}|~{3,})\s*([\w+#.-]*)/.exec(line);
-      if (m) {
+      const fence = fenceOpen(line);
+      if (fence) {
         flush();
         const code = [];
-        for (i++; i < lines.length && !lines[i].trimStart().startsWith(m[1]); i++) code.push(lines[i]);
-        const cls = m[2] ? ` class="language-${esc(m[2])}"` : "";
+        // A code line loses as many leading spaces (up to) as the opening fence had.
+        const dedent = new RegExp(`^ {0,${fence.indent}}`);
+        for (i++; i < lines.length && !fenceCloses(lines[i], fence); i++) code.push(lines[i].replace(dedent, ""));
+        const lang = /^[\w+#.-]+/.exec(fence.info);
+        const cls = lang ? ` class="language-${esc(lang[0])}"` : "";
         html.push(`<pre><code${cls}>${esc(code.join("\n"))}</code></pre>`);
         continue;
       }
+      let m;
       if (!line.trim()) {
         flush();
         continue;
@@ -179,18 +201,16 @@
     $("send").disabled = state.busy;
   }
 
+  // The note under a reply (an error, a stop, an empty answer) is the server's, the same line
+  // every front end shows: the page writes none of its own.
   function paintMessage(el, msg) {
     el.dataset.status = msg.status;
     const body = el.querySelector(".body");
     if (msg.role === "assistant") body.innerHTML = renderMarkdown(msg.content);
     else body.textContent = msg.content;
     const note = el.querySelector(".note");
-    const text =
-      msg.status === "error" ? `⚠️ ${msg.error || "The language model failed to answer."}`
-      : msg.status === "cancelled" ? "⏹ stopped"
-      : "";
-    note.textContent = text;
-    note.hidden = !text;
+    note.textContent = msg.note || "";
+    note.hidden = !msg.note;
   }
 
   function messageEl(msg) {
@@ -312,7 +332,7 @@
       if (view !== state.view) return;
       const d = JSON.parse(e.data);
       if (state.streamEl && d.status !== "idle") {
-        paintMessage(state.streamEl, { role: "assistant", content: d.content, status: d.status, error: d.error });
+        paintMessage(state.streamEl, { role: "assistant", content: d.content, status: d.status, note: d.note });
       }
       state.streamEl = null;
       load(view).then(() => {

@@ -13,6 +13,7 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 
 from bots.web.guard import COOKIE, SIGN_IN_FAILURES, SIGN_IN_WINDOW
 from core.clock import FakeClock
+from core.delivery import EMPTY_NOTE, STOPPED_NOTE, final_note
 from tests.bots.web.conftest import ServeWeb, WebServer, echo_text
 from tests.fakes.llm_server import Fail, FakeLLMServer, Reply
 
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 SLOW = {"delay": 0.02}
 LONG_PROMPT = " ".join(f"word{i}" for i in range(40))
+WORDS = "one two three four five six"
 
 
 async def events(client: httpx.AsyncClient, conv: str) -> AsyncIterator[ServerSentEvent]:
@@ -382,3 +384,73 @@ async def test_a_foreign_host_header_is_turned_away(make_web: ServeWeb) -> None:
         foreign = await client.get("/api/models", headers={"Host": "evil.example:8000"})
     assert ok.status_code == local.status_code == 200
     assert foreign.status_code == 400
+
+
+# -- the note under a reply: the server's, the same line every front end shows ----------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "settings", "start"),
+    [
+        (Fail(status=500), {"llm_max_retries": 0}, "⚠️ The provider is unavailable"),
+        (
+            Reply(text=WORDS, hang_after=2),
+            {"llm_idle_timeout": 0.3},
+            "⚠️ The provider took too long",
+        ),
+        (Reply(text=""), {}, EMPTY_NOTE),
+        (Reply(text=WORDS), {}, None),
+    ],
+    ids=["error", "time-limit", "empty", "complete"],
+)
+async def test_the_end_event_and_the_history_carry_the_final_note(
+    make_web: ServeWeb,
+    llm_server: FakeLLMServer,
+    reply: Reply | Fail,
+    settings: dict[str, Any],
+    start: str | None,
+) -> None:
+    server = await make_web(
+        env={"LOCAL_BASE_URL": llm_server.openai_base_url},
+        llmconnect_model="local/fake",
+        **settings,
+    )
+    llm_server.enqueue(reply)
+    async with client_for(server) as client:
+        await client.post("/chat/noted/send-message", json={"text": "hello"})
+        _, end = await collect(client, "noted")
+        state = (await client.get("/chat/noted")).json()
+    done = server.engine.reply_for(server.web.key("noted"))
+    assert done is not None
+    assert end["note"] == final_note(done)  # core's note, not one of the page's own
+    if start is None:
+        assert end["note"] is None
+    else:
+        assert end["note"].startswith(start)
+    # The stored conversation (what a reload shows) has the same note; a prompt has none.
+    assert [m["note"] for m in state["messages"]] == [None, end["note"]]
+
+
+async def test_a_stopped_reply_ends_with_the_stop_note(make_web: ServeWeb) -> None:
+    server = await make_web(options={"delay": 0.05})
+    async with client_for(server) as client:
+        await client.post("/chat/halt/send-message", json={"text": LONG_PROMPT})
+        ended: dict[str, Any] = {}
+        async for event in events(client, "halt"):
+            if event.event == "delta" and not ended:
+                ended = {"stopping": True}
+                await client.post("/chat/halt/stop", json={})
+            elif event.event == "end":
+                ended = json.loads(event.data)
+        state = (await client.get("/chat/halt")).json()
+    assert ended["status"] == "cancelled"
+    assert ended["note"] == STOPPED_NOTE
+    assert state["messages"][-1]["note"] == STOPPED_NOTE
+
+
+async def test_the_page_has_no_note_text_of_its_own(make_web: ServeWeb) -> None:
+    server = await make_web()
+    async with client_for(server) as client:
+        script = (await client.get("/static/app.js")).text
+    for text in (STOPPED_NOTE, EMPTY_NOTE, "⚠️", "failed to answer"):
+        assert text not in script

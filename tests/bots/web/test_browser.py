@@ -7,6 +7,7 @@ the page shows. Replies stream slowly and observably from the ``echo`` model wit
 from __future__ import annotations
 
 import os
+import random
 import shutil
 from collections.abc import AsyncIterator
 
@@ -14,8 +15,10 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Locator, Page, async_playwright, expect
 
+from core.delivery import final_note
+from core.fences import closes, opens
 from tests.bots.web.conftest import ServeWeb, WebServer, echo_text
-from tests.fakes.llm_server import FakeLLMServer, Reply
+from tests.fakes.llm_server import Fail, FakeLLMServer, Reply
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -73,9 +76,9 @@ async def send(page: Page, text: str) -> None:
     await page.press("#input", "Enter")
 
 
-async def open_chat(page: Page, server: WebServer, conv: str) -> None:
+async def open_chat(page: Page, server: WebServer, conv: str, model: str = "echo/echo") -> None:
     await page.goto(f"{server.url}/#{conv}")
-    await expect(page.locator("#model")).to_have_value("echo/echo", timeout=WAIT)
+    await expect(page.locator("#model")).to_have_value(model, timeout=WAIT)
 
 
 async def test_tokens_arrive_before_the_reply_completes(page: Page, make_web: ServeWeb) -> None:
@@ -204,3 +207,129 @@ async def test_the_bare_address_opens_an_empty_conversation_without_piling_them_
     assert await page.evaluate("() => location.hash") == first
     await expect(page.locator("#conversations li")).to_have_count(1, timeout=WAIT)
     await expect(page.locator("#status")).to_have_text("idle")
+
+
+FENCED = """Before.
+
+~~~python
+x = *1* <b>
+~~~
+
+````md
+```js
+inner
+```
+````
+
+```
+one
+```text
+two
+```
+
+After **bold**."""
+
+
+async def test_tilde_fences_and_a_longer_fence_holding_a_shorter_one_render_as_code(
+    page: Page, make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    """The page reads fences as core/fences.py does: ~~~ fences; ``` lines inside a ```` fence
+    are code (not a fence that would end the block early), and so is a ```text line inside a ```
+    fence (a closing fence has no info string)."""
+    server = await make_web(
+        env={"LOCAL_BASE_URL": llm_server.openai_base_url}, llmconnect_model="local/fake"
+    )
+    llm_server.enqueue(Reply(text=FENCED, delay=0.01))
+    await open_chat(page, server, "fences", "local/fake")
+    await send(page, "show me code")
+    reply = last_reply(page)
+    await expect(reply).to_have_attribute("data-status", "complete", timeout=WAIT)
+    for _ in range(2):  # as streamed, then as a reload renders the stored conversation
+        blocks = reply.locator(".body pre code")
+        await expect(blocks).to_have_count(3, timeout=WAIT)
+        assert await blocks.nth(0).text_content() == "x = *1* <b>"
+        assert await blocks.nth(0).get_attribute("class") == "language-python"
+        assert await blocks.nth(1).text_content() == "```js\ninner\n```"
+        assert await blocks.nth(1).get_attribute("class") == "language-md"
+        assert await blocks.nth(2).text_content() == "one\n```text\ntwo"
+        await expect(reply.locator(".body strong")).to_have_text("bold")
+        await expect(reply.locator(".body p")).to_have_text(["Before.", "After bold."])
+        await page.reload()
+        reply = last_reply(page)
+        await expect(reply).to_have_attribute("data-status", "complete", timeout=WAIT)
+
+
+async def test_an_error_shows_the_servers_note(
+    page: Page, make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    server = await make_web(
+        env={"LOCAL_BASE_URL": llm_server.openai_base_url},
+        llmconnect_model="local/fake",
+        llm_max_retries=0,
+    )
+    llm_server.enqueue(Fail(status=500))
+    await open_chat(page, server, "failing", "local/fake")
+    await send(page, "hello")
+    reply = last_reply(page)
+    await expect(reply).to_have_attribute("data-status", "error", timeout=WAIT)
+    done = server.engine.reply_for(server.web.key("failing"))
+    assert done is not None
+    note = final_note(done)
+    assert note is not None
+    assert note.startswith("⚠️ The provider is unavailable")
+    await expect(reply.locator(".note")).to_have_text(note)
+    await expect(page.locator("#status")).to_have_text("error")
+    await page.reload()  # the stored conversation carries the same note
+    await expect(last_reply(page).locator(".note")).to_have_text(note, timeout=WAIT)
+
+
+def _code_blocks(text: str) -> list[str]:
+    """The code blocks of ``text`` as core.fences reads them (each code line loses up to as
+    many leading spaces as its opening fence had, as CommonMark says)."""
+    blocks: list[str] = []
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        fence = opens(lines[i])
+        i += 1
+        if fence is None:
+            continue
+        indent = len(lines[i - 1]) - len(lines[i - 1].lstrip(" "))
+        code: list[str] = []
+        while i < len(lines) and not closes(lines[i], fence):
+            line = lines[i]
+            code.append(line[min(indent, len(line) - len(line.lstrip(" "))) :])
+            i += 1
+        i += 1  # the closing fence
+        blocks.append("\n".join(code))
+    return blocks
+
+
+async def test_the_page_finds_the_code_blocks_core_fences_finds(
+    page: Page, make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    """The page's fence scanner against core.fences on generated fence-like lines (fixed seed)."""
+    pieces = ["```", "````", "~~~", "~~~~", "`", "~", " ", "   ", "\t", "a", "py"]
+    rng = random.Random(12)
+    samples = [
+        "\n".join(
+            ["start"]
+            + ["".join(rng.choices(pieces, k=rng.randint(0, 4))) for _ in range(rng.randint(3, 9))]
+            + ["end"]
+        )
+        for _ in range(10)
+    ]
+    assert sum(bool(_code_blocks(s)) for s in samples) >= 5  # the samples do hold fences
+    server = await make_web(
+        env={"LOCAL_BASE_URL": llm_server.openai_base_url}, llmconnect_model="local/fake"
+    )
+    await open_chat(page, server, "generated", "local/fake")
+    for n, sample in enumerate(samples):
+        llm_server.enqueue(Reply(text=sample))
+        await send(page, f"sample {n}")
+        reply = last_reply(page)
+        await expect(page.locator("#messages .msg.assistant")).to_have_count(n + 1, timeout=WAIT)
+        await expect(reply).to_have_attribute("data-status", "complete", timeout=WAIT)
+        shown = await reply.locator(".body pre code").all_text_contents()
+        assert shown == _code_blocks(sample), sample
+        await expect(page.locator("#send")).to_be_enabled(timeout=WAIT)  # ready for the next
