@@ -12,12 +12,11 @@ same run, alternating, three rounds each, it is consumed by:
 - ``openai``           — the official SDK, ``AsyncOpenAI(base_url=...)``
 - ``httpx-sse``        — ``aconnect_sse`` + ``json.loads`` (the maintained SSE library we could use)
 - ``bare``             — ``httpx`` ``aiter_lines()`` + ``json.loads`` on a plain ``httpx.AsyncClient``:
-  the practical floor for pure Python, and the design's reference
+  the practical floor for pure Python, and the reference for CPU per chunk
 - ``bare-pool``        — the same loop on llmconnect's production pool client, to tell the
   transport's share from the decoder's
 
-Prints chunks/second (wall) and CPU seconds of this process for each, and the ratios the design
-targets: llmconnect ≥ 8x the openai SDK's chunks/s, and ≤ 1.25x the bare loop's CPU per chunk.
+Prints chunks/second (wall) and CPU seconds of this process for each, and the ratios it is held to: llmconnect ≥ 8x the openai SDK's chunks/s, and ≤ 1.25x the bare loop's CPU per chunk.
 ``--loop both`` reads every round once on asyncio's event loop and once on uvloop (one long-lived
 loop and HTTP clients each), so the two loops are compared in the same run.
 

@@ -1,8 +1,8 @@
 """Conversations and where they live.
 
 A conversation is keyed ``(platform, channel)``; a thread is its own conversation that starts from
-its parent channel's model and system prompt. ``MemoryStore`` keeps them in memory (the design's
-default) with bounds: per conversation at most N messages and a character budget — the oldest whole
+its parent channel's model and system prompt. ``MemoryStore`` keeps them in memory (the
+default store) with bounds: per conversation at most N messages and a character budget — the oldest whole
 turns go first, the system prompt (a separate field) never — and at most M conversations, least
 recently used evicted. An idle conversation is a few small objects; nothing runs for it.
 """

@@ -1,4 +1,4 @@
-"""``APIClientFactory`` and ``AsyncAPIClient``: the names from the original plan.
+"""``APIClientFactory`` and ``AsyncAPIClient``: the library's entry points.
 
 ::
 
