@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.lock import Lock as RedisLock
@@ -144,9 +144,12 @@ class RedisStore:
             await self.client.zremrangebyscore(self._index, "-inf", time.time() - self.ttl)
         excess = int(await self.client.zcard(self._index)) - self.max_conversations
         if excess > 0:
-            evicted = await self.client.zpopmin(self._index, excess)
+            # redis-py types ZPOPMIN's reply loosely; it is (member, score) pairs.
+            evicted = cast(
+                "list[tuple[bytes, float]]", await self.client.zpopmin(self._index, excess)
+            )
             if evicted:
-                await self.client.delete(*(name for name, _ in evicted))
+                await self.client.delete(*[name for name, _ in evicted])
 
     async def aclose(self) -> None:
         await self.client.aclose()
