@@ -70,13 +70,13 @@ import aiohttp
 import httpx
 from aiohttp import web
 
-from bots.discord import DiscordBot
-from bots.slack import EVENTS_PATH, SlackBot
+from bots.discord import DiscordBot, DiscordSettings
+from bots.slack import EVENTS_PATH, SlackBot, SlackSettings
 from bots.slack.mrkdwn import to_mrkdwn
 from bots.slack.sink import UPDATE_MAX_LEN
 from core.conversations import ConversationKey
 from core.engine import ChatEngine
-from core.settings import Settings
+from core.settings import load_settings
 from core.split import split_message
 from llmconnect import Timeouts, aclose_shared_clients
 from tests.bots.slack.conftest import SlackClient, slack_settings
@@ -410,22 +410,27 @@ async def run_bots(
     discord_api, gateway, token, slack_port = platform.recv()
     stub = FakeSlackAPI()  # not started: only its tokens and the child's port, for the settings
     stub.port = slack_port
-    settings = slack_settings(
-        stub,
-        slack_edit_interval=Settings.model_fields["slack_edit_interval"].default,
-        slack_workspace_edit_rate=args.slack_rate,
-        discord_api_url=discord_api,
-        discord_gateway_url=gateway,
-        llmconnect_model=f"local/{MODEL}",
-        max_conversations=max(len(plan), 1),
-    )
+    values: dict[str, object] = {
+        "slack_edit_interval": SlackSettings.model_fields["slack_edit_interval"].default,
+        "slack_workspace_edit_rate": args.slack_rate,
+        "discord_api_url": discord_api,
+        "discord_gateway_url": gateway,
+        "llmconnect_model": f"local/{MODEL}",
+        "max_conversations": max(len(plan), 1),
+    }
+    settings, slack_only = slack_settings(stub, **values)
     http = llm_http_client(transport)
     engine = ChatEngine(settings, env={"LOCAL_BASE_URL": llm_url}, http_client=http)
-    discord_bot = DiscordBot(settings, engine, out=io.StringIO(), guild_ready_timeout=0.01)
+    discord_bot = DiscordBot(
+        load_settings(DiscordSettings, **values),
+        engine,
+        out=io.StringIO(),
+        guild_ready_timeout=0.01,
+    )
     await discord_bot.login(token)
     connection = asyncio.create_task(discord_bot.connect(reconnect=False))
     await asyncio.wait_for(discord_bot.wait_until_ready(), 30)
-    slack_bot = SlackBot(settings, engine)
+    slack_bot = SlackBot(slack_only, engine)
     port = await slack_bot.serve_http("127.0.0.1", 0)
 
     keys = [
@@ -531,14 +536,15 @@ def budget_floor(arrivals: list[float], rate: float, per: float, burst: int) -> 
 def requests_per_reply(platform: str, args: argparse.Namespace) -> float:
     """Budget requests one reply makes on average: typing (Discord), post, edits, final edit."""
     mean_seconds = (args.tokens + 2) * math.log(2) / (args.rate * 2 / 3)  # E[1/rate], U(a, 2a)
-    interval = Settings.model_fields[f"{platform}_edit_interval"].default
+    fields = (DiscordSettings if platform == "discord" else SlackSettings).model_fields
+    interval = fields[f"{platform}_edit_interval"].default
     return (2 if platform == "discord" else 1) + mean_seconds / interval + 1
 
 
 def budget_rate(platform: str, args: argparse.Namespace) -> float:
     """The bot's request budget per second for ``platform`` in this benchmark."""
     if platform == "discord":
-        return float(Settings.model_fields["discord_requests_per_second"].default)
+        return float(DiscordSettings.model_fields["discord_requests_per_second"].default)
     return args.slack_rate / 60
 
 

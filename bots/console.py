@@ -1,6 +1,6 @@
 """The ``llmconnect`` command line: ``run`` (the web chat plus every configured bot),
-``doctor`` (checks the configuration), ``chat`` (a terminal chat that streams tokens), ``models``
-and ``discord`` (the Discord bot).
+``doctor`` (checks the configuration), ``chat`` (a terminal chat that streams tokens), ``models``,
+and one front end alone: ``discord``, ``slack``, ``web``.
 
 Loads ``.env`` first (python-dotenv), as the original plan asks, so provider keys set there work.
 """
@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
-from typing import TextIO
+from collections.abc import Coroutine, Sequence
+from typing import Any, TextIO, cast
 
 from dotenv import load_dotenv
 
@@ -248,6 +249,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p_slack.add_argument("--port", type=int, help="HTTP port (default SLACK_HTTP_PORT, 3000)")
     p_slack.add_argument("--host", help="HTTP address (default SLACK_HTTP_HOST, 0.0.0.0)")
+    p_web = sub.add_parser("web", help="run the web chat alone (no bot)")
+    p_web.add_argument("--host", help="web chat address (default WEB_HOST, 127.0.0.1)")
+    p_web.add_argument("--port", type=int, help="web chat port (default WEB_PORT, 8000)")
     p_run = sub.add_parser(
         "run",
         help="run the web chat and every configured bot (Discord, Slack) on one shared engine",
@@ -276,23 +280,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
-    if args.command == "discord":
-        from bots.discord.run import run_discord  # imported here: discord.py loads slowly
-
-        return run_discord(settings)
-    if args.command == "slack":
-        from bots.slack import run as run_slack  # imported here: only this command needs it
-
-        coro = run_slack(
-            settings,
-            http=args.http,
-            host=settings.slack_http_host if args.host is None else args.host,
-            port=settings.slack_http_port if args.port is None else args.port,
-        )
-    elif args.command == "run":
-        from bots.run import run  # imported here: web and bot libraries load slowly
-
-        coro = run(settings, web=not args.no_web, host=args.host, port=args.port)
+    coro: Coroutine[Any, Any, int]
+    if args.command in ("run", "discord", "slack", "web"):
+        try:
+            coro = _serve(args, settings)
+        except SettingsError as exc:
+            print(exc, file=sys.stderr)
+            return 2
     elif args.command == "chat":
         coro = chat(settings, model=args.model, system=args.system, prompt=args.prompt)
     else:
@@ -301,6 +295,61 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(coro)
     except KeyboardInterrupt:
         return 130
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, int]:
+    """``run`` (every configured front end) or one front end alone, on the runner; a wrong
+    setting raises :class:`SettingsError` before anything starts."""
+    # Imported here: only these commands need them (the platforms' libraries load on start).
+    from bots.frontend import FrontEnd, RunSettings
+    from bots.run import configured, load_all, run
+
+    if args.command == "run":
+        from bots.registry import FRONT_ENDS
+        from bots.web.frontend import WebFrontEnd
+
+        classes = [cls for cls in FRONT_ENDS if not (args.no_web and cls is WebFrontEnd)]
+        problems: list[str] = []  # every wrong value at once, the runner's and the front ends'
+        try:
+            grace = cast(RunSettings, load_all([RunSettings])[0]).shutdown_grace
+        except SettingsError as exc:
+            problems += exc.problems
+        try:
+            frontends, hints = configured(classes, web_host=args.host, web_port=args.port)
+        except SettingsError as exc:
+            raise SettingsError(problems + exc.problems) from None
+        if problems:
+            raise SettingsError(problems)
+        return run(settings, frontends, grace=grace, hints=hints)
+    frontend: FrontEnd
+    if args.command == "discord":
+        from bots.discord.frontend import DiscordFrontEnd
+        from bots.discord.settings import DiscordSettings
+
+        loaded = load_all([RunSettings, DiscordSettings])
+        frontend = DiscordFrontEnd(cast(DiscordSettings, loaded[1]))
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    elif args.command == "slack":
+        from bots.slack.frontend import SlackFrontEnd
+        from bots.slack.settings import SlackSettings
+
+        loaded = load_all(
+            [RunSettings, SlackSettings], slack_http_host=args.host, slack_http_port=args.port
+        )
+        mode = "http" if args.http else "socket"
+        frontend = SlackFrontEnd(cast(SlackSettings, loaded[1]), mode=mode)
+    else:
+        from bots.web.frontend import WebFrontEnd
+        from bots.web.settings import WebSettings
+
+        loaded = load_all([RunSettings, WebSettings], web_host=args.host, web_port=args.port)
+        frontend = WebFrontEnd(cast(WebSettings, loaded[1]))
+    grace = cast(RunSettings, loaded[0]).shutdown_grace
+    # One front end alone talks on standard error (the Discord invite URL stays on stdout).
+    return run(settings, [frontend], grace=grace, brief=True, out=sys.stderr)
 
 
 if __name__ == "__main__":

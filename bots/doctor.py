@@ -17,12 +17,12 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import Literal, TextIO, cast
 
 import httpx
 from pydantic import SecretStr
 
-from core.settings import Settings, SettingsError, load_settings
+from core.settings import Settings, SettingsError
 from llmconnect import (
     APIClientFactory,
     ConfigurationError,
@@ -36,8 +36,11 @@ from llmconnect import (
     provider_status,
 )
 
-from .run import slack_configured
-from .web import is_loopback
+from .discord.settings import DiscordSettings
+from .registry import settings_classes
+from .run import load_all
+from .slack.settings import SlackSettings
+from .web.settings import WebSettings, is_loopback
 
 __all__ = ["Finding", "Report", "check_key", "doctor"]
 
@@ -107,7 +110,18 @@ def _secret(value: SecretStr | None) -> str | None:
 # --------------------------------------------------------------------------- sections
 
 
-def _check_settings(report: Report, env: Mapping[str, str]) -> Settings | None:
+@dataclass
+class _Loaded:
+    """Every settings class, read: the core's and the front ends' (doctor imports no platform
+    library to read them)."""
+
+    core: Settings
+    web: WebSettings
+    discord: DiscordSettings
+    slack: SlackSettings
+
+
+def _check_settings(report: Report, env: Mapping[str, str]) -> _Loaded | None:
     section = "Configuration"
     dotenv = Path(".env")
     if dotenv.is_file():
@@ -115,14 +129,19 @@ def _check_settings(report: Report, env: Mapping[str, str]) -> Settings | None:
     else:
         report.add(section, "off", ".env", "none here (optional: copy .env.example to .env)")
     try:
-        settings = load_settings()
+        loaded = {type(s): s for s in load_all(settings_classes())}
     except SettingsError as exc:
-        for line in str(exc).splitlines()[1:]:
+        for line in exc.problems:
             var, _, why = line.strip().partition(": ")
             report.add(section, "problem", var, why)
         return None
     report.add(section, "ok", "settings", "every value is valid")
-    return settings
+    return _Loaded(
+        core=cast(Settings, loaded[Settings]),
+        web=cast(WebSettings, loaded[WebSettings]),
+        discord=cast(DiscordSettings, loaded[DiscordSettings]),
+        slack=cast(SlackSettings, loaded[SlackSettings]),
+    )
 
 
 def _in_use(settings: Settings | None, env: Mapping[str, str]) -> set[str]:
@@ -209,9 +228,9 @@ def _check_providers(
     return to_ask
 
 
-def _check_frontends(report: Report, settings: Settings) -> None:
+def _check_frontends(report: Report, loaded: _Loaded) -> None:
     section = "Front ends"
-    s = settings
+    s = loaded.web
     url = f"http://{s.web_host}:{s.web_port}"
     token = _secret(s.web_auth_token)
     if token:
@@ -234,7 +253,7 @@ def _check_frontends(report: Report, settings: Settings) -> None:
             f"WEB_HOST={s.web_host} is reachable from other machines: set WEB_AUTH_TOKEN",
         )
 
-    discord = _secret(s.discord_token)
+    discord = _secret(loaded.discord.discord_token)
     if discord is None:
         report.add(section, "off", "Discord", "not configured (set DISCORD_TOKEN)")
     elif discord.startswith("Bot "):
@@ -245,10 +264,11 @@ def _check_frontends(report: Report, settings: Settings) -> None:
     else:
         report.add(section, "ok", "Discord", "DISCORD_TOKEN is set")
 
+    slack = loaded.slack
     bot, app, secret = (
-        _secret(s.slack_bot_token),
-        _secret(s.slack_app_token),
-        _secret(s.slack_signing_secret),
+        _secret(slack.slack_bot_token),
+        _secret(slack.slack_app_token),
+        _secret(slack.slack_signing_secret),
     )
     if bot is None and app is None and secret is None:
         report.add(
@@ -280,7 +300,7 @@ def _check_frontends(report: Report, settings: Settings) -> None:
         problems.append("set SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP)")
     for problem in problems:
         report.add(section, "problem", "Slack", problem)
-    if not problems and slack_configured(s):
+    if not problems and slack.configured:
         mode = "Socket Mode" if app is not None else "HTTP (events at /slack/events)"
         report.add(section, "ok", "Slack", f"{mode}, tokens look right")
 
@@ -311,13 +331,13 @@ async def _ask_provider(
         return "problem", exc.user_message
 
 
-async def _ask_platforms(report: Report, settings: Settings, http: httpx.AsyncClient) -> None:
+async def _ask_platforms(report: Report, loaded: _Loaded, http: httpx.AsyncClient) -> None:
     section = "Online"
-    discord = _secret(settings.discord_token)
+    discord = _secret(loaded.discord.discord_token)
     if discord:
         try:
             response = await http.get(
-                f"{settings.discord_api_url}/users/@me",
+                f"{loaded.discord.discord_api_url}/users/@me",
                 headers={"Authorization": f"Bot {discord.strip()}"},
             )
             if response.status_code == 200:
@@ -332,9 +352,9 @@ async def _ask_platforms(report: Report, settings: Settings, http: httpx.AsyncCl
                 )
         except httpx.HTTPError as exc:
             report.add(section, "problem", "Discord", f"unreachable ({type(exc).__name__})")
-    bot = _secret(settings.slack_bot_token)
+    bot = _secret(loaded.slack.slack_bot_token)
     if bot:
-        url = settings.slack_api_url.rstrip("/") + "/auth.test"
+        url = loaded.slack.slack_api_url.rstrip("/") + "/auth.test"
         try:
             response = await http.post(url, headers={"Authorization": f"Bearer {bot.strip()}"})
             data = response.json()
@@ -358,12 +378,13 @@ async def diagnose(
     """Every check, as a :class:`Report` (``env``: the provider variables; default the process's)."""
     env = os.environ if env is None else env
     report = Report()
-    settings = _check_settings(report, env)
+    loaded = _check_settings(report, env)
+    settings = loaded.core if loaded is not None else None
     if settings is not None:
         _check_model(report, settings, env)
     to_ask = _check_providers(report, env, _in_use(settings, env))
-    if settings is not None:
-        _check_frontends(report, settings)
+    if loaded is not None:
+        _check_frontends(report, loaded)
     if not online:
         return report
     http = http_client or httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0))
@@ -377,8 +398,8 @@ async def diagnose(
         for r in to_ask:
             level, text = await _ask_provider(r, env, http, default)
             report.add("Online", level, r.spec.name, text)
-        if settings is not None:
-            await _ask_platforms(report, settings, http)
+        if loaded is not None:
+            await _ask_platforms(report, loaded, http)
     finally:
         if http_client is None:
             await http.aclose()

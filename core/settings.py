@@ -1,46 +1,64 @@
-"""All configuration, read once from the environment and ``.env`` (one pydantic-settings class).
+"""The core's configuration (engine, store, history, policy, providers), read once from the
+environment and ``.env``, and what every other settings class reuses.
 
 Every option has a default and a description; ``.env.example`` and the README's table list them.
-A wrong value fails at start-up with a message naming the variable and what it expects.
+A wrong value fails at start-up with a message naming the variable and what it expects
+(:func:`load_settings`, for this class or any other :class:`EnvSettings`).
 Provider keys (``GROQ_API_KEY``, ``AIMLAPI_API``, ...) and ``<PROVIDER>_BASE_URL`` are not fields
 here: ``llmconnect``'s provider table reads them, so a provider row stays the only place that names
-its variables.
+its variables. A platform's settings (``DISCORD_*``, ``SLACK_*``, ``WEB_*``) live beside its front
+end (``bots/<platform>/settings.py``): the core knows no platform.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
-from typing import Annotated, Any, Literal
+import typing
+from collections.abc import Mapping
+from typing import Annotated, Any, TypeVar, overload
 
-from pydantic import (
-    Field,
-    SecretStr,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from llmconnect import RetryPolicy, Timeouts
 
-__all__ = ["Settings", "SettingsError", "load_settings"]
+__all__ = [
+    "CommaList",
+    "EnvSettings",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+    "refuse_renamed",
+    "split_commas",
+]
+
+
+def split_commas(value: object) -> object:
+    """``"A,B, C"`` -> ``["A", "B", "C"]`` (empty items dropped); a list passes as it is."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
 
 #: A comma-separated list in the environment (``A,B, C``), a list in Python.
-CommaList = Annotated[list[str], NoDecode]
-#: Discord shard ids, comma-separated (``0,1``).
-ShardIds = Annotated[list[int], NoDecode]
-#: Variables that were replaced: still setting one stops start-up, naming its successor (an
-#: ignored DISCORD_SHARD_ID would run every shard in every process: duplicate answers).
-RENAMED = {"DISCORD_SHARD_ID": "DISCORD_SHARD_IDS"}
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_commas)]
+
+_S = TypeVar("_S", bound=BaseSettings)
 
 
 class SettingsError(Exception):
     """A setting has a wrong value; the message names the variable and what is expected."""
 
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("Invalid configuration:\n  " + "\n  ".join(problems))
+        #: One line per problem, ``VARIABLE: what is wrong`` (several classes' can be joined).
+        self.problems = problems
 
-class Settings(BaseSettings):
+
+class EnvSettings(BaseSettings):
+    """Read from the environment and ``.env``, names case-insensitive, an empty value counting as
+    unset: the core's settings and every front end's share this."""
+
     model_config = SettingsConfigDict(
         env_file=".env",
         env_file_encoding="utf-8",
@@ -48,6 +66,26 @@ class Settings(BaseSettings):
         extra="ignore",
         case_sensitive=False,
     )
+
+
+def refuse_renamed(data: Any, renamed: Mapping[str, str]) -> Any:
+    """For a ``mode="before"`` model validator: stop when a replaced variable (a key of
+    ``renamed``) is still set, naming its successor, rather than silently ignore it."""
+    # ``data`` holds the overrides and .env's unknown names too (lower case); the environment is
+    # read here because pydantic-settings passes on only the names it knows from there.
+    given = {k.upper() for k, v in os.environ.items() if v.strip()}
+    if isinstance(data, dict):
+        given |= {str(k).upper() for k, v in data.items() if v not in (None, "")}
+    old = sorted(name for name in renamed if name in given)
+    if old:
+        raise ValueError(
+            "; ".join(f"{name} is no longer read: use {renamed[name]}" for name in old)
+        )
+    return data
+
+
+class Settings(EnvSettings):
+    """The engine's, the store's, the history's, the access policy's and the providers'."""
 
     llmconnect_model: str = Field(
         "echo",
@@ -122,15 +160,6 @@ class Settings(BaseSettings):
         description="Prompts that may wait per conversation behind the one being answered (per "
         "process); the next is refused until one ends (0: no waiting, one at a time).",
     )
-    discord_edit_interval: float = Field(
-        1.2, gt=0, description="Seconds between edits of one Discord message while streaming."
-    )
-    slack_edit_interval: float = Field(
-        1.5, gt=0, description="Seconds between edits of one Slack message while streaming."
-    )
-    web_edit_interval: float = Field(
-        0.05, ge=0, description="Seconds between updates pushed to the web chat."
-    )
     admin_user_ids: CommaList = Field(
         default_factory=list,
         description="User ids allowed to change model/system prompt (empty: everyone may).",
@@ -159,159 +188,6 @@ class Settings(BaseSettings):
     user_rate_window: float = Field(
         60.0, gt=0, description="Length in seconds of the per-user rate-limit window."
     )
-    discord_token: SecretStr | None = Field(None, description="Discord bot token.")
-    discord_api_url: str = Field(
-        "https://discord.com/api/v10",
-        description="Discord REST base URL (a REST proxy, or a local stand-in in tests).",
-    )
-    discord_gateway_url: str = Field(
-        "wss://gateway.discord.gg/",
-        description="Discord gateway URL (a gateway proxy, or a local stand-in in tests).",
-    )
-    discord_guild_ids: CommaList = Field(
-        default_factory=list,
-        description="Guild ids to sync slash commands to, instantly (empty: sync globally).",
-    )
-    discord_requests_per_second: float = Field(
-        45.0,
-        ge=1,
-        le=50,
-        description="Bot-wide REST requests/s the streamed replies share (Discord allows 50).",
-    )
-    discord_shard_count: int | None = Field(
-        None,
-        ge=1,
-        description="Total number of Discord shards (empty: Discord's recommended count, all "
-        "run in this process).",
-    )
-    discord_shard_ids: ShardIds = Field(
-        default_factory=list,
-        description="The shards this process runs, comma-separated, each 0 .. "
-        "DISCORD_SHARD_COUNT-1 (empty: all of them).",
-    )
-    slack_bot_token: SecretStr | None = Field(None, description="Slack bot token (xoxb-...).")
-    slack_app_token: SecretStr | None = Field(
-        None, description="Slack app-level token (xapp-...) for Socket Mode."
-    )
-    slack_signing_secret: SecretStr | None = Field(
-        None, description="Slack signing secret, to verify HTTP requests."
-    )
-    slack_api_url: str = Field(
-        "https://slack.com/api/",
-        description="Slack Web API base URL (an enterprise proxy, or a local stand-in in tests).",
-    )
-    slack_streaming: Literal["auto", "native", "update"] = Field(
-        "auto",
-        description="Slack replies: native streaming in threads and DMs (auto), native everywhere "
-        "(native), or chat.postMessage + chat.update only (update).",
-    )
-    slack_workspace_edit_rate: float = Field(
-        50.0,
-        gt=0,
-        description="Message posts and edits per minute one Slack workspace allows, shared by "
-        "all streaming replies (chat.update is Tier 3: about 50/min).",
-    )
-    slack_http_host: str = Field(
-        "0.0.0.0",
-        description="Address Slack's HTTP requests (/slack/events) are served on when Slack "
-        "runs over HTTP (SLACK_SIGNING_SECRET, no SLACK_APP_TOKEN).",
-    )
-    slack_http_port: int = Field(
-        3000, ge=0, le=65535, description="Port of Slack's HTTP endpoint (0: any free port)."
-    )
-    web_host: str = Field(
-        "127.0.0.1",
-        description="Address the web chat listens on (127.0.0.1: this machine only).",
-    )
-    web_port: int = Field(
-        8000, ge=0, le=65535, description="Port of the web chat (0: any free port)."
-    )
-    web_auth_token: SecretStr | None = Field(
-        None,
-        description="Token every web chat request must carry (empty: none; set it before "
-        "listening beyond 127.0.0.1).",
-    )
-    web_trusted_proxies: CommaList = Field(
-        default_factory=list,
-        description="Reverse proxies whose X-Forwarded-For/-Proto the web chat believes, "
-        "comma-separated addresses or networks (empty: none; the connecting address is the "
-        "client).",
-    )
-    web_max_body_bytes: int = Field(
-        1024 * 1024, ge=1, description="Largest web request body in bytes; a larger one gets 413."
-    )
-    web_max_streams: int = Field(
-        100,
-        ge=1,
-        description="Reply streams one client address may keep open in the web chat; the next "
-        "gets 429.",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _renamed(cls, data: Any) -> Any:
-        # ``data`` holds the overrides and .env's unknown names too (lower case); the environment
-        # is read here because pydantic-settings passes on only the names it knows from there.
-        given = {k.upper() for k, v in os.environ.items() if v.strip()}
-        if isinstance(data, dict):
-            given |= {str(k).upper() for k, v in data.items() if v not in (None, "")}
-        old = sorted(name for name in RENAMED if name in given)
-        if old:
-            raise ValueError(
-                "; ".join(f"{name} is no longer read: use {RENAMED[name]}" for name in old)
-            )
-        return data
-
-    @field_validator(
-        "llmconnect_allowed_models",
-        "admin_user_ids",
-        "allowed_users",
-        "blocked_users",
-        "allowed_channels",
-        "blocked_channels",
-        "allowed_roles",
-        "blocked_roles",
-        "discord_guild_ids",
-        "discord_shard_ids",
-        "web_trusted_proxies",
-        mode="before",
-    )
-    @classmethod
-    def _split_commas(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
-
-    @field_validator("discord_guild_ids")
-    @classmethod
-    def _snowflakes(cls, value: list[str]) -> list[str]:
-        bad = [item for item in value if not item.isdigit()]
-        if bad:
-            raise ValueError(f"expected numeric guild ids, got {', '.join(bad)}")
-        return value
-
-    @field_validator("discord_api_url", "discord_gateway_url")
-    @classmethod
-    def _url(cls, value: str, info: ValidationInfo) -> str:
-        schemes = (
-            ("http://", "https://") if info.field_name == "discord_api_url" else ("ws://", "wss://")
-        )
-        if not value.startswith(schemes):
-            raise ValueError(f"expected a URL starting with {' or '.join(schemes)}")
-        return value.rstrip("/") if info.field_name == "discord_api_url" else value
-
-    @field_validator("web_trusted_proxies")
-    @classmethod
-    def _proxies(cls, value: list[str]) -> list[str]:
-        bad = []
-        for item in value:
-            try:
-                ipaddress.ip_network(item)  # strict, as uvicorn reads it
-            except ValueError:
-                bad.append(item)
-        if bad:
-            raise ValueError(f"expected IP addresses or networks, got {', '.join(bad)}")
-        return value
 
     @field_validator("store_url")
     @classmethod
@@ -319,23 +195,6 @@ class Settings(BaseSettings):
         from .stores import check_store_url  # imported here: core.stores needs no settings
 
         return check_store_url(value.strip())
-
-    @field_validator("discord_shard_ids")
-    @classmethod
-    def _shards(cls, value: list[int], info: ValidationInfo) -> list[int]:
-        if not value or "discord_shard_count" not in info.data:
-            return value  # nothing to check, or DISCORD_SHARD_COUNT itself is wrong (said so)
-        count = info.data["discord_shard_count"]
-        if count is None:
-            raise ValueError("needs DISCORD_SHARD_COUNT, the total number of shards")
-        if any(not 0 <= i < count for i in value):
-            raise ValueError(
-                f"expected shard ids from 0 to {count - 1} (DISCORD_SHARD_COUNT={count})"
-            )
-        twice = sorted({str(i) for i in value if value.count(i) > 1})
-        if twice:
-            raise ValueError(f"expected each shard id once, {', '.join(twice)} is listed twice")
-        return value
 
     def timeouts(self) -> Timeouts:
         return Timeouts(
@@ -348,19 +207,41 @@ class Settings(BaseSettings):
         return RetryPolicy(max_retries=self.llm_max_retries)
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read the settings; a wrong value raises :class:`SettingsError` naming the variable."""
+@overload
+def load_settings(cls: None = None, **overrides: object) -> Settings: ...
+@overload
+def load_settings(cls: type[_S], **overrides: object) -> _S: ...
+def load_settings(cls: type[BaseSettings] | None = None, **overrides: object) -> BaseSettings:
+    """Read ``cls`` (default: the core's :class:`Settings`; any pydantic-settings class works,
+    e.g. a front end's); a wrong value raises :class:`SettingsError` naming the variable.
+    ``overrides`` win over the environment; names ``cls`` does not have are ignored."""
+    cls = Settings if cls is None else cls
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return cls(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            if not err["loc"]:  # about the whole configuration: its input is every value
-                lines.append(str(err["msg"]))
-                continue
-            var = str(err["loc"][0]).upper()
-            # Never echo the value of a secret back (it would land in a log).
-            secret = any(w in var for w in ("TOKEN", "KEY", "SECRET", "PASSWORD", "STORE_URL"))
-            got = "" if secret else f" (got {err.get('input')!r})"
-            lines.append(f"{var}: {err['msg']}{got}")
-        raise SettingsError("Invalid configuration:\n  " + "\n  ".join(lines)) from None
+        raise SettingsError(_problems(cls, exc)) from None
+
+
+def _problems(cls: type[BaseSettings], exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        if not err["loc"]:  # about the whole configuration: its input is every value
+            lines.append(str(err["msg"]))
+            continue
+        name = str(err["loc"][0])
+        var = name.upper()
+        # Never echo the value of a secret back (it would land in a log).
+        secret = _secret_field(cls, name) or any(
+            w in var for w in ("TOKEN", "KEY", "SECRET", "PASSWORD", "STORE_URL")
+        )
+        got = "" if secret else f" (got {err.get('input')!r})"
+        lines.append(f"{var}: {err['msg']}{got}")
+    return lines
+
+
+def _secret_field(cls: type[BaseSettings], name: str) -> bool:
+    field = cls.model_fields.get(name)
+    if field is None:
+        return False
+    annotation = field.annotation
+    return annotation is SecretStr or SecretStr in typing.get_args(annotation)

@@ -24,7 +24,7 @@ import pytest
 import redis
 from hypothesis import settings
 
-from core.settings import Settings
+from bots.registry import settings_classes
 
 settings.register_profile("ci", derandomize=True)
 if os.environ.get("CI"):
@@ -100,9 +100,10 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture
 def clean_settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No setting comes from the developer's machine (every ``Settings`` variable is removed from
-    the environment) and no ``.env`` is read (the test runs in an empty directory)."""
-    names = set(Settings.model_fields)
+    """No setting comes from the developer's machine (every variable of the core's and each front
+    end's settings is removed from the environment) and no ``.env`` is read (the test runs in an
+    empty directory)."""
+    names = {name for cls in settings_classes() for name in cls.model_fields}
     for var in list(os.environ):
         if var.lower() in names:
             monkeypatch.delenv(var)

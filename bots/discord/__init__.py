@@ -2,24 +2,47 @@
 
 Run it with ``llmconnect discord`` (``DISCORD_TOKEN``). Absolute imports only: this package is
 ``bots.discord`` and must never shadow the ``discord`` library.
+
+The names below load on first use (PEP 562): ``bots.discord.settings`` and
+``bots.discord.frontend`` are importable without importing discord.py (``llmconnect doctor``, the
+front-end registry).
 """
 
 from __future__ import annotations
 
-from .bot import DiscordBot, configure_endpoints, invite_url
-from .rest import NO_MENTIONS, DiscordRest, DiscordRestError
-from .run import run_discord
-from .sink import MAX_LEN, ChannelSink, InteractionSink
+import importlib
+from typing import Any
 
 __all__ = [
     "MAX_LEN",
     "NO_MENTIONS",
     "ChannelSink",
     "DiscordBot",
+    "DiscordFrontEnd",
     "DiscordRest",
     "DiscordRestError",
+    "DiscordSettings",
     "InteractionSink",
     "configure_endpoints",
     "invite_url",
-    "run_discord",
 ]
+
+_WHERE = {
+    "DiscordBot": "bot",
+    "configure_endpoints": "bot",
+    "invite_url": "bot",
+    "NO_MENTIONS": "rest",
+    "DiscordRest": "rest",
+    "DiscordRestError": "rest",
+    "MAX_LEN": "sink",
+    "ChannelSink": "sink",
+    "InteractionSink": "sink",
+    "DiscordFrontEnd": "frontend",
+    "DiscordSettings": "settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

@@ -24,6 +24,7 @@ import yarl
 from discord import app_commands
 from pydantic import SecretStr
 
+from bots.frontend import DEFAULT_GRACE
 from core.budget import EditBudget
 from core.cluster import BudgetShare
 from core.commands import Command, execute, parse_command
@@ -32,10 +33,10 @@ from core.delivery import deliver
 from core.engine import ChatEngine, Refused, Reply
 from core.policy import Actor
 from core.render import MessageSink, SinkRateLimited, StreamRenderer
-from core.settings import Settings
 from core.split import split_message
 
 from .rest import DiscordRest, DiscordRestError
+from .settings import DiscordSettings
 from .sink import MAX_LEN, ChannelSink, InteractionSink
 
 __all__ = [
@@ -64,8 +65,6 @@ PERMISSIONS = discord.Permissions(
 DEFER_AFTER = 2.0
 #: The typing indicator lasts about 10 s; it is renewed until the first text is posted.
 TYPING_REFRESH = 8.0
-#: How long shutdown waits for replies to show their final text.
-CLOSE_GRACE = 5.0
 #: Discord allows ``max_concurrency`` IDENTIFYs per this many seconds, one per bucket.
 IDENTIFY_INTERVAL = 5.0
 
@@ -125,7 +124,7 @@ class DiscordBot(discord.AutoShardedClient):
 
     def __init__(
         self,
-        settings: Settings,
+        settings: DiscordSettings,
         engine: ChatEngine,
         *,
         budget: EditBudget | None = None,
@@ -153,6 +152,9 @@ class DiscordBot(discord.AutoShardedClient):
         self.settings = settings
         self.engine = engine
         self.out = out if out is not None else sys.stdout
+        #: Seconds :meth:`close` waits for replies to show their final text (``SHUTDOWN_GRACE``;
+        #: the front end sets it: discord.py's ``close`` takes no argument).
+        self.close_grace = DEFAULT_GRACE
         self.rest = DiscordRest(settings.discord_api_url, clock=engine.clock)
         rate = settings.discord_requests_per_second
         self.budget = budget or EditBudget(
@@ -249,7 +251,7 @@ class DiscordBot(discord.AutoShardedClient):
         for reply in active.values():
             await self._cancel(reply)
         if active:
-            _, pending = await asyncio.wait(active, timeout=CLOSE_GRACE)
+            _, pending = await asyncio.wait(active, timeout=self.close_grace)
             for task in pending:
                 task.cancel()
         await self.budget_share.aclose()

@@ -11,12 +11,9 @@ request to bolt (which verifies its signature), or bolt's Socket Mode client.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
-import sys
 from collections.abc import Coroutine
-from typing import Any, TextIO
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -32,6 +29,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.frontend import DEFAULT_GRACE
 from core.budget import EditBudget
 from core.clock import Clock, MonotonicClock
 from core.cluster import BudgetShare
@@ -40,16 +38,15 @@ from core.delivery import deliver_with
 from core.engine import ChatEngine, Refused, Reply
 from core.policy import Actor
 from core.render import StreamRenderer
-from core.settings import Settings
-from llmconnect import LLMError, aclose_shared_clients
 
 from .commands import ASK, SLASH_COMMANDS, SLASH_HELP, slash_command
 from .events import Place, Threads, is_user_message, well_formed
 from .mrkdwn import escape, from_slack
+from .settings import SlackSettings
 from .sink import SlackSink
 from .streaming import NativeStreamRenderer
 
-__all__ = ["EVENTS_PATH", "SlackBot", "SlackConfigError", "run"]
+__all__ = ["EVENTS_PATH", "SlackBot", "SlackConfigError"]
 
 log = logging.getLogger("llmconnect.slack")
 
@@ -78,24 +75,24 @@ class SlackConfigError(Exception):
 
 
 class SlackBot:
-    """One Slack app (one workspace's bot token) answering with ``engine``.
+    """One Slack app (one workspace's bot token) answering with ``engine`` (the caller's: shared,
+    shut down by its owner).
 
-    Use ``async with SlackBot(settings) as bot:`` (or :meth:`start` / :meth:`aclose`), then
-    :meth:`serve_http` or :meth:`start_socket_mode`.
+    Use ``async with SlackBot(settings, engine) as bot:`` (or :meth:`start` / :meth:`aclose`),
+    then :meth:`serve_http` or :meth:`start_socket_mode`.
     """
 
     def __init__(
         self,
-        settings: Settings,
-        engine: ChatEngine | None = None,
+        settings: SlackSettings,
+        engine: ChatEngine,
         *,
         clock: Clock | None = None,
     ) -> None:
         if settings.slack_bot_token is None:
             raise SlackConfigError("SLACK_BOT_TOKEN is not set (the bot token, xoxb-...).")
         self.settings = settings
-        self._owns_engine = engine is None
-        self.engine = engine or ChatEngine(settings)
+        self.engine = engine
         self.clock: Clock = clock or MonotonicClock()
         token = settings.slack_bot_token.get_secret_value()
         # Every call but the renderer's honours 429 + Retry-After in slack-sdk itself...
@@ -232,12 +229,9 @@ class SlackBot:
         )
         await self._socket.connect_async()
 
-    async def aclose(self) -> None:
-        """Stop taking requests, end every reply (each shows what it had), close connections.
-
-        An engine the bot made is closed; one passed in (shared with other front ends) keeps
-        running, only this bot's replies are stopped.
-        """
+    async def aclose(self, grace: float = DEFAULT_GRACE) -> None:
+        """Stop taking requests, end this bot's replies (each shows what it had, within ``grace``
+        seconds), close connections. The engine keeps running: it is shared."""
         if self._socket is not None:
             await self._socket.close_async()
             self._socket = None
@@ -245,14 +239,11 @@ class SlackBot:
             await self._runner.cleanup()
             self._runner = None
         await self.budget_share.aclose()
-        if self._owns_engine:
-            await self.engine.aclose()
-        else:
-            for reply in self._tasks.values():
-                if reply.task is not None and not reply.done:
-                    reply.task.cancel()
+        for reply in self._tasks.values():
+            if reply.task is not None and not reply.done:
+                reply.task.cancel()
         if self._tasks:  # deliveries write their final text; don't wait for ever on Slack
-            _, late = await asyncio.wait(set(self._tasks), timeout=10)
+            _, late = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in late:
                 task.cancel()
             if late:
@@ -392,7 +383,7 @@ class SlackBot:
     async def _actor(self, place: Place, command: Command) -> Actor:
         """The asker; a workspace admin or owner counts as an admin (looked up only when the
         admin rule applies and the user is not listed in ``ADMIN_USER_IDS``)."""
-        admins = self.settings.admin_user_ids
+        admins = self.engine.settings.admin_user_ids
         changes = command.name in ("model", "system") and bool(command.arg.strip())
         if not changes or not admins or place.user_id in admins:
             return Actor(place.user_id)
@@ -504,51 +495,3 @@ def _envelope(body: object) -> bool:
     return isinstance(event, dict) and (
         isinstance(authorizations, list) and all(isinstance(a, dict) for a in authorizations)
     )
-
-
-async def run(
-    settings: Settings,
-    *,
-    http: bool = False,
-    host: str = "0.0.0.0",
-    port: int = 3000,
-    out: TextIO | None = None,
-    stop: asyncio.Event | None = None,
-) -> int:
-    """``llmconnect slack``: run until SIGINT/SIGTERM (or ``stop``); 2 on a missing setting."""
-    out = out or sys.stderr
-    try:
-        bot = SlackBot(settings)
-    except (SlackConfigError, LLMError) as exc:
-        out.write(f"{exc}\n")
-        return 2
-    if not http and settings.slack_app_token is None:
-        out.write(
-            "SLACK_APP_TOKEN is not set: set it for Socket Mode, or run "
-            "`llmconnect slack --http --port N` (needs SLACK_SIGNING_SECRET).\n"
-        )
-        return 2
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        async with bot:
-            if http:
-                bound = await bot.serve_http(host, port)
-                out.write(f"Slack bot listening on http://{host}:{bound}{EVENTS_PATH}\n")
-            else:
-                await bot.start_socket_mode()
-                out.write("Slack bot connected over Socket Mode.\n")
-            out.flush()
-            await stop.wait()
-    except SlackConfigError as exc:
-        out.write(f"{exc}\n")
-        return 2
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
-        await aclose_shared_clients()
-    return 0

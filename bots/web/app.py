@@ -24,6 +24,7 @@ fields, never echoes the input, and a store that cannot be reached is a 503, on 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import secrets
@@ -49,6 +50,7 @@ from core.engine import ChatEngine, Refused, Reply, StoreUnavailable
 
 from .guard import Guard
 from .limits import DeclaredBodyLimit, StreamLimit
+from .settings import WebSettings
 
 __all__ = ["PLATFORM", "STATIC_DIR", "WebChat", "WebJSON", "create_app"]
 
@@ -123,6 +125,20 @@ class WebChat:
 
     def busy(self, key: ConversationKey) -> bool:
         return any(not reply.done for reply in self._live.get(key, ()))
+
+    async def stop_all(self) -> None:
+        """Shutdown: stop every reply this chat submitted, running or queued; each ends in a
+        final state, so every open stream sends its ``end``."""
+        tasks = [
+            reply.task
+            for live in self._live.values()
+            for reply in live
+            if reply.task is not None and not reply.done
+        ]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
 
     async def paced(self, reply: Reply) -> AsyncIterator[str]:
         """The reply's deltas, at most one chunk per ``WEB_EDIT_INTERVAL`` (deltas that arrive
@@ -239,13 +255,14 @@ async def _invalid(request: Request, exc: Exception) -> WebJSON:
 
 def create_app(
     engine: ChatEngine,
+    settings: WebSettings,
     *,
     auth_token: str | SecretStr | None = None,
     edit_interval: float | None = None,
     allowed_hosts: Sequence[str] | None = None,
     clock: Clock | None = None,
 ) -> FastAPI:
-    """The web chat over ``engine``.
+    """The web chat over ``engine``, bounded and paced by ``settings`` (``WEB_*``).
 
     ``auth_token``: required by every request (``Authorization: Bearer``, or the session cookie
     the login form sets). ``allowed_hosts``: accepted ``Host`` names (set for a loopback bind, so a
@@ -253,7 +270,6 @@ def create_app(
     ``WEB_EDIT_INTERVAL``. ``clock`` times the sign-in throttle (default: the engine's). The
     engine's life is the caller's (``llmconnect run``).
     """
-    settings = engine.settings
     interval = settings.web_edit_interval if edit_interval is None else edit_interval
     web = WebChat(engine, edit_interval=interval)
     app = FastAPI(

@@ -21,7 +21,7 @@ buffer streamed responses (Starlette's ``BaseHTTPMiddleware`` wraps them).
   client address within :data:`SIGN_IN_WINDOW` seconds, every sign-in attempt from it gets a 429
   with ``Retry-After`` until the oldest failure leaves the window, right token or not. The
   address is the connecting one: uvicorn believes ``X-Forwarded-For`` only from
-  ``WEB_TRUSTED_PROXIES`` (``bots/run.py``).
+  ``WEB_TRUSTED_PROXIES`` (``bots/web/frontend.py``).
 - A strict Content-Security-Policy: scripts only from ``/static``, no inline script or event
   handler, so even a rendering mistake could not run HTML from a reply.
 """
@@ -49,6 +49,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from core.clock import Clock
 from core.policy import SlidingLog
 
+from .settings import LOOPBACK_HOSTS, is_loopback
+
 __all__ = [
     "COOKIE",
     "CSP",
@@ -62,7 +64,6 @@ __all__ = [
 ]
 
 COOKIE = "llmconnect_session"
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -103,10 +104,6 @@ _LOGIN_PAGE = """<!doctype html>
 def session_value(token: str) -> str:
     """The cookie value for ``token``: proves the token was given without being it."""
     return hmac.new(token.encode(), b"llmconnect web session", hashlib.sha256).hexdigest()
-
-
-def is_loopback(host: str) -> bool:
-    return host.strip("[]").lower() in LOOPBACK_HOSTS or host.startswith("127.")
 
 
 def _hostname(host_header: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bots.doctor import check_key, doctor
-from core.settings import Settings
+from bots.registry import settings_classes
 from tests.fakes.discord_server import FakeDiscordServer
 from tests.fakes.llm_server import FakeLLMServer
 from tests.fakes.slack_api import FakeSlackAPI
@@ -23,7 +23,7 @@ DISCORD_TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GaBcDe.abcdefghijklmnopqrstuvwxyz01234
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No setting, provider key or base URL from the machine; an empty working directory."""
-    names = set(Settings.model_fields)
+    names = {name for cls in settings_classes() for name in cls.model_fields}
     for var in list(os.environ):
         if var.lower() in names or var.endswith(("_API_KEY", "_BASE_URL", "_API")):
             monkeypatch.delenv(var)

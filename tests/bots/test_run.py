@@ -24,7 +24,10 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
+from bots.discord import DiscordFrontEnd, DiscordSettings
 from bots.run import Runner
+from bots.slack import SlackFrontEnd, SlackSettings
+from bots.web import WebFrontEnd, WebSettings
 from core.conversations import FINAL, ConversationKey
 from core.settings import load_settings
 from tests.bots.slack.conftest import CHANNEL, SECRET, SlackClient, wait_for
@@ -273,23 +276,27 @@ async def wait_until(predicate: Callable[[], bool], limit: float = 20.0) -> None
 async def test_shutdown_mid_reply_leaves_every_message_final_on_web_and_slack() -> None:
     """One engine for both: a web reply and a Slack reply stream; a stop ends both cleanly."""
     async with FakeSlackAPI() as slack:
-        settings = load_settings(
-            web_port=0,
-            slack_bot_token=slack.bot_token,
-            slack_app_token=slack.app_token,
-            slack_api_url=slack.api_url,
-            slack_streaming="update",
-            slack_edit_interval=0.05,
-        )
+        values: dict[str, object] = {
+            "web_port": 0,
+            "slack_bot_token": slack.bot_token,
+            "slack_app_token": slack.app_token,
+            "slack_api_url": slack.api_url,
+            "slack_streaming": "update",
+            "slack_edit_interval": 0.05,
+        }
+        web = WebFrontEnd(load_settings(WebSettings, **values))
+        frontends = [web, SlackFrontEnd(load_settings(SlackSettings, **values))]
         out = StringIO()
-        runner = Runner(settings, env={}, options={"delay": 0.05}, out=out)
+        runner = Runner(
+            load_settings(**values), frontends, env={}, options={"delay": 0.05}, out=out
+        )
         task = asyncio.create_task(runner.run(install_signal_handlers=False))
         await asyncio.wait_for(runner.started.wait(), 30)
         await slack.wait_connected()
-        assert runner.web_url is not None
+        assert web.url is not None
         prompt = " ".join(["again"] * 200)
         await slack.send_envelope("events_api", mention(slack, prompt))
-        async with httpx.AsyncClient(base_url=runner.web_url, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=web.url, timeout=30) as client:
             await client.post("/chat/both/send-message", json={"text": prompt})
             events: list[tuple[str, str]] = []
             async with aconnect_sse(client, "GET", "/chat/both/bot-stream") as source:
@@ -325,7 +332,8 @@ async def test_a_port_in_use_is_reported_with_the_variable_to_change() -> None:
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
         out = StringIO()
-        runner = Runner(load_settings(web_port=port), env={}, out=out)
+        web = WebFrontEnd(load_settings(WebSettings, web_port=port))
+        runner = Runner(load_settings(), [web], env={}, out=out)
         code = await runner.run(install_signal_handlers=False)
     assert code == 2
     assert "WEB_PORT" in out.getvalue()
@@ -333,14 +341,14 @@ async def test_a_port_in_use_is_reported_with_the_variable_to_change() -> None:
 
 async def test_a_configured_key_is_suggested_instead_of_echo() -> None:
     out = StringIO()
-    runner = Runner(load_settings(), env={"GROQ_API_KEY": "gsk_not_a_real_key"}, web=False, out=out)
+    runner = Runner(load_settings(), [], env={"GROQ_API_KEY": "gsk_not_a_real_key"}, out=out)
     hints = "\n".join(text for _, text in runner.hints())
     assert "LLMCONNECT_MODEL=groq" in hints
     assert "gsk_not_a_real_key" not in hints
 
 
 async def test_a_default_model_without_its_key_names_the_key() -> None:
-    runner = Runner(load_settings(llmconnect_model="groq"), env={}, web=False, out=StringIO())
+    runner = Runner(load_settings(llmconnect_model="groq"), [], env={}, out=StringIO())
     hints = dict(runner.hints())
     assert hints["the model"] == "GROQ_API_KEY (groq/llama-3.3-70b-versatile needs it)"
 
@@ -358,14 +366,19 @@ def restore_discord_endpoints() -> Iterator[None]:
 @pytest.mark.usefixtures("restore_discord_endpoints")
 async def test_a_rejected_discord_token_stops_run_and_says_why() -> None:
     async with FakeDiscordServer() as discord:
-        settings = load_settings(
-            web_port=0,
-            discord_token="not-the-right-token",
-            discord_api_url=discord.api_url,
-            discord_gateway_url=discord.gateway_url,
-        )
+        values: dict[str, object] = {
+            "web_port": 0,
+            "discord_token": "not-the-right-token",
+            "discord_api_url": discord.api_url,
+            "discord_gateway_url": discord.gateway_url,
+        }
+        frontends = [
+            WebFrontEnd(load_settings(WebSettings, **values)),
+            DiscordFrontEnd(load_settings(DiscordSettings, **values)),
+        ]
         out = StringIO()
-        code = await Runner(settings, env={}, out=out).run(install_signal_handlers=False)
+        runner = Runner(load_settings(**values), frontends, env={}, out=out)
+        code = await runner.run(install_signal_handlers=False)
     assert code == 1
     assert "Discord bot stopped: Discord rejected DISCORD_TOKEN" in out.getvalue()
     assert "not-the-right-token" not in out.getvalue()

@@ -1,4 +1,8 @@
-"""Tests for core.settings: parsing from the environment and .env, and clear start-up errors."""
+"""Tests for core.settings: parsing from the environment and .env, and clear start-up errors.
+
+A platform's settings and their tests live beside its front end (tests/bots/<platform>/
+test_settings.py); here, that the core has none of them and that its loading serves any class.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,18 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from core.settings import Settings, SettingsError, load_settings
+from core.settings import EnvSettings, Settings, SettingsError, load_settings
 from llmconnect import RetryPolicy, Timeouts
 
-TOKEN = "MTIz.discord-SECRET-token-456"
+TOKEN = "MTIz.SECRET-token-456"
+
+
+class Plugin(EnvSettings):
+    """A settings class the core does not know, as a front end would write it."""
+
+    plugin_token: SecretStr | None = None
+    plugin_key_file: str = ""
+    plugin_limit: int = 5
 
 
 def test_defaults() -> None:
@@ -21,7 +33,6 @@ def test_defaults() -> None:
     assert s.admin_user_ids == []
     assert s.history_max_messages == 40
     assert s.user_rate_limit == 10
-    assert s.discord_token is None
 
 
 def test_comma_lists_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,32 +105,46 @@ def test_out_of_range_value_says_what_is_expected(monkeypatch: pytest.MonkeyPatc
 
 def test_secret_values_are_never_echoed() -> None:
     with pytest.raises(SettingsError) as info:
-        load_settings(discord_token=123456789, history_max_messages="bad")
+        load_settings(store_url="ftp://user:SECRET-PASSWORD@host/", history_max_messages="bad")
     message = str(info.value)
-    assert "DISCORD_TOKEN" in message
-    assert "123456789" not in message
+    assert "STORE_URL" in message
+    assert "SECRET-PASSWORD" not in message
     assert "'bad'" in message  # ordinary values still are
 
+
+def test_any_settings_class_loads_with_the_same_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A front end's class (one the core does not know) is read and checked the same way: from
+    the environment, overrides first, a secret never echoed, by type or by name."""
+    monkeypatch.setenv("PLUGIN_TOKEN", TOKEN)
+    monkeypatch.setenv("PLUGIN_LIMIT", "7")
+    s = load_settings(Plugin, history_max_messages=3)  # another class's name: ignored
+    assert isinstance(s, Plugin)
+    assert s.plugin_token is not None
+    assert s.plugin_token.get_secret_value() == TOKEN
+    assert load_settings(Plugin, plugin_limit=9).plugin_limit == 9
+    assert TOKEN not in repr(s)
+
     with pytest.raises(SettingsError) as info:
-        load_settings(slack_signing_secret=["sig", "SECRET-VALUE"])
-    assert "SLACK_SIGNING_SECRET" in str(info.value)
-    assert "SECRET-VALUE" not in str(info.value)
+        load_settings(
+            Plugin, plugin_token=123456789, plugin_key_file=["KEY-VALUE"], plugin_limit="x"
+        )
+    message = str(info.value)
+    assert message.splitlines()[0] == "Invalid configuration:"
+    assert "PLUGIN_TOKEN" in message
+    assert "123456789" not in message
+    assert "PLUGIN_KEY_FILE" in message
+    assert "KEY-VALUE" not in message
+    assert "PLUGIN_LIMIT" in message
+    assert "'x'" in message  # ordinary values still are
+    assert len(info.value.problems) == 3
 
 
-def test_tokens_are_secret_strings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DISCORD_TOKEN", TOKEN)
-    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-SECRET-1")
-
-    s = load_settings()
-
-    assert isinstance(s.discord_token, SecretStr)
-    assert s.discord_token.get_secret_value() == TOKEN
-    assert s.slack_bot_token is not None
-    assert s.slack_bot_token.get_secret_value() == "xoxb-SECRET-1"
-    for shown in (repr(s), str(s), repr(s.discord_token), str(s.discord_token)):
-        assert TOKEN not in shown
-        assert "xoxb-SECRET-1" not in shown
-    assert TOKEN not in s.model_dump_json()
+def test_the_core_has_no_platform_setting() -> None:
+    """Adding a front end never touches core/: its settings are its own class."""
+    platform = [
+        name for name in Settings.model_fields if name.startswith(("discord_", "slack_", "web_"))
+    ]
+    assert platform == []
 
 
 def test_timeouts_and_retry_policy_come_from_the_settings() -> None:

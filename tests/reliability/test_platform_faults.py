@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.discord import ChannelSink, DiscordBot, DiscordRest, DiscordRestError
+from bots.discord import ChannelSink, DiscordBot, DiscordRest, DiscordRestError, DiscordSettings
 from bots.slack.sink import SlackSink
 from core.clock import FakeClock
 from core.conversations import Status
@@ -169,15 +169,21 @@ async def test_discord_gateway_drop_mid_stream_keeps_streaming_and_reconnects(
 ) -> None:
     """The gateway connection drops while a reply streams (REST is unaffected): the reply
     completes, the client resumes, and the next mention is answered."""
-    settings = load_settings(
-        discord_api_url=world.server.api_url,
-        discord_gateway_url=world.server.gateway_url,
-        discord_edit_interval=0.12,
-        llmconnect_model="local/alpha",
-        user_rate_limit=0,
-    )
+    values: dict[str, object] = {
+        "discord_api_url": world.server.api_url,
+        "discord_gateway_url": world.server.gateway_url,
+        "discord_edit_interval": 0.12,
+        "llmconnect_model": "local/alpha",
+        "user_rate_limit": 0,
+    }
+    settings = load_settings(**values)
     engine = ChatEngine(settings, env={"LOCAL_BASE_URL": llm.openai_base_url}, http_client=http)
-    bot = DiscordBot(settings, engine, out=io.StringIO(), guild_ready_timeout=0.01)
+    bot = DiscordBot(
+        load_settings(DiscordSettings, **values),
+        engine,
+        out=io.StringIO(),
+        guild_ready_timeout=0.01,
+    )
     await bot.login(world.server.token)
     task = asyncio.create_task(bot.connect(reconnect=True))
     try:

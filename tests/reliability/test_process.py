@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 
-from bots.discord import DiscordBot
+from bots.discord import DiscordBot, DiscordSettings
 from bots.slack import EVENTS_PATH, SlackBot
 from core.conversations import FINAL, ConversationKey
 from core.engine import ChatEngine
@@ -116,10 +116,10 @@ async def test_a_full_slack_lifecycle_leaks_no_task_and_no_connection(
     started has ended, and no connection to the LLM stays open on either side."""
     before = tasks_now()
     llm.enqueue(Reply(text="short answer"), Reply(text=LONG, delay=0.02))
-    settings = slack_settings(slack_api, slack_streaming="update")
+    settings, slack = slack_settings(slack_api, slack_streaming="update")
     async with httpx.AsyncClient() as http, aiohttp.ClientSession() as session:
         engine = ChatEngine(settings, env={"LOCAL_BASE_URL": llm.openai_base_url}, http_client=http)
-        bot = SlackBot(settings, engine)
+        bot = SlackBot(slack, engine)
         port = await bot.serve_http("127.0.0.1", 0)
         client = SlackClient(f"http://127.0.0.1:{port}{EVENTS_PATH}", session, slack_api)
         chat = SlackChat(Running(bot, engine, client, port), slack_api, llm)
@@ -152,18 +152,24 @@ async def test_a_full_discord_lifecycle_leaks_no_task_and_no_connection(
         guild = server.add_guild()
         general = server.add_channel(guild, "general")
         alice = server.add_member(guild, "alice")
-        settings = load_settings(
-            discord_api_url=server.api_url,
-            discord_gateway_url=server.gateway_url,
-            discord_edit_interval=0.05,
-            llmconnect_model="local/alpha",
-            user_rate_limit=0,
-        )
+        values: dict[str, object] = {
+            "discord_api_url": server.api_url,
+            "discord_gateway_url": server.gateway_url,
+            "discord_edit_interval": 0.05,
+            "llmconnect_model": "local/alpha",
+            "user_rate_limit": 0,
+        }
+        settings = load_settings(**values)
         async with httpx.AsyncClient(limits=httpx.Limits(max_connections=None)) as http:
             engine = ChatEngine(
                 settings, env={"LOCAL_BASE_URL": llm.openai_base_url}, http_client=http
             )
-            bot = DiscordBot(settings, engine, out=io.StringIO(), guild_ready_timeout=0.01)
+            bot = DiscordBot(
+                load_settings(DiscordSettings, **values),
+                engine,
+                out=io.StringIO(),
+                guild_ready_timeout=0.01,
+            )
             await bot.login(server.token)
             task = asyncio.create_task(bot.connect(reconnect=False))
             await asyncio.wait_for(bot.wait_until_ready(), 10)

@@ -20,7 +20,7 @@ import aiohttp
 import httpx
 import pytest
 
-from bots.discord import DiscordBot
+from bots.discord import DiscordBot, DiscordSettings
 from bots.slack import EVENTS_PATH, SlackBot
 from core.engine import ChatEngine
 from core.settings import load_settings
@@ -82,7 +82,7 @@ async def test_slack_flows_leak_no_secret(
     caplog.set_level(logging.DEBUG)
     llm = secret_llm
     async with FakeSlackAPI(bot_token=BOT_TOKEN, app_token=APP_TOKEN) as api:
-        settings = slack_settings(
+        settings, slack_only = slack_settings(
             api,
             slack_streaming="update",
             llm_max_retries=2,
@@ -90,7 +90,7 @@ async def test_slack_flows_leak_no_secret(
         )
         async with httpx.AsyncClient() as http, aiohttp.ClientSession() as session:
             engine = engine_for(settings, llm, http)
-            bot = SlackBot(settings, engine)
+            bot = SlackBot(slack_only, engine)
             try:
                 port = await bot.serve_http("127.0.0.1", 0)
                 await bot.start_socket_mode()
@@ -157,20 +157,23 @@ async def test_discord_flows_leak_no_secret(
         guild = server.add_guild()
         general = server.add_channel(guild, "general")
         mod = server.add_member(guild, "mod", roles=[server.add_role(guild, "mods", MANAGE_GUILD)])
-        settings = load_settings(
-            discord_api_url=server.api_url,
-            discord_gateway_url=server.gateway_url,
-            discord_token=DISCORD_TOKEN,
-            discord_edit_interval=0.05,
-            llmconnect_model="local/alpha",
-            llmconnect_allowed_models="local/alpha,local/beta",
-            llm_max_retries=2,
-            user_rate_limit=0,
-        )
+        values: dict[str, object] = {
+            "discord_api_url": server.api_url,
+            "discord_gateway_url": server.gateway_url,
+            "discord_token": DISCORD_TOKEN,
+            "discord_edit_interval": 0.05,
+            "llmconnect_model": "local/alpha",
+            "llmconnect_allowed_models": "local/alpha,local/beta",
+            "llm_max_retries": 2,
+            "user_rate_limit": 0,
+        }
+        settings = load_settings(**values)
         out = io.StringIO()
         async with httpx.AsyncClient() as http:
             engine = engine_for(settings, llm, http)
-            bot = DiscordBot(settings, engine, out=out, guild_ready_timeout=0.01)
+            bot = DiscordBot(
+                load_settings(DiscordSettings, **values), engine, out=out, guild_ready_timeout=0.01
+            )
             await bot.login(DISCORD_TOKEN)
             task = asyncio.create_task(bot.connect(reconnect=False))
             try:

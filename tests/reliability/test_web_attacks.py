@@ -28,6 +28,7 @@ from httpx_sse import aconnect_sse
 from playwright.async_api import Page, expect
 
 from bots.run import Runner
+from bots.web import WebFrontEnd, WebSettings
 from bots.web.guard import COOKIE, SIGN_IN_FAILURES, session_value
 from core.conversations import Conversation, ConversationKey, Message, Status
 from core.engine import STORE_UNAVAILABLE
@@ -86,15 +87,16 @@ def raw_json(text: str) -> bytes:
 @contextlib.asynccontextmanager
 async def running(**settings: Any) -> AsyncIterator[str]:
     """``llmconnect run``'s Runner (the web chat only) on a free port; its URL."""
-    runner = Runner(load_settings(web_port=0, **settings), env={}, out=StringIO())
+    web = WebFrontEnd(load_settings(WebSettings, web_port=0, **settings))
+    runner = Runner(load_settings(**settings), [web], env={}, out=StringIO())
     task = asyncio.create_task(runner.run(install_signal_handlers=False))
     started = asyncio.create_task(runner.started.wait())
     await asyncio.wait([task, started], timeout=30, return_when=asyncio.FIRST_COMPLETED)
     started.cancel()
     try:
         assert runner.started.is_set(), "run did not start"
-        assert runner.web_url is not None
-        yield runner.web_url
+        assert web.url is not None
+        yield web.url
     finally:
         runner.request_stop()
         await asyncio.wait_for(task, 30)
@@ -338,14 +340,16 @@ async def test_a_trusted_proxys_forwarded_address_is_the_client() -> None:
 
 
 async def test_trusted_proxies_are_checked_at_start_up() -> None:
-    assert load_settings().web_trusted_proxies == []
-    assert load_settings(web_trusted_proxies="10.0.0.1, 10.1.0.0/16").web_trusted_proxies == [
+    assert load_settings(WebSettings).web_trusted_proxies == []
+    assert load_settings(
+        WebSettings, web_trusted_proxies="10.0.0.1, 10.1.0.0/16"
+    ).web_trusted_proxies == [
         "10.0.0.1",
         "10.1.0.0/16",
     ]
     for wrong in ("not-an-address", "10.1.0.1/16"):
         with pytest.raises(SettingsError, match="WEB_TRUSTED_PROXIES"):
-            load_settings(web_trusted_proxies=wrong)
+            load_settings(WebSettings, web_trusted_proxies=wrong)
 
 
 # -- 9. request bodies ---------------------------------------------------------------------------
@@ -385,7 +389,7 @@ async def test_a_body_at_the_limit_is_taken_one_byte_more_is_413(make_web: Serve
 
 
 async def test_the_default_body_limit_is_one_mebibyte(make_web: ServeWeb) -> None:
-    assert load_settings().web_max_body_bytes == 1024 * 1024
+    assert load_settings(WebSettings).web_max_body_bytes == 1024 * 1024
     server = await make_web()
     headers = {"Content-Type": "application/json"}
     async with client_for(server.url, headers=headers) as client:
@@ -469,7 +473,7 @@ async def test_redis_stopping_mid_session_gets_a_clean_503_everywhere() -> None:
 
 
 async def test_open_streams_per_client_are_bounded(make_web: ServeWeb) -> None:
-    assert load_settings().web_max_streams == 100
+    assert load_settings(WebSettings).web_max_streams == 100
     server = await make_web(web_max_streams=2, options={"delay": 0.05})
     long_prompt = " ".join(["word"] * 400)
     async with client_for(server.url) as client:

@@ -20,7 +20,7 @@ import discord
 import httpx
 import pytest
 
-from bots.discord import DiscordBot
+from bots.discord import DiscordBot, DiscordSettings
 from core.engine import ChatEngine
 from core.settings import load_settings
 from tests.fakes.discord_server import MANAGE_GUILD, FakeDiscordServer, FakeGuild
@@ -134,7 +134,11 @@ async def start_bot(
         settings = load_settings(**values)
         engine = ChatEngine(settings, env={"LOCAL_BASE_URL": llm.openai_base_url}, http_client=http)
         bot = DiscordBot(
-            settings, engine, budget=budget, out=io.StringIO(), guild_ready_timeout=0.01
+            load_settings(DiscordSettings, **values),
+            engine,
+            budget=budget,
+            out=io.StringIO(),
+            guild_ready_timeout=0.01,
         )
         await bot.login(world.server.token)
         task = asyncio.create_task(bot.connect(reconnect=False))

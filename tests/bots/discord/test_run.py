@@ -75,3 +75,27 @@ async def test_the_cli_serves_mentions_until_interrupted(world: World) -> None:
     assert proc.returncode in (0, 130)
     assert server.token.encode() not in out + err
     assert b"Traceback" not in err
+
+
+async def test_a_rejected_token_exits_2_and_says_why(world: World) -> None:
+    """The only front end cannot run with this configuration: exit code 2, as a missing one."""
+    server = world.server
+    env = cli_env(
+        {
+            "DISCORD_TOKEN": "not-the-right-token",
+            "DISCORD_API_URL": server.api_url,
+            "DISCORD_GATEWAY_URL": server.gateway_url,
+        }
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=tempfile.gettempdir(),
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert b"Discord rejected DISCORD_TOKEN" in err
+    assert b"not-the-right-token" not in out + err
+    assert b"Traceback" not in err

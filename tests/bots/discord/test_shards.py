@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from bots.discord import DiscordBot
+from bots.discord import DiscordBot, DiscordSettings
 from core.conversations import ConversationKey, Status
 from core.engine import ChatEngine
 from core.settings import load_settings
@@ -183,9 +183,8 @@ async def test_two_processes_split_the_shards_and_share_the_store(fresh_redis_ur
 async def test_a_bot_closed_before_it_logged_in_closes_cleanly() -> None:
     """A shutdown right at start-up (``llmconnect run`` stopped at once) may close the bot
     before login; AutoShardedClient alone would fail there for want of its event queue."""
-    settings = load_settings()
-    engine = ChatEngine(settings, env={})
-    bot = DiscordBot(settings, engine, out=io.StringIO())
+    engine = ChatEngine(load_settings(), env={})
+    bot = DiscordBot(load_settings(DiscordSettings), engine, out=io.StringIO())
     try:
         await bot.close()
         assert bot.is_closed()

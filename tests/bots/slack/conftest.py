@@ -24,7 +24,7 @@ import aiohttp
 import httpx
 import pytest
 
-from bots.slack import EVENTS_PATH, SlackBot
+from bots.slack import EVENTS_PATH, SlackBot, SlackSettings
 from core.engine import ChatEngine
 from core.settings import Settings, load_settings
 from tests.fakes.llm_server import FakeLLMServer
@@ -216,7 +216,8 @@ async def llm() -> AsyncIterator[FakeLLMServer]:
         yield server
 
 
-def slack_settings(api: FakeSlackAPI, **overrides: Any) -> Settings:
+def slack_settings(api: FakeSlackAPI, **overrides: Any) -> tuple[Settings, SlackSettings]:
+    """(the engine's settings, the bot's), from the same values: each takes its own."""
     values: dict[str, Any] = {
         "slack_bot_token": api.bot_token,
         "slack_app_token": api.app_token,
@@ -228,7 +229,7 @@ def slack_settings(api: FakeSlackAPI, **overrides: Any) -> Settings:
         "user_rate_limit": 0,
     }
     values.update(overrides)
-    return load_settings(**values)
+    return load_settings(**values), load_settings(SlackSettings, **values)
 
 
 @pytest.fixture
@@ -238,11 +239,11 @@ async def make_bot(slack_api: FakeSlackAPI, llm: FakeLLMServer) -> AsyncIterator
     async with httpx.AsyncClient() as http, aiohttp.ClientSession() as session:
 
         async def make(**overrides: Any) -> Running:
-            settings = slack_settings(slack_api, **overrides)
+            settings, slack = slack_settings(slack_api, **overrides)
             engine = ChatEngine(
                 settings, env={"LOCAL_BASE_URL": llm.openai_base_url}, http_client=http
             )
-            bot = SlackBot(settings, engine)
+            bot = SlackBot(slack, engine)
             port = await bot.serve_http("127.0.0.1", 0)
             client = SlackClient(f"http://127.0.0.1:{port}{EVENTS_PATH}", session, slack_api)
             running.append(Running(bot, engine, client, port))

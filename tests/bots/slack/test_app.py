@@ -11,6 +11,7 @@ import pytest
 from bots.slack import SlackBot, SlackConfigError
 from core.budget import EditBudget
 from core.conversations import ConversationKey, Status
+from core.engine import ChatEngine
 from tests.fakes.llm_server import FakeLLMServer, Reply
 from tests.fakes.slack_api import FakeSlackAPI
 
@@ -99,25 +100,32 @@ async def test_url_verification_is_answered_with_the_challenge(make_bot: BotMake
 
 
 async def test_http_mode_needs_the_signing_secret(slack_api: FakeSlackAPI) -> None:
-    settings = slack_settings(slack_api, slack_signing_secret=None, llmconnect_model="echo")
-    async with SlackBot(settings) as bot:
+    settings, slack = slack_settings(slack_api, slack_signing_secret=None, llmconnect_model="echo")
+    engine = ChatEngine(settings, env={})
+    async with SlackBot(slack, engine) as bot:
         with pytest.raises(SlackConfigError, match="SLACK_SIGNING_SECRET"):
             await bot.serve_http("127.0.0.1", 0)
+    await engine.aclose()
 
 
 def test_the_bot_token_is_required(slack_api: FakeSlackAPI) -> None:
+    settings, slack = slack_settings(slack_api, slack_bot_token=None, llmconnect_model="echo")
     with pytest.raises(SlackConfigError, match="SLACK_BOT_TOKEN"):
-        SlackBot(slack_settings(slack_api, slack_bot_token=None, llmconnect_model="echo"))
+        SlackBot(slack, ChatEngine(settings, env={}))
 
 
 async def test_one_edit_budget_per_workspace(slack_api: FakeSlackAPI) -> None:
-    settings = slack_settings(slack_api, slack_workspace_edit_rate=50, llmconnect_model="echo")
-    async with SlackBot(settings) as bot:
+    settings, slack = slack_settings(
+        slack_api, slack_workspace_edit_rate=50, llmconnect_model="echo"
+    )
+    engine = ChatEngine(settings, env={})
+    async with SlackBot(slack, engine) as bot:
         budget = bot.budget(TEAM)
         assert isinstance(budget, EditBudget)
         assert bot.budget(TEAM) is budget
         assert bot.budget("T0OTHER") is not budget
         assert (budget.rate, budget.per) == (50, 60.0)
+    await engine.aclose()
 
 
 async def test_no_secret_in_logs_reprs_or_errors(

@@ -19,10 +19,10 @@ from .conftest import CHANNEL, TEAM, USER, next_ts, slack_settings, wait_for
 @pytest.fixture
 async def socket_bot(slack_api: FakeSlackAPI, llm: FakeLLMServer) -> AsyncIterator[SlackBot]:
     # No signing secret: Socket Mode needs none (there is no inbound HTTP to verify).
-    settings = slack_settings(slack_api, slack_signing_secret=None)
+    settings, slack = slack_settings(slack_api, slack_signing_secret=None)
     async with httpx.AsyncClient() as http:
         engine = ChatEngine(settings, env={"LOCAL_BASE_URL": llm.openai_base_url}, http_client=http)
-        async with SlackBot(settings, engine) as bot:
+        async with SlackBot(slack, engine) as bot:
             await bot.start_socket_mode()
             await slack_api.wait_connected()
             yield bot
@@ -85,7 +85,9 @@ async def test_acks_a_slash_command_then_answers_through_response_url(
 
 
 async def test_socket_mode_needs_the_app_token(slack_api: FakeSlackAPI) -> None:
-    settings = slack_settings(slack_api, slack_app_token=None, llmconnect_model="echo")
-    async with SlackBot(settings) as bot:
+    settings, slack = slack_settings(slack_api, slack_app_token=None, llmconnect_model="echo")
+    engine = ChatEngine(settings, env={})
+    async with SlackBot(slack, engine) as bot:
         with pytest.raises(SlackConfigError, match="SLACK_APP_TOKEN"):
             await bot.start_socket_mode()
+    await engine.aclose()

@@ -20,7 +20,7 @@ import pytest_asyncio
 import uvicorn
 from fastapi import FastAPI
 
-from bots.web import WebChat, create_app
+from bots.web import WebChat, WebSettings, create_app
 from core.clock import Clock
 from core.engine import ChatEngine
 from core.settings import load_settings
@@ -74,6 +74,7 @@ async def serve_web(
     engine = ChatEngine(load_settings(**settings), env=dict(env or {}), options=options)
     app = create_app(
         engine,
+        load_settings(WebSettings, **settings),
         auth_token=auth_token,
         allowed_hosts=allowed_hosts,
         edit_interval=edit_interval,

@@ -214,36 +214,3 @@ def test_conversation_to_dict_is_json_only():
     conversation = Conversation(KEY, parent=ConversationKey("test", "p"))
     conversation.messages.append(Message("assistant", status=Status.STREAMING, parts=["a", "b"]))
     assert json.loads(json.dumps(conversation.to_dict()))["messages"][0]["content"] == "ab"
-
-
-def test_discord_shard_settings_go_together(monkeypatch: pytest.MonkeyPatch):
-    assert load_settings().discord_shard_count is None  # Discord's recommended count
-    assert load_settings().discord_shard_ids == []
-    assert load_settings(discord_shard_count=4).discord_shard_ids == []  # all four here
-    monkeypatch.setenv("DISCORD_SHARD_COUNT", "4")
-    monkeypatch.setenv("DISCORD_SHARD_IDS", "3, 1")
-    settings = load_settings()
-    assert (settings.discord_shard_count, settings.discord_shard_ids) == (4, [3, 1])
-    monkeypatch.delenv("DISCORD_SHARD_COUNT")
-    monkeypatch.delenv("DISCORD_SHARD_IDS")
-    for bad, why in (
-        ({"discord_shard_ids": "0"}, "needs DISCORD_SHARD_COUNT"),
-        ({"discord_shard_count": 2, "discord_shard_ids": "0,2"}, "from 0 to 1"),
-        ({"discord_shard_count": 2, "discord_shard_ids": "-1"}, "from 0 to 1"),
-        ({"discord_shard_count": 2, "discord_shard_ids": "1,1"}, "1 is listed twice"),
-        ({"discord_shard_count": 2, "discord_shard_ids": "one"}, "valid integer"),
-    ):
-        with pytest.raises(SettingsError, match=f"DISCORD_SHARD_IDS: .*{why}"):
-            load_settings(**bad)
-    with pytest.raises(SettingsError) as raised:
-        load_settings(discord_shard_count=0, discord_shard_ids="0")
-    assert str(raised.value).count("DISCORD_SHARD") == 1  # the count's error, not a second one
-
-
-def test_the_former_discord_shard_id_stops_start_up(monkeypatch: pytest.MonkeyPatch):
-    """Ignored, it would make every process run every shard: each answer given several times."""
-    monkeypatch.setenv("DISCORD_SHARD_ID", "1")
-    with pytest.raises(
-        SettingsError, match="DISCORD_SHARD_ID is no longer read: use DISCORD_SHARD_IDS"
-    ):
-        load_settings(discord_shard_count=2)

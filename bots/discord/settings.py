@@ -1,0 +1,108 @@
+"""The Discord bot's settings (``DISCORD_*``): read without importing discord.py."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import NoDecode
+
+from core.settings import CommaList, EnvSettings, refuse_renamed, split_commas
+
+__all__ = ["RENAMED", "DiscordSettings"]
+
+#: Discord shard ids, comma-separated (``0,1``).
+ShardIds = Annotated[list[int], NoDecode, BeforeValidator(split_commas)]
+#: Variables that were replaced: still setting one stops start-up, naming its successor (an
+#: ignored DISCORD_SHARD_ID would run every shard in every process: duplicate answers).
+RENAMED = {"DISCORD_SHARD_ID": "DISCORD_SHARD_IDS"}
+
+
+class DiscordSettings(EnvSettings):
+    """The token, the endpoints, the shards and the pace of the Discord bot."""
+
+    discord_token: SecretStr | None = Field(None, description="Discord bot token.")
+    discord_api_url: str = Field(
+        "https://discord.com/api/v10",
+        description="Discord REST base URL (a REST proxy, or a local stand-in in tests).",
+    )
+    discord_gateway_url: str = Field(
+        "wss://gateway.discord.gg/",
+        description="Discord gateway URL (a gateway proxy, or a local stand-in in tests).",
+    )
+    discord_guild_ids: CommaList = Field(
+        default_factory=list,
+        description="Guild ids to sync slash commands to, instantly (empty: sync globally).",
+    )
+    discord_requests_per_second: float = Field(
+        45.0,
+        ge=1,
+        le=50,
+        description="Bot-wide REST requests/s the streamed replies share (Discord allows 50).",
+    )
+    discord_shard_count: int | None = Field(
+        None,
+        ge=1,
+        description="Total number of Discord shards (empty: Discord's recommended count, all "
+        "run in this process).",
+    )
+    discord_shard_ids: ShardIds = Field(
+        default_factory=list,
+        description="The shards this process runs, comma-separated, each 0 .. "
+        "DISCORD_SHARD_COUNT-1 (empty: all of them).",
+    )
+    discord_edit_interval: float = Field(
+        1.2, gt=0, description="Seconds between edits of one Discord message while streaming."
+    )
+
+    @property
+    def configured(self) -> bool:
+        """Whether ``llmconnect run`` starts the bot: ``DISCORD_TOKEN`` is set."""
+        return self.discord_token is not None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return refuse_renamed(data, RENAMED)
+
+    @field_validator("discord_guild_ids")
+    @classmethod
+    def _snowflakes(cls, value: list[str]) -> list[str]:
+        bad = [item for item in value if not item.isdigit()]
+        if bad:
+            raise ValueError(f"expected numeric guild ids, got {', '.join(bad)}")
+        return value
+
+    @field_validator("discord_api_url", "discord_gateway_url")
+    @classmethod
+    def _url(cls, value: str, info: ValidationInfo) -> str:
+        schemes = (
+            ("http://", "https://") if info.field_name == "discord_api_url" else ("ws://", "wss://")
+        )
+        if not value.startswith(schemes):
+            raise ValueError(f"expected a URL starting with {' or '.join(schemes)}")
+        return value.rstrip("/") if info.field_name == "discord_api_url" else value
+
+    @field_validator("discord_shard_ids")
+    @classmethod
+    def _shards(cls, value: list[int], info: ValidationInfo) -> list[int]:
+        if not value or "discord_shard_count" not in info.data:
+            return value  # nothing to check, or DISCORD_SHARD_COUNT itself is wrong (said so)
+        count = info.data["discord_shard_count"]
+        if count is None:
+            raise ValueError("needs DISCORD_SHARD_COUNT, the total number of shards")
+        if any(not 0 <= i < count for i in value):
+            raise ValueError(
+                f"expected shard ids from 0 to {count - 1} (DISCORD_SHARD_COUNT={count})"
+            )
+        twice = sorted({str(i) for i in value if value.count(i) > 1})
+        if twice:
+            raise ValueError(f"expected each shard id once, {', '.join(twice)} is listed twice")
+        return value

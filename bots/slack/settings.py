@@ -1,0 +1,62 @@
+"""The Slack bot's settings (``SLACK_*``): read without importing slack-bolt or aiohttp."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+
+from core.settings import EnvSettings
+
+__all__ = ["SlackSettings"]
+
+
+class SlackSettings(EnvSettings):
+    """The tokens, the endpoints, the streaming mode and the pace of the Slack bot."""
+
+    slack_bot_token: SecretStr | None = Field(None, description="Slack bot token (xoxb-...).")
+    slack_app_token: SecretStr | None = Field(
+        None, description="Slack app-level token (xapp-...) for Socket Mode."
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        None, description="Slack signing secret, to verify HTTP requests."
+    )
+    slack_api_url: str = Field(
+        "https://slack.com/api/",
+        description="Slack Web API base URL (an enterprise proxy, or a local stand-in in tests).",
+    )
+    slack_streaming: Literal["auto", "native", "update"] = Field(
+        "auto",
+        description="Slack replies: native streaming in threads and DMs (auto), native everywhere "
+        "(native), or chat.postMessage + chat.update only (update).",
+    )
+    slack_workspace_edit_rate: float = Field(
+        50.0,
+        gt=0,
+        description="Message posts and edits per minute one Slack workspace allows, shared by "
+        "all streaming replies (chat.update is Tier 3: about 50/min).",
+    )
+    slack_http_host: str = Field(
+        "0.0.0.0",
+        description="Address Slack's HTTP requests (/slack/events) are served on when Slack "
+        "runs over HTTP (SLACK_SIGNING_SECRET, no SLACK_APP_TOKEN).",
+    )
+    slack_http_port: int = Field(
+        3000, ge=0, le=65535, description="Port of Slack's HTTP endpoint (0: any free port)."
+    )
+    slack_edit_interval: float = Field(
+        1.5, gt=0, description="Seconds between edits of one Slack message while streaming."
+    )
+
+    @property
+    def configured(self) -> bool:
+        """Whether ``llmconnect run`` starts the bot: the bot token, and the app-level token
+        (Socket Mode) or the signing secret (HTTP)."""
+        return self.slack_bot_token is not None and (
+            self.slack_app_token is not None or self.slack_signing_secret is not None
+        )
+
+    @property
+    def socket_mode(self) -> bool:
+        """Socket Mode when the app-level token is set, else HTTP."""
+        return self.slack_app_token is not None

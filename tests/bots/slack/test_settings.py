@@ -1,0 +1,54 @@
+"""The Slack bot's settings (``SLACK_*``, :mod:`bots.slack.settings`): defaults, when it is
+configured and in which mode, secrets never echoed."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+
+from bots.slack.settings import SlackSettings
+from core.settings import SettingsError, load_settings
+
+
+def test_defaults() -> None:
+    s = load_settings(SlackSettings)
+    assert s.slack_bot_token is None
+    assert s.slack_streaming == "auto"
+    assert (s.slack_http_host, s.slack_http_port) == ("0.0.0.0", 3000)
+    assert not s.configured
+
+
+def test_configured_with_the_bot_token_and_a_transport() -> None:
+    assert not load_settings(SlackSettings, slack_bot_token="xoxb-1").configured
+    socket = load_settings(SlackSettings, slack_bot_token="xoxb-1", slack_app_token="xapp-1")
+    assert socket.configured
+    assert socket.socket_mode
+    http = load_settings(SlackSettings, slack_bot_token="xoxb-1", slack_signing_secret="s")
+    assert http.configured
+    assert not http.socket_mode
+
+
+def test_secret_values_are_never_echoed() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(SlackSettings, slack_signing_secret=["sig", "SECRET-VALUE"])
+    assert "SLACK_SIGNING_SECRET" in str(info.value)
+    assert "SECRET-VALUE" not in str(info.value)
+
+
+def test_tokens_are_secret_strings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-SECRET-1")
+
+    s = load_settings(SlackSettings)
+
+    assert s.slack_bot_token is not None
+    assert isinstance(s.slack_bot_token, SecretStr)
+    assert s.slack_bot_token.get_secret_value() == "xoxb-SECRET-1"
+    for shown in (repr(s), str(s), repr(s.slack_bot_token), str(s.slack_bot_token)):
+        assert "xoxb-SECRET-1" not in shown
+    assert "xoxb-SECRET-1" not in s.model_dump_json()
+
+
+def test_every_field_has_a_description() -> None:
+    for name, field in SlackSettings.model_fields.items():
+        assert field.description, name
+        assert name.startswith("slack_"), name
