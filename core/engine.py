@@ -272,6 +272,11 @@ class ChatEngine:
     def is_busy(self, key: ConversationKey) -> bool:
         return key in self._queues
 
+    def replies(self, key: ConversationKey) -> list[Reply]:
+        """``key``'s replies in this process that have not ended, in order: the first one runs
+        (or is next), the others wait their turn."""
+        return [reply for reply in self._queues.get(key, ()) if not reply.done]
+
     # ----------------------------------------------------------------- models
 
     def available_models(self) -> list[str]:

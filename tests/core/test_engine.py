@@ -360,10 +360,12 @@ async def test_reset_stops_the_running_reply_and_drops_the_queued_ones(
     second = await engine.submit(KEY, "two")
     third = await engine.submit(KEY, "three")
     await streaming(first)
+    assert engine.replies(KEY) == [first, second, third]  # one runs, two wait
 
     await engine.reset(KEY)
 
-    assert not engine.is_busy(KEY)  # nothing runs, nothing waits
+    assert engine.replies(KEY) == []  # nothing runs, nothing waits
+    assert not engine.is_busy(KEY)
     assert [r.status for r in (first, second, third)] == [Status.CANCELLED] * 3
     assert (second.text, third.text) == ("", "")  # dropped: never run
     assert (await engine.conversation(KEY)).messages == []
@@ -386,6 +388,7 @@ async def test_reply_cancel_stops_that_very_reply_running_or_queued(
 
     assert second.cancel() is True  # queued behind a running reply: ends without running
     await second
+    assert engine.replies(KEY) == [first, third]
     assert (second.status, second.text) == (Status.CANCELLED, "")
     assert first.status is Status.STREAMING  # the others are untouched
     assert (await first).status is Status.COMPLETE
