@@ -249,7 +249,7 @@ class DiscordBot(discord.AutoShardedClient):
         """Stop what streams, let each reply show its final text (briefly), then disconnect."""
         active = dict(self._active)
         for reply in active.values():
-            await self._cancel(reply)
+            reply.cancel()  # each delivery then writes its reply's final text
         if active:
             _, pending = await asyncio.wait(active, timeout=self.close_grace)
             for task in pending:
@@ -321,7 +321,8 @@ class DiscordBot(discord.AutoShardedClient):
             return
         sink, reply = entry
         sink.mark_gone()
-        await self._cancel(reply)
+        reply.cancel()
+        await reply
 
     async def _reply_text(self, message: discord.Message, text: str) -> None:
         """A complete text as a reply (split at 2,000 characters), paced like any reply."""
@@ -384,23 +385,14 @@ class DiscordBot(discord.AutoShardedClient):
         except DiscordRestError as exc:
             # Discord refused the message (missing permission, ...): nobody can see the reply.
             log.warning("%s: reply not delivered: %s", reply.key, exc)
-            await self._cancel(reply)
+            reply.cancel()
+            await reply
         finally:
             if typing is not None:
                 typing.cancel()
             for message_id in posted:
                 self._live.pop(message_id, None)
             self._active.pop(task, None)
-
-    @staticmethod
-    async def _cancel(reply: Reply) -> None:
-        """Stop this very reply, whether it runs or still waits its turn (``engine.stop(key)``
-        would stop whichever reply of the conversation runs)."""
-        task = reply.task
-        if reply.done or task is None:
-            return
-        task.cancel()
-        await asyncio.wait([task])
 
     async def _typing(self, channel_id: str) -> None:
         """Show "typing..." until cancelled (at the first post), renewing it while it lasts.
@@ -470,7 +462,8 @@ class DiscordBot(discord.AutoShardedClient):
             if not interaction.response.is_done():
                 await interaction.response.defer(thinking=True)
         except discord.HTTPException:
-            await self._cancel(reply)  # the interaction expired: nobody would see the answer
+            reply.cancel()  # the interaction expired: nobody would see the answer
+            await reply
             raise
         sink = InteractionSink(self.rest, str(interaction.application_id), interaction.token)
         # Interaction endpoints are not bound to the bot-wide limit: no shared budget here.

@@ -189,6 +189,31 @@ async def test_stop_ends_a_running_reply(
     assert reply.status is Status.CANCELLED
 
 
+async def test_reset_stops_the_running_reply_and_drops_the_queued_one(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    llm.enqueue(Reply(deltas=["Going ", "on ", "and ", "on"], hang_after=1))
+    bot = await start_bot()
+    server = world.server
+    key = ConversationKey("discord", world.general)
+    running = await server.send_message(world.general, world.alice, "go")
+    await wait_for(lambda: bool(server.replies_to(running)))
+    queued = await server.send_message(world.general, world.alice, "and then this")
+    await wait_for(lambda: len(bot.engine.replies(key)) == 2)
+    first, second = bot.engine.replies(key)
+
+    _, text = await answer_of(world, await server.slash(world.general, world.alice, "reset"))
+
+    assert text == "History cleared."
+    assert bot.engine.replies(key) == []
+    assert (first.status, second.status) == (Status.CANCELLED, Status.CANCELLED)
+    assert second.text == ""  # dropped: never sent to the model
+    assert len(llm.requests) == 1
+    assert (await bot.engine.conversation(key)).messages == []
+    await wait_for(lambda: server.replies_to(running)[0].content == "Going \n⏹ stopped")
+    await wait_for(lambda: [m.content for m in server.replies_to(queued)][:1] == ["⏹ stopped"])
+
+
 async def test_model_changes_follow_the_admin_rule(
     world: World, llm: FakeLLMServer, start_bot: BotStarter
 ) -> None:
