@@ -24,7 +24,6 @@ fields, never echoes the input, and a store that cannot be reached is a 503, on 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import secrets
@@ -129,16 +128,9 @@ class WebChat:
     async def stop_all(self) -> None:
         """Shutdown: stop every reply this chat submitted, running or queued; each ends in a
         final state, so every open stream sends its ``end``."""
-        tasks = [
-            reply.task
-            for live in self._live.values()
-            for reply in live
-            if reply.task is not None and not reply.done
-        ]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        stopped = [reply for live in self._live.values() for reply in live if reply.cancel()]
+        for reply in stopped:
+            await reply
 
     async def paced(self, reply: Reply) -> AsyncIterator[str]:
         """The reply's deltas, at most one chunk per ``WEB_EDIT_INTERVAL`` (deltas that arrive
@@ -364,11 +356,8 @@ def create_app(
 
     @app.post("/chat/{conv_id}/reset", response_class=WebJSON)
     async def reset(conv_id: ConvId) -> dict[str, Any]:
-        """Stop what runs or waits, then clear the history (model and system prompt stay)."""
-        key = web.key(conv_id)
-        while await engine.stop(key):
-            pass
-        await engine.reset(key)
+        """Stop what runs, drop what waits, clear the history (model and system prompt stay)."""
+        await engine.reset(web.key(conv_id))
         return await web.conversation_json(conv_id)
 
     return app

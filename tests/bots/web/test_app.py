@@ -13,6 +13,7 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 
 from bots.web.guard import COOKIE, SIGN_IN_FAILURES, SIGN_IN_WINDOW
 from core.clock import FakeClock
+from core.conversations import Status
 from core.delivery import EMPTY_NOTE, STOPPED_NOTE, final_note
 from tests.bots.web.conftest import ServeWeb, WebServer, echo_text
 from tests.fakes.llm_server import Fail, FakeLLMServer, Reply
@@ -231,6 +232,28 @@ async def test_reset_clears_the_history_and_keeps_the_model(
         reset = (await client.post("/chat/r/reset", json={})).json()
     assert reset["messages"] == []
     assert reset["model"] == "local/fake"
+    assert reset["busy"] is False
+
+
+async def test_reset_stops_the_running_reply_and_drops_the_queued_one(make_web: ServeWeb) -> None:
+    server = await make_web(options={"delay": 0.05})
+    key = server.web.key("rq")
+    async with client_for(server) as client:
+        await client.post("/chat/rq/send-message", json={"text": LONG_PROMPT})
+        await client.post("/chat/rq/send-message", json={"text": "and then this"})
+        first, second = server.engine.replies(key)  # one runs, one waits
+        for _ in range(500):
+            if first.text:
+                break
+            await asyncio.sleep(0.01)
+        assert first.text, "the first reply never started"
+
+        reset = (await client.post("/chat/rq/reset", json={})).json()
+
+    assert server.engine.replies(key) == []
+    assert (first.status, second.status) == (Status.CANCELLED, Status.CANCELLED)
+    assert second.text == ""  # dropped: never run
+    assert reset["messages"] == []
     assert reset["busy"] is False
 
 
