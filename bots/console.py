@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 from collections.abc import Coroutine, Sequence
-from typing import Any, TextIO, cast
+from typing import Any, Literal, TextIO, cast
 
 from dotenv import load_dotenv
 
@@ -339,7 +339,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, 
         loaded = load_all(
             [RunSettings, SlackSettings], slack_http_host=args.host, slack_http_port=args.port
         )
-        mode = "http" if args.http else "socket"
+        mode: Literal["http", "socket"] = "http" if args.http else "socket"
         frontend = SlackFrontEnd(cast(SlackSettings, loaded[1]), mode=mode)
     else:
         from bots.web.frontend import WebFrontEnd

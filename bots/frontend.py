@@ -87,11 +87,19 @@ class FrontEnd(Protocol):
 class FrontEndClass(Protocol):
     """A front end's class, as :mod:`bots.registry` lists it for ``llmconnect run``."""
 
-    #: Its name in the "To add more" hints ("Discord").
-    label: str
-    #: What to set to turn it on ("DISCORD_TOKEN"); empty for one that always runs.
-    hint: str
-    settings_class: type[BaseSettings]
+    # Read-only (properties), so a class may narrow them (``type[WebSettings]``).
+    @property
+    def label(self) -> str:
+        """Its name in the "To add more" hints ("Discord")."""
+        ...
+
+    @property
+    def hint(self) -> str:
+        """What to set to turn it on ("DISCORD_TOKEN"); empty for one that always runs."""
+        ...
+
+    @property
+    def settings_class(self) -> type[BaseSettings]: ...
 
     def configured(self, settings: Any) -> bool:
         """Whether ``llmconnect run`` starts it with these settings."""

@@ -195,7 +195,7 @@ class Runner:
     async def _wait(self) -> int:
         """Until a stop is requested (0) or a front end ends on its own (1; 2 when it was the
         configuration and nothing else runs)."""
-        stop = asyncio.create_task(self._stop.wait())
+        stop: asyncio.Task[Any] = asyncio.create_task(self._stop.wait())
         try:
             done, _ = await asyncio.wait({stop, *self._waits}, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import aiohttp
@@ -165,13 +165,19 @@ class DiscordRest:
     # ----------------------------------------------------------------- the calls
 
     async def create_message(self, channel_id: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return await self.request(CREATE_MESSAGE, payload=payload, channel_id=channel_id)
+        return cast(
+            "dict[str, Any]",
+            await self.request(CREATE_MESSAGE, payload=payload, channel_id=channel_id),
+        )
 
     async def edit_message(
         self, channel_id: str, message_id: str, payload: dict[str, Any]
     ) -> dict[str, Any]:
-        return await self.request(
-            EDIT_MESSAGE, payload=payload, channel_id=channel_id, message_id=message_id
+        return cast(
+            "dict[str, Any]",
+            await self.request(
+                EDIT_MESSAGE, payload=payload, channel_id=channel_id, message_id=message_id
+            ),
         )
 
     async def trigger_typing(self, channel_id: str) -> None:
@@ -181,23 +187,29 @@ class DiscordRest:
         self, application_id: str, token: str, message_id: str, payload: dict[str, Any]
     ) -> dict[str, Any]:
         """Edit an interaction response (``message_id`` may be ``@original``)."""
-        return await self.request(
-            EDIT_WEBHOOK_MESSAGE,
-            payload=payload,
-            application_id=application_id,
-            token=token,
-            message_id=message_id,
+        return cast(
+            "dict[str, Any]",
+            await self.request(
+                EDIT_WEBHOOK_MESSAGE,
+                payload=payload,
+                application_id=application_id,
+                token=token,
+                message_id=message_id,
+            ),
         )
 
     async def create_followup(
         self, application_id: str, token: str, payload: dict[str, Any]
     ) -> dict[str, Any]:
-        return await self.request(
-            CREATE_FOLLOWUP,
-            payload=payload,
-            query={"wait": "true"},
-            application_id=application_id,
-            token=token,
+        return cast(
+            "dict[str, Any]",
+            await self.request(
+                CREATE_FOLLOWUP,
+                payload=payload,
+                query={"wait": "true"},
+                application_id=application_id,
+                token=token,
+            ),
         )
 
     # ----------------------------------------------------------------- machinery
