@@ -10,8 +10,7 @@ front-end registry).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from bots.lazy import lazy_attributes
 
 __all__ = [
     "MAX_LEN",
@@ -41,8 +40,4 @@ _WHERE = {
     "DiscordSettings": "settings",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _WHERE)

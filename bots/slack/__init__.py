@@ -6,8 +6,7 @@ are importable without importing slack-bolt (``llmconnect doctor``, the front-en
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from bots.lazy import lazy_attributes
 
 __all__ = ["EVENTS_PATH", "SlackBot", "SlackConfigError", "SlackFrontEnd", "SlackSettings"]
 
@@ -19,8 +18,4 @@ _WHERE = {
     "SlackSettings": "settings",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _WHERE)

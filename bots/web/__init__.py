@@ -1,4 +1,4 @@
-"""The web chat front end (FastAPI): the seed's app over the shared engine (``llmconnect web``,
+"""The web chat front end (FastAPI): over the shared engine (``llmconnect web``,
 ``llmconnect run``).
 
 The names below load on first use (PEP 562): ``bots.web.settings`` and ``bots.web.frontend`` are
@@ -7,8 +7,7 @@ importable without importing FastAPI or uvicorn (``llmconnect doctor``, the fron
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from bots.lazy import lazy_attributes
 
 __all__ = [
     "LOOPBACK_HOSTS",
@@ -32,8 +31,4 @@ _WHERE = {
     "WebSettings": "settings",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _WHERE)
