@@ -4,23 +4,25 @@ Why it is short: conversations, prompts, commands, the admin rule, throttled ren
 shared edit budget are the core's. This module only turns Slack events and slash commands into
 core calls (:mod:`bots.slack.events` says where a message belongs), answers through a
 :class:`~bots.slack.sink.SlackSink` or Slack's native streaming
-(:mod:`bots.slack.streaming`), and runs the transports: an aiohttp server that hands every
-request to bolt (which verifies its signature), or bolt's Socket Mode client.
+(:mod:`bots.slack.streaming`), and runs the transports: bolt's own aiohttp app (behind a check
+of the signature and the body that bolt's handler lacks), or bolt's Socket Mode client. The event
+filters (well-formed, DM or channel, once) and the place lookup are bolt listener middleware.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import aiohttp
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
-from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_bolt.app.async_server import AsyncSlackAppServer
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -56,6 +58,9 @@ _ADMIN_TTL = 300.0  # seconds a workspace-admin lookup is trusted
 _TIMESTAMP_DIGITS = 16
 #: How long an event id is remembered: Slack retries a delivery three times within minutes.
 EVENT_MEMORY = 3600.0
+
+#: bolt's ``next()`` in a middleware: go on to the next middleware, then the listener.
+Next = Callable[[], Awaitable[None]]
 
 
 class _NoTokenSkippedWarning(logging.Filter):
@@ -120,7 +125,6 @@ class SlackBot:
             logger=_BOLT_LOG,
         )
         self.threads = Threads()
-        self._verifier: SignatureVerifier | None = None  # HTTP mode's, made by http_app()
         self._native_off = False
         self._budgets: dict[str, EditBudget] = {}
         #: Workspace budgets are per app: processes sharing a store divide them.
@@ -130,8 +134,16 @@ class SlackBot:
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
-        self.app.event("app_mention")(self._on_mention)
-        self.app.event("message")(self._on_message)
+        # The filters every event goes through are bolt listener middleware, in this order; one
+        # that drops an event acknowledges it (200: Slack must not redeliver it) and stops there.
+        self.app.event(
+            "app_mention",
+            middleware=[self._well_formed, self._in_a_channel, self._once, self._place],
+        )(self._on_event)
+        self.app.event(
+            "message",
+            middleware=[self._well_formed, self._from_a_person, self._once, self._place],
+        )(self._on_event)
         for name in SLASH_COMMANDS:
             self.app.command(name)(self._on_command)
 
@@ -165,56 +177,25 @@ class SlackBot:
         await self.start()
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        await web.TCPSite(self._runner, host, port).start()
+        return int(self._runner.addresses[0][1])
 
     def http_app(self) -> web.Application:
-        """The aiohttp application: POST ``/slack/events`` goes to bolt (signature checked)."""
+        """bolt's own aiohttp application (POST ``/slack/events`` → ``AsyncApp``), with a check
+        in front of it (:func:`_checked_first`) that bolt's handler cannot give."""
         if not self.settings.slack_signing_secret:
             raise SlackConfigError(
                 "SLACK_SIGNING_SECRET is not set: HTTP mode verifies every request with it."
             )
-        self._verifier = SignatureVerifier(self.settings.slack_signing_secret.get_secret_value())
-        app = web.Application()
-        app.router.add_post(EVENTS_PATH, self._http)
+        verifier = SignatureVerifier(self.settings.slack_signing_secret.get_secret_value())
+        app = AsyncSlackAppServer(port=0, path=EVENTS_PATH, app=self.app).web_app
+
+        @web.middleware
+        async def checked_first(request: web.Request, handler: _Handler) -> web.StreamResponse:
+            return await _checked_first(request, handler, verifier)
+
+        app.middlewares.append(checked_first)
         return app
-
-    async def _http(self, request: web.Request) -> web.Response:
-        """Hand a request to bolt once it is known to be Slack's and readable.
-
-        Why not straight to bolt: bolt parses the body before it checks the signature and calls
-        ``int()`` on the timestamp header, so a request with a timestamp like ``abc`` or a signed
-        body that is not a JSON object or a form made it fail with a 500. Here the timestamp must
-        be digits and the signature right (401 otherwise, bolt's answer), then the body must read
-        as a JSON object or a form (400 otherwise); bolt checks the signature again.
-        """
-        raw = await request.read()
-        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
-        # Undecodable bytes become U+FFFD, so such a body never matches its signature.
-        text = raw.decode("utf-8", errors="replace")
-        assert self._verifier is not None  # this route exists only in http_app()'s app
-        if not (
-            timestamp.isascii()
-            and timestamp.isdigit()
-            and len(timestamp) <= _TIMESTAMP_DIGITS
-            and self._verifier.is_valid(text, timestamp, request.headers.get("X-Slack-Signature"))
-        ):
-            return web.json_response({"error": "invalid request"}, status=401)
-        try:
-            bolt_request = AsyncBoltRequest(
-                body=text, query=request.query_string, headers=dict(request.headers)
-            )
-            readable = _envelope(bolt_request.body)
-        except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError) as exc:
-            readable, reason = False, type(exc).__name__
-        else:
-            reason = type(bolt_request.body).__name__
-        if not readable:
-            log.warning("A signed Slack request had an unreadable body (%s): answered 400", reason)
-            return web.json_response({"error": "invalid body"}, status=400)
-        response = await self.app.async_dispatch(bolt_request)
-        return await to_aiohttp_response(response)
 
     async def start_socket_mode(self) -> None:
         """Connect to Slack over Socket Mode (``SLACK_APP_TOKEN``): no public URL needed."""
@@ -227,21 +208,20 @@ class SlackBot:
         self._socket = AsyncSocketModeHandler(
             self.app, app_token=app_token.get_secret_value(), web_client=self.client
         )
-        await self._socket.connect_async()
+        await self._socket.connect_async()  # type: ignore[no-untyped-call]  # slack-bolt: untyped
 
     async def aclose(self, grace: float = DEFAULT_GRACE) -> None:
         """Stop taking requests, end this bot's replies (each shows what it had, within ``grace``
         seconds), close connections. The engine keeps running: it is shared."""
         if self._socket is not None:
-            await self._socket.close_async()
+            await self._socket.close_async()  # type: ignore[no-untyped-call]  # slack-bolt: untyped
             self._socket = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
         await self.budget_share.aclose()
         for reply in self._tasks.values():
-            if reply.task is not None and not reply.done:
-                reply.task.cancel()
+            reply.cancel()
         if self._tasks:  # deliveries write their final text; don't wait for ever on Slack
             _, late = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in late:
@@ -254,44 +234,55 @@ class SlackBot:
 
     # ------------------------------------------------------------------ events
 
-    async def _on_mention(
-        self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
-    ) -> None:
-        if not well_formed(body, event):
-            log.warning("Ignored an app_mention event with fields of the wrong type")
-            return
-        channel = event.get("channel") or ""
-        if channel.startswith("D") or not event.get("user") or await self._repeated(body):
-            return  # a DM arrives as a message event too
-        place = self.threads.place(
-            team_id=event.get("team") or body.get("team_id") or context.team_id or "",
-            channel=channel,
-            user_id=event["user"],
-            ts=event.get("ts"),
-            thread_ts=event.get("thread_ts"),
-        )
-        await self._on_text(place, from_slack(event.get("text") or "", context.bot_user_id))
+    async def _on_event(self, event: dict[str, Any], context: AsyncBoltContext) -> None:
+        """A mention in a channel or a DM, past the filters below (which put its place in
+        ``context``)."""
+        text = from_slack(event.get("text") or "", context.bot_user_id)
+        await self._on_text(context["place"], text)
 
-    async def _on_message(
-        self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
+    # Listener middleware: each lets an event go on (``next_``) or drops it, acknowledged.
+
+    async def _well_formed(
+        self, body: dict[str, Any], event: dict[str, Any], ack: AsyncAck, next_: Next
+    ) -> BoltResponse | None:
+        keep = well_formed(body, event)
+        if not keep:
+            log.warning("Ignored a Slack %s event with fields of the wrong type", event.get("type"))
+        return await _go_on_if(keep, ack, next_)
+
+    async def _in_a_channel(
+        self, event: dict[str, Any], ack: AsyncAck, next_: Next
+    ) -> BoltResponse | None:
+        """A mention in a DM arrives as a message event too: answered as that one."""
+        keep = not (event.get("channel") or "").startswith("D") and bool(event.get("user"))
+        return await _go_on_if(keep, ack, next_)
+
+    async def _from_a_person(
+        self, event: dict[str, Any], ack: AsyncAck, next_: Next
+    ) -> BoltResponse | None:
+        """Of the message events, only a DM a person wrote (no edit, bot or system message)."""
+        return await _go_on_if(is_user_message(event), ack, next_)
+
+    async def _once(self, body: dict[str, Any], ack: AsyncAck, next_: Next) -> BoltResponse | None:
+        """Slack redelivers an event it thinks was not acknowledged, possibly to another worker
+        behind the same load balancer: answer it once (the engine's cluster remembers)."""
+        return await _go_on_if(not await self._repeated(body), ack, next_)
+
+    async def _place(
+        self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext, next_: Next
     ) -> None:
-        if not well_formed(body, event):
-            log.warning("Ignored a message event with fields of the wrong type")
-            return
-        if not is_user_message(event) or await self._repeated(body):
-            return
-        place = self.threads.place(
+        """Where the event belongs (its conversation, where the answer goes): ``context["place"]``."""
+        context["place"] = self.threads.place(
             team_id=event.get("team") or body.get("team_id") or context.team_id or "",
             channel=event["channel"],
             user_id=event["user"],
             ts=event.get("ts"),
             thread_ts=event.get("thread_ts"),
         )
-        await self._on_text(place, from_slack(event.get("text") or "", context.bot_user_id))
+        await next_()
 
     async def _repeated(self, body: dict[str, Any]) -> bool:
-        """Slack redelivers an event it thinks was not acknowledged, possibly to another worker
-        behind the same load balancer: answer it once (the engine's cluster remembers)."""
+        """Whether this event id was seen before (by any worker sharing the store)."""
         event_id = body.get("event_id")
         if not event_id:
             return False
@@ -357,8 +348,7 @@ class SlackBot:
                 unfurl_media=False,
             )
         except SlackApiError as exc:
-            if reply.task is not None:
-                reply.task.cancel()  # nowhere to answer: don't run the prompt for nothing
+            reply.cancel()  # nowhere to answer: don't run the prompt for nothing
             error = exc.response.get("error")
             hint = (
                 "invite me first (/invite)"
@@ -460,9 +450,8 @@ class SlackBot:
             raise
         except Exception as exc:  # a reply that could not be shown must not kill the bot
             log.warning("Answer in %s could not be delivered: %s", place.channel, exc)
-            if reply.task is not None and not reply.done:
-                reply.task.cancel()  # nobody would see the rest: stop generating it
-                await asyncio.wait([reply.task])
+            reply.cancel()  # nobody would see the rest: stop generating it
+            await reply
         if isinstance(renderer, NativeStreamRenderer) and renderer.unsupported:
             # This workspace (or proxy) has no streaming API: stop paying a failed call per reply.
             self._native_off = True
@@ -484,6 +473,67 @@ class SlackBot:
                 )
         except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
             log.warning("Could not answer in %s: %s", place.channel, exc)
+
+
+async def _go_on_if(keep: bool, ack: AsyncAck, next_: Next) -> BoltResponse | None:
+    """A listener middleware's end: on to the next one (and the listener) when ``keep``, else
+    the event is acknowledged (200, so Slack does not redeliver it) and goes no further."""
+    if keep:
+        await next_()
+        return None
+    return await ack()
+
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def _checked_first(
+    request: web.Request, handler: _Handler, verifier: SignatureVerifier
+) -> web.StreamResponse:
+    """Hand a request to bolt's handler once it is known to be Slack's and readable.
+
+    Why bolt's own handler is not enough: it parses the body before it checks the signature and
+    calls ``int()`` on the timestamp header, so a request with a timestamp like ``abc`` or a
+    signed body that is not a JSON object or a form made it fail with a 500. Here the timestamp
+    must be digits and the signature right (401 otherwise, bolt's answer), then the body must
+    read as a JSON object or a form (400 otherwise); bolt checks the signature again. A body over
+    aiohttp's ``client_max_size`` (1 MiB) is refused by ``read()`` with a 413. Requests no route
+    takes (another path or method) go on to aiohttp's 404/405.
+    """
+    if request.match_info.http_exception is not None:
+        return await handler(request)
+    raw = await request.read()
+    timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+    # Undecodable bytes become U+FFFD, so such a body never matches its signature.
+    signed = raw.decode("utf-8", errors="replace")
+    if not (
+        timestamp.isascii()
+        and timestamp.isdigit()
+        and len(timestamp) <= _TIMESTAMP_DIGITS
+        and verifier.is_valid(signed, timestamp, request.headers.get("X-Slack-Signature"))
+    ):
+        return web.json_response({"error": "invalid request"}, status=401)
+    try:
+        # What bolt's handler will read (request.text(): the Content-Type's charset).
+        text = await request.text()
+        bolt_request = AsyncBoltRequest(
+            body=text, query=request.query_string, headers=dict(request.headers)
+        )
+        readable = _envelope(bolt_request.body)
+    except (
+        ValueError,  # UnicodeDecodeError too
+        LookupError,  # an unknown charset
+        TypeError,
+        AttributeError,
+        RecursionError,
+    ) as exc:
+        readable, reason = False, type(exc).__name__
+    else:
+        reason = type(bolt_request.body).__name__
+    if not readable:
+        log.warning("A signed Slack request had an unreadable body (%s): answered 400", reason)
+        return web.json_response({"error": "invalid body"}, status=400)
+    return await handler(request)
 
 
 def _envelope(body: object) -> bool:

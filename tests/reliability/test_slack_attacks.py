@@ -346,6 +346,8 @@ MALFORMED: list[tuple[str, bytes, str]] = [
         "application/x-www-form-urlencoded",
     ),
     ("not a known content type", b"\x00\x01\x02", "application/octet-stream"),
+    ("unknown charset", b'{"type": "event_callback"}', "application/json; charset=no-such"),
+    ("utf-16 charset", b'{"type": "event_callback", "x": 1}', "application/json; charset=utf-16"),
 ]
 
 

@@ -99,6 +99,20 @@ async def test_url_verification_is_answered_with_the_challenge(make_bot: BotMake
     assert json.loads(answer) == {"challenge": "c-123"}
 
 
+async def test_only_bolts_route_is_checked_other_paths_and_methods_are_not_found(
+    make_bot: BotMaker, llm: FakeLLMServer
+) -> None:
+    """bolt's own aiohttp app serves HTTP mode; the signature check in front of it applies to
+    its route, so another path is a 404 and another method a 405, not a 401."""
+    running = await make_bot()
+    base = f"http://127.0.0.1:{running.port}"
+    async with running.slack.session.post(f"{base}/elsewhere", data=b"{}") as response:
+        assert response.status == 404
+    async with running.slack.session.get(running.slack.url) as response:
+        assert response.status == 405
+    assert llm.requests == []
+
+
 async def test_http_mode_needs_the_signing_secret(slack_api: FakeSlackAPI) -> None:
     settings, slack = slack_settings(slack_api, slack_signing_secret=None, llmconnect_model="echo")
     engine = ChatEngine(settings, env={})

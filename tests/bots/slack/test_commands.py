@@ -6,6 +6,7 @@ import pytest
 
 from bots.slack.commands import SLASH_COMMANDS, slash_command
 from core.commands import Command
+from core.conversations import Status
 from tests.fakes.llm_server import FakeLLMServer, Reply
 from tests.fakes.slack_api import FakeSlackAPI
 
@@ -122,6 +123,29 @@ async def test_reset_clears_the_history_in_the_channel(
     await running.slack.command("/ask", "who am I?")
     await wait_for(lambda: len(chats(llm)) == 2)
     assert chats(llm)[1]["messages"] == [{"role": "user", "content": "who am I?"}]
+
+
+async def test_reset_stops_the_running_answer_and_drops_the_queued_one(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    running = await make_bot()
+    key = running.bot.threads.channel_key(CHANNEL)
+    llm.enqueue(Reply(text="one two three four five", hang_after=2))
+    await running.slack.command("/ask", "count slowly")
+    await wait_for(lambda: any(t.startswith("one two") for t in slack_api.texts(CHANNEL)))
+    await running.slack.command("/ask", "and then this")
+    await wait_for(lambda: len(running.engine.replies(key)) == 2)
+    first, second = running.engine.replies(key)
+
+    rid, _, _ = await running.slack.command("/reset")
+
+    assert (await running.slack.responses(rid))[0]["text"] == "History cleared."
+    assert running.engine.replies(key) == []
+    assert (first.status, second.status) == (Status.CANCELLED, Status.CANCELLED)
+    assert second.text == ""  # dropped: never sent to the model
+    assert len(chats(llm)) == 1
+    assert (await running.engine.conversation(key)).messages == []
+    await wait_for(lambda: "one two \n⏹ stopped" in slack_api.texts(CHANNEL))
 
 
 async def test_stop_ends_the_answer_with_what_was_written(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 from core.engine import STORE_UNAVAILABLE
 from tests.fakes.llm_server import FakeLLMServer, Reply
 from tests.fakes.slack_api import FakeSlackAPI
@@ -183,6 +185,38 @@ async def test_bot_messages_edits_and_other_subtypes_are_ignored(
 
     await wait_for(lambda: chat_requests(llm) == 1)
     assert sent_messages(llm)[-1]["content"] == "the real one"
+
+
+async def test_events_the_filters_drop_are_acknowledged_and_nothing_else_happens(
+    make_bot: BotMaker,
+    slack_api: FakeSlackAPI,
+    llm: FakeLLMServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The bolt listener middleware (well-formed, in a channel / from a person, once) answer
+    200 for what they drop: Slack must not redeliver it, and bolt sees it handled."""
+    running = await make_bot()
+    mention = {"type": "app_mention", "text": "<@UBOT> hi", "team": TEAM}
+    dropped = [
+        {**mention, "user": USER, "channel": DM},  # a DM's mention: answered as its message
+        {**mention, "channel": CHANNEL},  # no user
+        {"type": "message", "channel_type": "im", "channel": DM, "subtype": "message_deleted"},
+        {"type": "app_mention", "user": ["U1"], "text": 5, "channel": CHANNEL},  # wrong types
+    ]
+    for event in dropped:
+        status, answer = await running.slack.event({**event, "ts": next_ts()})
+        assert (status, answer) == (200, "")
+    repeated = running.slack.event_body(
+        {**mention, "user": USER, "channel": CHANNEL, "ts": next_ts()}, event_id="Ev-twice"
+    )
+    for _ in range(2):
+        assert await running.slack.post(repeated, "application/json") == (200, "")
+
+    await wait_for(lambda: slack_api.texts(CHANNEL) == ["You said: hi"])
+    await running.bot.aclose()  # every delivery has finished: another answer would be here
+    assert chat_requests(llm) == 1
+    assert slack_api.texts(DM) == []
+    assert not [r for r in caplog.records if "nhandled" in r.getMessage()]
 
 
 async def test_command_in_mention_text_goes_through_the_core_grammar(
