@@ -2,7 +2,7 @@
 ``doctor`` (checks the configuration), ``chat`` (a terminal chat that streams tokens), ``models``,
 and one front end alone: ``discord``, ``slack``, ``web``.
 
-Loads ``.env`` first (python-dotenv), as the original plan asks, so provider keys set there work.
+Loads ``.env`` first (python-dotenv), so provider keys set there work.
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ class ConversationKey(NamedTuple):
 class Status(StrEnum):
     PENDING = "pending"
     STREAMING = "streaming"
-    COMPLETE = "complete"  # the seed's name
+    COMPLETE = "complete"
     ERROR = "error"
     CANCELLED = "cancelled"
 

@@ -1,7 +1,7 @@
 """``ChatEngine``: runs every generation as a background task and makes it observable.
 
 For each request: append the user turn and an assistant placeholder, build the client from the
-conversation's model and history (``APIClientFactory``, the seed's ``get_llm_client(conv_id)``),
+conversation's model and history (``APIClientFactory``, one client per reply),
 stream, keep the placeholder current, and end it ``complete``, ``error`` or ``cancelled``.
 
 One generation at a time per conversation: a second request in the same channel waits its turn, in

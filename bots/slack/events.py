@@ -1,7 +1,7 @@
 """Where a Slack message belongs: its conversation, and where the answer goes.
 
 Why a module: every Slack entry point (``app_mention``, a DM, ``/ask``) must agree on the same
-rules, which are the design's (a channel is a conversation; a thread is its own conversation that
+rules, which are core's (a channel is a conversation; a thread is its own conversation that
 starts from its channel's model and system prompt) plus one Slack fact: native streaming can only
 write *into a thread*. A top-level question answered by a native stream therefore gets its
 answer in the question's thread, and that thread is remembered as part of the question's

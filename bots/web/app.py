@@ -1,6 +1,6 @@
-"""The web chat: the seed's FastAPI app, its simulated echo replaced by the shared engine.
+"""The web chat: a FastAPI app over the shared engine.
 
-One page (``/``) and a few JSON endpoints. The seed's names stay: ``POST
+One page (``/``) and a few JSON endpoints. ``POST
 /chat/{conv_id}/send-message`` appends the user turn and starts the generation in the background
 (:meth:`ChatEngine.submit`), ``GET /chat/{conv_id}/bot-stream`` streams the reply as Server-Sent
 Events, and a finished reply's status is ``complete``. Streaming is event-driven: the SSE
