@@ -181,20 +181,25 @@ class SlackBot:
         return int(self._runner.addresses[0][1])
 
     def http_app(self) -> web.Application:
-        """bolt's own aiohttp application (POST ``/slack/events`` → ``AsyncApp``), with a check
-        in front of it (:func:`_checked_first`) that bolt's handler cannot give."""
+        """bolt's own aiohttp handler (POST ``/slack/events`` → ``AsyncApp``), with a check in
+        front of it (:func:`_checked_first`) that bolt's handler cannot give."""
         if not self.settings.slack_signing_secret:
             raise SlackConfigError(
                 "SLACK_SIGNING_SECRET is not set: HTTP mode verifies every request with it."
             )
         verifier = SignatureVerifier(self.settings.slack_signing_secret.get_secret_value())
-        app = AsyncSlackAppServer(port=0, path=EVENTS_PATH, app=self.app).web_app
+        server = AsyncSlackAppServer(port=0, path=EVENTS_PATH, app=self.app)
 
         @web.middleware
         async def checked_first(request: web.Request, handler: _Handler) -> web.StreamResponse:
             return await _checked_first(request, handler, verifier)
 
-        app.middlewares.append(checked_first)
+        # bolt's handler on an application of our own: bolt's ``web_app`` takes aiohttp's default
+        # body limit, and only the constructor sets it (SLACK_MAX_BODY_BYTES).
+        app = web.Application(
+            client_max_size=self.settings.slack_max_body_bytes, middlewares=[checked_first]
+        )
+        app.add_routes([web.post(EVENTS_PATH, server.handle_post_requests)])
         return app
 
     async def start_socket_mode(self) -> None:
@@ -497,7 +502,8 @@ async def _checked_first(
     signed body that is not a JSON object or a form made it fail with a 500. Here the timestamp
     must be digits and the signature right (401 otherwise, bolt's answer), then the body must
     read as a JSON object or a form (400 otherwise); bolt checks the signature again. A body over
-    aiohttp's ``client_max_size`` (1 MiB) is refused by ``read()`` with a 413. Requests no route
+    ``SLACK_MAX_BODY_BYTES`` (the application's ``client_max_size``) is refused by ``read()`` with
+    a 413. Requests no route
     takes (another path or method) go on to aiohttp's 404/405.
     """
     if request.match_info.http_exception is not None:

@@ -44,6 +44,12 @@ class SlackSettings(EnvSettings):
     slack_http_port: int = Field(
         3000, ge=0, le=65535, description="Port of Slack's HTTP endpoint (0: any free port)."
     )
+    slack_max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest body of a Slack HTTP request in bytes; a larger one gets 413 before "
+        "anything reads it.",
+    )
     slack_edit_interval: float = Field(
         1.5, gt=0, description="Seconds between edits of one Slack message while streaming."
     )

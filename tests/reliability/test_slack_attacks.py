@@ -380,6 +380,25 @@ async def test_a_signed_malformed_body_gets_a_4xx_and_the_bot_lives_on(
     ]
 
 
+async def test_a_signed_body_at_slack_max_body_bytes_is_read_one_byte_more_is_413(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    running = await make_bot(slack_max_body_bytes=4096)
+    head, tail = b'{"type": "event_callback", "pad": "', b'"}'
+
+    async def post(size: int) -> int:
+        body = head + b"x" * (size - len(head) - len(tail)) + tail
+        assert len(body) == size
+        status, _ = await post_raw(
+            running, body, signed_headers(body, str(int(time.time())), "application/json")
+        )
+        return status
+
+    assert await post(4096) != 413  # read, then handled (an event with nothing to answer)
+    assert await post(4097) == 413
+    assert llm.requests == []
+
+
 async def test_a_signed_body_over_1_mib_gets_413(
     make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
 ) -> None:
