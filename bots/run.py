@@ -298,7 +298,9 @@ async def run(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         runner = Runner(settings, frontends, grace=grace, hints=hints, brief=brief, out=out)
-    except LLMError as exc:  # LLMCONNECT_MODEL names an unknown provider
+    # LLMCONNECT_MODEL names an unknown provider; the store cannot be opened (its message names
+    # STORE_URL: a SQLite file in a folder that does not exist, one that may not be written).
+    except (LLMError, OSError) as exc:
         (out or sys.stdout).write(f"{exc}\n")
         return 2
     return await runner.run()

@@ -392,3 +392,16 @@ async def test_a_sqlite_file_that_is_no_database_stops_start_up_with_one_line(
     assert len(named) == 1, done.stderr
     assert str(path) in named[0]
     assert path.read_bytes() == before  # the operator's file is left as it was
+
+
+async def test_a_sqlite_path_in_a_missing_folder_stops_start_up_with_one_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "no-such-folder" / "conversations.db"
+    done = await asyncio.to_thread(llmconnect_run, tmp_path, STORE_URL=f"sqlite:///{path}")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr + done.stdout
+    named = [line for line in (done.stderr + done.stdout).splitlines() if "STORE_URL" in line]
+    assert len(named) == 1, done.stderr + done.stdout
+    assert str(path) in named[0]
+    assert not path.parent.exists()
