@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
 import sys
 import threading
@@ -328,10 +327,6 @@ def _serve(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, 
 
         loaded = load_all([RunSettings, DiscordSettings])
         frontend = DiscordFrontEnd(cast(DiscordSettings, loaded[1]))
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-        logging.getLogger("httpx").setLevel(logging.WARNING)
     elif args.command == "slack":
         from bots.slack.frontend import SlackFrontEnd
         from bots.slack.settings import SlackSettings

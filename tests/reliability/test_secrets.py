@@ -13,7 +13,7 @@ import asyncio
 import io
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -23,6 +23,7 @@ import pytest
 from bots.discord import DiscordBot, DiscordSettings
 from bots.slack import EVENTS_PATH, SlackBot
 from core.engine import ChatEngine
+from core.logs import BOLT_LOGGER, configure_logging, set_hash_salt
 from core.settings import load_settings
 from tests.bots.slack.conftest import SECRET, TEAM, SlackClient, slack_settings
 from tests.fakes.discord_server import MANAGE_GUILD, FakeDiscordServer
@@ -44,6 +45,8 @@ KEY_ECHO = {
         "code": "invalid_api_key",
     }
 }
+#: The loggers configure_logging sets a level on ("" the root), restored after the JSON test.
+LOGGERS = ("", "llmconnect", BOLT_LOGGER, "httpx", "httpcore")
 FAST_429 = Fail(429, headers={"retry-after-ms": "10"})
 
 
@@ -213,3 +216,55 @@ async def test_discord_flows_leak_no_secret(
         found += llm_leaks(llm) + log_leaks(caplog) + leaks("stdout", out.getvalue())
         found += leaks("repr", repr(bot) + repr(bot.rest) + repr(settings))
     assert found == []
+
+
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    """JSON log lines of the run, as ``configure_logging`` writes them (LOG_FORMAT=json,
+    LOG_LEVEL=DEBUG); the root logger restored after."""
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    levels = {name: logging.getLogger(name).level for name in LOGGERS}
+    out = io.StringIO()
+    configure_logging(load_settings(log_format="json", log_level="DEBUG"), stream=out)
+    yield out
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    set_hash_salt(None)
+
+
+async def test_json_logs_of_a_slack_reply_hold_no_secret_and_no_message_text(
+    secret_llm: FakeLLMServer, json_logs: io.StringIO
+) -> None:
+    llm = secret_llm
+    prompt, answer = "PRIVATE-PROMPT-owl", "PRIVATE-ANSWER-lark"
+    async with FakeSlackAPI(bot_token=BOT_TOKEN, app_token=APP_TOKEN) as api:
+        settings, slack_only = slack_settings(api, llm_max_retries=0, log_format="json")
+        async with httpx.AsyncClient() as http, aiohttp.ClientSession() as session:
+            engine = engine_for(settings, llm, http)
+            bot = SlackBot(slack_only, engine)
+            try:
+                port = await bot.serve_http("127.0.0.1", 0)
+                slack = SlackClient(f"http://127.0.0.1:{port}{EVENTS_PATH}", session, api)
+                llm.enqueue(Fail(401, body=KEY_ECHO), Reply(text=answer))
+                await slack.mention(prompt)
+                await wait_for(lambda: any("API key" in t for t in api.texts(CHANNEL)))
+                await slack.mention(prompt)
+                await wait_for(lambda: answer in api.texts(CHANNEL))
+            finally:
+                await bot.aclose()
+                await engine.aclose()
+    lines = [json.loads(line) for line in json_logs.getvalue().splitlines()]
+    ends = [line for line in lines if line["message"].startswith("reply end")]
+    assert [(e["frontend"], e["status"]) for e in ends] == [
+        ("slack", "error"),
+        ("slack", "complete"),
+    ]
+    assert ends[0]["error_kind"] == "AuthenticationError"
+    text = json_logs.getvalue()
+    assert leaks("JSON log", text) == []
+    for private in (prompt, answer, CHANNEL):
+        assert private not in text
