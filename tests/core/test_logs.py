@@ -23,7 +23,7 @@ from core.settings import SettingsError, load_settings
 from tests.fakes.llm_server import Fail, FakeLLMServer
 from tests.fakes.llm_server import Reply as Scripted
 
-from .conftest import EngineMaker
+from .conftest import EngineMaker, wait_for
 
 KEY = ConversationKey("test", "C-RAW-CHANNEL-42")
 #: The loggers configure_logging sets a level on ("" the root), restored after each test.
@@ -233,3 +233,32 @@ def test_log_settings_are_read_and_checked() -> None:
     with pytest.raises(SettingsError) as err:
         load_settings(log_hash_salt="s3cr3t-salt", log_level="nope")
     assert "s3cr3t-salt" not in str(err.value)
+
+
+async def test_a_stopped_reply_and_a_queued_one_each_log_one_line(
+    logs: io.StringIO,
+    make_engine: EngineMaker,
+    llm_server: FakeLLMServer,
+    http: httpx.AsyncClient,
+) -> None:
+    setup(logs, log_format="json")
+    llm_server.enqueue(Scripted(text=ANSWER, hang_after=1))
+    engine = make_engine(
+        env={"LOCAL_BASE_URL": llm_server.openai_base_url},
+        clock=FakeClock(),
+        http_client=http,
+        llmconnect_model="local/fake",
+    )
+    running = await engine.submit(KEY, PROMPT)
+    queued = await engine.submit(KEY, "next")
+    await wait_for(lambda: running.text != "")
+    await engine.reset(KEY)  # stops the one that runs, drops the queued one
+    await running
+    await queued
+    ends = {end["reply_id"]: end for end in reply_ends(json_lines(logs))}
+    assert len(ends) == 2
+    assert ends[running.id]["status"] == ends[queued.id]["status"] == "cancelled"
+    assert ends[running.id]["deltas"] == 1
+    assert ends[running.id]["ttft"] == 0.0
+    assert ends[queued.id]["deltas"] == 0
+    assert "ttft" not in ends[queued.id]
