@@ -26,12 +26,18 @@ import logging
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from pydantic_settings import BaseSettings
 
+from core.config_file import (
+    LIVE_KEYS,
+    config_path,
+    file_signature,
+    read_config,
+    unknown_keys,
+)
 from core.engine import ChatEngine
-from core.logs import configure_logging
 from core.settings import Settings, SettingsError, load_settings
 from llmconnect import PROVIDERS, LLMError, aclose_shared_clients, provider_status
 
@@ -81,6 +87,79 @@ class Runner:
         self._waits: dict[asyncio.Task[None], FrontEnd] = {}
         self._stop = asyncio.Event()
         self._signals = 0
+        #: The configuration file, what it held at the last (re)load and its signature.
+        self.config_path, self._config_named = config_path()
+        self._config_signature = file_signature(self.config_path)
+        self._config: dict[str, Any] = read_config(self.config_path, required=self._config_named)
+        unknown = unknown_keys(self._config, _settings_classes())
+        if unknown:
+            log.warning("%s: unknown keys, ignored: %s", self.config_path, ", ".join(unknown))
+
+    # ----------------------------------------------------------------- configuration
+
+    def poll_config(self) -> bool:
+        """One tick of the file watch: reload when the file changed (mtime, size or content)
+        since the last look; whether it did."""
+        signature = file_signature(self.config_path)
+        if signature == self._config_signature:
+            return False
+        self._config_signature = signature
+        return self.reload()
+
+    def reload(self) -> bool:
+        """Read the configuration file again (SIGHUP, a change seen by :meth:`poll_config`) and
+        apply what changed among :data:`~core.config_file.LIVE_KEYS` from the next prompt on;
+        whether it was applied. A wrong file changes nothing (one line naming the file and the
+        key); a changed key that cannot change live keeps its value (one line naming them)."""
+        path = self.config_path
+        # A SIGHUP reload counts as the poll's look too: the next tick does not read it again.
+        self._config_signature = file_signature(path)
+        try:
+            data = read_config(path, required=self._config_named)
+            # Every class: a wrong value of a front end's key refuses the file too. The same
+            # order as at start-up: environment > .env > file.
+            loaded = {type(s): s for s in load_all(_settings_classes())}
+        except SettingsError as exc:
+            log.warning("%s refused, settings unchanged: %s", path, "; ".join(exc.problems))
+            return False
+        unknown = unknown_keys(data, _settings_classes())
+        changed = {
+            key
+            for key in data.keys() | self._config.keys()
+            if data.get(key) != self._config.get(key) and key not in unknown
+        }
+        fresh = cast(Settings, loaded[Settings])
+        live = {key: getattr(fresh, key) for key in changed & LIVE_KEYS}
+        updated = self.settings.model_copy(update=live)
+        try:
+            self.engine.update_settings(updated)
+        except LLMError as exc:
+            log.warning("%s refused, settings unchanged: %s", path, exc)
+            return False
+        self.settings = updated
+        self._config = data
+        fixed = sorted(changed - LIVE_KEYS)
+        if fixed:
+            log.warning(
+                "%s: %s cannot change while running; kept as they were until a restart",
+                path,
+                ", ".join(fixed),
+            )
+        if unknown:
+            log.warning("%s: unknown keys, ignored: %s", path, ", ".join(unknown))
+        # On the runner's output, like the banner: the operator who sent SIGHUP sees it worked.
+        self.out.write(f"{path} reloaded: {', '.join(sorted(live)) or 'nothing changed live'}\n")
+        self.out.flush()
+        return True
+
+    async def _watch_config(self) -> None:
+        """Poll the file every ``CONFIG_POLL_INTERVAL`` seconds (read each time: it is live)."""
+        while True:
+            await asyncio.sleep(self.settings.config_poll_interval)
+            try:
+                self.poll_config()
+            except Exception:  # the watch must outlive any surprise; the settings stay
+                log.exception("%s: reload failed", self.config_path)
 
     # ----------------------------------------------------------------- life cycle
 
@@ -101,6 +180,10 @@ class Runner:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, self.request_stop)
                     handled.append(sig)
+            with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+                loop.add_signal_handler(signal.SIGHUP, self.reload)
+                handled.append(signal.SIGHUP)
+        watch = asyncio.create_task(self._watch_config(), name="config watch")
         code = 0
         try:
             try:
@@ -116,6 +199,7 @@ class Runner:
                 code = await self._wait()
             await self.shutdown()
         finally:
+            watch.cancel()
             for sig in handled:
                 loop.remove_signal_handler(sig)
         return code
@@ -238,6 +322,13 @@ class Runner:
         self.out.flush()
 
 
+def _settings_classes() -> list[type[BaseSettings]]:
+    from .registry import settings_classes  # imported here: the registry imports this module's
+    # neighbours, and a test may build a runner before them
+
+    return settings_classes()
+
+
 def _failure(task: asyncio.Task[None]) -> tuple[str, bool]:
     """Why a front end stopped, and whether it was its configuration."""
     if task.cancelled():
@@ -296,12 +387,15 @@ async def run(
     out: TextIO | None = None,
 ) -> int:
     """The ``llmconnect run`` / ``discord`` / ``slack`` / ``web`` entry point: the exit code."""
-    configure_logging(settings)  # LOG_FORMAT, LOG_LEVEL: once, for every serving command
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         runner = Runner(settings, frontends, grace=grace, hints=hints, brief=brief, out=out)
     # LLMCONNECT_MODEL names an unknown provider; the store cannot be opened (its message names
     # STORE_URL: a SQLite file in a folder that does not exist, one that may not be written).
     except (LLMError, OSError) as exc:
+        (out or sys.stdout).write(f"{exc}\n")
+        return 2
+    except SettingsError as exc:  # the configuration file (a secret in it, not TOML)
         (out or sys.stdout).write(f"{exc}\n")
         return 2
     return await runner.run()

@@ -15,10 +15,15 @@ from __future__ import annotations
 import os
 import typing
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, TypeVar, overload
+from typing import Annotated, Any, TypeVar, overload
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from llmconnect import RetryPolicy, Timeouts
 
@@ -66,6 +71,27 @@ class EnvSettings(BaseSettings):
         extra="ignore",
         case_sensitive=False,
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment > ``.env`` > the configuration file (``llmconnect.toml`` or
+        ``LLMCONNECT_CONFIG``, :mod:`core.config_file`) > defaults."""
+        from .config_file import ConfigFileSource  # it imports this module
+
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            ConfigFileSource(settings_cls),
+            file_secret_settings,
+        )
 
 
 def refuse_renamed(data: Any, renamed: Mapping[str, str]) -> Any:
@@ -188,34 +214,17 @@ class Settings(EnvSettings):
     user_rate_window: float = Field(
         60.0, gt=0, description="Length in seconds of the per-user rate-limit window."
     )
-    log_format: Literal["text", "json"] = Field(
-        "text",
-        description="How log lines are written to standard error: text, or json (one object "
-        "per line with time, level, logger and a reply's fields).",
+    llmconnect_config: str = Field(
+        "",
+        description="The configuration file (TOML, keys the variables' names in lower case; "
+        "empty: llmconnect.toml in the working directory, if there is one).",
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
-        "INFO", description="Least severe log level written (INFO: one line per reply)."
+    config_poll_interval: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds between checks of the configuration file for a change (SIGHUP "
+        "reloads at once).",
     )
-    log_content: bool = Field(
-        False,
-        description="Also log the prompt and the reply's text on the reply's end line (off: "
-        "message text is never logged).",
-    )
-    log_hash_salt: SecretStr | None = Field(
-        None,
-        description="Salt of the conversation hash in logs (set it to match one conversation's "
-        "lines across processes and restarts; empty: random per process).",
-    )
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _log_level(cls, value: object) -> object:
-        return value.strip().upper() if isinstance(value, str) else value
-
-    @field_validator("log_format", mode="before")
-    @classmethod
-    def _log_format(cls, value: object) -> object:
-        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("store_url")
     @classmethod
