@@ -38,6 +38,7 @@ from core.config_file import (
     unknown_keys,
 )
 from core.engine import ChatEngine
+from core.logs import configure_logging
 from core.settings import Settings, SettingsError, load_settings
 from llmconnect import PROVIDERS, LLMError, aclose_shared_clients, provider_status
 
@@ -387,7 +388,7 @@ async def run(
     out: TextIO | None = None,
 ) -> int:
     """The ``llmconnect run`` / ``discord`` / ``slack`` / ``web`` entry point: the exit code."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)  # LOG_FORMAT, LOG_LEVEL: once, for every serving command
     try:
         runner = Runner(settings, frontends, grace=grace, hints=hints, brief=brief, out=out)
     # LLMCONNECT_MODEL names an unknown provider; the store cannot be opened (its message names

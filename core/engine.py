@@ -19,7 +19,7 @@ import math
 import os
 import unicodedata
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Generator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -29,6 +29,7 @@ from llmconnect import (
     ConfigurationError,
     LLMError,
     ProviderSpec,
+    Usage,
     base_url_variable,
     parse_model,
     provider_status,
@@ -46,6 +47,7 @@ from .conversations import (
     Status,
     clean_text,
 )
+from .logs import log_reply_end, new_reply_id, reply_context
 from .policy import AccessPolicy, Actor
 from .settings import Settings
 from .stores import close_store, locks_for, open_store
@@ -97,13 +99,39 @@ class StoreUnavailable(Refused):
 class Reply:
     """One generation, observable while it runs and after it ends."""
 
-    __slots__ = ("_final", "_waiters", "key", "message", "model", "task")
+    __slots__ = (
+        "_final",
+        "_on_end",
+        "_waiters",
+        "deltas",
+        "error_kind",
+        "first_token",
+        "id",
+        "key",
+        "message",
+        "model",
+        "prompt",
+        "started",
+        "task",
+        "usage",
+    )
 
     def __init__(self, key: ConversationKey, message: Message, model: str) -> None:
         self.key = key
         self.message = message
         self.model = model
         self.task: asyncio.Task[None] | None = None
+        # The figures of its log line at the end (core.logs.log_reply_end); times are the
+        # engine clock's.
+        self.id = new_reply_id()
+        self.prompt = ""
+        self.started = 0.0
+        self.first_token: float | None = None
+        self.deltas = 0
+        self.usage: Usage | None = None
+        #: Why it failed, for logs: the LLMError's class name, ``store`` or ``not_saved``.
+        self.error_kind: str | None = None
+        self._on_end: Callable[[Reply], None] | None = None
         self._waiters: list[asyncio.Future[None]] = []
         self._final: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -147,6 +175,8 @@ class Reply:
 
     def _finish(self) -> None:
         if not self._final.done():
+            if self._on_end is not None:
+                self._on_end(self)  # before anyone awaiting the reply resumes
             self._final.set_result(None)
         self._push("")
 
@@ -404,6 +434,7 @@ class ChatEngine:
         self._check_queue(key)  # again: other prompts may have been queued while this waited
         placeholder = Message("assistant", status=Status.PENDING)
         reply = Reply(key, placeholder, self.model_of(conversation))
+        reply.prompt, reply.started, reply._on_end = prompt, self.clock.now(), self._ended
         self._queues.setdefault(key, []).append(reply)
         lock = self._locks.setdefault(key, asyncio.Lock())
         task = asyncio.create_task(self._run(reply, prompt, lock, parent), name=f"reply {key}")
@@ -411,6 +442,9 @@ class ChatEngine:
         self._tasks[task] = reply
         task.add_done_callback(lambda t: self._task_done(reply, t))
         return reply
+
+    def _ended(self, reply: Reply) -> None:
+        log_reply_end(log, reply, self.clock.now(), content=self.settings.log_content)
 
     def _check_queue(self, key: ConversationKey) -> None:
         """:class:`Refused` when ``MAX_QUEUED_PROMPTS`` prompts already wait behind the reply
@@ -438,6 +472,7 @@ class ChatEngine:
     async def _run(
         self, reply: Reply, prompt: str, lock: asyncio.Lock, parent: ConversationKey | None
     ) -> None:
+        reply_context(reply.key, reply.id, reply.model)  # this task's log records are the reply's
         try:
             async with lock, self.locks.lock(reply.key):
                 await self._generate(reply, prompt, parent)
@@ -481,6 +516,7 @@ class ChatEngine:
         history = conversation.llm_history()
         placeholder = reply.message
         reply.model = self.model_of(conversation)
+        reply_context(key, reply.id, reply.model)
         conversation.messages.append(Message("user", prompt))
         conversation.messages.append(placeholder)
         conversation.trim(settings.history_max_messages, settings.history_max_chars)
@@ -489,7 +525,8 @@ class ChatEngine:
         except Exception:
             # The store is unreachable (Redis down, disk full): say so rather than answer
             # a turn that would not be remembered.
-            log.exception("%s: could not save the conversation", key)
+            log.exception("could not save the conversation")  # which: the reply's log context
+            reply.error_kind = "store"
             placeholder.finish(Status.ERROR, STORE_FAILED)
             reply._finish()
             return
@@ -516,21 +553,28 @@ class ChatEngine:
             stream = await client.chat(prompt, stream=True)
             try:
                 async for delta in stream:  # valid Unicode: llmconnect repairs each delta
+                    if not parts:
+                        reply.first_token = self.clock.now()
                     parts.append(delta)
                     reply._push(delta)
             finally:
                 await stream.aclose()
+            reply.usage = stream.usage
             placeholder.finish(Status.COMPLETE)
         except LLMError as exc:
-            log.warning("%s: %s", key, exc)
+            log.warning("reply failed: %s", exc)  # which: the reply's log context
+            reply.error_kind = type(exc).__name__
             placeholder.finish(Status.ERROR, exc.user_message)
         except asyncio.CancelledError:
             placeholder.finish(Status.CANCELLED)
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
         finally:
+            reply.deltas = len(parts)
             conversation.trim(settings.history_max_messages, settings.history_max_chars)
             try:
                 await self._save_final(conversation, placeholder)
+                if placeholder.error and placeholder.error.endswith(NOT_SAVED):
+                    reply.error_kind = "not_saved"
             finally:
                 # Final once stored: whoever awaits the reply (or shuts down) finds it saved.
                 reply._finish()
@@ -555,8 +599,7 @@ class ChatEngine:
             # The user has seen the answer: it must not look "complete" (remembered) when the
             # next prompt will not have it in its history. Said on the reply, logged once.
             log.error(
-                "%s: could not save the finished reply (%s: %s); it is marked not saved",
-                conversation.key,
+                "could not save the finished reply (%s: %s); it is marked not saved",
                 type(exc).__name__,
                 exc,
             )

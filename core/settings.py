@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import typing
 from collections.abc import Mapping
-from typing import Annotated, Any, TypeVar, overload
+from typing import Annotated, Any, Literal, TypeVar, overload
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -214,6 +214,24 @@ class Settings(EnvSettings):
     user_rate_window: float = Field(
         60.0, gt=0, description="Length in seconds of the per-user rate-limit window."
     )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="How log lines are written to standard error: text, or json (one object "
+        "per line with time, level, logger and a reply's fields).",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="Least severe log level written (INFO: one line per reply)."
+    )
+    log_content: bool = Field(
+        False,
+        description="Also log the prompt and the reply's text on the reply's end line (off: "
+        "message text is never logged).",
+    )
+    log_hash_salt: SecretStr | None = Field(
+        None,
+        description="Salt of the conversation hash in logs (set it to match one conversation's "
+        "lines across processes and restarts; empty: random per process).",
+    )
     llmconnect_config: str = Field(
         "",
         description="The configuration file (TOML, keys the variables' names in lower case; "
@@ -225,6 +243,16 @@ class Settings(EnvSettings):
         description="Seconds between checks of the configuration file for a change (SIGHUP "
         "reloads at once).",
     )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("store_url")
     @classmethod
