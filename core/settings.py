@@ -300,8 +300,21 @@ def _problems(cls: type[BaseSettings], exc: ValidationError) -> list[str]:
             w in var for w in ("TOKEN", "KEY", "SECRET", "PASSWORD", "STORE_URL")
         )
         got = "" if secret else f" (got {err.get('input')!r})"
-        lines.append(f"{var}: {err['msg']}{got}")
+        lines.append(f"{var}: {err['msg']}{got}{_in_config_file(name)}")
     return lines
+
+
+def _in_config_file(name: str) -> str:
+    """`` (in llmconnect.toml)`` when the wrong value came from the configuration file (it has
+    the key, the environment does not), so the operator knows which to fix."""
+    from .config_file import config_path, read_config  # it imports this module
+
+    path, _ = config_path()
+    try:
+        in_file = name in read_config(path, required=False)
+    except SettingsError:
+        return ""
+    return f" (in {path})" if in_file and not os.environ.get(name.upper(), "").strip() else ""
 
 
 def _secret_field(cls: type[BaseSettings], name: str) -> bool:

@@ -119,6 +119,22 @@ def test_a_file_that_is_not_toml_stops_start_up_naming_it(tmp_path: Path) -> Non
         load_settings()
 
 
+def test_a_wrong_value_in_the_file_stops_start_up_naming_the_file_and_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / CONFIG, 'user_rate_limit = "many"\n')
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert caught.value.problems == [
+        f"USER_RATE_LIMIT: Input should be a valid integer, unable to parse string as an "
+        f"integer (got 'many') (in {CONFIG})"
+    ]
+    monkeypatch.setenv("USER_RATE_LIMIT", "many")  # the environment's value: no file named
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert CONFIG not in str(caught.value)
+
+
 # --------------------------------------------------------------------------- reload
 
 
