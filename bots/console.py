@@ -309,8 +309,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, 
 
         classes = [cls for cls in FRONT_ENDS if not (args.no_web and cls is WebFrontEnd)]
         problems: list[str] = []  # every wrong value at once, the runner's and the front ends'
+        run_settings = RunSettings.model_construct()  # replaced below unless a value is wrong
         try:
-            grace = cast(RunSettings, load_all([RunSettings])[0]).shutdown_grace
+            run_settings = cast(RunSettings, load_all([RunSettings])[0])
         except SettingsError as exc:
             problems += exc.problems
         try:
@@ -319,7 +320,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, 
             raise SettingsError(problems + exc.problems) from None
         if problems:
             raise SettingsError(problems)
-        return run(settings, frontends, grace=grace, hints=hints)
+        return run(
+            settings,
+            frontends,
+            grace=run_settings.shutdown_grace,
+            hints=hints,
+            metrics_host=run_settings.metrics_host,
+            metrics_port=run_settings.metrics_port,
+        )
     frontend: FrontEnd
     if args.command == "discord":
         from bots.discord.frontend import DiscordFrontEnd
@@ -342,9 +350,17 @@ def _serve(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, 
 
         loaded = load_all([RunSettings, WebSettings], web_host=args.host, web_port=args.port)
         frontend = WebFrontEnd(cast(WebSettings, loaded[1]))
-    grace = cast(RunSettings, loaded[0]).shutdown_grace
+    run_settings = cast(RunSettings, loaded[0])
     # One front end alone talks on standard error (the Discord invite URL stays on stdout).
-    return run(settings, [frontend], grace=grace, brief=True, out=sys.stderr)
+    return run(
+        settings,
+        [frontend],
+        grace=run_settings.shutdown_grace,
+        brief=True,
+        out=sys.stderr,
+        metrics_host=run_settings.metrics_host,
+        metrics_port=run_settings.metrics_port,
+    )
 
 
 if __name__ == "__main__":

@@ -48,13 +48,24 @@ class RunError(Exception):
 
 
 class RunSettings(EnvSettings):
-    """The runner's own setting, the same for every front end."""
+    """The runner's own settings, the same for every front end."""
 
     shutdown_grace: float = Field(
         DEFAULT_GRACE,
         ge=0,
         description="Seconds each front end gets at shutdown to show its replies' final text "
         "(and the web chat to close its open streams); then it disconnects regardless.",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of /metrics, /healthz and /readyz when the web chat does not run "
+        "(unset: none; with the web chat they are on its port).",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address the METRICS_PORT server listens on (0.0.0.0: every interface).",
     )
 
 
@@ -81,6 +92,11 @@ class FrontEnd(Protocol):
 
     def hurry(self) -> None:
         """Closing: stop waiting for what still runs (a second Ctrl-C)."""
+        ...
+
+    async def ready(self) -> tuple[bool, str]:
+        """Whether it serves now (``GET /readyz``: Discord's gateway connected, Slack's socket
+        or HTTP listener up, the web chat serving), and if not, why, as a fixed phrase."""
         ...
 
 

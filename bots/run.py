@@ -43,6 +43,7 @@ from core.settings import Settings, SettingsError, load_settings
 from llmconnect import PROVIDERS, LLMError, aclose_shared_clients, provider_status
 
 from .frontend import DEFAULT_GRACE, FrontEnd, FrontEndClass, RunError, describe
+from .health import Health, MetricsServer
 
 __all__ = ["NOTHING_TO_RUN", "RunError", "Runner", "configured", "load_all", "run"]
 
@@ -73,10 +74,26 @@ class Runner:
         hints: Sequence[tuple[str, str]] = (),
         brief: bool = False,
         out: TextIO | None = None,
+        metrics_host: str = "127.0.0.1",
+        metrics_port: int | None = None,
     ) -> None:
         self.settings = settings
         self.engine = ChatEngine(settings, env=env, options=options)
         self.frontends = list(frontends)
+        #: ``/readyz``: the store and every front end. A front end that serves HTTP itself (the
+        #: web chat) has a ``health`` attribute and serves the routes on its own port.
+        self.health = Health(self.engine, self.frontends)
+        self._serves_health = False
+        for fe in self.frontends:
+            if hasattr(fe, "health"):
+                setattr(fe, "health", self.health)  # noqa: B010  # not on the FrontEnd protocol
+                self._serves_health = True
+        #: ``METRICS_PORT``'s server, when set and no front end serves the routes.
+        self.metrics_server: MetricsServer | None = None
+        if metrics_port is not None and not self._serves_health:
+            self.metrics_server = MetricsServer(
+                self.engine, self.health, metrics_host, metrics_port
+            )
         self.grace = grace
         self.brief = brief
         self.out = out if out is not None else sys.stdout
@@ -215,6 +232,7 @@ class Runner:
             where = await fe.start(self.engine)
             self._waits[asyncio.create_task(fe.wait(), name=fe.name)] = fe
             lines.append((fe, where))
+        metrics_at = await self.metrics_server.start() if self.metrics_server else None
         if self.brief:
             for fe, where in lines:
                 self.out.write(f"{fe.name} {where}\n")
@@ -222,6 +240,8 @@ class Runner:
                     self.out.write(f"  {note}\n")
         else:
             self._banner(lines)
+        if metrics_at is not None:
+            self.out.write(f"Metrics and health: {metrics_at} (/healthz, /readyz)\n")
         self.out.flush()
         self.started.set()
 
@@ -309,6 +329,8 @@ class Runner:
         for fe, result in zip(self._tried, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("%s did not close cleanly: %r", fe.name, result)
+        if self.metrics_server is not None:
+            await self.metrics_server.aclose()
         # Whatever a front end did not stop ends now, in a final state.
         await self.engine.aclose()
         tasks = [task for task in self._waits if not task.done()]
@@ -386,11 +408,22 @@ async def run(
     hints: Sequence[tuple[str, str]] = (),
     brief: bool = False,
     out: TextIO | None = None,
+    metrics_host: str = "127.0.0.1",
+    metrics_port: int | None = None,
 ) -> int:
     """The ``llmconnect run`` / ``discord`` / ``slack`` / ``web`` entry point: the exit code."""
     configure_logging(settings)  # LOG_FORMAT, LOG_LEVEL: once, for every serving command
     try:
-        runner = Runner(settings, frontends, grace=grace, hints=hints, brief=brief, out=out)
+        runner = Runner(
+            settings,
+            frontends,
+            grace=grace,
+            hints=hints,
+            brief=brief,
+            out=out,
+            metrics_host=metrics_host,
+            metrics_port=metrics_port,
+        )
     # LLMCONNECT_MODEL names an unknown provider; the store cannot be opened (its message names
     # STORE_URL: a SQLite file in a folder that does not exist, one that may not be written).
     except (LLMError, OSError) as exc:

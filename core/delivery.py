@@ -84,14 +84,57 @@ async def deliver(
 
 
 async def deliver_with(engine: ChatEngine, reply: Reply, renderer: Renderer) -> RenderResult:
-    """Stream ``reply`` into ``renderer`` and end on its complete text (plus a note, if any)."""
+    """Stream ``reply`` into ``renderer`` and end on its complete text (plus a note, if any).
+
+    Records the reply's platform requests, budget wait and final lag in ``engine.metrics``, once,
+    when it ends (nothing per delta)."""
+    result: RenderResult | None = None
+    ended: float | None = None
+    failed = False
     try:
-        async for delta in reply:
-            await renderer.feed(delta)
-    except SinkGone:
-        # The reply message was deleted: stop generating, quietly. Only while this reply still
-        # runs: once it is done, stop(key) would cancel the next queued prompt instead.
-        if not reply.done:
-            await engine.stop(reply.key)
-    await reply
-    return await renderer.finish(final_note(reply))
+        try:
+            async for delta in reply:
+                await renderer.feed(delta)
+        except SinkGone:
+            # The reply message was deleted: stop generating, quietly. Only while this reply
+            # still runs: once it is done, stop(key) would cancel the next queued prompt instead.
+            if not reply.done:
+                await engine.stop(reply.key)
+        await reply
+        ended = engine.clock.now()
+        result = await renderer.finish(final_note(reply))
+        return result
+    except Exception:
+        failed = True
+        raise
+    finally:
+        lag = None
+        if result is not None and not result.gone and ended is not None:
+            lag = engine.clock.now() - ended
+        _record(engine, reply, renderer, result, failed=failed, lag=lag)
+
+
+def _record(
+    engine: ChatEngine,
+    reply: Reply,
+    renderer: Renderer,
+    result: RenderResult | None,
+    *,
+    failed: bool,
+    lag: float | None,
+) -> None:
+    """One reply's platform requests (a renderer that counts none records none), budget wait and
+    final lag; a renderer that stopped on a platform error counts that request as an error."""
+    if result is not None:
+        ok = result.posts + result.edits
+    else:
+        ok = int(getattr(renderer, "posts", 0)) + int(getattr(renderer, "edits", 0))
+    transient = int(getattr(renderer, "transient", 0))
+    engine.metrics.shown(
+        reply.key.platform,
+        ok=ok,
+        rate_limited=int(getattr(renderer, "rate_limited", 0)),
+        errors=transient + (1 if failed else 0),
+        budget_wait=float(getattr(renderer, "budget_waited", 0.0)),
+        final_lag=lag,
+    )

@@ -29,6 +29,7 @@ from llmconnect import (
     ConfigurationError,
     LLMError,
     ProviderSpec,
+    ReplyStream,
     Usage,
     base_url_variable,
     parse_model,
@@ -48,6 +49,7 @@ from .conversations import (
     clean_text,
 )
 from .logs import log_reply_end, new_reply_id, reply_context
+from .metrics import Metrics
 from .policy import AccessPolicy, Actor
 from .settings import Settings
 from .stores import close_store, locks_for, open_store
@@ -224,8 +226,11 @@ class ChatEngine:
         env: Mapping[str, str] | None = None,
         options: Mapping[str, Any] | None = None,
         cluster: Cluster | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        #: Prometheus metrics (``GET /metrics``), recorded per reply, never per delta.
+        self.metrics = metrics if metrics is not None else Metrics()
         #: ``STORE_URL``'s store unless one is given; one this engine opened, it also closes.
         self.store: ConversationStore = store if store is not None else open_store(settings)
         self._owns_store = store is None
@@ -538,6 +543,12 @@ class ChatEngine:
         placeholder.parts = parts
         placeholder.status = Status.STREAMING
         reply._push("")
+        frontend, provider = key.platform, reply.model.split("/", 1)[0]
+        metrics = self.metrics
+        metrics.reply_started(frontend)
+        started = self.clock.now()
+        stream: ReplyStream | None = None
+        error: str | None = None
         try:
             client = APIClientFactory.create(
                 model=reply.model,
@@ -552,24 +563,37 @@ class ChatEngine:
             )
             stream = await client.chat(prompt, stream=True)
             try:
+                # The first delta apart (for the first-token metric), then the same generator
+                # goes on: ``break`` does not close it, and the loop per delta stays as it was.
+                async for delta in stream:
+                    reply.first_token = self.clock.now()
+                    metrics.first_delta(frontend, self.clock.now() - started)
+                    parts.append(delta)
+                    reply._push(delta)
+                    break
                 async for delta in stream:  # valid Unicode: llmconnect repairs each delta
-                    if not parts:
-                        reply.first_token = self.clock.now()
                     parts.append(delta)
                     reply._push(delta)
             finally:
                 await stream.aclose()
-            reply.usage = stream.usage
             placeholder.finish(Status.COMPLETE)
         except LLMError as exc:
             log.warning("reply failed: %s", exc)  # which: the reply's log context
-            reply.error_kind = type(exc).__name__
             placeholder.finish(Status.ERROR, exc.user_message)
+            error = type(exc).__name__
         except asyncio.CancelledError:
             placeholder.finish(Status.CANCELLED)
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
         finally:
-            reply.deltas = len(parts)
+            reply.deltas, reply.error_kind = len(parts), error
+            reply.usage = stream.usage if stream is not None else None
+            metrics.reply_ended(
+                frontend,
+                provider,
+                str(placeholder.status),
+                usage=stream.usage if stream is not None else None,
+                error=error,
+            )
             conversation.trim(settings.history_max_messages, settings.history_max_chars)
             try:
                 await self._save_final(conversation, placeholder)

@@ -158,6 +158,7 @@ class BufferedRenderer(ABC):
         "_prefix_len",
         "_task",
         "_ticket",
+        "budget_waited",
     )
 
     def __init__(
@@ -180,6 +181,8 @@ class BufferedRenderer(ABC):
         self._idle: asyncio.Future[None] | None = None
         self._ticket: BudgetTicket | None = None
         self._failure: Exception | None = None
+        #: Seconds this renderer's sends waited for the shared budget, in total (metrics).
+        self.budget_waited = 0.0
 
     @property
     def gone(self) -> bool:
@@ -288,10 +291,12 @@ class BufferedRenderer(ABC):
         if ticket.granted:
             return False
         self._ticket = ticket
+        started = self._clock.now()
         try:
             await ticket.wait()
         finally:
             self._ticket = None
+            self.budget_waited += self._clock.now() - started
         return True
 
     # -- the task ------------------------------------------------------------------------------

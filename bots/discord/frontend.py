@@ -80,3 +80,14 @@ class DiscordFrontEnd:
 
     def hurry(self) -> None:
         """Nothing to hurry: the bot's close is bounded by the grace already."""
+
+    async def ready(self) -> tuple[bool, str]:
+        """Every shard's gateway connection open, and Discord's READY received. (discord.py's
+        ``is_ready()`` alone stays true while the gateway is down and it reconnects.)"""
+        bot = self.bot
+        if bot is None or bot.is_closed():
+            return False, "not connected"
+        shards = bot.shards
+        if not bot.is_ready() or not shards or any(s.is_closed() for s in shards.values()):
+            return False, "gateway not connected"
+        return True, "ok"

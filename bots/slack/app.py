@@ -215,6 +215,14 @@ class SlackBot:
         )
         await self._socket.connect_async()  # type: ignore[no-untyped-call]  # slack-bolt: untyped
 
+    async def connected(self) -> bool:
+        """Whether Slack can reach this bot: its Socket Mode connection is up (bolt reconnects
+        it by itself), or its HTTP listener is (``/readyz``)."""
+        if self._socket is not None:
+            client: Any = self._socket.client
+            return bool(await client.is_connected())
+        return self._runner is not None
+
     async def aclose(self, grace: float = DEFAULT_GRACE) -> None:
         """Stop taking requests, end this bot's replies (each shows what it had, within ``grace``
         seconds), close connections. The engine keeps running: it is shared."""

@@ -87,3 +87,10 @@ class SlackFrontEnd:
 
     def hurry(self) -> None:
         """Nothing to hurry: the bot's close is bounded by the grace already."""
+
+    async def ready(self) -> tuple[bool, str]:
+        if self.bot is None or self._closed.is_set():
+            return False, "not started"
+        if not await self.bot.connected():
+            return False, "Socket Mode connection or HTTP listener down"
+        return True, "ok"

@@ -42,6 +42,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, SecretStr
 
+from bots.health import Health, health_routes
 from core.clock import Clock
 from core.conversations import Conversation, ConversationKey, Message, clean_text
 from core.delivery import final_note
@@ -253,6 +254,7 @@ def create_app(
     edit_interval: float | None = None,
     allowed_hosts: Sequence[str] | None = None,
     clock: Clock | None = None,
+    health: Health | None = None,
 ) -> FastAPI:
     """The web chat over ``engine``, bounded and paced by ``settings`` (``WEB_*``).
 
@@ -260,7 +262,8 @@ def create_app(
     the login form sets). ``allowed_hosts``: accepted ``Host`` names (set for a loopback bind, so a
     DNS-rebinding page cannot reach the chat). ``edit_interval``: defaults to
     ``WEB_EDIT_INTERVAL``. ``clock`` times the sign-in throttle (default: the engine's). The
-    engine's life is the caller's (``llmconnect run``).
+    engine's life is the caller's (``llmconnect run``). ``health``: what ``/readyz`` checks
+    (:mod:`bots.health`; the runner's covers every front end; default: the store alone).
     """
     interval = settings.web_edit_interval if edit_interval is None else edit_interval
     web = WebChat(engine, edit_interval=interval)
@@ -290,6 +293,8 @@ def create_app(
     # is unreachable, whatever the store's own error was).
     app.add_exception_handler(Refused, _refused)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    # /metrics, /healthz, /readyz: behind the Guard like every route (WEB_AUTH_TOKEN).
+    app.router.routes.extend(health_routes(engine, health or Health(engine)))
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

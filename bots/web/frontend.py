@@ -13,6 +13,7 @@ from bots.frontend import RunError
 from .settings import LOOPBACK_HOSTS, WebSettings, is_loopback
 
 if TYPE_CHECKING:
+    from bots.health import Health
     from core.engine import ChatEngine
 
     from .app import WebChat
@@ -42,6 +43,9 @@ class WebFrontEnd:
         self.chat: WebChat | None = None
         self._server: Server | None = None
         self._task: asyncio.Task[None] | None = None
+        #: What ``/readyz`` checks, set by the runner (every front end and the store); the web
+        #: chat serves ``/metrics``, ``/healthz`` and ``/readyz`` on its port.
+        self.health: Health | None = None
 
     async def start(self, engine: ChatEngine) -> str:
         import uvicorn  # imported here: the registry and doctor stay light
@@ -57,6 +61,7 @@ class WebFrontEnd:
             s,
             auth_token=s.web_auth_token if token else None,
             allowed_hosts=LOOPBACK_HOSTS if loopback else None,
+            health=self.health,
         )
         self.chat = app.state.web
         sock = listen(s.web_host, s.web_port)
@@ -114,3 +119,9 @@ class WebFrontEnd:
     def hurry(self) -> None:
         if self._server is not None:
             self._server.force_exit = True
+
+    async def ready(self) -> tuple[bool, str]:
+        server = self._server
+        if server is None or not server.started or server.should_exit:
+            return False, "not serving"
+        return True, "ok"

@@ -319,6 +319,8 @@ class FakeDiscordServer(LoopbackServer):
         self._sockets: set[web.WebSocketResponse] = set()
         self._sessions: dict[str, tuple[int, int]] = {}  # session id -> its shard
         self._runner: web.AppRunner | None = None
+        #: While true the gateway refuses connections (503): see :meth:`drop_gateway`.
+        self.gateway_refused = False
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -1169,7 +1171,16 @@ class FakeDiscordServer(LoopbackServer):
 
     # ----------------------------------------------------------------- gateway
 
+    async def drop_gateway(self) -> None:
+        """The gateway goes away and stays away (REST is unaffected): every connection closes
+        and new ones are refused until ``gateway_refused`` is set false again."""
+        self.gateway_refused = True
+        for ws in list(self._sockets):
+            await ws.close(code=1001)
+
     async def _gateway(self, request: web.Request) -> web.StreamResponse:
+        if self.gateway_refused:
+            return web.Response(status=503, text="gateway unavailable")
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self._sockets.add(ws)
