@@ -67,5 +67,14 @@ mid-reply; its pub/sub connection is killed              reaches it
 Platform answers 500 twice / four times                  retried (1 s, 2 s), not counted as rate limits;   test_platform_faults::test_a_500*,
                                                          then the platform's error, the text kept          ::test_a_lasting_500*
 A shutdown while a stopped reply's save is slow          shutdown waits for the save                       tests/core/stores/test_engine_stores.py
+Provider 401 echoing the key, JSON logs at DEBUG;         no key, prompt, answer or channel id in any       test_secrets::test_json_logs_of_a_slack
+library debug logs of request bodies                     log line (library loggers held at INFO unless     _reply_hold_no_secret_and_no_message_text
+                                                         LOG_CONTENT=true)
+A user id, channel id or prompt in a metric label        labels are front end, provider, status,           tests/bots/test_metrics.py::test_replies
+                                                         outcome, direction, error class only              _through_each_front_end_are_counted*
+/metrics or /readyz without WEB_AUTH_TOKEN; Redis        401; 503 with fixed phrases, no store URL or      tests/bots/test_metrics.py::test_metrics
+stopped behind /readyz                                   exception text                                    _and_health_need_the_token*, ::test_readyz*
+A secret (a token, a provider key, the log salt) in      refused, its value never shown: exit 2 at         tests/bots/test_config_file.py::test_a
+llmconnect.toml; a broken file written while running     start-up, the old settings kept on reload         _secret_in_the_file*, ::test_a_wrong_file*
 =======================================================  ================================================  =========================================
 """
