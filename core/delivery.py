@@ -77,9 +77,19 @@ async def deliver(
     min_interval: float,
     budget: EditBudget | None = None,
     clock: Clock | None = None,
+    window_limit: int = 0,
+    window_seconds: float = 0.0,
 ) -> RenderResult:
-    """Stream ``reply`` into ``sink`` and end on its complete text (plus a note, if any)."""
-    renderer = StreamRenderer(sink, min_interval=min_interval, budget=budget, clock=clock)
+    """Stream ``reply`` into ``sink`` and end on its complete text (plus a note, if any);
+    ``window_limit``/``window_seconds``: the platform's edit window (see StreamRenderer)."""
+    renderer = StreamRenderer(
+        sink,
+        min_interval=min_interval,
+        budget=budget,
+        clock=clock,
+        window_limit=window_limit,
+        window_seconds=window_seconds,
+    )
     return await deliver_with(engine, reply, renderer)
 
 

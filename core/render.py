@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import math
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -155,6 +156,7 @@ class BufferedRenderer(ABC):
         "_min_interval",
         "_note",
         "_noted",
+        "_on_finish",
         "_prefix_len",
         "_task",
         "_ticket",
@@ -179,6 +181,7 @@ class BufferedRenderer(ABC):
         self._noted = False
         self._task: asyncio.Task[None] | None = None
         self._idle: asyncio.Future[None] | None = None
+        self._on_finish: asyncio.Future[None] | None = None  # set while a wait ends on finish()
         self._ticket: BudgetTicket | None = None
         self._failure: Exception | None = None
         #: Seconds this renderer's sends waited for the shared budget, in total (metrics).
@@ -221,6 +224,9 @@ class BufferedRenderer(ABC):
                     self._task = asyncio.get_running_loop().create_task(self._run())
             else:
                 self._wake()
+                on_finish = self._on_finish
+                if on_finish is not None and not on_finish.done():
+                    on_finish.set_result(None)  # the final may be due sooner than that wait
                 if self._ticket is not None:
                     self._ticket.promote()  # the edit it waits for is now the final one
             if self._task is not None:
@@ -274,12 +280,25 @@ class BufferedRenderer(ABC):
         finally:
             self._idle = None
 
-    async def _wait_until(self, due: float) -> bool:
-        """Sleep until ``due`` on the clock; False (at once) when it has come already."""
+    async def _wait_until(self, due: float, *, or_finish: bool = False) -> bool:
+        """Sleep until ``due`` on the clock; False (at once) when it has come already.
+
+        ``or_finish``: ``finish()`` ends the wait early (the final may be due sooner than the
+        interim edit waited for); only ``finish``, so ``feed`` never costs a re-schedule."""
         delay = due - self._clock.now()
         if delay <= _EPS:
             return False
-        await self._clock.sleep(delay)
+        if not or_finish or self._finishing:
+            await self._clock.sleep(delay)
+            return True
+        on_finish: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._on_finish = on_finish
+        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
+        try:
+            await asyncio.wait((sleeper, on_finish), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._on_finish = None
+            sleeper.cancel()
         return True
 
     async def _take_slot(self, *, final: bool, first: bool) -> bool:
@@ -326,9 +345,14 @@ class StreamRenderer(BufferedRenderer):
     """Renders one streaming reply into one or more platform messages by progressive edits.
 
     The first delta is posted at once; then each message is edited at most once per
-    ``min_interval``, always with the latest text plus ``marker``. When the text outgrows
-    ``sink.max_len`` the filled message is frozen at a boundary chosen by ``core.split.find_cut``
-    and the reply continues in a new message, so the final messages equal
+    ``min_interval``, always with the latest text plus ``marker``. ``window_limit`` edits per
+    ``window_seconds`` (a sliding window over this renderer's edits, e.g. Discord's ~5 edits per
+    5 s per channel, Slack's one update per second of a message) is what the platform enforces:
+    every edit stays within it, and a *final* edit (``finish``, or a message frozen full) does not
+    wait out ``min_interval`` but goes as soon as the window has room. Without a window
+    (``window_limit=0``) a final edit too waits ``min_interval`` after the message's last update.
+    When the text outgrows ``sink.max_len`` the filled message is frozen at a boundary chosen by
+    ``core.split.find_cut`` and the reply continues in a new message, so the final messages equal
     ``split_message(with_note(text, note), max_len)``. ``finish`` does the final edit(s).
 
     A :class:`SinkRateLimited` is waited out (``retry_after``; a shared one defers the budget too)
@@ -354,6 +378,8 @@ class StreamRenderer(BufferedRenderer):
         "_sink",
         "_transient",
         "_transient_streak",
+        "_window",
+        "_window_seconds",
     )
 
     def __init__(
@@ -364,7 +390,11 @@ class StreamRenderer(BufferedRenderer):
         budget: EditBudget | None = None,
         clock: Clock | None = None,
         marker: str = " ▌",
+        window_limit: int = 0,
+        window_seconds: float = 0.0,
     ) -> None:
+        if window_limit < 0 or window_seconds < 0:
+            raise ValueError("window_limit and window_seconds must not be negative")
         max_len = int(sink.max_len)
         if max_len < 1:
             raise ValueError("sink.max_len must be at least 1")
@@ -384,6 +414,13 @@ class StreamRenderer(BufferedRenderer):
         self._rate_limited = 0
         self._transient = 0
         self._transient_streak = 0  # transient failures since the last successful call
+        #: When the last ``window_limit`` edits came back (None: no window). The time an edit
+        #: *returned* is no earlier than the platform saw it, so spacing from it stays inside
+        #: the platform's window whatever the latency.
+        self._window: deque[float] | None = (
+            deque(maxlen=window_limit) if window_limit and window_seconds > 0 else None
+        )
+        self._window_seconds = float(window_seconds)
 
     # -- public state ------------------------------------------------------------------------
 
@@ -430,7 +467,7 @@ class StreamRenderer(BufferedRenderer):
             await self._wait_for_text()
             return False
         k, due = job
-        if await self._wait_until(due):
+        if await self._wait_until(due, or_finish=True):
             return False  # pick again: text or finish() may have come meanwhile
         final = self._finishing or k < len(self._frozen)
         if await self._take_slot(final=final, first=not self._refs):
@@ -488,6 +525,15 @@ class StreamRenderer(BufferedRenderer):
         self._shown[k] = text
         self._last[k] = started
         self._edits += 1
+        if self._window is not None:
+            self._window.append(self._clock.now())
+
+    def _window_room(self) -> float:
+        """When the platform's edit window has room for one more edit (-inf: it has now)."""
+        window = self._window
+        if window is None or len(window) < (window.maxlen or 0):
+            return -math.inf
+        return window[0] + self._window_seconds
 
     async def _wait_out_rate_limit(self, exc: SinkRateLimited) -> None:
         self._rate_limited += 1
@@ -523,6 +569,8 @@ class StreamRenderer(BufferedRenderer):
         total = frozen_count + (1 if self._body else 0)
         best_k = -1
         best_due = math.inf
+        windowed = self._window is not None
+        room = self._window_room()
         k = self._settled
         while k < total:
             if k == len(shown):  # next message to post; later ones wait for it
@@ -530,7 +578,10 @@ class StreamRenderer(BufferedRenderer):
                     best_k, best_due = k, now
                 break
             if shown[k] != self._desired(k):
-                due = self._last[k] + self._min_interval
+                if windowed and (self._finishing or k < frozen_count):
+                    due = max(room, now)  # a final goes as soon as the platform allows it
+                else:
+                    due = max(self._last[k] + self._min_interval, room)
                 if due < best_due:
                     best_k, best_due = k, due
             elif k == self._settled and k < frozen_count:

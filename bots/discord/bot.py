@@ -5,7 +5,8 @@ A thin translation layer over ``core``: a Discord event becomes a :class:`Conver
 :class:`~bots.discord.sink.ChannelSink` / :class:`~bots.discord.sink.InteractionSink` driven by
 ``core.delivery.deliver``. All of the bot's channel messages share one
 :class:`~core.budget.EditBudget` (Discord allows 50 requests/s per bot); each message is edited at
-most once per ``DISCORD_EDIT_INTERVAL`` (Discord allows about 5 edits per 5 s per channel).
+most once per ``DISCORD_EDIT_INTERVAL``; the final edit goes as soon as the channel's edit window
+(``DISCORD_CHANNEL_EDITS`` per ``DISCORD_CHANNEL_EDIT_WINDOW``, Discord's ~5 per 5 s) has room.
 """
 
 from __future__ import annotations
@@ -338,6 +339,8 @@ class DiscordBot(discord.AutoShardedClient):
             min_interval=self.settings.discord_edit_interval,
             budget=budget,
             clock=self.engine.clock,
+            window_limit=self.settings.discord_channel_edits,
+            window_seconds=self.settings.discord_channel_edit_window,
         )
         # finish() right after feed(): the first post already carries the final text.
         await renderer.feed(text)
@@ -381,6 +384,8 @@ class DiscordBot(discord.AutoShardedClient):
                 min_interval=self.settings.discord_edit_interval,
                 budget=self.budget if shared_budget else None,
                 clock=self.engine.clock,
+                window_limit=self.settings.discord_channel_edits,
+                window_seconds=self.settings.discord_channel_edit_window,
             )
         except DiscordRestError as exc:
             # Discord refused the message (missing permission, ...): nobody can see the reply.

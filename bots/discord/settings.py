@@ -61,6 +61,20 @@ class DiscordSettings(EnvSettings):
     discord_edit_interval: float = Field(
         1.2, gt=0, description="Seconds between edits of one Discord message while streaming."
     )
+    discord_channel_edits: int = Field(
+        5,
+        ge=0,
+        le=50,
+        description="Edits one reply makes in any DISCORD_CHANNEL_EDIT_WINDOW seconds (Discord's "
+        "per-channel bucket, about 5 per 5 s); a final edit goes as soon as this has room instead "
+        "of waiting DISCORD_EDIT_INTERVAL (0: finals wait the interval too).",
+    )
+    discord_channel_edit_window: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="Seconds of the window DISCORD_CHANNEL_EDITS counts edits in.",
+    )
 
     @property
     def configured(self) -> bool:

@@ -730,3 +730,133 @@ def test_any_stream_renders_exactly(
             previous = shown
         for a, b in itertools.pairwise(calls):
             assert b.time - a.time >= min_interval - 1e-9
+
+
+# -- the platform's edit window: finals as soon as it has room -------------------------------------
+
+
+def make_windowed(
+    *, min_interval: float = 1.2, limit: int = 5, seconds: float = 5.0
+) -> tuple[FakeClock, RecordingSink, StreamRenderer]:
+    clock = FakeClock()
+    sink = RecordingSink(clock=clock)
+    renderer = StreamRenderer(
+        sink, min_interval=min_interval, clock=clock, window_limit=limit, window_seconds=seconds
+    )
+    return clock, sink, renderer
+
+
+async def test_final_goes_at_once_when_the_window_has_room() -> None:
+    clock, sink, r = make_windowed()
+    await r.feed("a")
+    await clock.settle()  # post at t=0
+    await clock.advance(1.2)
+    await r.feed("b")
+    await clock.settle()  # interim edit at t=1.2
+    await clock.advance(0.3)
+    await r.feed("c")
+    await clock.advance(0.1)  # t=1.6: an interim edit of "abc" waits until 2.4
+    finish = asyncio.create_task(r.finish())
+    await clock.settle()
+    assert finish.done()  # finish() cut that wait short; the final did not wait min_interval
+    assert [(c.time, c.text) for c in sink.history] == [
+        (0.0, "a" + MARKER),
+        (1.2, "ab" + MARKER),
+        (1.6, "abc"),
+    ]
+    await finish
+
+
+async def test_final_0_1_s_after_an_interim_edit_goes_at_once() -> None:
+    clock, sink, r = make_windowed()
+    await r.feed("a")
+    await clock.settle()
+    await r.feed("b")
+    await clock.advance(1.2)  # interim edit at t=1.2
+    await clock.advance(0.1)
+    await r.feed("c")
+    await clock.run(r.finish())
+    assert [(c.time, c.text) for c in sink.history][-2:] == [(1.2, "ab" + MARKER), (1.3, "abc")]
+
+
+async def test_final_waits_only_until_the_window_has_room() -> None:
+    # At the limit: 5 edits in the last 5 s -> the 6th waits exactly until the oldest leaves.
+    clock, sink, r = make_windowed(min_interval=0.5, limit=5, seconds=5.0)
+    await r.feed("x")
+    await clock.settle()  # post at t=0 (posts are another bucket: not counted)
+    for _ in range(5):
+        await clock.advance(0.5)
+        await r.feed("x")
+        await clock.settle()
+    edits = [c.time for c in sink.history if c.kind == "edit"]
+    assert edits == [0.5, 1.0, 1.5, 2.0, 2.5]  # limit reached: 5 edits in 5 s
+    await clock.advance(0.6)  # t=3.1; nothing pending
+    await r.feed("y")
+    finish = asyncio.create_task(r.finish())
+    await clock.advance(2.3)  # t=5.4: the window still holds 5 edits
+    assert not finish.done()
+    await clock.advance(0.1)  # t=5.5: the edit of 0.5 left the window
+    assert finish.done()
+    assert sink.history[-1].time == 5.5
+    assert sink.history[-1].text == "x" * 6 + "y"
+    await finish
+
+
+async def test_window_limit_minus_one_edits_leave_room_for_the_final() -> None:
+    clock, sink, r = make_windowed(min_interval=0.5, limit=5, seconds=5.0)
+    await r.feed("x")
+    await clock.settle()
+    for _ in range(4):
+        await clock.advance(0.5)
+        await r.feed("x")
+        await clock.settle()
+    await r.feed("y")
+    await clock.run(r.finish())
+    assert [c.time for c in sink.history if c.kind == "edit"] == [0.5, 1.0, 1.5, 2.0, 2.0]
+
+
+async def test_interim_edits_stay_min_interval_apart_with_a_window() -> None:
+    clock, sink, r = make_windowed(min_interval=1.2)
+    await r.feed("a")
+    await clock.settle()
+    for _ in range(30):
+        await clock.advance(0.1)
+        await r.feed("a")
+    await clock.run(r.finish())
+    times = [c.time for c in sink.history]
+    interims = times[:-1]
+    assert all(round(b - a, 6) >= 1.2 for a, b in itertools.pairwise(interims))
+    assert sink.messages == ["a" * 31]
+
+
+async def test_interim_edits_respect_the_window_too() -> None:
+    # A short min_interval: the window, not the interval, caps the interim edits.
+    clock, sink, r = make_windowed(min_interval=0.1, limit=2, seconds=1.0)
+    await r.feed("a")
+    await clock.settle()
+    for _ in range(30):
+        await clock.advance(0.1)
+        await r.feed("a")
+    await clock.run(r.finish())
+    edits = [c.time for c in sink.history if c.kind == "edit"]
+    for i in range(len(edits) - 2):
+        assert round(edits[i + 2] - edits[i], 6) >= 1.0  # never 3 edits within 1 s
+    assert sink.messages == ["a" * 31]
+
+
+async def test_without_a_window_the_final_waits_min_interval() -> None:
+    clock, sink, r = make(min_interval=1.0)
+    await r.feed("a")
+    await clock.settle()
+    await r.feed("b")
+    await clock.run(r.finish())
+    assert [c.time for c in sink.history] == [0.0, 1.0]
+
+
+def test_a_negative_window_is_refused() -> None:
+    clock = FakeClock()
+    sink = RecordingSink(clock=clock)
+    with pytest.raises(ValueError, match="window"):
+        StreamRenderer(sink, min_interval=1.0, clock=clock, window_limit=-1, window_seconds=1.0)
+    with pytest.raises(ValueError, match="window"):
+        StreamRenderer(sink, min_interval=1.0, clock=clock, window_limit=1, window_seconds=-1.0)

@@ -109,3 +109,34 @@ async def test_processes_sharing_redis_divide_the_bots_request_budget(
     await second.close()  # leaves the group: the first takes the whole rate back
     await first.budget_share.beat()
     assert first.budget.rate == 40
+
+
+async def test_the_final_edit_goes_when_the_channel_window_has_room_not_after_the_interval(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    """An edit interval of a minute: interim edits wait it out, but the final edit goes as soon as
+    the channel's edit window (5 per 0.5 s, the stand-in's bucket here) has room - without a 429.
+    Before, the final waited the whole interval and this reply would not land in time."""
+    text = "The final edit lands as soon as Discord's channel bucket allows it."
+    words = text.split(" ")
+    llm.enqueue(Reply(deltas=[w + " " for w in words[:-1]] + [words[-1]], delay=0.02))
+    await start_bot(
+        discord_edit_interval=60.0, discord_channel_edits=5, discord_channel_edit_window=0.5
+    )
+    server = world.server
+    prompt = await server.send_message(world.general, world.alice, "go")
+    await wait_for(lambda: [m.content for m in server.replies_to(prompt)] == [text])
+    assert server.rate_limited == []
+
+
+async def test_edits_inside_the_channel_window_get_no_429s(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    """A tiny edit interval: the channel window (the stand-in's 5 edits per 0.5 s) paces the
+    edits of every reply, so none is refused."""
+    channels = [world.server.add_channel(world.guild, f"c{i}") for i in range(5)]
+    await start_bot(
+        discord_edit_interval=0.01, discord_channel_edits=5, discord_channel_edit_window=0.5
+    )
+    await run_concurrently(world, llm, channels)
+    assert world.server.rate_limited == []

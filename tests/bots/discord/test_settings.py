@@ -86,3 +86,17 @@ def test_every_field_has_a_description() -> None:
     for name, field in DiscordSettings.model_fields.items():
         assert field.description, name
         assert name.startswith("discord_"), name
+
+
+def test_channel_edit_window_limits() -> None:
+    s = load_settings(DiscordSettings)
+    assert (s.discord_channel_edits, s.discord_channel_edit_window) == (5, 5.0)
+    at = load_settings(DiscordSettings, discord_channel_edits=50, discord_channel_edit_window=60)
+    assert (at.discord_channel_edits, at.discord_channel_edit_window) == (50, 60.0)
+    assert load_settings(DiscordSettings, discord_channel_edits=0).discord_channel_edits == 0
+    for bad in ({"discord_channel_edits": 51}, {"discord_channel_edits": -1}):
+        with pytest.raises(SettingsError, match="DISCORD_CHANNEL_EDITS"):
+            load_settings(DiscordSettings, **bad)
+    for window in (60.001, 0):
+        with pytest.raises(SettingsError, match="DISCORD_CHANNEL_EDIT_WINDOW"):
+            load_settings(DiscordSettings, discord_channel_edit_window=window)
