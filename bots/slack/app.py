@@ -455,7 +455,15 @@ class SlackBot:
             )
         else:
             sink = SlackSink(self.edit_client, place.channel, thread_ts=place.thread_ts)
-            renderer = StreamRenderer(sink, min_interval=interval, budget=budget, clock=self.clock)
+            gap = self.settings.slack_final_update_gap
+            renderer = StreamRenderer(
+                sink,
+                min_interval=interval,
+                budget=budget,
+                clock=self.clock,
+                window_limit=1 if gap > 0 else 0,  # one update per ``gap`` of the reply's edits
+                window_seconds=gap,
+            )
         try:
             await deliver_with(self.engine, reply, renderer)
         except asyncio.CancelledError:

@@ -53,6 +53,14 @@ class SlackSettings(EnvSettings):
     slack_edit_interval: float = Field(
         1.5, gt=0, description="Seconds between edits of one Slack message while streaming."
     )
+    slack_final_update_gap: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="Seconds a reply's final chat.update waits after its previous update (one "
+        "update of a message per second), instead of SLACK_EDIT_INTERVAL (0: finals wait the "
+        "interval too).",
+    )
 
     @property
     def configured(self) -> bool:

@@ -52,3 +52,12 @@ def test_every_field_has_a_description() -> None:
     for name, field in SlackSettings.model_fields.items():
         assert field.description, name
         assert name.startswith("slack_"), name
+
+
+def test_final_update_gap_limits() -> None:
+    assert load_settings(SlackSettings).slack_final_update_gap == 1.0
+    assert load_settings(SlackSettings, slack_final_update_gap=60).slack_final_update_gap == 60
+    assert load_settings(SlackSettings, slack_final_update_gap=0).slack_final_update_gap == 0
+    for bad in (60.001, -0.1):
+        with pytest.raises(SettingsError, match="SLACK_FINAL_UPDATE_GAP"):
+            load_settings(SlackSettings, slack_final_update_gap=bad)

@@ -140,7 +140,7 @@ async def test_without_native_streaming_the_answer_is_posted_and_edited(
 async def test_rate_limited_updates_lose_nothing(
     make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
 ) -> None:
-    running = await make_bot(slack_streaming="update")
+    running = await make_bot(slack_streaming="update", slack_final_update_gap=0)
     slack_api.update_interval = 0.05  # faster updates of one message get 429 + Retry-After
     answer = long_text(UPDATE_MAX_LEN + 1500)
     llm.enqueue(Reply(text=answer, delay=0.0005))
@@ -237,3 +237,21 @@ async def test_stop_in_a_thread_ends_the_native_stream_with_what_was_written(
     assert message.streamed
     assert not message.streaming
     await wait_for(lambda: [e["text"] for e in slack_api.ephemeral] == ["Stopped."])
+
+
+async def test_the_final_update_waits_the_message_gap_not_the_edit_interval(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    """An edit interval of a minute: the final chat.update goes once the stand-in's per-message
+    gap (0.3 s here) has passed, without a 429. Before, it waited the whole interval."""
+    running = await make_bot(
+        slack_streaming="update", slack_edit_interval=60.0, slack_final_update_gap=0.3
+    )
+    slack_api.update_interval = 0.3  # a faster update of one message gets 429
+    answer = long_text(300)
+    llm.enqueue(Reply(text=answer, delay=0.002))
+
+    await running.slack.mention("quickly")
+
+    await wait_for(lambda: flat(joined(slack_api.texts(CHANNEL))) == flat(answer))
+    assert [c for c in slack_api.calls_to("chat.update") if c.status == 429] == []
