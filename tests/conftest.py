@@ -11,6 +11,9 @@ failure found locally is a real finding: keep its example as an explicit test.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import shutil
 import subprocess
@@ -25,6 +28,7 @@ import redis
 from hypothesis import settings
 
 from bots.registry import settings_classes
+from core.logs import BOLT_LOGGER, set_hash_salt
 
 settings.register_profile("ci", derandomize=True)
 if os.environ.get("CI"):
@@ -129,3 +133,25 @@ def fresh_redis_url(redis_url: str) -> str:
     finally:
         client.close()
     return url
+
+
+#: The loggers ``core.logs.configure_logging`` sets a level on.
+CONFIGURED_LOGGERS = ("", "llmconnect", BOLT_LOGGER, "httpx", "httpcore")
+
+
+@contextlib.contextmanager
+def restored_logging() -> Iterator[io.StringIO]:
+    """A stream for ``configure_logging(..., stream=)`` in a test; the handlers and levels it
+    changed, and the conversation-hash salt, are put back after."""
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    levels = {name: logging.getLogger(name).level for name in CONFIGURED_LOGGERS}
+    try:
+        yield io.StringIO()
+    finally:
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        set_hash_salt(None)

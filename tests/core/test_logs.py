@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -18,16 +17,15 @@ import pytest
 
 from core.clock import FakeClock
 from core.conversations import ConversationKey, Status
-from core.logs import BOLT_LOGGER, configure_logging, conversation_hash, set_hash_salt
+from core.logs import configure_logging, conversation_hash, set_hash_salt
 from core.settings import SettingsError, load_settings
+from tests.conftest import restored_logging
 from tests.fakes.llm_server import Fail, FakeLLMServer
 from tests.fakes.llm_server import Reply as Scripted
 
 from .conftest import EngineMaker, wait_for
 
 KEY = ConversationKey("test", "C-RAW-CHANNEL-42")
-#: The loggers configure_logging sets a level on ("" the root), restored after each test.
-LOGGERS = ("", "llmconnect", BOLT_LOGGER, "httpx", "httpcore")
 PROMPT = "my launch code is swordfish"
 ANSWER = "the password is marmalade, keep it safe"
 KEY_ECHO = {"error": {"message": "Incorrect API key provided: sk-LOGCHECK-1234", "code": "x"}}
@@ -36,17 +34,8 @@ KEY_ECHO = {"error": {"message": "Incorrect API key provided: sk-LOGCHECK-1234",
 @pytest.fixture
 def logs() -> Iterator[io.StringIO]:
     """Where :func:`configure_logging` writes in these tests; the root logger restored after."""
-    root = logging.getLogger()
-    handlers = list(root.handlers)
-    levels = {name: logging.getLogger(name).level for name in LOGGERS}
-    out = io.StringIO()
-    yield out
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-    set_hash_salt(None)
+    with restored_logging() as out:
+        yield out
 
 
 def setup(out: io.StringIO, **overrides: Any) -> None:

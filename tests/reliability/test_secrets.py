@@ -23,9 +23,10 @@ import pytest
 from bots.discord import DiscordBot, DiscordSettings
 from bots.slack import EVENTS_PATH, SlackBot
 from core.engine import ChatEngine
-from core.logs import BOLT_LOGGER, configure_logging, set_hash_salt
+from core.logs import configure_logging
 from core.settings import load_settings
 from tests.bots.slack.conftest import SECRET, TEAM, SlackClient, slack_settings
+from tests.conftest import restored_logging
 from tests.fakes.discord_server import MANAGE_GUILD, FakeDiscordServer
 from tests.fakes.llm_server import Fail, FakeLLMServer, Reply
 from tests.fakes.slack_api import FakeSlackAPI
@@ -45,8 +46,6 @@ KEY_ECHO = {
         "code": "invalid_api_key",
     }
 }
-#: The loggers configure_logging sets a level on ("" the root), restored after the JSON test.
-LOGGERS = ("", "llmconnect", BOLT_LOGGER, "httpx", "httpcore")
 FAST_429 = Fail(429, headers={"retry-after-ms": "10"})
 
 
@@ -222,18 +221,9 @@ async def test_discord_flows_leak_no_secret(
 def json_logs() -> Iterator[io.StringIO]:
     """JSON log lines of the run, as ``configure_logging`` writes them (LOG_FORMAT=json,
     LOG_LEVEL=DEBUG); the root logger restored after."""
-    root = logging.getLogger()
-    handlers = list(root.handlers)
-    levels = {name: logging.getLogger(name).level for name in LOGGERS}
-    out = io.StringIO()
-    configure_logging(load_settings(log_format="json", log_level="DEBUG"), stream=out)
-    yield out
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-    set_hash_salt(None)
+    with restored_logging() as out:
+        configure_logging(load_settings(log_format="json", log_level="DEBUG"), stream=out)
+        yield out
 
 
 async def test_json_logs_of_a_slack_reply_hold_no_secret_and_no_message_text(
