@@ -2,9 +2,11 @@
 
 Why a scheduler of its own: with hundreds of replies streaming at once, letting each renderer retry
 on its own 429s loses replies and spends the platform's budget on stale interim edits.
-:class:`EditBudget` queues every send in one priority queue (final edits, then first posts, then
-interim edits) and grants them paced by the clock; a renderer asks for a :class:`BudgetTicket`
-before each post or edit.
+:class:`EditBudget` queues every send in one priority queue (first posts and final edits by
+deadline, then interim edits) and grants them paced by the clock; a renderer asks for a
+:class:`BudgetTicket` before each post or edit. :class:`SendBudgets` names the budgets a post and
+an edit each take when a platform limits them separately (Slack: posts per channel, updates per
+workspace).
 """
 
 from __future__ import annotations
@@ -14,18 +16,22 @@ import heapq
 import itertools
 import math
 from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from core.clock import Clock, MonotonicClock
 
-__all__ = ["BudgetTicket", "EditBudget"]
+__all__ = ["FINAL_SLACK", "BudgetTicket", "EditBudget", "SendBudgets"]
 
 _EPS = 1e-9
 _DEFAULT_CLOCK = MonotonicClock()
 
-
-# EditBudget priorities, served in this order.
-_FINAL, _FIRST, _INTERIM = 0, 1, 2
+#: Seconds a final edit may wait behind first posts queued after it. Why not "finals first":
+#: under a saturated budget the first replies to end would push every first post not yet sent
+#: back by as many slots as there are finals (a user who sees nothing waits for another's
+#: finishing touch); with a deadline a final still goes within this of its request.
+FINAL_SLACK = 2.0
 
 
 class BudgetTicket:
@@ -68,11 +74,19 @@ class EditBudget:
     """A request budget of ``rate`` sends per ``per`` seconds shared by every stream of one scope.
 
     Why one scheduler: with hundreds of streams, letting each retry on its own 429s loses replies
-    and spends the budget on stale interim edits. Here all waiters sit in one priority queue:
-    final edits (the last edit of a reply), then first posts, then interim edits, FIFO within each
-    class, so a
-    stream that just sent re-queues behind the others (round-robin). One dispatcher task runs only
-    while requests wait; a request made when the budget is free is granted without task or wait.
+    and spends the budget on stale interim edits. Here all waiters sit in one priority queue.
+    First posts and final edits (the last edit of a reply) go first, earliest deadline first: a
+    first post is due when asked, a final ``final_slack`` seconds after it was asked (so a final
+    gives way to the first posts of replies nobody sees yet, but not for long). Interim edits
+    come after them, FIFO, so a stream that just sent re-queues behind the others (round-robin).
+    One dispatcher task runs only while requests wait; a request made when the budget is free is
+    granted without task or wait.
+
+    ``reserve_finals`` (for a window much longer than a reply, e.g. Slack's updates per minute):
+    a renderer calls :meth:`owe` for every message it posted whose final edit is still to come and
+    :meth:`settle` once that edit has its slot, and an interim edit is granted only while the
+    window keeps a slot for every final owed. Without it interim edits spent early in the window would leave the finals waiting for it to
+    slide, up to ``per`` seconds.
 
     Pacing is decided on the actual grant times, never on pre-booked slots, so an event loop that
     was busy cannot release a catch-up burst. With ``burst=1`` (default) grants are at least
@@ -86,31 +100,49 @@ class EditBudget:
         "_heap",
         "_interval",
         "_max_burst",
+        "_reserve",
         "_seq",
         "_task",
         "_tat",
         "_tau",
+        "_wake",
         "_window",
         "burst",
+        "final_slack",
         "granted",
+        "owed",
         "per",
         "rate",
     )
 
     def __init__(
-        self, rate: float, per: float = 1.0, *, burst: int = 1, clock: Clock | None = None
+        self,
+        rate: float,
+        per: float = 1.0,
+        *,
+        burst: int = 1,
+        clock: Clock | None = None,
+        final_slack: float = FINAL_SLACK,
+        reserve_finals: bool = False,
     ) -> None:
         if rate <= 0 or per <= 0:
             raise ValueError("rate and per must be positive")
         if burst < 1 or burst > max(1, rate):
             raise ValueError("burst must be between 1 and rate")
+        if final_slack < 0:
+            raise ValueError("final_slack must not be negative")
         self.per = per
+        self.final_slack = final_slack
+        self._reserve = reserve_finals
+        #: Final edits owed by live renderers (counted only with ``reserve_finals``).
+        self.owed = 0
+        self._wake: asyncio.Future[None] | None = None  # set to re-check a blocked interim
         self._max_burst = burst
         self._tat = -math.inf  # theoretical time of the next grant (GCRA)
         self._window: deque[float] | None = None
         self._pace(rate, burst)
         self._clock: Clock = clock if clock is not None else _DEFAULT_CLOCK
-        self._heap: list[list[Any]] = []  # [priority, seq, ticket | None]
+        self._heap: list[list[Any]] = []  # [deadline (inf: interim), seq, ticket | None]
         self._seq = itertools.count()
         self._task: asyncio.Task[None] | None = None
         self.granted = 0  # total grants, for benchmarks
@@ -137,6 +169,7 @@ class EditBudget:
             raise ValueError("rate must be positive")
         if rate != self.rate:
             self._pace(rate, max(1, min(self._max_burst, int(rate))))
+            self._poke()
 
     @property
     def clock(self) -> Clock:
@@ -150,20 +183,36 @@ class EditBudget:
     def request(self, final: bool = False, *, first: bool = False) -> BudgetTicket:
         """Queue a request and return its ticket (already granted when the budget is free).
 
-        ``first``: the first post of a reply. It goes after final edits but before interim ones:
-        a user who sees nothing yet gains more from a first post than another from a fresher edit.
+        ``first``: the first post of a reply. It is due at once, like a final edit that has waited
+        ``final_slack``: a user who sees nothing yet gains more from a first post than another
+        from a fresher edit, or from a final a moment sooner.
         """
         self._prune()
         now = self._clock.now()
-        if not self._heap and now >= self._ready_at() - _EPS:
+        urgent = final or first
+        if not self._heap and now >= self._ready_at(urgent) - _EPS:
             self._grant(now)
             return BudgetTicket(self, final, None)
         loop = asyncio.get_running_loop()
         ticket = BudgetTicket(self, final, loop.create_future())
-        self._push(ticket, _FINAL if final else _FIRST if first else _INTERIM, next(self._seq))
+        deadline = now + self.final_slack if final else now if first else math.inf
+        self._push(ticket, deadline, next(self._seq))
         if self._task is None:
             self._task = loop.create_task(self._dispatch())
+        elif urgent:
+            self._poke()  # the dispatcher may be waiting for room an interim needs, not this
         return ticket
+
+    def owe(self) -> None:
+        """A renderer posted a message whose final edit is still to come (``reserve_finals``)."""
+        if self._reserve:
+            self.owed += 1
+
+    def settle(self, count: int = 1) -> None:
+        """``count`` owed final edits were granted or will never be sent."""
+        if self._reserve and count > 0:
+            self.owed = max(0, self.owed - count)
+            self._poke()
 
     async def acquire(self, final: bool = False) -> None:
         """Wait for a send slot; ``final=True`` for the last edit of a reply."""
@@ -173,12 +222,23 @@ class EditBudget:
         """Grant nothing for ``seconds`` (the platform said the whole scope is rate limited)."""
         self._tat = max(self._tat, self._clock.now() + seconds + self._tau)
 
-    def _ready_at(self) -> float:
-        """Earliest time the next grant may happen."""
+    def _ready_at(self, urgent: bool = True) -> float:
+        """Earliest time the next grant may happen (for an interim edit: ``urgent=False``)."""
         at = self._tat - self._tau
         window = self._window
-        if window is not None and len(window) == window.maxlen:
+        if window is None:
+            return at
+        size = window.maxlen or 0
+        if len(window) == size:
             at = max(at, window[0] + self.per)
+        if not urgent and self._reserve and self.owed:
+            # An interim edit needs a free slot beyond one per owed final: the (k+1)-th newest
+            # grant must have left the window, where k = free slots it may use = size-owed-1.
+            keep = size - self.owed - 1
+            if keep < 0:
+                return math.inf  # every slot is spoken for: wait for a settle()
+            if len(window) > keep:
+                at = max(at, window[len(window) - keep - 1] + self.per)
         return at
 
     def _grant(self, now: float) -> None:
@@ -187,8 +247,8 @@ class EditBudget:
             self._window.append(now)
         self.granted += 1
 
-    def _push(self, ticket: BudgetTicket, priority: int, seq: int) -> None:
-        entry = [priority, seq, ticket]
+    def _push(self, ticket: BudgetTicket, deadline: float, seq: int) -> None:
+        entry = [deadline, seq, ticket]
         ticket._entry = entry
         heapq.heappush(self._heap, entry)
 
@@ -196,7 +256,16 @@ class EditBudget:
         old = ticket._entry
         if old is not None:
             old[2] = None  # lazily dropped by _prune
-            self._push(ticket, _FINAL, old[1])  # keeps its age among the finals
+            # A first post keeps its (earlier) deadline; an interim one becomes a final's.
+            deadline = min(old[0], self._clock.now() + self.final_slack)
+            self._push(ticket, deadline, next(self._seq))
+            self._poke()
+
+    def _poke(self) -> None:
+        """Wake the dispatcher if it waits for room that only an interim edit needs."""
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     def _prune(self) -> None:
         heap = self._heap
@@ -210,9 +279,13 @@ class EditBudget:
                 self._prune()
                 if not self._heap:
                     return
-                wait = self._ready_at() - clock.now()
+                urgent = self._heap[0][0] != math.inf
+                wait = self._ready_at(urgent) - clock.now()
                 if wait > _EPS:
-                    await clock.sleep(wait)
+                    if urgent or not self._reserve:
+                        await clock.sleep(wait)
+                    else:
+                        await self._sleep_or_wake(wait)
                     continue  # re-check: a final may have arrived meanwhile
                 ticket: BudgetTicket = heapq.heappop(self._heap)[2]
                 self._grant(clock.now())
@@ -220,3 +293,56 @@ class EditBudget:
                 ticket._future.set_result(None)
         finally:
             self._task = None
+
+    async def _sleep_or_wake(self, wait: float) -> None:
+        """Sleep ``wait`` seconds (forever: ``inf``) or until :meth:`_poke`: an interim edit
+        blocked by the reserve must not hold up a final or first post that arrives meanwhile."""
+        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._wake = wake
+        sleeper = None if wait == math.inf else asyncio.ensure_future(self._clock.sleep(wait))
+        try:
+            if sleeper is None:
+                await wake
+            else:
+                await asyncio.wait((sleeper, wake), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._wake = None
+            if sleeper is not None:
+                sleeper.cancel()
+
+
+@dataclass(frozen=True, slots=True)
+class SendBudgets:
+    """The budgets a renderer's posts and its edits each take a slot from, in order.
+
+    Why: some platforms limit methods separately (Slack: ``chat.postMessage`` per channel and per
+    workspace, ``chat.update`` per workspace); a single :class:`EditBudget` stands for both kinds
+    where one limit covers every request (Discord's per-bot rate).
+    """
+
+    posts: tuple[EditBudget, ...] = ()
+    edits: tuple[EditBudget, ...] = ()
+
+    @classmethod
+    def of(cls, budget: EditBudget | SendBudgets | None) -> SendBudgets:
+        if budget is None:
+            return _NO_BUDGETS
+        if isinstance(budget, SendBudgets):
+            return budget
+        return cls((budget,), (budget,))
+
+    def each(self) -> Iterator[EditBudget]:
+        """Every budget once."""
+        seen: set[int] = set()
+        for budget in (*self.posts, *self.edits):
+            if id(budget) not in seen:
+                seen.add(id(budget))
+                yield budget
+
+    @property
+    def clock(self) -> Clock | None:
+        first = next(self.each(), None)
+        return first.clock if first is not None else None
+
+
+_NO_BUDGETS = SendBudgets()

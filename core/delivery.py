@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .budget import EditBudget
+from .budget import EditBudget, SendBudgets
 from .clock import Clock
 from .conversations import Status
 from .engine import ChatEngine, Reply
@@ -75,7 +75,7 @@ async def deliver(
     sink: MessageSink,
     *,
     min_interval: float,
-    budget: EditBudget | None = None,
+    budget: EditBudget | SendBudgets | None = None,
     clock: Clock | None = None,
     window_limit: int = 0,
     window_seconds: float = 0.0,

@@ -9,7 +9,7 @@ waits for the complete text, a failure is kept and reported; a subclass only imp
 that always carry the latest text, continuing in new messages at the platform's length limit
 (``core.split``), waiting out 429s and transient failures without losing text, and always ending
 on the complete text. :class:`~core.budget.EditBudget` shares a scope's request budget between
-all live renderers.
+all live renderers (:class:`~core.budget.SendBudgets` when posts and edits are limited apart).
 
 Adapters implement :class:`MessageSink` and only classify what the platform answered:
 :class:`SinkRateLimited` (a 429), :class:`SinkTransient` (worth retrying), :class:`SinkGone` (the
@@ -25,7 +25,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from core.budget import BudgetTicket, EditBudget
+from core.budget import BudgetTicket, EditBudget, SendBudgets
 from core.clock import Clock, MonotonicClock
 from core.split import find_cut, open_fence
 
@@ -148,6 +148,7 @@ class BufferedRenderer(ABC):
     __slots__ = (
         "_body",
         "_budget",
+        "_budgets",
         "_buf",
         "_clock",
         "_failure",
@@ -164,14 +165,20 @@ class BufferedRenderer(ABC):
     )
 
     def __init__(
-        self, *, min_interval: float, budget: EditBudget | None = None, clock: Clock | None = None
+        self,
+        *,
+        min_interval: float,
+        budget: EditBudget | SendBudgets | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if min_interval < 0:
             raise ValueError("min_interval must not be negative")
+        budgets = SendBudgets.of(budget)
         if clock is None:
-            clock = budget.clock if budget is not None else _DEFAULT_CLOCK
+            clock = budgets.clock or _DEFAULT_CLOCK
         self._min_interval = float(min_interval)
-        self._budget = budget
+        self._budget = budget  # as given, for a renderer this one hands over to
+        self._budgets = budgets
         self._clock = clock
         self._buf: list[str] = []  # deltas not yet absorbed by the task
         self._body = ""  # text of the current (last) message: fence reopener + source tail
@@ -301,22 +308,27 @@ class BufferedRenderer(ABC):
             sleeper.cancel()
         return True
 
-    async def _take_slot(self, *, final: bool, first: bool) -> bool:
-        """Wait for a send slot of the shared budget (if any); True when that meant waiting."""
-        budget = self._budget
-        if budget is None:
-            return False
-        ticket = budget.request(final, first=first)
-        if ticket.granted:
-            return False
-        self._ticket = ticket
-        started = self._clock.now()
-        try:
-            await ticket.wait()
-        finally:
-            self._ticket = None
-            self.budget_waited += self._clock.now() - started
-        return True
+    async def _take_slot(self, *, final: bool, first: bool, post: bool = False) -> bool:
+        """Wait for a send slot of each shared budget a post (``post``) or an edit takes; True
+        when that meant waiting."""
+        waited = False
+        for budget in self._budgets.posts if post else self._budgets.edits:
+            # finish() may come while an earlier budget made us wait: the rest is a final's.
+            ticket = budget.request(final or self._finishing, first=first)
+            if ticket.granted:
+                continue
+            waited = True
+            self._ticket = ticket
+            started = self._clock.now()
+            try:
+                await ticket.wait()
+            finally:
+                self._ticket = None
+                self.budget_waited += self._clock.now() - started
+        return waited
+
+    def _release(self) -> None:  # noqa: B027 - optional hook: most renderers hold nothing
+        """The task ended (complete, failed or cancelled): give back what it held."""
 
     # -- the task ------------------------------------------------------------------------------
 
@@ -335,6 +347,8 @@ class BufferedRenderer(ABC):
                     return
         except Exception as exc:  # reported by feed()/finish(), never lost in a dead task
             self._failure = exc
+        finally:
+            self._release()
 
 
 # --------------------------------------------------------------------------------------------
@@ -370,6 +384,7 @@ class StreamRenderer(BufferedRenderer):
         "_last",
         "_marker",
         "_max_len",
+        "_owing",
         "_posts",
         "_rate_limited",
         "_refs",
@@ -387,7 +402,7 @@ class StreamRenderer(BufferedRenderer):
         sink: MessageSink,
         *,
         min_interval: float,
-        budget: EditBudget | None = None,
+        budget: EditBudget | SendBudgets | None = None,
         clock: Clock | None = None,
         marker: str = " ▌",
         window_limit: int = 0,
@@ -409,6 +424,8 @@ class StreamRenderer(BufferedRenderer):
         self._shown: list[str] = []  # text last sent to each posted message
         self._last: list[float] = []  # send time of each posted message's last update
         self._settled = 0  # messages below this index are frozen and show their final text
+        #: Messages posted whose final edit is still owed to the edit budgets (their reserve).
+        self._owing: set[int] = set()
         self._posts = 0
         self._edits = 0
         self._rate_limited = 0
@@ -470,10 +487,22 @@ class StreamRenderer(BufferedRenderer):
         if await self._wait_until(due, or_finish=True):
             return False  # pick again: text or finish() may have come meanwhile
         final = self._finishing or k < len(self._frozen)
-        if await self._take_slot(final=final, first=not self._refs):
+        post = k == len(self._refs)
+        if await self._take_slot(final=final, first=not self._refs, post=post):
             self._absorb()  # send what arrived while we queued
+        if k in self._owing and (self._finishing or k < len(self._frozen)):
+            self._settle(k)  # its final has its slot: the reserve is free again
         await self._send(k, self._desired(k))
         return False
+
+    def _settle(self, k: int) -> None:
+        self._owing.discard(k)
+        for budget in self._budgets.edits:
+            budget.settle()
+
+    def _release(self) -> None:
+        for k in list(self._owing):
+            self._settle(k)
 
     def _absorb(self) -> None:
         """Move buffered deltas into the current message, freezing every message that filled up."""
@@ -504,7 +533,7 @@ class StreamRenderer(BufferedRenderer):
             else:
                 ref = await self._sink.post(text)
         except SinkRateLimited as exc:
-            await self._wait_out_rate_limit(exc)
+            await self._wait_out_rate_limit(exc, post=not posted)
             return
         except SinkTransient as exc:
             await self._wait_out_transient(exc)
@@ -512,8 +541,12 @@ class StreamRenderer(BufferedRenderer):
         self._transient_streak = 0
         if posted:
             self._record_edit(k, text, started)
-        else:
-            self._record_post(ref, text, started)
+            return
+        self._record_post(ref, text, started)
+        if not (self._finishing or k < len(self._frozen)):
+            self._owing.add(k)  # its final edit is to come: hold a slot for it
+            for budget in self._budgets.edits:
+                budget.owe()
 
     def _record_post(self, ref: Any, text: str, started: float) -> None:
         self._refs.append(ref)
@@ -535,10 +568,11 @@ class StreamRenderer(BufferedRenderer):
             return -math.inf
         return window[0] + self._window_seconds
 
-    async def _wait_out_rate_limit(self, exc: SinkRateLimited) -> None:
+    async def _wait_out_rate_limit(self, exc: SinkRateLimited, *, post: bool) -> None:
         self._rate_limited += 1
-        if exc.shared and self._budget is not None:
-            self._budget.defer(exc.retry_after)  # every stream of the scope backs off
+        if exc.shared:
+            for budget in self._budgets.posts if post else self._budgets.edits:
+                budget.defer(exc.retry_after)  # every stream of the scope backs off
         await self._clock.sleep(exc.retry_after)
 
     async def _wait_out_transient(self, exc: SinkTransient) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -32,7 +33,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.frontend import DEFAULT_GRACE
-from core.budget import EditBudget
+from core.budget import EditBudget, SendBudgets
 from core.clock import Clock, MonotonicClock
 from core.cluster import BudgetShare
 from core.commands import Command, CommandResult, execute, parse_command
@@ -126,7 +127,7 @@ class SlackBot:
         )
         self.threads = Threads()
         self._native_off = False
-        self._budgets: dict[str, EditBudget] = {}
+        self._budgets: dict[str, WorkspaceBudgets] = {}
         #: Workspace budgets are per app: processes sharing a store divide them.
         self.budget_share = BudgetShare(self.engine.cluster, "slack", clock=self.clock)
         self._admins: dict[str, tuple[bool, float]] = {}
@@ -408,15 +409,15 @@ class SlackBot:
 
     # ------------------------------------------------------------------ answering
 
-    def budget(self, team_id: str) -> EditBudget:
-        """The posts/edits budget shared by every streaming reply in one workspace."""
-        budget = self._budgets.get(team_id)
-        if budget is None:
-            rate = self.settings.slack_workspace_edit_rate
-            budget = EditBudget(rate, 60.0, burst=max(1, min(5, int(rate))), clock=self.clock)
-            self.budget_share.add(budget, rate)
-            self._budgets[team_id] = budget
-        return budget
+    def budgets(self, team_id: str) -> WorkspaceBudgets:
+        """The request budgets shared by every streaming reply in one workspace."""
+        budgets = self._budgets.get(team_id)
+        if budgets is None:
+            budgets = WorkspaceBudgets(self.settings, self.clock)
+            for budget, rate in budgets.shared():
+                self.budget_share.add(budget, rate)
+            self._budgets[team_id] = budgets
+        return budgets
 
     def native(self, place: Place) -> bool:
         """Whether to answer ``place`` with Slack's native streaming."""
@@ -433,7 +434,8 @@ class SlackBot:
 
     async def _deliver(self, place: Place, reply: Reply) -> None:
         interval = self.settings.slack_edit_interval
-        budget = self.budget(place.team_id)
+        budgets = self.budgets(place.team_id)
+        edits = budgets.for_edits(place.channel)
         renderer: NativeStreamRenderer | StreamRenderer
         if self.native(place):
             thread_ts = place.thread_ts or place.anchor_ts
@@ -450,7 +452,8 @@ class SlackBot:
                     self.edit_client, place.channel, thread_ts=thread_ts, adopt_ts=ts
                 ),
                 min_interval=interval,
-                budget=budget,
+                budget=budgets.for_streams(),
+                fallback_budget=edits,
                 clock=self.clock,
             )
         else:
@@ -459,7 +462,7 @@ class SlackBot:
             renderer = StreamRenderer(
                 sink,
                 min_interval=interval,
-                budget=budget,
+                budget=edits,
                 clock=self.clock,
                 window_limit=1 if gap > 0 else 0,  # one update per ``gap`` of the reply's edits
                 window_seconds=gap,
@@ -494,6 +497,73 @@ class SlackBot:
                 )
         except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
             log.warning("Could not answer in %s: %s", place.channel, exc)
+
+
+class WorkspaceBudgets:
+    """One workspace's request budgets, one per limit Slack enforces on what replies send.
+
+    Why apart: Slack limits each method on its own. ``chat.update`` (Tier 3, ~50/min) is the
+    scarce one: it keeps a slot for every final update owed, so interim updates give way when it
+    runs short. ``chat.postMessage`` is limited per channel (~1/s with short bursts) and per
+    workspace (several hundred per minute); the native streaming methods have their own tier.
+    Channel budgets are per process and kept for the :data:`CHANNEL_BUDGETS` latest channels.
+    """
+
+    def __init__(self, settings: SlackSettings, clock: Clock) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.updates = _per_minute(settings.slack_workspace_edit_rate, clock, reserve=True)
+        self.posts = _per_minute(settings.slack_workspace_post_rate, clock)
+        self.streams = _per_minute(settings.slack_stream_rate, clock, reserve=True)
+        self._channels: OrderedDict[str, EditBudget] = OrderedDict()
+
+    def shared(self) -> list[tuple[EditBudget, float]]:
+        """The workspace budgets and their whole rates (processes sharing a store divide them)."""
+        s = self.settings
+        return [
+            (self.updates, s.slack_workspace_edit_rate),
+            (self.posts, s.slack_workspace_post_rate),
+            (self.streams, s.slack_stream_rate),
+        ]
+
+    def channel(self, channel: str) -> EditBudget:
+        """The posts budget of one channel."""
+        budget = self._channels.get(channel)
+        if budget is None:
+            burst = self.settings.slack_channel_post_burst
+            rate = self.settings.slack_channel_post_rate
+            # ``burst`` posts per ``burst / rate`` s: one per 1/rate s, up to ``burst`` at once.
+            per = burst / rate + WINDOW_MARGIN
+            budget = EditBudget(burst, per, burst=burst, clock=self.clock)
+            if len(self._channels) >= CHANNEL_BUDGETS:
+                self._channels.popitem(last=False)
+        self._channels[channel] = budget
+        self._channels.move_to_end(channel)
+        return budget
+
+    def for_edits(self, channel: str) -> SendBudgets:
+        """What a reply by ``chat.postMessage`` + ``chat.update`` in ``channel`` takes."""
+        return SendBudgets(posts=(self.channel(channel), self.posts), edits=(self.updates,))
+
+    def for_streams(self) -> SendBudgets:
+        """What a native stream takes: every call, start to stop, from the streams budget."""
+        return SendBudgets(posts=(self.streams,), edits=(self.streams,))
+
+
+#: Channels whose post budget a workspace keeps (the least recently used one goes first).
+CHANNEL_BUDGETS = 1_000
+
+#: Seconds added to each window Slack counts in. Why: the budget counts when it grants a call,
+#: Slack when the call arrives; a call that took longer to arrive than the one a window later
+#: would otherwise land inside Slack's window.
+WINDOW_MARGIN = 0.5
+
+
+def _per_minute(rate: float, clock: Clock, *, reserve: bool = False) -> EditBudget:
+    """A budget of ``rate`` calls per minute that may all go at once (Slack's windows are a
+    minute, bursts within it allowed)."""
+    per = 60.0 + WINDOW_MARGIN
+    return EditBudget(rate, per, burst=max(1, int(rate)), clock=clock, reserve_finals=reserve)
 
 
 async def _go_on_if(keep: bool, ack: AsyncAck, next_: Next) -> BoltResponse | None:

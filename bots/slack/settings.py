@@ -33,8 +33,33 @@ class SlackSettings(EnvSettings):
     slack_workspace_edit_rate: float = Field(
         50.0,
         gt=0,
-        description="Message posts and edits per minute one Slack workspace allows, shared by "
-        "all streaming replies (chat.update is Tier 3: about 50/min).",
+        description="chat.update calls per minute one Slack workspace allows (Tier 3: about "
+        "50/min), shared by all streaming replies; a final update always keeps its slot.",
+    )
+    slack_workspace_post_rate: float = Field(
+        300.0,
+        gt=0,
+        description="chat.postMessage calls per minute one Slack workspace allows the bot's "
+        "replies (Slack: several hundred per minute, beside the per-channel limit).",
+    )
+    slack_channel_post_rate: float = Field(
+        1.0,
+        gt=0,
+        description="chat.postMessage calls per second in one channel (Slack: about 1/s).",
+    )
+    slack_channel_post_burst: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Posts one channel may take at once before SLACK_CHANNEL_POST_RATE paces "
+        "them (Slack allows short bursts).",
+    )
+    slack_stream_rate: float = Field(
+        100.0,
+        gt=0,
+        description="Native streaming calls (chat.startStream, appendStream, stopStream) per "
+        "minute one Slack workspace allows (taken as Tier 4: about 100/min), shared by all "
+        "native streams; a stream's stop always keeps its slot.",
     )
     slack_http_host: str = Field(
         "0.0.0.0",

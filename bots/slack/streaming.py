@@ -33,7 +33,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_chat_stream import AsyncChatStream
 from slack_sdk.web.async_client import AsyncWebClient
 
-from core.budget import EditBudget
+from core.budget import EditBudget, SendBudgets
 from core.clock import Clock
 from core.render import BufferedRenderer, MessageSink, RenderResult, SinkGone, StreamRenderer
 from core.split import find_cut
@@ -68,6 +68,10 @@ class NativeStreamRenderer(BufferedRenderer):
 
     ``fallback(ts)`` makes the sink to continue with: it must edit message ``ts`` first (the
     stream that failed; ``None`` when no stream started) and post further messages after it.
+
+    Every streaming call takes a slot of ``budget`` (the workspace's streams budget): starting a
+    stream is its "post", appends its interim edits and the stop its final, which the budget
+    keeps a slot for. ``fallback_budget`` is what the edits that take over take.
     """
 
     def __init__(
@@ -80,11 +84,14 @@ class NativeStreamRenderer(BufferedRenderer):
         recipient_team_id: str | None,
         fallback: Callable[[str | None], MessageSink],
         min_interval: float,
-        budget: EditBudget | None = None,
+        budget: EditBudget | SendBudgets | None = None,
+        fallback_budget: EditBudget | SendBudgets | None = None,
         clock: Clock | None = None,
         max_len: int = NATIVE_MAX_LEN,
     ) -> None:
         super().__init__(min_interval=min_interval, budget=budget, clock=clock)
+        self._fallback_budget = budget if fallback_budget is None else fallback_budget
+        self._owes_stop = False  # the open stream's stop is owed to the budget's reserve
         self.client = client
         self.channel = channel
         self.thread_ts = thread_ts
@@ -154,6 +161,16 @@ class NativeStreamRenderer(BufferedRenderer):
             return False
         if not self._finishing and await self._wait_until(self._last + self._min_interval):
             return False  # appends are coalesced: at most one per min_interval
+        if self._finishing and not self._body and self._stream is None:
+            return True  # nothing to send
+        opening = self._stream is None
+        stopping = self._finishing or len(self._body) > self._max_len
+        if await self._take_slot(
+            final=stopping, first=opening and not self._refs, post=opening and not stopping
+        ):
+            self._absorb()  # send what arrived while we queued
+        if self._owes_stop and (self._finishing or len(self._body) > self._max_len):
+            self._release()  # the stop has its slot
         try:
             done = await self._send_step()
         except SlackApiError as exc:
@@ -170,7 +187,17 @@ class NativeStreamRenderer(BufferedRenderer):
             await self._fall_back()
             return True
         self._last = self._clock.now()
+        if self._stream is not None and not self._owes_stop:
+            self._owes_stop = True  # a stream is open: its stop is to come
+            for budget in self._budgets.edits:
+                budget.owe()
         return done
+
+    def _release(self) -> None:
+        if self._owes_stop:
+            self._owes_stop = False
+            for budget in self._budgets.edits:
+                budget.settle()
 
     def _absorb(self) -> None:
         """The core's, on the answer made safe for Slack (:mod:`~bots.slack.safe_markdown`): a
@@ -235,6 +262,7 @@ class NativeStreamRenderer(BufferedRenderer):
         self._sent = 0
 
     async def _fall_back(self) -> None:
+        self._release()  # the stream will not be stopped: edits take over
         self._absorb()
         self._body += self._safe.flush()  # edits escape every character themselves
         ts = self._stream.ts if self._stream is not None else None
@@ -242,7 +270,7 @@ class NativeStreamRenderer(BufferedRenderer):
         renderer = StreamRenderer(
             self._make_fallback(ts),
             min_interval=self._min_interval,
-            budget=self._budget,
+            budget=self._fallback_budget,
             clock=self._clock,
         )
         self._fallback = renderer

@@ -38,9 +38,9 @@ async def test_budget_serves_finals_first_then_interims_fifo() -> None:
     assert budget.granted == 5
 
 
-async def test_budget_serves_first_posts_between_finals_and_interims() -> None:
+async def test_budget_serves_first_posts_and_finals_by_deadline_then_interims() -> None:
     clock = FakeClock()
-    budget = EditBudget(1, 1.0, clock=clock)
+    budget = EditBudget(1, 1.0, clock=clock, final_slack=2.0)
     order: list[str] = []
 
     async def req(name: str, final: bool, first: bool) -> None:
@@ -51,14 +51,78 @@ async def test_budget_serves_first_posts_between_finals_and_interims() -> None:
     await clock.settle()
     for name, final, first in (
         ("i1", False, False),
-        ("p1", False, True),
-        ("f1", True, False),
+        ("f1", True, False),  # due at t=2
+        ("p1", False, True),  # due now
         ("p2", False, True),
     ):
         tasks.append(asyncio.create_task(req(name, final, first)))
         await clock.settle()
+    await clock.advance(2.5)  # p1 at t=1, p2 at t=2
+    tasks.append(asyncio.create_task(req("p3", False, True)))  # due at 2.5, after f1
+    await clock.settle()
     await clock.run(asyncio.gather(*tasks))
-    assert order == ["i0", "f1", "p1", "p2", "i1"]
+    assert order == ["i0", "p1", "p2", "f1", "p3", "i1"]
+
+
+async def test_reserve_keeps_a_slot_in_the_window_for_every_final_owed() -> None:
+    clock = FakeClock()
+    budget = EditBudget(4, 60.0, burst=4, clock=clock, reserve_finals=True)
+    times: list[tuple[str, float]] = []
+
+    async def req(name: str, final: bool = False) -> None:
+        await budget.request(final).wait()
+        times.append((name, clock.now()))
+
+    budget.owe()
+    budget.owe()  # two replies will need a final edit: 2 of the 4 slots are theirs
+    interims = [asyncio.create_task(req(f"i{n}")) for n in range(3)]
+    await clock.settle()
+    assert times == [("i0", 0.0), ("i1", 0.0)]  # the third would take a final's slot
+    await clock.advance(10)
+    assert len(times) == 2
+    budget.settle()  # one final got its slot elsewhere (or never comes)
+    await clock.settle()
+    assert times[-1] == ("i2", 10.0)
+    final = asyncio.create_task(req("f", True))
+    await clock.settle()
+    assert times[-1] == ("f", 10.0)  # the slot kept for it
+    assert budget.owed == 1
+    await clock.run(asyncio.gather(*interims, final))
+
+
+async def test_reserve_blocks_interims_when_finals_fill_the_window_and_lets_finals_through() -> (
+    None
+):
+    clock = FakeClock()
+    budget = EditBudget(2, 60.0, burst=2, clock=clock, reserve_finals=True)
+    granted: list[str] = []
+
+    async def req(name: str, final: bool = False) -> None:
+        await budget.request(final).wait()
+        granted.append(name)
+
+    for _ in range(3):
+        budget.owe()  # more finals owed than the window holds
+    interim = asyncio.create_task(req("interim"))
+    await clock.settle()
+    await clock.advance(120)
+    assert granted == []  # no interim while every slot is a final's
+    finals = [asyncio.create_task(req(f"f{n}", True)) for n in range(2)]
+    await clock.settle()
+    assert granted == ["f0", "f1"]  # the dispatcher, parked on the interim, woke for them
+    budget.settle(3)
+    await clock.run(asyncio.gather(interim, *finals))
+    assert granted == ["f0", "f1", "interim"]
+    assert clock.now() >= 180.0  # the window had to slide past the finals
+
+
+async def test_owe_and_settle_are_no_ops_without_reserve() -> None:
+    budget = EditBudget(1, 1.0, clock=FakeClock())
+    budget.owe()
+    assert budget.owed == 0
+    budget.settle()
+    assert budget.owed == 0
+    assert budget.request().granted
 
 
 async def test_budget_paces_after_busy_loop_instead_of_bursting() -> None:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from core.budget import EditBudget
+from core.budget import EditBudget, SendBudgets
 from core.clock import Clock, FakeClock, MonotonicClock
 from core.render import (
     TRANSIENT_RETRIES,
@@ -582,17 +582,54 @@ async def test_finish_promotes_a_queued_interim_edit_to_final() -> None:
     await ra.feed("a")
     await clock.settle()  # A posts at t=0
     await rb.feed("b")
-    await clock.settle()  # B queues its post
+    await clock.settle()  # B's first post queues; it goes at t=1
+    await clock.advance(1)
+    await rb.feed("b")
+    await clock.settle()  # B queues an interim edit
     await ra.feed("a")
-    await clock.settle()  # A queues an interim edit behind B
+    await clock.settle()  # A queues an interim edit behind B's
     finish_a = asyncio.create_task(ra.finish())
     await clock.advance(1)
     assert finish_a.done()
     await clock.run(rb.finish())
     assert [(c.time, c.sink, c.text) for c in log] == [
         (0.0, "A", "a" + MARKER),
-        (1.0, "A", "aa"),  # promoted: now a final edit, served before B's interim post
-        (2.0, "B", "b"),  # B finished while queued: its post already carries the final text
+        (1.0, "B", "b" + MARKER),
+        (2.0, "A", "aa"),  # promoted: now a final edit, served before B's earlier interim
+        (3.0, "B", "bb"),  # B finished while queued: its edit is the final one
+    ]
+
+
+async def test_a_first_post_goes_before_a_final_until_the_final_waited_its_slack() -> None:
+    clock = FakeClock()
+    budget = EditBudget(1, 1.0, clock=clock, final_slack=1.5)
+    log: list[Call] = []
+    ra, rb, rc, rd = (
+        StreamRenderer(RecordingSink(clock=clock, name=n, log=log), min_interval=0, budget=budget)
+        for n in "ABCD"
+    )
+    await ra.feed("a")
+    await clock.settle()  # A posts at t=0
+    finish_a = asyncio.create_task(ra.finish())  # A's final is due by t=1.5
+    await clock.settle()
+    await rb.feed("b")  # B's first post is due now
+    await clock.settle()
+    await clock.advance(1)  # t=1: B's post goes first, nobody sees B yet
+    await rc.feed("c")  # C's first post is due at t=1, before A's final (t=1.5)
+    await clock.settle()
+    await clock.advance(1)  # t=2: C's post
+    await rd.feed("d")  # D's first post is due at t=2: after A's final
+    await clock.settle()
+    await clock.run(finish_a)
+    await clock.run(asyncio.gather(rb.finish(), rc.finish(), rd.finish()))
+    assert [(c.time, c.sink, c.text) for c in log] == [
+        (0.0, "A", "a" + MARKER),
+        (1.0, "B", "b" + MARKER),
+        (2.0, "C", "c" + MARKER),
+        (3.0, "A", "a"),  # waited its slack: before D's later first post
+        (4.0, "D", "d"),  # D finished while its post queued: one request carries it all
+        (5.0, "B", "b"),
+        (6.0, "C", "c"),
     ]
 
 
@@ -860,3 +897,54 @@ def test_a_negative_window_is_refused() -> None:
         StreamRenderer(sink, min_interval=1.0, clock=clock, window_limit=-1, window_seconds=1.0)
     with pytest.raises(ValueError, match="window"):
         StreamRenderer(sink, min_interval=1.0, clock=clock, window_limit=1, window_seconds=-1.0)
+
+
+async def test_posts_and_edits_take_their_own_budgets_and_owed_finals_are_reserved() -> None:
+    clock = FakeClock()
+    posts = EditBudget(10, 1.0, burst=10, clock=clock)
+    updates = EditBudget(3, 60.0, burst=3, clock=clock, reserve_finals=True)
+    budgets = SendBudgets(posts=(posts,), edits=(updates,))
+    log: list[Call] = []
+    ra, rb = (
+        StreamRenderer(RecordingSink(clock=clock, name=n, log=log), min_interval=0, budget=budgets)
+        for n in "AB"
+    )
+    await ra.feed("a")
+    await rb.feed("b")
+    await clock.settle()  # both post: the post budget, not the update one
+    assert (posts.granted, updates.granted, updates.owed) == (2, 0, 2)
+    await ra.feed("a")
+    await clock.settle()  # A's interim edit: 1 used + 2 owed = the window's 3
+    await rb.feed("b")
+    await clock.settle()  # B's interim would eat a final's slot: it waits
+    assert [(c.sink, c.text) for c in log] == [
+        ("A", "a" + MARKER),
+        ("B", "b" + MARKER),
+        ("A", "aa" + MARKER),
+    ]
+    await ra.finish()  # A's final goes at once, on its reserved slot
+    await rb.finish()  # B's waiting edit becomes its final and goes at once too
+    assert [(c.time, c.sink, c.text) for c in log[3:]] == [(0.0, "A", "aa"), (0.0, "B", "bb")]
+    assert (updates.granted, updates.owed) == (3, 0)
+
+
+async def test_a_renderer_that_stops_gives_back_the_finals_it_owed() -> None:
+    clock = FakeClock()
+    updates = EditBudget(5, 60.0, burst=5, clock=clock, reserve_finals=True)
+    budgets = SendBudgets(posts=(), edits=(updates,))
+    gone = StreamRenderer(
+        RecordingSink(clock=clock, faults={1: SinkGone("deleted")}), min_interval=0, budget=budgets
+    )
+    await gone.feed("a")
+    await clock.settle()
+    assert updates.owed == 1
+    await gone.feed("b")  # the edit finds the message deleted
+    await clock.settle()
+    assert gone.gone
+    assert updates.owed == 0
+    closed = StreamRenderer(RecordingSink(clock=clock), min_interval=0, budget=budgets)
+    await closed.feed("a")
+    await clock.settle()
+    assert updates.owed == 1
+    await closed.aclose()  # shutdown: no final will come
+    assert updates.owed == 0

@@ -2,7 +2,9 @@
 
 It records every call, keeps every message's visible text (``chat.postMessage`` / ``chat.update``
 text, and streamed messages whose text arrives as ``markdown_text`` or as ``chunks``), answers
-``chat.update`` with 429 + ``Retry-After`` when one message is updated too often, serves
+``chat.update`` with 429 + ``Retry-After`` when one message is updated too often, enforces
+Slack's per-method limits when given them (``limits=SLACK_LIMITS``: 429 + ``Retry-After`` in whole
+seconds, as Slack answers), serves
 ``response_url`` posts, and speaks Socket Mode: ``apps.connections.open`` returns a ``ws://`` URL
 where the server says ``hello`` and delivers envelopes, and records the client's acks.
 
@@ -18,19 +20,45 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import time
+from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import WSMsgType, web
 
 from .base import LoopbackServer
 
-__all__ = ["Call", "FakeSlackAPI", "Message"]
+__all__ = ["SLACK_LIMITS", "Call", "FakeSlackAPI", "Message", "MethodLimit"]
 
 MAX_TEXT = 40_000
 MAX_MARKDOWN_PER_CALL = 12_000
 _GONE = "channel_not_found"
+
+
+@dataclass(frozen=True)
+class MethodLimit:
+    """At most ``calls`` accepted calls of a method in any ``per`` seconds, counted per
+    workspace or per channel (the call's ``channel``)."""
+
+    calls: int
+    per: float
+    scope: Literal["workspace", "channel"] = "workspace"
+
+
+#: The limits Slack documents for what a streaming reply sends: ``chat.postMessage`` about one
+#: per second per channel with short bursts (3 in 3 s here) and several hundred per minute per
+#: workspace (300); ``chat.update`` Tier 3 (50 per minute per workspace, bursts within the minute
+#: allowed); the native streaming methods taken as Tier 4 (100 per minute each).
+SLACK_LIMITS: Mapping[str, tuple[MethodLimit, ...]] = {
+    "chat.postMessage": (MethodLimit(3, 3.0, "channel"), MethodLimit(300, 60.0)),
+    "chat.update": (MethodLimit(50, 60.0),),
+    "chat.startStream": (MethodLimit(100, 60.0),),
+    "chat.appendStream": (MethodLimit(100, 60.0),),
+    "chat.stopStream": (MethodLimit(100, 60.0),),
+}
 
 
 @dataclass
@@ -72,6 +100,7 @@ class FakeSlackAPI(LoopbackServer):
         bot_token: str = "xoxb-fake-bot-token",
         app_token: str = "xapp-fake-app-token",
         admins: tuple[str, ...] = (),
+        limits: Mapping[str, tuple[MethodLimit, ...]] | None = None,
     ) -> None:
         self.team_id = team_id
         self.bot_user_id = bot_user_id
@@ -79,6 +108,9 @@ class FakeSlackAPI(LoopbackServer):
         self.bot_token = bot_token
         self.app_token = app_token
         self.admins = set(admins)
+        #: method -> limits enforced on it (none by default: tests of other things stay fast).
+        self.limits: dict[str, tuple[MethodLimit, ...]] = dict(limits or {})
+        self._accepted: dict[tuple[str, int, str], deque[float]] = {}
         self.calls: list[Call] = []
         self.messages: dict[tuple[str, str], Message] = {}
         self.ephemeral: list[dict[str, Any]] = []
@@ -233,10 +265,36 @@ class FakeSlackAPI(LoopbackServer):
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
         if handler is None:
             return self._error(call, "unknown_method")
+        limited = self._over_limit(call)
+        if limited is not None:
+            return limited
         result = handler(call)
         if isinstance(result, web.Response):
             return result
         return web.json_response({"ok": True, **result})
+
+    def _over_limit(self, call: Call) -> web.Response | None:
+        """429 when the call would exceed one of its method's limits; else it counts."""
+        limits = self.limits.get(call.method)
+        if not limits:
+            return None
+        now = time.monotonic()
+        windows = []
+        for n, limit in enumerate(limits):
+            scope = str(call.args.get("channel", "")) if limit.scope == "channel" else ""
+            window = self._accepted.setdefault((call.method, n, scope), deque())
+            while window and window[0] <= now - limit.per:
+                window.popleft()
+            if len(window) >= limit.calls:
+                response = self._error(call, "ratelimited", status=429)
+                response.headers["Retry-After"] = str(
+                    max(1, math.ceil(window[0] + limit.per - now))
+                )
+                return response
+            windows.append(window)
+        for window in windows:
+            window.append(now)
+        return None
 
     def _error(self, call: Call, error: str, status: int = 200) -> web.Response:
         call.status, call.error = status, error

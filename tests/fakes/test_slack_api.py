@@ -8,7 +8,7 @@ import pytest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from tests.fakes.slack_api import FakeSlackAPI
+from tests.fakes.slack_api import SLACK_LIMITS, FakeSlackAPI, MethodLimit
 
 
 @pytest.fixture
@@ -61,3 +61,33 @@ async def test_wrong_token_is_invalid_auth_and_updates_too_fast_are_429(
     assert info.value.response.status_code == 429
     assert 59 < float(info.value.response.headers["Retry-After"]) <= 60
     assert slack.texts("C1") == ["b"]
+
+
+async def test_method_limits_count_per_channel_and_per_workspace() -> None:
+    limits = {
+        "chat.postMessage": (MethodLimit(2, 60.0, "channel"), MethodLimit(3, 60.0)),
+        "chat.update": (MethodLimit(1, 60.0),),
+    }
+    async with FakeSlackAPI(limits=limits) as slack:
+        web = client(slack)
+        first = await web.chat_postMessage(channel="C1", text="a")
+        await web.chat_postMessage(channel="C1", text="b")
+        with pytest.raises(SlackApiError) as info:
+            await web.chat_postMessage(channel="C1", text="c")  # the channel's 2
+        assert info.value.response.status_code == 429
+        assert info.value.response.headers["Retry-After"] in ("59", "60")  # whole seconds
+        await web.chat_postMessage(channel="C2", text="d")  # another channel: the workspace's 3rd
+        with pytest.raises(SlackApiError):
+            await web.chat_postMessage(channel="C3", text="e")  # the workspace's 3 are used
+        await web.chat_update(channel="C1", ts=first["ts"], text="a2")
+        with pytest.raises(SlackApiError):
+            await web.chat_update(channel="C1", ts=first["ts"], text="a3")
+        assert slack.texts("C1") == ["a2", "b"]
+        assert slack.texts("C2") == ["d"]
+        assert slack.texts("C3") == []
+        assert [c.status for c in slack.calls_to("chat.postMessage")] == [200, 200, 429, 200, 429]
+
+
+def test_slack_limits_name_the_methods_a_reply_sends() -> None:
+    assert {"chat.postMessage", "chat.update", "chat.appendStream"} <= set(SLACK_LIMITS)
+    assert SLACK_LIMITS["chat.update"] == (MethodLimit(50, 60.0),)

@@ -225,7 +225,11 @@ def slack_settings(api: FakeSlackAPI, **overrides: Any) -> tuple[Settings, Slack
         "slack_api_url": api.api_url,
         "llmconnect_model": "local/alpha",
         "slack_edit_interval": 0.01,
+        # Budgets out of the way (tests of the pacing set their own).
         "slack_workspace_edit_rate": 600_000,
+        "slack_workspace_post_rate": 600_000,
+        "slack_channel_post_rate": 1_000,
+        "slack_stream_rate": 600_000,
         "user_rate_limit": 0,
     }
     values.update(overrides)

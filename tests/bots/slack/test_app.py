@@ -9,7 +9,6 @@ import time
 import pytest
 
 from bots.slack import SlackBot, SlackConfigError
-from core.budget import EditBudget
 from core.conversations import ConversationKey, Status
 from core.engine import ChatEngine
 from tests.fakes.llm_server import FakeLLMServer, Reply
@@ -128,17 +127,30 @@ def test_the_bot_token_is_required(slack_api: FakeSlackAPI) -> None:
         SlackBot(slack, ChatEngine(settings, env={}))
 
 
-async def test_one_edit_budget_per_workspace(slack_api: FakeSlackAPI) -> None:
+async def test_one_set_of_budgets_per_workspace_one_per_limit(slack_api: FakeSlackAPI) -> None:
     settings, slack = slack_settings(
-        slack_api, slack_workspace_edit_rate=50, llmconnect_model="echo"
+        slack_api,
+        slack_workspace_edit_rate=50,
+        slack_workspace_post_rate=300,
+        slack_channel_post_rate=1,
+        slack_channel_post_burst=3,
+        slack_stream_rate=100,
+        llmconnect_model="echo",
     )
     engine = ChatEngine(settings, env={})
     async with SlackBot(slack, engine) as bot:
-        budget = bot.budget(TEAM)
-        assert isinstance(budget, EditBudget)
-        assert bot.budget(TEAM) is budget
-        assert bot.budget("T0OTHER") is not budget
-        assert (budget.rate, budget.per) == (50, 60.0)
+        budgets = bot.budgets(TEAM)
+        assert bot.budgets(TEAM) is budgets
+        assert bot.budgets("T0OTHER") is not budgets
+        updates, posts, streams = budgets.updates, budgets.posts, budgets.streams
+        assert (updates.rate, updates.per, updates.burst) == (50, 60.5, 50)
+        assert (posts.rate, posts.per, posts.burst) == (300, 60.5, 300)
+        assert (streams.rate, streams.per, streams.burst) == (100, 60.5, 100)
+        channel = budgets.channel(CHANNEL)
+        assert budgets.channel(CHANNEL) is channel
+        assert (channel.rate, channel.per, channel.burst) == (3, 3.5, 3)  # 1/s, 3 at once
+        assert budgets.for_edits(CHANNEL).posts == (channel, posts)
+        assert budgets.for_edits(CHANNEL).edits == (updates,)
     await engine.aclose()
 
 
@@ -181,9 +193,10 @@ async def test_workers_sharing_redis_divide_the_workspace_budget(
 ) -> None:
     first = await make_bot(store_url=fresh_redis_url, slack_workspace_edit_rate=600)
     second = await make_bot(store_url=fresh_redis_url, slack_workspace_edit_rate=600)
-    assert second.bot.budget(TEAM).rate == 300  # it counted both when it started
+    assert second.bot.budgets(TEAM).updates.rate == 300  # it counted both when it started
+    assert second.bot.budgets(TEAM).posts.rate == 300_000  # every workspace budget is divided
     await first.bot.budget_share.beat()  # the first learns at its next heartbeat
-    assert first.bot.budget(TEAM).rate == 300
+    assert first.bot.budgets(TEAM).updates.rate == 300
     await second.bot.aclose()  # leaves the group: the first takes the whole rate back
     await first.bot.budget_share.beat()
-    assert first.bot.budget(TEAM).rate == 600
+    assert first.bot.budgets(TEAM).updates.rate == 600
