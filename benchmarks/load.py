@@ -76,13 +76,13 @@ from bots.slack.mrkdwn import to_mrkdwn
 from bots.slack.sink import UPDATE_MAX_LEN
 from core.conversations import ConversationKey
 from core.engine import ChatEngine
-from core.settings import load_settings
+from core.settings import Settings, load_settings
 from core.split import split_message
 from llmconnect import Timeouts, aclose_shared_clients
 from tests.bots.slack.conftest import SlackClient, slack_settings
 from tests.fakes.discord_server import FakeDiscordServer, StoredMessage
 from tests.fakes.llm_server import FakeLLMServer, _Outcome, split_deltas
-from tests.fakes.slack_api import Call, FakeSlackAPI, Message
+from tests.fakes.slack_api import SLACK_LIMITS, Call, FakeSlackAPI, Message
 
 MODEL = "alpha"
 DISCORD_MAX_LEN = 2000
@@ -248,8 +248,9 @@ class TimedDiscord(FakeDiscordServer):
 class TimedSlack(FakeSlackAPI):
     """The Slack stand-in, noting when each bot message was posted and last changed."""
 
-    def __init__(self, update_interval: float) -> None:
-        super().__init__()
+    def __init__(self, update_interval: float, limits: bool) -> None:
+        # With ``limits``: Slack's per-method limits too (chat.update 50/min per workspace...).
+        super().__init__(limits=SLACK_LIMITS if limits else None)
         self.update_interval = update_interval  # 429 when one message is updated faster
         self.times: dict[tuple[str, str], list[float]] = {}
 
@@ -330,13 +331,18 @@ def _report(
 
 
 def _serve_platforms(
-    conn: Connection, plan: list[str], tokens: int, ramp: float, slack_interval: float
+    conn: Connection,
+    plan: list[str],
+    tokens: int,
+    ramp: float,
+    slack_interval: float,
+    slack_limits: bool,
 ) -> None:
     """Child process: run both stand-ins, play the users when told, then report."""
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        async with TimedDiscord() as discord, TimedSlack(slack_interval) as slack:
+        async with TimedDiscord() as discord, TimedSlack(slack_interval, slack_limits) as slack:
             guild = discord.add_guild("Load")
             user = discord.add_member(guild, "user")
             channels = {
@@ -410,14 +416,29 @@ async def run_bots(
     discord_api, gateway, token, slack_port = platform.recv()
     stub = FakeSlackAPI()  # not started: only its tokens and the child's port, for the settings
     stub.port = slack_port
+    slack_defaults = {k: f.default for k, f in SlackSettings.model_fields.items()}
     values: dict[str, object] = {
-        "slack_edit_interval": SlackSettings.model_fields["slack_edit_interval"].default,
+        "slack_edit_interval": slack_defaults["slack_edit_interval"],
+        # With the stand-in enforcing Slack's limits the bot runs on its defaults (the same
+        # numbers); without, on --slack-rate for posts and updates alike.
         "slack_workspace_edit_rate": args.slack_rate,
+        "slack_workspace_post_rate": (
+            slack_defaults.get("slack_workspace_post_rate")
+            if args.slack_limits
+            else args.slack_rate
+        ),
+        # The test settings this builds on turn these off; the bot's own defaults apply here.
+        "slack_channel_post_rate": slack_defaults.get("slack_channel_post_rate"),
+        "slack_channel_post_burst": slack_defaults.get("slack_channel_post_burst"),
+        "slack_stream_rate": slack_defaults.get("slack_stream_rate"),
         "discord_api_url": discord_api,
         "discord_gateway_url": gateway,
         "llmconnect_model": f"local/{MODEL}",
         "max_conversations": max(len(plan), 1),
     }
+    known = {*Settings.model_fields, *SlackSettings.model_fields, *DiscordSettings.model_fields}
+    # Only the settings this version has: the same benchmark runs on an earlier checkout.
+    values = {k: v for k, v in values.items() if k in known}
     settings, slack_only = slack_settings(stub, **values)
     http = llm_http_client(transport)
     engine = ChatEngine(settings, env={"LOCAL_BASE_URL": llm_url}, http_client=http)
@@ -472,11 +493,16 @@ async def run_bots(
     heartbeat.cancel()
     rest = discord_bot.rest
     requests, limited = rest.requests, rest.rate_limited
+    slack_budgets = next(iter(slack_bot._budgets.values()), None)
+    # First posts: Discord's bot-wide budget, Slack's workspace posts; finals: the same on
+    # Discord, Slack's workspace updates (a version with one Slack budget: that one for both).
     budgets = {
         name: (b.rate, b.per, b.burst)
         for name, b in (
             ("discord", discord_bot.budget),
-            ("slack", next(iter(slack_bot._budgets.values()), None)),
+            ("slack", getattr(slack_budgets, "posts", slack_budgets)),
+            ("discord final", discord_bot.budget),
+            ("slack final", getattr(slack_budgets, "updates", slack_budgets)),
         )
         if b is not None
     }
@@ -581,7 +607,14 @@ def run(args: argparse.Namespace, loop: str, transport: str, *, earlier: bool = 
     llm = ctx.Process(target=_serve_llm, args=(llm_child_conn, args.rate, args.ttft), daemon=True)
     stand_ins = ctx.Process(
         target=_serve_platforms,
-        args=(plat_child_conn, plan, args.tokens, args.ramp, args.slack_update_interval),
+        args=(
+            plat_child_conn,
+            plan,
+            args.tokens,
+            args.ramp,
+            args.slack_update_interval,
+            args.slack_limits,
+        ),
         daemon=True,
     )
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -608,6 +641,7 @@ def run(args: argparse.Namespace, loop: str, transport: str, *, earlier: bool = 
 
     first: dict[str, list[float]] = {"discord": [], "slack": []}
     arrived: dict[str, list[float]] = {"discord": [], "slack": []}
+    ended: dict[str, list[float]] = {"discord": [], "slack": []}
     after: dict[str, list[float]] = {"discord": [], "slack": []}
     bad: list[int] = []
     for i, platform in enumerate(plan):
@@ -619,6 +653,7 @@ def run(args: argparse.Namespace, loop: str, transport: str, *, earlier: bool = 
         t_first, t_last = sent[f"q{i}"]
         first[platform].append(shown[0][1] - t_first)
         arrived[platform].append(t_first)
+        ended[platform].append(t_last)
         after[platform].append(max(t1 for _, _, t1 in shown) - t_last)
 
     n_slack = plan.count("slack")
@@ -627,9 +662,13 @@ def run(args: argparse.Namespace, loop: str, transport: str, *, earlier: bool = 
     print(
         f"{n} conversations ({n - n_slack} Discord, {n_slack} Slack) x {args.tokens + 2} deltas "
         f"at {args.rate * 2 / 3:.0f}-{args.rate * 4 / 3:.0f} tokens/s, ttft {args.ttft:g} s, "
-        f"{ramp}; Slack chat.update >= {args.slack_update_interval:g} s apart, workspace "
-        f"budget {args.slack_rate:g}/min; bots' event loop: {loop}; LLM transport: "
-        f"{TRANSPORTS[transport]}"
+        f"{ramp}; Slack chat.update >= {args.slack_update_interval:g} s apart, "
+        + (
+            "Slack's per-method limits enforced"
+            if args.slack_limits
+            else f"workspace budget {args.slack_rate:g}/min"
+        )
+        + f"; bots' event loop: {loop}; LLM transport: {TRANSPORTS[transport]}"
     )
     print(
         f"wall                        {bots.wall:8.2f} s"
@@ -659,6 +698,12 @@ def run(args: argparse.Namespace, loop: str, transport: str, *, earlier: bool = 
         floors = budget_floor(arrived[name], rate, per, burst)
         above = [v - fl for v, fl in zip(f, floors, strict=True)]
         unit = f"{rate:g}/s" if per == 1 else f"{rate:g}/{per:g} s"
+        # The earliest each final could have gone: the budget serving nothing but the finals,
+        # in the order the LLM ended (one request per reply is all any reply must make).
+        f_rate, f_per, f_burst = bots.budgets.get(f"{name} final", (rate, per, burst))
+        final_floors = budget_floor(ended[name], f_rate, f_per, f_burst)
+        final_above = [v - fl for v, fl in zip(a, final_floors, strict=True)]
+        needed = len(f) / (f_rate / f_per)
         print(
             f"{label:<8} first delta visible  p50 {pct(f, 0.5) * 1e3:8.1f} ms  p99 {pct(f, 0.99) * 1e3:8.1f} ms"
             f"  max {max(f) * 1e3:8.1f} ms"
@@ -675,6 +720,16 @@ def run(args: argparse.Namespace, loop: str, transport: str, *, earlier: bool = 
         print(
             f"{label:<8} complete after last  p50 {pct(a, 0.5):8.2f} s   p99 {pct(a, 0.99):8.2f} s"
             f"   max {max(a):8.2f} s"
+        )
+        print(
+            f"{label:<8} final floor          p50 {pct(final_floors, 0.5):8.2f} s   p99 "
+            f"{pct(final_floors, 0.99):8.2f} s   max {max(final_floors):8.2f} s  (finals alone: "
+            f"{len(f)} requests at {f_rate:g}/{f_per:g} s, burst {f_burst}; at the bare rate "
+            f"{needed:.1f} s)"
+        )
+        print(
+            f"{label:<8} complete above floor p50 {pct(final_above, 0.5):8.2f} s   p99 "
+            f"{pct(final_above, 0.99):8.2f} s   max {max(final_above):8.2f} s"
         )
         summary.platforms[name] = (
             pct(f, 0.5),
@@ -787,13 +842,24 @@ def main() -> None:
     parser.add_argument(
         "--slack-rate",
         type=float,
-        default=3000.0,
-        help="SLACK_WORKSPACE_EDIT_RATE for the bot (posts+edits per minute)",
+        default=None,
+        help="SLACK_WORKSPACE_EDIT_RATE for the bot (chat.update per minute; without "
+        "--slack-limits also SLACK_WORKSPACE_POST_RATE); default 3000, or Slack's 50 with "
+        "--slack-limits",
+    )
+    parser.add_argument(
+        "--slack-limits",
+        action="store_true",
+        help="the Slack stand-in enforces Slack's per-method limits (chat.update 50/min per "
+        "workspace, chat.postMessage 1/s per channel with bursts of 3 and 300/min per "
+        "workspace, streaming methods 100/min) and the bot runs on its default budgets",
     )
     parser.add_argument("--grace", type=float, default=120.0, help="extra seconds before giving up")
     args = parser.parse_args()
     if args.conversations < 1 or args.tokens < 2 or args.rate <= 0 or not 0 <= args.split <= 1:
         parser.error("need --conversations >= 1, --tokens >= 2, --rate > 0, 0 <= --split <= 1")
+    if args.slack_rate is None:
+        args.slack_rate = 50.0 if args.slack_limits else 3000.0
     args.ramp_auto = args.ramp == "auto"
     try:
         args.ramp = (
