@@ -49,6 +49,7 @@ __all__ = [
     "resets_in",
     "status_text",
     "sum_tokens",
+    "usage_json",
     "utc_day",
 ]
 
@@ -253,6 +254,27 @@ def status_text(
     if unreported:
         lines.append(f"Usage not reported by {unreported}: its last reply here was not counted.")
     return "\n".join(lines)
+
+
+def usage_json(report: UsageReport, settings: Settings) -> dict[str, object]:
+    """The counts of ``/status`` as numbers (the web's status endpoint): per part its input and
+    output tokens and the cost in dollars (``None`` when a model used has no known price)."""
+
+    def part(by_model: Mapping[str, Tokens]) -> dict[str, object]:
+        tokens = sum_tokens(by_model)
+        cost, unpriced = cost_of(by_model, settings.model_prices)
+        return {
+            "input_tokens": tokens.input,
+            "output_tokens": tokens.output,
+            "cost": None if unpriced else round(cost, 6),
+        }
+
+    return {
+        "day": report.day,
+        "today": part(report.conversation_day),
+        "total": part(report.conversation_total),
+        "daily_limit": settings.channel_daily_tokens or None,
+    }
 
 
 Scope = tuple[str, str, str]  # ("conv", platform, channel) | ("user", platform, user id)
