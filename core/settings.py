@@ -337,8 +337,12 @@ def _problems(cls: type[BaseSettings], exc: ValidationError) -> list[str]:
         name = str(err["loc"][0])
         var = name.upper()
         # Never echo the value of a secret back (it would land in a log).
-        secret = _secret_field(cls, name) or any(
-            w in var for w in ("TOKEN", "KEY", "SECRET", "PASSWORD", "STORE_URL")
+        # Whole words: DISCORD_TOKEN is a secret, USER_DAILY_TOKENS (a count) is not.
+        words = set(var.split("_"))
+        secret = (
+            _secret_field(cls, name)
+            or not words.isdisjoint({"TOKEN", "KEY", "SECRET", "PASSWORD"})
+            or "STORE_URL" in var
         )
         got = "" if secret else f" (got {err.get('input')!r})"
         lines.append(f"{var}: {err['msg']}{got}{_in_config_file(name)}")

@@ -92,8 +92,12 @@ def test_model_prices_is_json_and_refuses_a_negative_price() -> None:
         load_settings(model_prices='{"openai/gpt-4o-mini": [-1, 0.2]}')
     with pytest.raises(SettingsError, match="MODEL_PRICES"):
         load_settings(model_prices="{not json")
-    with pytest.raises(SettingsError, match="USER_DAILY_TOKENS"):
+    with pytest.raises(SettingsError) as caught:
         load_settings(user_daily_tokens=-1)
+    # A count, not a secret: the wrong value is shown.
+    assert caught.value.problems == [
+        "USER_DAILY_TOKENS: Input should be greater than or equal to 0 (got -1)"
+    ]
 
 
 # -- counting --------------------------------------------------------------------------------------
