@@ -119,6 +119,24 @@ async def test_a_reply_counts_its_tokens_for_the_conversation_and_the_user(
     assert report.user_day == {"local/fake": Tokens(14, 8)}  # both conversations
 
 
+@pytest.mark.parametrize("provider", ["anthropic", "gemini"])
+async def test_every_protocol_s_usage_is_counted(
+    make_engine: EngineMaker, llm_server: FakeLLMServer, provider: str
+) -> None:
+    base = {"anthropic": llm_server.anthropic_base_url, "gemini": llm_server.gemini_base_url}
+    env = {
+        f"{provider.upper()}_API_KEY": "test-key-123",
+        f"{provider.upper()}_BASE_URL": base[provider],
+    }
+    engine = make_engine(
+        env=env, llmconnect_model=f"{provider}/fake", clock=FakeClock(wall_start=EVENING)
+    )
+    await ask(engine)
+    report = await engine.usage_of(KEY, ALICE)
+    assert report is not None
+    assert report.user_day == {f"{provider}/fake": PER_REPLY}
+
+
 async def test_a_provider_that_reports_no_usage_counts_nothing_and_status_says_so(
     make_engine: EngineMaker, llm_server: FakeLLMServer
 ) -> None:
