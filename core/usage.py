@@ -61,9 +61,9 @@ Price = tuple[float, float]
 #: Approximate list prices of the providers' default models (``llmconnect.providers``), in
 #: dollars per million input / output tokens, as published by the providers in late 2025. They
 #: change: ``MODEL_PRICES`` overrides any of them. Local and offline models cost nothing here.
+#: AI/ML API (a reseller with its own rates) has no entry: no price rather than a guessed one.
 BUILTIN_PRICES: Mapping[str, Price] = {
     "openai/gpt-4o-mini": (0.15, 0.60),
-    "aimlapi/gpt-4o-mini": (0.15, 0.60),
     "groq/llama-3.3-70b-versatile": (0.59, 0.79),
     "openrouter/meta-llama/llama-3.1-8b-instruct": (0.02, 0.03),
     "mistral/mistral-small-latest": (0.10, 0.30),
