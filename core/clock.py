@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable
 from typing import Protocol, TypeVar, runtime_checkable
 
-__all__ = ["Clock", "FakeClock", "MonotonicClock"]
+__all__ = ["Clock", "FakeClock", "MonotonicClock", "wall_time"]
 
 _T = TypeVar("_T")
 
@@ -33,6 +33,14 @@ class Clock(Protocol):
         ...
 
 
+def wall_time(clock: Clock) -> float:
+    """Seconds since the epoch (UTC) by ``clock``: its ``wall()`` when it has one (both clocks
+    here do; :class:`FakeClock`'s moves with its virtual time), else ``time.time()``. For what
+    follows the calendar (daily token quotas reset at midnight UTC), not for delays."""
+    wall = getattr(clock, "wall", None)
+    return float(wall()) if callable(wall) else time.time()
+
+
 class MonotonicClock:
     """The real clock: ``time.monotonic`` and ``asyncio.sleep``."""
 
@@ -40,6 +48,10 @@ class MonotonicClock:
 
     def now(self) -> float:
         return time.monotonic()
+
+    def wall(self) -> float:
+        """Seconds since the epoch: ``time.time()``."""
+        return time.time()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds if seconds > 0 else 0)
@@ -53,15 +65,22 @@ class FakeClock:
     wakes every overdue sleeper at once, and ``run`` auto-advances until an awaitable completes.
     """
 
-    __slots__ = ("_now", "_seq", "_waiters")
+    __slots__ = ("_now", "_seq", "_waiters", "_wall_offset")
 
-    def __init__(self, start: float = 0.0) -> None:
+    def __init__(self, start: float = 0.0, *, wall_start: float | None = None) -> None:
         self._now = float(start)
         self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
+        #: ``wall()`` is ``wall_start`` at ``start`` and moves with virtual time (default: the
+        #: virtual time itself, i.e. the epoch at 0).
+        self._wall_offset = (float(start) if wall_start is None else wall_start) - float(start)
 
     def now(self) -> float:
         return self._now
+
+    def wall(self) -> float:
+        """Virtual seconds since the epoch (UTC): ``wall_start`` plus the time advanced since."""
+        return self._wall_offset + self._now
 
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .clock import wall_time
 from .conversations import ConversationKey, Status
 from .engine import HELP_TEXT, ChatEngine, Refused
 from .policy import Actor
+from .usage import status_text
 
 __all__ = ["COMMANDS", "Command", "CommandResult", "execute", "parse_command"]
 
@@ -128,8 +130,26 @@ async def _run(
         reply = engine.reply_for(key)
         running = reply is not None and reply.status in (Status.PENDING, Status.STREAMING)
         kept = len(conversation.messages)
-        return CommandResult(
+        text = (
             f"Model: {current}. System prompt: {engine.system_of(conversation) or '(none)'}. "
             f"History: {kept} messages. {'A reply is streaming.' if running else 'Idle.'}"
         )
+        return CommandResult(f"{text}\n{await _usage_status(engine, key, actor, current)}")
     return CommandResult(f"Unknown command {name!r}. {HELP_TEXT}", ok=False)
+
+
+async def _usage_status(
+    engine: ChatEngine, key: ConversationKey, actor: Actor | None, model: str
+) -> str:
+    """The token part of ``status``: counts, cost, price, the caps that apply, and whether the
+    provider of the last reply here reported no usage (so it was not counted)."""
+    report = await engine.usage_of(key, actor)
+    if report is None:
+        return "Token usage is not counted by this store."
+    last = engine.reply_for(key)
+    unreported = None
+    if last is not None and last.status is Status.COMPLETE and last.usage is None:
+        unreported = last.model.split("/", 1)[0]
+    return status_text(
+        report, model, engine.settings, wall_time(engine.clock), unreported=unreported
+    )

@@ -54,6 +54,9 @@ LIVE_KEYS = frozenset(
         "max_input_chars",
         "max_queued_prompts",
         "admin_user_ids",
+        "user_daily_tokens",
+        "channel_daily_tokens",
+        "model_prices",
         "allowed_users",
         "blocked_users",
         "allowed_channels",
@@ -85,7 +88,8 @@ def is_secret_key(name: str) -> bool:
         return True
     if any(_secret_field(cls, name.lower()) for cls in _settings_classes(EnvSettings)):
         return True
-    return any(word in var for word in _SECRET_WORDS)
+    # Whole words of the name: DISCORD_TOKEN is a secret, USER_DAILY_TOKENS (a count) is not.
+    return not set(var.replace("-", "_").split("_")).isdisjoint(_SECRET_WORDS)
 
 
 def _settings_classes(cls: type[BaseSettings]) -> list[type[BaseSettings]]:

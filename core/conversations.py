@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
 
+from .usage import MemoryUsage, Tokens, UsageReport
+
 __all__ = [
     "Conversation",
     "ConversationKey",
@@ -249,6 +251,7 @@ class MemoryStore:
         self.max_conversations = max_conversations
         self._items: OrderedDict[ConversationKey, Conversation] = OrderedDict()
         self.evicted = 0
+        self._usage = MemoryUsage()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -276,11 +279,22 @@ class MemoryStore:
         self._items[conversation.key] = conversation
         self._items.move_to_end(conversation.key)
         while len(self._items) > self.max_conversations:
-            self._items.popitem(last=False)
+            gone, _ = self._items.popitem(last=False)
+            self._usage.forget([gone])
             self.evicted += 1
 
     async def delete(self, key: ConversationKey) -> None:
         self._items.pop(key, None)
+        self._usage.forget([key])
+
+    async def add_usage(
+        self, key: ConversationKey, user: str | None, day: str, model: str, tokens: Tokens
+    ) -> None:
+        """Count a reply's tokens (a :class:`~core.usage.UsageStore`)."""
+        self._usage.add(key, user, day, model, tokens)
+
+    async def read_usage(self, key: ConversationKey, user: str | None, day: str) -> UsageReport:
+        return self._usage.read(key, user, day)
 
     def keys(self) -> list[ConversationKey]:
         return list(self._items)

@@ -37,7 +37,7 @@ from llmconnect import (
     resolve,
 )
 
-from .clock import Clock, MonotonicClock
+from .clock import Clock, MonotonicClock, wall_time
 from .cluster import Cluster, cluster_for
 from .conversations import (
     FINAL,
@@ -53,6 +53,7 @@ from .metrics import Metrics
 from .policy import AccessPolicy, Actor
 from .settings import Settings
 from .stores import close_store, locks_for, open_store
+from .usage import Tokens, UsageReport, UsageStore, quota_refusal, utc_day
 
 __all__ = ["ChatEngine", "Refused", "Reply", "StoreUnavailable"]
 
@@ -116,6 +117,7 @@ class Reply:
         "started",
         "task",
         "usage",
+        "user",
     )
 
     def __init__(self, key: ConversationKey, message: Message, model: str) -> None:
@@ -131,6 +133,8 @@ class Reply:
         self.first_token: float | None = None
         self.deltas = 0
         self.usage: Usage | None = None
+        #: Who asked (the actor's user id; ``None`` without one), for the per-user token count.
+        self.user: str | None = None
         #: Why it failed, for logs: the LLMError's class name, ``store`` or ``not_saved``.
         self.error_kind: str | None = None
         self._on_end: Callable[[Reply], None] | None = None
@@ -409,6 +413,7 @@ class ChatEngine:
                 "Please shorten it."
             )
         self._check_queue(key)  # before the rate limit: a refused prompt takes no slot
+        await self._check_quota(key, actor)
         if actor is not None:
             settings = self.settings
             wait = await self.cluster.retry_after(
@@ -440,6 +445,7 @@ class ChatEngine:
         placeholder = Message("assistant", status=Status.PENDING)
         reply = Reply(key, placeholder, self.model_of(conversation))
         reply.prompt, reply.started, reply._on_end = prompt, self.clock.now(), self._ended
+        reply.user = actor.user_id if actor is not None else None
         self._queues.setdefault(key, []).append(reply)
         lock = self._locks.setdefault(key, asyncio.Lock())
         task = asyncio.create_task(self._run(reply, prompt, lock, parent), name=f"reply {key}")
@@ -595,6 +601,7 @@ class ChatEngine:
                 error=error,
             )
             conversation.trim(settings.history_max_messages, settings.history_max_chars)
+            await self._count_usage(reply)
             try:
                 await self._save_final(conversation, placeholder)
                 if placeholder.error and placeholder.error.endswith(NOT_SAVED):
@@ -602,6 +609,53 @@ class ChatEngine:
             finally:
                 # Final once stored: whoever awaits the reply (or shuts down) finds it saved.
                 reply._finish()
+
+    # ----------------------------------------------------------------- usage and quotas
+
+    async def _check_quota(self, key: ConversationKey, actor: Actor | None) -> None:
+        """:class:`Refused`, saying when it resets, when the user or the conversation has used
+        its tokens of this UTC day (``USER_DAILY_TOKENS``, ``CHANNEL_DAILY_TOKENS``)."""
+        user = actor.user_id if actor is not None else None
+        refusal = await quota_refusal(self.store, self.settings, wall_time(self.clock), key, user)
+        if refusal:
+            raise Refused(refusal)
+
+    async def _count_usage(self, reply: Reply) -> None:
+        """Add a finished reply's tokens to the store's counters, when its provider reported
+        them (else nothing: no estimate). Shielded like the final save (``aclose`` waits for
+        it); a failure is logged, never the reply's."""
+        usage, store = reply.usage, self.store
+        if usage is None or not isinstance(store, UsageStore):
+            return
+        tokens = Tokens(max(0, usage.input_tokens), max(0, usage.output_tokens))
+        day = utc_day(wall_time(self.clock))
+
+        async def add() -> None:
+            try:
+                await store.add_usage(reply.key, reply.user, day, reply.model, tokens)
+            except Exception as exc:
+                log.warning("could not count the reply's tokens (%s: %s)", type(exc).__name__, exc)
+
+        counting = asyncio.ensure_future(add())
+        self._saving.add(counting)
+        counting.add_done_callback(self._saving.discard)
+        try:
+            await asyncio.shield(counting)
+        except asyncio.CancelledError:
+            # Shut down meanwhile: the count goes on (``aclose`` waits for it), and so must
+            # the final save that follows.
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+    async def usage_of(self, key: ConversationKey, actor: Actor | None) -> UsageReport | None:
+        """``key``'s token counts of this UTC day and in total (and ``actor``'s of the day);
+        ``None`` when the store keeps none. :class:`StoreUnavailable` when it cannot be read."""
+        store = self.store
+        if not isinstance(store, UsageStore):
+            return None
+        with _reaching_store(key):
+            return await store.read_usage(
+                key, actor.user_id if actor else None, utc_day(wall_time(self.clock))
+            )
 
     async def _save_final(self, conversation: Conversation, reply: Message) -> None:
         """Save a finished turn; a shutdown that cancels meanwhile does not cut the save short

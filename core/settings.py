@@ -12,6 +12,8 @@ end (``bots/<platform>/settings.py``): the core knows no platform.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import typing
 from collections.abc import Mapping
@@ -214,6 +216,24 @@ class Settings(EnvSettings):
     user_rate_window: float = Field(
         60.0, gt=0, description="Length in seconds of the per-user rate-limit window."
     )
+    user_daily_tokens: int = Field(
+        0,
+        ge=0,
+        description="Tokens (input + output) one user may use per UTC day, across conversations; "
+        "at the cap a prompt is refused until 00:00 UTC (0: unlimited).",
+    )
+    channel_daily_tokens: int = Field(
+        0,
+        ge=0,
+        description="Tokens (input + output) one conversation may use per UTC day; at the cap a "
+        "prompt is refused until 00:00 UTC (0: unlimited).",
+    )
+    model_prices: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description='Dollars per million input and output tokens, JSON: {"openai/gpt-4o-mini": '
+        '[0.15, 0.60], "groq/*": [0.59, 0.79]} (exact name first, else the longest prefix '
+        "ending in *); wins over the built-in approximate prices; /status shows the cost.",
+    )
     log_format: Literal["text", "json"] = Field(
         "text",
         description="How log lines are written to standard error: text, or json (one object "
@@ -253,6 +273,27 @@ class Settings(EnvSettings):
     @classmethod
     def _log_format(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("model_prices", mode="before")
+    @classmethod
+    def _model_prices_json(cls, value: object) -> object:
+        # JSON in the environment (pydantic-settings decodes it) and in the file, as a string.
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else {}
+            except ValueError as exc:
+                raise ValueError(f"not valid JSON ({exc})") from None
+        return value
+
+    @field_validator("model_prices")
+    @classmethod
+    def _model_prices(cls, value: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for name, price in value.items():
+            if not name.strip():
+                raise ValueError("a model name is empty")
+            if not all(math.isfinite(p) and p >= 0 for p in price):
+                raise ValueError(f"{name}: prices are dollars per million tokens, 0 or more")
+        return {name.strip(): price for name, price in value.items()}
 
     @field_validator("store_url")
     @classmethod
@@ -296,8 +337,12 @@ def _problems(cls: type[BaseSettings], exc: ValidationError) -> list[str]:
         name = str(err["loc"][0])
         var = name.upper()
         # Never echo the value of a secret back (it would land in a log).
-        secret = _secret_field(cls, name) or any(
-            w in var for w in ("TOKEN", "KEY", "SECRET", "PASSWORD", "STORE_URL")
+        # Whole words: DISCORD_TOKEN is a secret, USER_DAILY_TOKENS (a count) is not.
+        words = set(var.split("_"))
+        secret = (
+            _secret_field(cls, name)
+            or not words.isdisjoint({"TOKEN", "KEY", "SECRET", "PASSWORD"})
+            or "STORE_URL" in var
         )
         got = "" if secret else f" (got {err.get('input')!r})"
         lines.append(f"{var}: {err['msg']}{got}{_in_config_file(name)}")

@@ -58,7 +58,8 @@ def register_commands(bot: "DiscordBot") -> None:
         await bot.run_command(interaction, Command("stop"))
 
     @tree.command(
-        name="status", description="Model, system prompt and history of this conversation."
+        name="status",
+        description="Model, system prompt, history and tokens used in this conversation.",
     )
     async def status(interaction: Interaction) -> None:
         await bot.run_command(interaction, Command("status"))

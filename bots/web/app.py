@@ -44,9 +44,11 @@ from pydantic import BaseModel, SecretStr
 
 from bots.health import Health, health_routes
 from core.clock import Clock
+from core.commands import Command, execute
 from core.conversations import Conversation, ConversationKey, Message, clean_text
 from core.delivery import final_note
 from core.engine import ChatEngine, Refused, Reply, StoreUnavailable
+from core.usage import usage_json
 
 from .guard import Guard
 from .limits import DeclaredBodyLimit, StreamLimit
@@ -349,6 +351,19 @@ def create_app(
             yield ServerSentEvent(event="delta", data=chunk)
         await reply
         yield ServerSentEvent(event="end", data=_end_event(reply, web.busy(key)))
+
+    @app.get("/chat/{conv_id}/status", response_class=WebJSON, response_model=None)
+    async def status(conv_id: ConvId) -> dict[str, Any] | JSONResponse:
+        """What ``status`` says on Discord and Slack (``text``: model, history, this
+        conversation's tokens today and in total, cost, price, the daily limit), and the token
+        counts as numbers (``usage``: ``core.usage.usage_json``)."""
+        key = web.key(conv_id)
+        result = await execute(engine, key, Command("status"))
+        if not result.ok:
+            return _error(result.text, 400)
+        report = await engine.usage_of(key, None)
+        usage = usage_json(report, engine.settings) if report is not None else None
+        return {"id": conv_id, "text": result.text, "usage": usage}
 
     @app.post("/chat/{conv_id}/model", response_class=WebJSON)
     async def set_model(conv_id: ConvId, body: SetModel) -> dict[str, Any]:

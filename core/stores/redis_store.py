@@ -9,6 +9,12 @@ Layout, under ``prefix``: ``conv:<json key>`` holds a conversation's JSON with a
 save, used to keep at most ``max_conversations`` (least recently saved evicted, checked every
 ``PRUNE_EVERY`` saves); ``lock:<json key>`` is the conversation lock.
 
+Token counts (:mod:`core.usage`) are hashes with fields ``in:<model>`` and ``out:<model>``,
+raised with ``HINCRBY`` in one ``MULTI``: ``usage:conv:<json key>:<YYYY-MM-DD>`` (a conversation's
+UTC day) and ``usage:user:<json [platform, user]>:<YYYY-MM-DD>`` (a user's) expire
+``USAGE_DAY_EXPIRY`` seconds (two days) after their last count; ``usage:conv:<json key>:total``
+expires with ``ttl`` like the conversation and goes when the conversation is evicted.
+
 The lock expires after ``lock_expiry`` seconds unless renewed; the holder renews it every third
 of that while its generation runs, so a crashed worker blocks a channel for at most
 ``lock_expiry`` seconds. Should a renewal find the lock taken by someone else (this process
@@ -33,20 +39,33 @@ from redis.asyncio.lock import Lock as RedisLock
 from redis.exceptions import LockError, LockNotOwnedError, RedisError
 
 from ..conversations import Conversation, ConversationKey, load_conversation, new_conversation
+from ..usage import DAY_SECONDS, Tokens, UsageReport
 
 if TYPE_CHECKING:
     from .redis_cluster import RedisCluster
 
-__all__ = ["PRUNE_EVERY", "RedisStore", "key_json"]
+__all__ = ["PRUNE_EVERY", "USAGE_DAY_EXPIRY", "RedisStore", "key_json"]
 
 log = logging.getLogger("llmconnect.store.redis")
 
 PRUNE_EVERY = 64
+#: Seconds a daily token count outlives its last increment: the day, and a margin.
+USAGE_DAY_EXPIRY = 2 * DAY_SECONDS
 
 
 def key_json(key: ConversationKey) -> str:
     """A conversation key as Redis spells it: JSON keeps "a:b"/"c" and "a"/"b:c" apart."""
     return json.dumps(list(key), separators=(",", ":"))
+
+
+def _by_model(raw: dict[bytes, bytes]) -> dict[str, Tokens]:
+    """``{b"in:m": b"3", b"out:m": b"4"}`` -> ``{"m": Tokens(3, 4)}``."""
+    pairs: dict[str, list[int]] = {}
+    for field, value in raw.items():
+        kind, _, model = field.decode("utf-8", "replace").partition(":")
+        pair = pairs.setdefault(model, [0, 0])
+        pair[0 if kind == "in" else 1] = int(value)
+    return {model: Tokens(*pair) for model, pair in pairs.items()}
 
 
 class RedisStore:
@@ -149,7 +168,50 @@ class RedisStore:
                 "list[tuple[bytes, float]]", await self.client.zpopmin(self._index, excess)
             )
             if evicted:
-                await self.client.delete(*[name for name, _ in evicted])
+                conv, usage = f"{self.prefix}conv:".encode(), f"{self.prefix}usage:conv:".encode()
+                totals = [usage + name[len(conv) :] + b":total" for name, _ in evicted]
+                await self.client.delete(*[name for name, _ in evicted], *totals)
+
+    # ----------------------------------------------------------------- token usage
+
+    def _usage_names(self, key: ConversationKey, user: str | None, day: str) -> list[str]:
+        """The conversation's day and total counters, and the user's day counter (if any)."""
+        conv = f"{self.prefix}usage:conv:{key_json(key)}"
+        names = [f"{conv}:{day}", f"{conv}:total"]
+        if user is not None:
+            person = json.dumps([key.platform, user], separators=(",", ":"))
+            names.append(f"{self.prefix}usage:user:{person}:{day}")
+        return names
+
+    async def add_usage(
+        self, key: ConversationKey, user: str | None, day: str, model: str, tokens: Tokens
+    ) -> None:
+        """Count a reply's tokens (a :class:`~core.usage.UsageStore`): atomic increments, in
+        one transaction, so processes counting at once lose nothing."""
+        names = self._usage_names(key, user, day)
+        async with self.client.pipeline(transaction=True) as pipe:
+            for name in names:
+                pipe.hincrby(name, f"in:{model}", tokens.input)
+                pipe.hincrby(name, f"out:{model}", tokens.output)
+                if not name.endswith(":total"):
+                    pipe.expire(name, USAGE_DAY_EXPIRY)
+                elif self.ttl > 0:
+                    pipe.pexpire(name, int(self.ttl * 1000))
+            await pipe.execute()
+
+    async def read_usage(self, key: ConversationKey, user: str | None, day: str) -> UsageReport:
+        names = self._usage_names(key, user, day)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hgetall(name)
+            found = await pipe.execute()
+        counts = [_by_model(raw) for raw in found]
+        return UsageReport(
+            day=day,
+            conversation_day=counts[0],
+            conversation_total=counts[1],
+            user_day=counts[2] if user is not None else None,
+        )
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -24,10 +24,12 @@ import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 from ..conversations import Conversation, ConversationKey, load_conversation, new_conversation
+from ..usage import DAY_SECONDS, Tokens, UsageReport, utc_day
 from . import StoreURLError
 
 __all__ = ["PRUNE_EVERY", "SqliteStore", "check_database"]
@@ -45,7 +47,24 @@ CREATE TABLE IF NOT EXISTS conversations (
     PRIMARY KEY (platform, channel)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS conversations_updated_at ON conversations (updated_at);
+CREATE TABLE IF NOT EXISTS usage (
+    kind TEXT NOT NULL,
+    platform TEXT NOT NULL,
+    ident TEXT NOT NULL,
+    day TEXT NOT NULL,
+    model TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    PRIMARY KEY (kind, platform, ident, day, model)
+) WITHOUT ROWID;
 """
+
+_ADD_USAGE = (
+    "INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (kind, platform, ident, day, model) DO UPDATE SET "
+    "input_tokens = input_tokens + excluded.input_tokens, "
+    "output_tokens = output_tokens + excluded.output_tokens"
+)
 
 
 def _text(data: bytes) -> str:
@@ -170,6 +189,61 @@ class SqliteStore:
             "FROM conversations ORDER BY updated_at DESC LIMIT -1 OFFSET ?)",
             (self.max_conversations,),
         )
+        self._prune_usage()
+
+    def _prune_usage(self) -> None:
+        # Daily counts two days older than the newest day counted (the days come from the
+        # engine's clock), and the totals of conversations no longer kept.
+        db = self._conn()
+        newest = db.execute("SELECT MAX(day) FROM usage WHERE day != ''").fetchone()[0]
+        if newest:
+            cutoff = datetime.strptime(str(newest), "%Y-%m-%d").replace(tzinfo=UTC)
+            db.execute(
+                "DELETE FROM usage WHERE day != '' AND day < ?",
+                (utc_day(cutoff.timestamp() - 2 * DAY_SECONDS),),
+            )
+        db.execute(
+            "DELETE FROM usage WHERE kind = 'conv' AND day = '' AND NOT EXISTS (SELECT 1 FROM "
+            "conversations c WHERE c.platform = usage.platform AND c.channel = usage.ident)"
+        )
+
+    def _add_usage(
+        self, key: ConversationKey, user: str | None, day: str, model: str, tokens: Tokens
+    ) -> None:
+        rows = [
+            ("conv", key.platform, key.channel, day),
+            ("conv", key.platform, key.channel, ""),
+        ]
+        if user is not None:
+            rows.append(("user", key.platform, user, day))
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(_ADD_USAGE, [(*row, model, tokens.input, tokens.output) for row in rows])
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _read_usage(self, key: ConversationKey, user: str | None, day: str) -> UsageReport:
+        def counts(kind: str, ident: str, on: str) -> dict[str, Tokens]:
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT model, input_tokens, output_tokens FROM usage WHERE kind = ? AND "
+                    "platform = ? AND ident = ? AND day = ?",
+                    (kind, key.platform, ident, on),
+                )
+                .fetchall()
+            )
+            return {str(m): Tokens(int(i), int(o)) for m, i, o in rows}
+
+        return UsageReport(
+            day=day,
+            conversation_day=counts("conv", key.channel, day),
+            conversation_total=counts("conv", key.channel, ""),
+            user_day=None if user is None else counts("user", user, day),
+        )
 
     def _remove(self, key: ConversationKey) -> None:
         self._conn().execute(
@@ -226,6 +300,15 @@ class SqliteStore:
 
     async def delete(self, key: ConversationKey) -> None:
         await self._call(self._remove, key)
+
+    async def add_usage(
+        self, key: ConversationKey, user: str | None, day: str, model: str, tokens: Tokens
+    ) -> None:
+        """Count a reply's tokens (a :class:`~core.usage.UsageStore`), in one transaction."""
+        await self._call(self._add_usage, key, user, day, model, tokens)
+
+    async def read_usage(self, key: ConversationKey, user: str | None, day: str) -> UsageReport:
+        return await self._call(self._read_usage, key, user, day)
 
     async def count(self) -> int:
         """How many conversations the file holds (idle ones not yet pruned included)."""

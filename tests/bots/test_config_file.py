@@ -153,6 +153,29 @@ def test_a_reload_applies_live_keys_for_the_next_prompt_at_the_new_limit(tmp_pat
     assert "max_input_chars, user_rate_limit" in runner.out.getvalue()  # type: ignore[attr-defined]
 
 
+def test_token_caps_and_prices_reload_from_the_file(tmp_path: Path) -> None:
+    """``*_daily_tokens`` are counts, not secrets (the file takes them); a reload applies a cap
+    to the next prompt; ``model_prices`` is JSON in a string."""
+    write(tmp_path / CONFIG, "model_prices = '{\"echo/*\": [1, 2]}'\n")
+    runner = runner_here()
+    assert runner.engine.settings.model_prices == {"echo/*": (1.0, 2.0)}
+    key, alice = ConversationKey("web", "c"), Actor("alice")
+
+    async def one_reply() -> None:
+        reply = await runner.engine.submit(key, "hello", actor=alice)
+        await reply
+
+    asyncio.run(one_reply())
+    write(tmp_path / CONFIG, "user_daily_tokens = 1\nchannel_daily_tokens = 0\n")
+    assert runner.poll_config() is True
+    with pytest.raises(Refused, match="You have used your 1 tokens for today"):
+        asyncio.run(runner.engine.check(key, "again", alice))
+    write(tmp_path / CONFIG, "channel_daily_tokens = 1\n")
+    assert runner.poll_config() is True
+    with pytest.raises(Refused, match="This conversation has used its 1 tokens"):
+        asyncio.run(runner.engine.check(key, "again", alice))
+
+
 def test_removing_a_key_restores_its_default_and_lists_rebuild(tmp_path: Path) -> None:
     write(tmp_path / CONFIG, 'blocked_users = ["U1"]\nllmconnect_model = "echo/one"\n')
     runner = runner_here()

@@ -188,6 +188,12 @@
     const el = $("notice");
     el.textContent = text || "";
     el.hidden = !text;
+    el.dataset.kind = "error";
+  }
+
+  function info(text) {
+    notice(text);
+    $("notice").dataset.kind = "info";
   }
 
   // ------------------------------------------------------------------ rendering
@@ -423,6 +429,16 @@
     }
   }
 
+  async function showStatus() {
+    // The same text as /status on Discord and Slack: tokens today and in total, cost, limits.
+    try {
+      const { text } = await api("GET", `/chat/${encodeURIComponent(state.id)}/status`);
+      info(text);
+    } catch (err) {
+      notice(err.message);
+    }
+  }
+
   async function start() {
     try {
       const { models } = await api("GET", "/api/models");
@@ -447,6 +463,7 @@
   $("model").addEventListener("change", setModel);
   $("stop").addEventListener("click", () => post("stop"));
   $("reset").addEventListener("click", () => post("reset"));
+  $("usage").addEventListener("click", showStatus);
   $("new-chat").addEventListener("click", async () => {
     try {
       const { conversations } = await api("GET", "/api/conversations");

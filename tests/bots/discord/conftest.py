@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from bots.discord import DiscordBot, DiscordSettings
+from core.clock import Clock
 from core.engine import ChatEngine
 from core.settings import load_settings
 from tests.fakes.discord_server import MANAGE_GUILD, FakeDiscordServer, FakeGuild
@@ -120,7 +121,9 @@ async def start_bot(
     """``await start_bot(**settings_overrides)`` -> a ready :class:`DiscordBot`."""
     started: list[tuple[DiscordBot, asyncio.Task[None]]] = []
 
-    async def start(*, budget: Any = None, **overrides: Any) -> DiscordBot:
+    async def start(
+        *, budget: Any = None, clock: Clock | None = None, **overrides: Any
+    ) -> DiscordBot:
         values: dict[str, Any] = {
             "discord_api_url": world.server.api_url,
             "discord_gateway_url": world.server.gateway_url,
@@ -132,7 +135,9 @@ async def start_bot(
         }
         values.update(overrides)
         settings = load_settings(**values)
-        engine = ChatEngine(settings, env={"LOCAL_BASE_URL": llm.openai_base_url}, http_client=http)
+        engine = ChatEngine(
+            settings, env={"LOCAL_BASE_URL": llm.openai_base_url}, http_client=http, clock=clock
+        )
         bot = DiscordBot(
             load_settings(DiscordSettings, **values),
             engine,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from bots.discord import invite_url
@@ -10,9 +11,13 @@ from core.conversations import ConversationKey, Status
 from core.split import split_message
 from tests.fakes.discord_server import FakeInteraction
 from tests.fakes.llm_server import FakeLLMServer, Reply
+from tests.fakes.wall_clock import ShiftedClock
 
 from .conftest import BotStarter, World, wait_for
 
+#: 20:48 UTC: daily counts reset in 3 h 12 min.
+EVENING = datetime(2026, 12, 2, 20, 48, tzinfo=UTC).timestamp()
+MIDNIGHT = datetime(2026, 12, 3, tzinfo=UTC).timestamp()
 COMMANDS = {"ask", "model", "models", "reset", "system", "stop", "status", "help"}
 EPHEMERAL = 1 << 6
 
@@ -131,6 +136,46 @@ async def test_ask_refusal_is_ephemeral(world: World, start_bot: BotStarter) -> 
     assert callback["type"] == 4
     assert callback["data"]["flags"] & EPHEMERAL
     assert text == "Sorry, you are not allowed to use this bot."
+
+
+async def test_daily_token_limit_refuses_until_midnight_utc_and_status_shows_usage(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    """USER_DAILY_TOKENS through discord.py: the stand-in reports 7 input tokens and one
+    output token per delta ("You said: one two": 4), so one reply uses the cap of 11."""
+    clock = ShiftedClock(EVENING)
+    bot = await start_bot(
+        clock=clock, user_daily_tokens=11, model_prices='{"local/*": [10000, 5000]}'
+    )
+    server = world.server
+    key = ConversationKey("discord", world.general)
+
+    first = await server.send_message(world.general, world.alice, "one two")
+    await wait_for(lambda: [m.content for m in server.replies_to(first)] == [said("one two")])
+    reply = bot.engine.reply_for(key)
+    assert reply is not None
+    await reply  # ended: its tokens are counted
+    sent = len(llm.requests)
+    prompt = await server.send_message(world.general, world.alice, "more please")
+    await wait_for(lambda: bool(server.replies_to(prompt)))
+    assert server.replies_to(prompt)[0].content == (
+        "You have used your 11 tokens for today (11); the limit resets in 3 h 12 min (00:00 UTC)."
+    )
+    assert len(llm.requests) == sent  # nothing reached the LLM
+
+    status = await server.slash(world.general, world.alice, "status")
+    _, text = await answer_of(world, status)
+    assert text.splitlines()[1:] == [
+        "Tokens here today (UTC): 11 (7 in, 4 out), about $0.09; in total: 11 (7 in, 4 out), "
+        "about $0.09.",
+        "Price of local/alpha: $10000 / $5000 per million input / output tokens (approximate).",
+        "Your tokens today: 11 of 11; resets in 3 h 12 min (00:00 UTC).",
+    ]
+
+    clock.set_wall(MIDNIGHT)  # 00:00 UTC: a new day
+    served = await server.send_message(world.general, world.alice, "one two")
+    await wait_for(lambda: [m.content for m in server.replies_to(served)] == [said("one two")])
+    assert len(llm.requests) == sent + 1
 
 
 async def test_system_reset_help_models_status(

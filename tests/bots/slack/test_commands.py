@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from bots.slack.commands import SLASH_COMMANDS, slash_command
@@ -9,12 +11,52 @@ from core.commands import Command
 from core.conversations import Status
 from tests.fakes.llm_server import FakeLLMServer, Reply
 from tests.fakes.slack_api import FakeSlackAPI
+from tests.fakes.wall_clock import ShiftedClock
 
 from .conftest import CHANNEL, DM, OTHER_CHANNEL, USER, BotMaker, wait_for
 
 
 def chats(llm: FakeLLMServer) -> list[dict]:
     return [r.json for r in llm.requests if r.path.endswith("/chat/completions")]
+
+
+async def test_daily_token_limit_refuses_until_midnight_utc_and_status_shows_usage(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    """CHANNEL_DAILY_TOKENS through bolt: the stand-in reports 7 input tokens and one output
+    token per delta ("You said: one two": 4), so one reply uses the cap of 11."""
+    clock = ShiftedClock(datetime(2026, 12, 2, 20, 48, tzinfo=UTC).timestamp())
+    running = await make_bot(
+        clock=clock, channel_daily_tokens=11, user_daily_tokens=1000, llm_max_retries=0
+    )
+    await running.slack.mention("one two")
+    await wait_for(lambda: slack_api.texts(CHANNEL) == ["You said: one two"])
+    reply = running.engine.reply_for(running.bot.threads.channel_key(CHANNEL))
+    assert reply is not None
+    await reply  # ended: its tokens are counted
+
+    await running.slack.mention("more please", user="U0OTHER")  # the channel's cap: anyone
+    await wait_for(lambda: len(slack_api.ephemeral) == 1)
+    assert slack_api.ephemeral[0]["text"] == (
+        "This conversation has used its 11 tokens for today (11); the limit resets in "
+        "3 h 12 min (00:00 UTC)."
+    )
+    assert len(chats(llm)) == 1  # nothing reached the LLM
+
+    rid, _, _ = await running.slack.command("/llm", "status")
+    [status] = await running.slack.responses(rid)
+    assert status["text"].splitlines()[1:] == [
+        "Tokens here today (UTC): 11 (7 in, 4 out); in total: 11 (7 in, 4 out).",
+        "Price of local/alpha: not known (MODEL_PRICES sets it).",
+        "Daily limit here: 11 of 11 tokens used; resets in 3 h 12 min (00:00 UTC).",
+        "Your tokens today: 11 of 1,000; resets in 3 h 12 min (00:00 UTC).",
+    ]
+    assert slack_api.bot_token not in status["text"]
+
+    clock.set_wall(datetime(2026, 12, 3, tzinfo=UTC).timestamp())  # 00:00 UTC: a new day
+    await running.slack.mention("one two")
+    await wait_for(lambda: len(chats(llm)) == 2)
+    await wait_for(lambda: slack_api.texts(CHANNEL)[-1] == "You said: one two")
 
 
 async def test_ask_acks_at_once_then_shows_the_question_and_streams_the_answer(

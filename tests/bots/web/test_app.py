@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -274,6 +275,58 @@ async def test_refused_prompts_say_why(make_web: ServeWeb) -> None:
     assert no_body.status_code == 422
 
 
+async def test_the_daily_limit_refuses_says_when_it_resets_and_status_shows_the_tokens(
+    make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    """CHANNEL_DAILY_TOKENS over HTTP: the web has no user (no per-user cap), the conversation's
+    cap holds. The stand-in reports 7 input tokens and one output token per delta."""
+    clock = FakeClock(wall_start=datetime(2026, 12, 2, 20, 48, tzinfo=UTC).timestamp())
+    server = await make_web(
+        env={"LOCAL_BASE_URL": llm_server.openai_base_url, "LOCAL_API_KEY": "sk-secret-999"},
+        llmconnect_model="local/fake",
+        channel_daily_tokens=11,
+        model_prices='{"local/*": [10000, 5000]}',
+        engine_clock=clock,
+        edit_interval=0,
+    )
+    key = server.web.key("q")
+    async with client_for(server) as client:
+        sent = await client.post("/chat/q/send-message", json={"text": "one two"})
+        assert sent.status_code == 202
+        reply = server.engine.reply_for(key)
+        assert reply is not None
+        await reply
+        status = await client.get("/chat/q/status")
+        chats = len(llm_server.requests)
+        refused = await client.post("/chat/q/send-message", json={"text": "more please"})
+        assert len(llm_server.requests) == chats  # nothing reached the LLM
+        other = await client.post("/chat/elsewhere/send-message", json={"text": "hi"})
+        await clock.advance(datetime(2026, 12, 3, tzinfo=UTC).timestamp() - clock.wall())
+        tomorrow = await client.post("/chat/q/send-message", json={"text": "one two"})
+    assert status.status_code == 200
+    body = status.json()
+    assert body["text"].splitlines()[1:] == [
+        "Tokens here today (UTC): 11 (7 in, 4 out), about $0.09; in total: 11 (7 in, 4 out), "
+        "about $0.09.",
+        "Price of local/fake: $10000 / $5000 per million input / output tokens (approximate).",
+        "Daily limit here: 11 of 11 tokens used; resets in 3 h 12 min (00:00 UTC).",
+    ]
+    assert body["usage"] == {
+        "day": "2026-12-02",
+        "today": {"input_tokens": 7, "output_tokens": 4, "cost": 0.09},
+        "total": {"input_tokens": 7, "output_tokens": 4, "cost": 0.09},
+        "daily_limit": 11,
+    }
+    assert "sk-secret-999" not in status.text
+    assert refused.status_code == 400
+    assert refused.json()["error"] == (
+        "This conversation has used its 11 tokens for today (11); the limit resets in "
+        "3 h 12 min (00:00 UTC)."
+    )
+    assert other.status_code == 202  # another conversation has its own count
+    assert tomorrow.status_code == 202  # 00:00 UTC: a new day
+
+
 async def test_a_provider_error_ends_the_reply_in_error(
     make_web: ServeWeb, llm_server: FakeLLMServer
 ) -> None:
@@ -319,6 +372,7 @@ PROTECTED = [
     ("POST", "/chat/a/model"),
     ("POST", "/chat/a/stop"),
     ("POST", "/chat/a/reset"),
+    ("GET", "/chat/a/status"),
     ("GET", "/nonexistent"),
 ]
 

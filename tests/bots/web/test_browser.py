@@ -333,3 +333,24 @@ async def test_the_page_finds_the_code_blocks_core_fences_finds(
         shown = await reply.locator(".body pre code").all_text_contents()
         assert shown == _code_blocks(sample), sample
         await expect(page.locator("#send")).to_be_enabled(timeout=WAIT)  # ready for the next
+
+
+async def test_status_button_and_the_daily_limit_refusal(page: Page, make_web: ServeWeb) -> None:
+    """CHANNEL_DAILY_TOKENS in the page: the Status button shows the tokens used here, and a
+    prompt past the limit is refused with when it resets (the echo model reports its usage)."""
+    server = await make_web(channel_daily_tokens=1)
+    await open_chat(page, server, "quota")
+    await send(page, "hello there")
+    await expect(last_reply(page)).to_have_attribute("data-status", "complete", timeout=WAIT)
+    await page.click("#usage")
+    notice = page.locator("#notice")
+    await expect(notice).to_contain_text("Tokens here today (UTC):", timeout=WAIT)
+    await expect(notice).to_contain_text("Price of echo/echo: free")
+    await expect(notice).to_have_attribute("data-kind", "info")
+    await send(page, "and again")
+    await expect(notice).to_contain_text(
+        "This conversation has used its 1 tokens for today", timeout=WAIT
+    )
+    await expect(notice).to_contain_text("(00:00 UTC).")
+    await expect(notice).to_have_attribute("data-kind", "error")
+    await expect(page.locator("#messages .msg.user .body")).to_have_text(["hello there"])

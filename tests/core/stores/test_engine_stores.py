@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from core.clock import FakeClock
 from core.conversations import Conversation, ConversationKey, MemoryStore, Message, Status
-from core.engine import INTERRUPTED, ChatEngine
+from core.engine import INTERRUPTED, ChatEngine, Refused
+from core.policy import Actor
 from core.settings import SettingsError, load_settings
 from core.stores import LocalLocks, open_store
 from core.stores.redis_store import RedisStore
 from core.stores.sqlite_store import SqliteStore
+from core.usage import Tokens
 
 from ..conftest import wait_for
 from .conftest import StoreMaker
@@ -165,6 +169,33 @@ async def test_reset_waits_for_a_generation_in_another_process(redis_url: str):
     assert stored.messages == []
     await streaming.aclose()
     await resetting.aclose()
+    for store in (one, two):
+        keys = [k async for k in store.client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await store.client.delete(*keys)
+        await store.aclose()
+
+
+async def test_a_daily_cap_counts_the_replies_of_every_process(redis_url: str):
+    """Two workers on one Redis: tokens one counts refuse the user's next prompt in the other."""
+    prefix = f"test:{uuid.uuid4().hex}:"
+    one = RedisStore(redis_url, prefix=prefix)
+    two = RedisStore(redis_url, prefix=prefix)
+    settings = load_settings(llmconnect_model="echo", user_rate_limit=0, user_daily_tokens=5)
+    clock = FakeClock(wall_start=datetime(2026, 12, 2, 23, 0, tzinfo=UTC).timestamp())
+    first = ChatEngine(settings, one, env={}, clock=clock)
+    second = ChatEngine(settings, two, env={}, clock=clock)
+    alice = Actor("alice")
+    reply = await first.submit(KEY, "one two three", actor=alice)
+    await reply
+    assert reply.usage is not None
+    with pytest.raises(Refused, match=r"^You have used your 5 tokens for today .* 1 h \(00:00"):
+        await second.submit(ConversationKey("test", "elsewhere"), "hi", actor=alice)
+    report = await second.usage_of(KEY, alice)
+    assert report is not None
+    assert report.user_day == {"echo/echo": Tokens(3, reply.usage.output_tokens)}
+    await first.aclose()
+    await second.aclose()
     for store in (one, two):
         keys = [k async for k in store.client.scan_iter(match=f"{prefix}*")]
         if keys:

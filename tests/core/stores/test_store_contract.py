@@ -7,6 +7,8 @@ import asyncio
 import pytest
 
 from core.conversations import ConversationKey, Message, Status
+from core.stores.redis_store import USAGE_DAY_EXPIRY, RedisStore
+from core.usage import Tokens, UsageStore
 
 from .conftest import StoreMaker
 
@@ -204,3 +206,111 @@ async def test_list_keys_survives_a_restart_and_skips_expired_ones(make_store: S
             break
         await asyncio.sleep(0.01)
     assert await expiring.list_keys("web") == []
+
+
+# -- token usage (core.usage.UsageStore) ----------------------------------------------------------
+
+DAY, NEXT_DAY = "2026-12-02", "2026-12-03"
+
+
+async def test_usage_counts_per_conversation_day_total_and_user(make_store: StoreMaker):
+    store = await make_store()
+    assert isinstance(store, UsageStore)
+    await store.get_or_create(KEY)
+    await store.add_usage(KEY, "u1", DAY, "openai/gpt-4o-mini", Tokens(10, 20))
+    await store.add_usage(KEY, "u1", DAY, "openai/gpt-4o-mini", Tokens(1, 2))
+    await store.add_usage(KEY, "u2", DAY, "groq/llama", Tokens(5, 0))
+    await store.add_usage(KEY, None, NEXT_DAY, "openai/gpt-4o-mini", Tokens(100, 200))
+    await store.add_usage(key(1), "u1", DAY, "openai/gpt-4o-mini", Tokens(3, 3))
+
+    today = await store.read_usage(KEY, "u1", DAY)
+    assert today.day == DAY
+    assert today.conversation_day == {
+        "openai/gpt-4o-mini": Tokens(11, 22),
+        "groq/llama": Tokens(5, 0),
+    }
+    assert today.conversation_total == {
+        "openai/gpt-4o-mini": Tokens(111, 222),
+        "groq/llama": Tokens(5, 0),
+    }
+    assert today.user_day == {"openai/gpt-4o-mini": Tokens(14, 25)}  # both conversations
+    tomorrow = await store.read_usage(KEY, None, NEXT_DAY)
+    assert tomorrow.conversation_day == {"openai/gpt-4o-mini": Tokens(100, 200)}
+    assert tomorrow.user_day is None
+    nobody = await store.read_usage(ConversationKey("test", "quiet"), "u9", DAY)
+    assert (nobody.conversation_day, nobody.conversation_total, nobody.user_day) == ({}, {}, {})
+
+
+async def test_usage_keys_with_separators_and_platforms_do_not_collide(make_store: StoreMaker):
+    store = await make_store()
+    one, two = ConversationKey("a:b", "c"), ConversationKey("a", "b:c")
+    await store.add_usage(one, "x:y", DAY, "m/1", Tokens(1, 1))
+    await store.add_usage(two, "x", DAY, "m/1", Tokens(2, 2))
+    await store.add_usage(ConversationKey("slack", "C1"), "U1", DAY, "m/1", Tokens(4, 4))
+    assert (await store.read_usage(one, "x:y", DAY)).conversation_day == {"m/1": Tokens(1, 1)}
+    assert (await store.read_usage(two, "x", DAY)).user_day == {"m/1": Tokens(2, 2)}
+    # The same user id on another platform is another user.
+    discord = await store.read_usage(ConversationKey("discord", "C1"), "U1", DAY)
+    assert discord.user_day == {}
+    assert discord.conversation_day == {}
+
+
+async def test_concurrent_usage_increments_lose_nothing(make_store: StoreMaker):
+    """Several processes (connections) counting at once: every token is counted once."""
+    first = await make_store()
+    second = first if make_store.backend == "memory" else await make_store()  # type: ignore[attr-defined]
+    assert isinstance(first, UsageStore)
+    assert isinstance(second, UsageStore)
+    await asyncio.gather(
+        *(s.add_usage(KEY, "u1", DAY, "m/1", Tokens(1, 2)) for s in (first, second) * 25)
+    )
+    report = await second.read_usage(KEY, "u1", DAY)
+    assert report.conversation_day == report.conversation_total == report.user_day
+    assert report.user_day == {"m/1": Tokens(50, 100)}
+
+
+async def test_usage_survives_a_restart(make_store: StoreMaker):
+    if make_store.backend == "memory":  # type: ignore[attr-defined]
+        pytest.skip("the memory store is gone with its process, by design")
+    first = await make_store()
+    await first.get_or_create(KEY)
+    await first.add_usage(KEY, "u1", DAY, "m/1", Tokens(3, 4))
+    await first.aclose()  # type: ignore[attr-defined]
+    second = await make_store()
+    assert (await second.read_usage(KEY, "u1", DAY)).user_day == {"m/1": Tokens(3, 4)}
+
+
+async def test_an_evicted_conversation_takes_its_total_along(make_store: StoreMaker):
+    store = await make_store(max_conversations=1)
+    await store.save(await store.get_or_create(key(0)))
+    await store.add_usage(key(0), "u1", DAY, "m/1", Tokens(3, 4))
+    await store.save(await store.get_or_create(key(1)))
+    await settle(store)
+    assert await store.get(key(0)) is None
+    report = await store.read_usage(key(0), "u1", DAY)
+    assert report.conversation_total == {}
+    # The day's counts stay: a quota is not lifted by evicting a conversation.
+    assert report.user_day == {"m/1": Tokens(3, 4)}
+    assert report.conversation_day == {"m/1": Tokens(3, 4)}
+
+
+async def test_daily_counts_do_not_outlive_the_next_days(make_store: StoreMaker):
+    store = await make_store()
+    await store.get_or_create(KEY)
+    await store.add_usage(KEY, "u1", "2026-11-28", "m/1", Tokens(1, 1))
+    if isinstance(store, RedisStore):
+        # Redis: the day's hashes expire two days after their last count; the total does not
+        # (no STORE_TTL here).
+        names = store._usage_names(KEY, "u1", "2026-11-28")
+        ttls = [await store.client.ttl(name) for name in names]
+        assert 0 < ttls[0] <= USAGE_DAY_EXPIRY
+        assert 0 < ttls[2] <= USAGE_DAY_EXPIRY
+        assert ttls[1] == -1
+        return
+    await store.add_usage(KEY, "u1", DAY, "m/1", Tokens(2, 2))  # a later day: older ones go
+    await settle(store)
+    old = await store.read_usage(KEY, "u1", "2026-11-28")
+    assert old.conversation_day == {}
+    assert old.user_day == {}
+    assert old.conversation_total == {"m/1": Tokens(3, 3)}
+    assert (await store.read_usage(KEY, "u1", DAY)).user_day == {"m/1": Tokens(2, 2)}
