@@ -78,6 +78,11 @@ class Message:
     error: str | None = None
     #: While streaming, the deltas so far (shared with the engine's reply: no copy per delta).
     parts: list[str] | None = None
+    #: An assistant reply's model, ``provider/model``: the one that answered (a fallback when
+    #: the conversation's was unavailable); ``None`` in replies stored before it was recorded.
+    model: str | None = None
+    #: The models that were unavailable before ``model`` answered (LLMCONNECT_FALLBACK_MODELS).
+    unavailable: list[str] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -98,6 +103,8 @@ class Message:
             "status": str(self.status),
             "created_at": self.created_at,
             "error": self.error,
+            "model": self.model,
+            "unavailable": list(self.unavailable),
         }
 
     @classmethod
@@ -109,6 +116,8 @@ class Message:
             status=Status(data.get("status", Status.COMPLETE)),
             created_at=float(data.get("created_at") or 0.0),
             error=None if data.get("error") is None else clean_text(str(data["error"])),
+            model=None if data.get("model") is None else clean_text(str(data["model"])),
+            unavailable=[clean_text(str(m)) for m in data.get("unavailable") or ()],
         )
 
 
