@@ -80,8 +80,8 @@ REMOTE_STOP_POLL = 0.05
 LISTED_IN_REFUSAL = 10
 
 HELP_TEXT = (
-    "Ask me anything: mention me with your question. Commands: help, model [name], models, "
-    "reset, system [text|clear], stop, status."
+    "Ask me anything: mention me with your question. Commands: help, model [name], "
+    "models [filter], reset, system [text|clear], stop, status."
 )
 
 

@@ -226,7 +226,7 @@ async def test_admin_rule_counts_workspace_admins(
     [
         ("/model", " local/beta ", Command("model", "local/beta")),
         ("/model", "", Command("model", "")),
-        ("/models", "ignored", Command("models")),
+        ("/models", " gpt ", Command("models", "gpt")),  # a filter
         ("/system", "Be terse. Very.", Command("system", "Be terse. Very.")),
         ("/reset", "", Command("reset")),
         ("/stop", "", Command("stop")),
