@@ -93,6 +93,10 @@ class Catalogue:
         """What is known of ``provider`` now, without starting a refresh."""
         return self._entries.get(provider)
 
+    def refreshing(self) -> list[str]:
+        """The providers whose list is being asked for right now."""
+        return [name for name, task in self._tasks.items() if not task.done()]
+
     def known(self) -> list[ProviderModels]:
         """Every provider seen so far, as known now (for ``llmconnect doctor``)."""
         return list(self._entries.values())
@@ -219,7 +223,9 @@ def closest(name: str, names: Iterable[str], n: int = 5) -> list[str]:
             difflib.SequenceMatcher(None, needle, low).ratio(),
             difflib.SequenceMatcher(None, bare, model).ratio(),
         )
-        if needle in low or (model and model in needle):
+        if model == bare or model.endswith(f"/{bare}"):
+            score = max(score, 0.95)  # the same model through another provider or route
+        elif needle in low or (model and model in needle):
             score = max(score, 0.8)
         if score >= 0.6:
             scored.append((-score, len(candidate), candidate))

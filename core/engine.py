@@ -361,25 +361,29 @@ class ChatEngine:
             if r.configured
             and (r.spec.needs_key or _pointed_at(r.spec, self.env, default_provider))
         }
+        defaults = {name: spec.default_model for name, spec in configured.items()}
+        if default_provider in defaults and not defaults[default_provider]:
+            # A provider without a default model of its own (a custom FOO_BASE_URL one): until
+            # its list is known, LLMCONNECT_MODEL's model stands in.
+            defaults[default_provider] = self.default_model.split("/", 1)[1]
         catalogue = self.catalogue
         allowed = self.settings.llmconnect_allowed_models
         if not allowed:
             return [
                 model
-                for name, spec in configured.items()
-                for model in catalogue.models(name, spec.default_model).models
+                for name, default in defaults.items()
+                for model in catalogue.models(name, default).models
             ]
         models: list[str] = []
         for entry in allowed:
             entry = entry.strip()
             provider, _, model = entry.partition("/")
-            spec = configured.get(provider)
-            if spec is None:
+            if provider not in defaults:
                 continue
             if model and not model.endswith("*"):
                 models.append(entry)
                 continue
-            known = catalogue.models(provider, spec.default_model).models
+            known = catalogue.models(provider, defaults[provider]).models
             models += [m for m in known if _allows(entry, m)]
         return list(dict.fromkeys(models))
 
