@@ -136,7 +136,9 @@ class Catalogue:
             )
         except LLMError as exc:
             entry = self._failed(old, exc.user_message)
-            log.warning("%s: the model list failed (%s); keeping %d", provider, exc, len(old.models))
+            log.warning(
+                "%s: the model list failed (%s); keeping %d", provider, exc, len(old.models)
+            )
         except Exception as exc:  # a task nobody awaits must not die with its error unseen
             entry = self._failed(old, f"the model list failed ({type(exc).__name__})")
             log.warning("%s: the model list failed (%s)", provider, type(exc).__name__)

@@ -50,8 +50,8 @@ from .conversations import (
     Status,
     clean_text,
 )
-from .logs import log_reply_end, new_reply_id, reply_context
 from .fallback import open_reply
+from .logs import log_reply_end, new_reply_id, reply_context
 from .metrics import Metrics
 from .model_options import options_for
 from .policy import AccessPolicy, Actor

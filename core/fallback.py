@@ -28,7 +28,7 @@ from llmconnect import (
     TimeLimitError,
 )
 
-__all__ = ["falls_back", "fallback_line", "open_reply"]
+__all__ = ["fallback_line", "falls_back", "open_reply"]
 
 log = logging.getLogger("llmconnect.engine")
 

@@ -138,8 +138,8 @@ class Settings(EnvSettings):
     )
     model_options: Annotated[dict[str, dict[str, Any]], NoDecode] = Field(
         default_factory=dict,
-        description="Request options per model, JSON: {\"openai/o3\": {\"reasoning_effort\": "
-        "\"high\"}, \"groq/*\": {\"temperature\": 0.3}}; the most specific pattern wins "
+        description='Request options per model, JSON: {"openai/o3": {"reasoning_effort": '
+        '"high"}, "groq/*": {"temperature": 0.3}}; the most specific pattern wins '
         "(exact > longer prefix > shorter > *), null removes an option.",
     )
     llm_connect_timeout: float = Field(

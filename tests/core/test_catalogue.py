@@ -105,8 +105,10 @@ async def test_a_failing_list_falls_back_to_the_default_and_is_asked_again_later
     await wait_for(lambda: not engine.catalogue.refreshing())
 
     entry = engine.catalogue.cached("down")
-    assert entry is not None and entry.error is not None
-    assert "unavailable" in entry.error and "127.0.0.1" not in entry.error
+    assert entry is not None
+    assert entry.error is not None
+    assert "unavailable" in entry.error
+    assert "127.0.0.1" not in entry.error
     assert engine.available_models() == ["echo/echo", "down/some-model"]  # still usable
     assert engine.validate_model("down/other") == "down/other"
 
@@ -124,7 +126,8 @@ async def test_offline_echo_only_works_on_defaults(make_engine: EngineMaker) -> 
     await wait_for(lambda: not engine.catalogue.refreshing())
     assert engine.available_models() == ["echo/echo"]
     reply = await (await engine.submit(KEY, "hello"))
-    assert reply.model == "echo/echo" and reply.message.model == "echo/echo"
+    assert reply.model == "echo/echo"
+    assert reply.message.model == "echo/echo"
 
 
 async def test_the_allowed_list_filters_the_catalogue_by_prefix(

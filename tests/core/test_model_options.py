@@ -88,7 +88,8 @@ async def test_options_reach_the_request_and_a_fallback_gets_its_own(
     assert reply.status is Status.COMPLETE
     down, fake = (r.json for r in llm_server.requests if r.method == "POST")
     assert (down["temperature"], down["reasoning_effort"]) == (0.5, "high")
-    assert fake["temperature"] == 0.1 and "reasoning_effort" not in fake
+    assert fake["temperature"] == 0.1
+    assert "reasoning_effort" not in fake
 
 
 async def test_an_option_the_provider_rejects_is_an_error_line(
@@ -102,7 +103,8 @@ async def test_an_option_the_provider_rejects_is_an_error_line(
     reply = await (await engine.submit(KEY, "hi"))
 
     assert reply.status is Status.ERROR
-    assert reply.error and "refused the request" in reply.error
+    assert reply.error
+    assert "refused the request" in reply.error
     [sent] = [r.json for r in llm_server.requests if r.method == "POST"]
     assert sent["reasoning_effort"] == "extreme"
 
@@ -115,4 +117,5 @@ async def test_options_change_live(local_engine: EngineMaker, llm_server: FakeLL
     )
     await (await engine.submit(KEY, "two"))
     first, second = (r.json for r in llm_server.requests if r.method == "POST")
-    assert "top_p" not in first and second["top_p"] == 0.2
+    assert "top_p" not in first
+    assert second["top_p"] == 0.2

@@ -285,7 +285,9 @@ async def test_ask_is_answered_by_the_fallback_when_the_model_is_unavailable(
     llm.enqueue(Fail(503))
     await running.slack.command("/ask", "anyone there?")
     await wait_for(
-        lambda: slack_api.texts(CHANNEL)[1:]
-        == ["You said: anyone there?\nanswered by local/beta — local/alpha was unavailable"]
+        lambda: (
+            slack_api.texts(CHANNEL)[1:]
+            == ["You said: anyone there?\nanswered by local/beta — local/alpha was unavailable"]
+        )
     )
     assert [c["model"] for c in chats(llm)] == ["alpha", "beta"]
