@@ -81,8 +81,9 @@ class Message:
     #: An assistant reply's model, ``provider/model``: the one that answered (a fallback when
     #: the conversation's was unavailable); ``None`` in replies stored before it was recorded.
     model: str | None = None
-    #: The models that were unavailable before ``model`` answered (LLMCONNECT_FALLBACK_MODELS).
-    unavailable: list[str] = field(default_factory=list)
+    #: The models that were unavailable before ``model`` answered (LLMCONNECT_FALLBACK_MODELS);
+    #: a tuple, so the common case (none) costs no object per message.
+    unavailable: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -97,15 +98,18 @@ class Message:
         self.error = error
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        data: dict[str, object] = {
             "role": self.role,
             "content": self.text,
             "status": str(self.status),
             "created_at": self.created_at,
             "error": self.error,
-            "model": self.model,
-            "unavailable": list(self.unavailable),
         }
+        if self.model is not None:  # an assistant reply's (absent: a user turn, an old reply)
+            data["model"] = self.model
+        if self.unavailable:
+            data["unavailable"] = list(self.unavailable)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Message:
@@ -117,7 +121,7 @@ class Message:
             created_at=float(data.get("created_at") or 0.0),
             error=None if data.get("error") is None else clean_text(str(data["error"])),
             model=None if data.get("model") is None else clean_text(str(data["model"])),
-            unavailable=[clean_text(str(m)) for m in data.get("unavailable") or ()],
+            unavailable=tuple(clean_text(str(m)) for m in data.get("unavailable") or ()),
         )
 
 

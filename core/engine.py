@@ -156,7 +156,7 @@ class Reply:
         return self.message.error
 
     @property
-    def unavailable(self) -> list[str]:
+    def unavailable(self) -> tuple[str, ...]:
         """The models that were unavailable before :attr:`model` answered (fallbacks)."""
         return self.message.unavailable
 
@@ -685,7 +685,12 @@ class ChatEngine:
             return await client.chat(prompt, stream=True)
 
         chain = [reply.model, *(m for m in self.fallback_models if m != reply.model)]
-        return await open_reply(chain, start, reply.message.unavailable)
+        unavailable: list[str] = []
+        try:
+            return await open_reply(chain, start, unavailable)
+        finally:
+            if unavailable:
+                reply.message.unavailable = tuple(unavailable)
 
     async def _save_final(self, conversation: Conversation, reply: Message) -> None:
         """Save a finished turn; a shutdown that cancels meanwhile does not cut the save short

@@ -326,7 +326,7 @@ def test_a_conversation_stored_before_replies_recorded_their_model_still_loads()
     loaded = load_conversation(old, ConversationKey("test", "general"))
     assert loaded is not None
     reply = loaded.messages[1]
-    assert (reply.content, reply.model, reply.unavailable) == ("hello", None, [])
+    assert (reply.content, reply.model, reply.unavailable) == ("hello", None, ())
     assert loaded.llm_history()[-1] == {"role": "assistant", "content": "hello"}
     again = Conversation.from_dict(loaded.to_dict())
     assert again.messages[1].model is None

@@ -47,11 +47,11 @@ async def test_an_unavailable_model_is_answered_by_the_fallback_and_the_note_say
     assert reply.status is Status.COMPLETE
     assert reply.text == "You said: hi"
     assert chat_models(llm_server) == ["down", "fake"]
-    assert (reply.model, reply.unavailable) == ("local/fake", ["local/down"])
+    assert (reply.model, reply.unavailable) == ("local/fake", ("local/down",))
     assert final_note(reply) == "answered by local/fake — local/down was unavailable"
     # The history records which model answered, and the note survives a reload.
     stored = (await engine.store.get(KEY)).messages[-1]  # type: ignore[union-attr]
-    assert (stored.model, stored.unavailable) == ("local/fake", ["local/down"])
+    assert (stored.model, stored.unavailable) == ("local/fake", ("local/down",))
     assert final_note(stored) == final_note(reply)
 
 
@@ -90,7 +90,7 @@ async def test_a_rejected_key_or_a_bad_request_does_not_fall_back(
     assert reply.status is Status.ERROR
     assert said in (reply.error or "")
     assert chat_models(llm_server) == ["down"]
-    assert reply.unavailable == []
+    assert reply.unavailable == ()
     assert final_note(reply) == f"⚠️ {reply.error}"  # as before: no fallback line
 
 

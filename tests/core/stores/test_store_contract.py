@@ -66,7 +66,7 @@ async def test_the_model_that_answered_and_the_unavailable_ones_round_trip(
     conversation = await store.get_or_create(KEY)
     conversation.messages = [
         Message("user", "hi"),
-        Message("assistant", "hello", model="openai/gpt-4o-mini", unavailable=["groq/llama"]),
+        Message("assistant", "hello", model="openai/gpt-4o-mini", unavailable=("groq/llama",)),
         Message("user", "again"),
         Message("assistant", "hello", model="groq/llama"),
     ]
@@ -74,10 +74,10 @@ async def test_the_model_that_answered_and_the_unavailable_ones_round_trip(
     stored = await store.get(KEY)
     assert stored is not None
     assert [(m.model, m.unavailable) for m in stored.messages] == [
-        (None, []),
-        ("openai/gpt-4o-mini", ["groq/llama"]),
-        (None, []),
-        ("groq/llama", []),
+        (None, ()),
+        ("openai/gpt-4o-mini", ("groq/llama",)),
+        (None, ()),
+        ("groq/llama", ()),
     ]
 
 
