@@ -97,10 +97,6 @@ class Catalogue:
         """The providers whose list is being asked for right now."""
         return [name for name, task in self._tasks.items() if not task.done()]
 
-    def known(self) -> list[ProviderModels]:
-        """Every provider seen so far, as known now (for ``llmconnect doctor``)."""
-        return list(self._entries.values())
-
     def _stale(self, entry: ProviderModels) -> bool:
         if self.ttl <= 0 or self._closed:
             return False

@@ -279,6 +279,8 @@ async def test_a_change_applies_to_the_next_web_prompt_while_a_reply_streams(
     assert second["status"] == "complete"
     chats = [r for r in llm.requests if r.method == "POST"]  # not the model list (catalogue)
     assert [system_of(r.json) for r in chats] == ["One.", "Two."]
+    # The runner asked for the model list once, at start-up (core.catalogue), in the background.
+    assert [r.path for r in llm.requests if r.method == "GET"] == ["/v1/models"]
 
 
 # --------------------------------------------------------------------------- a real process
