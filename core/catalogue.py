@@ -201,9 +201,9 @@ def best_matches(typed: str, names: Iterable[str], limit: int = 25) -> list[str]
     for name in pool:
         rank = _rank(needle, name)
         if rank is not None:
-            ranked.append((rank, len(name), name, name))
+            ranked.append((rank, len(name), name))
     ranked.sort()
-    return [item[3] for item in ranked[:limit]]
+    return [item[2] for item in ranked[:limit]]
 
 
 def closest(name: str, names: Iterable[str], n: int = 5) -> list[str]:
