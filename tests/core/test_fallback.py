@@ -197,3 +197,20 @@ def test_a_fallback_that_is_not_a_model_name_is_refused_at_start_up() -> None:
     [line] = info.value.problems
     assert line.startswith("LLMCONNECT_FALLBACK_MODELS: ")
     assert "'groq/../admin' is not a provider/model name" in line
+
+
+async def test_a_provider_silent_before_its_first_token_times_out_into_the_fallback(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    engine = local_engine(
+        llmconnect_model="local/slow",
+        llmconnect_fallback_models="local/fake",
+        llm_max_retries=0,
+        llm_idle_timeout=0.3,
+    )
+    llm_server.enqueue(Reply(text="never shown", hang_after=0))
+
+    reply = await (await engine.submit(KEY, "hi"))
+
+    assert reply.text == "You said: hi"
+    assert final_note(reply) == "answered by local/fake — local/slow was unavailable"
