@@ -22,6 +22,8 @@ from typing import Literal, TextIO, cast
 import httpx
 from pydantic import SecretStr
 
+from core.catalogue import Catalogue, ProviderModels
+from core.clock import MonotonicClock
 from core.settings import Settings, SettingsError
 from llmconnect import (
     APIClientFactory,
@@ -31,7 +33,6 @@ from llmconnect import (
     Timeouts,
     aclose_shared_clients,
     base_url_variable,
-    list_models,
     parse_model,
     provider_status,
 )
@@ -309,12 +310,19 @@ def _check_frontends(report: Report, loaded: _Loaded) -> None:
 
 
 async def _ask_provider(
-    r: ResolvedProvider, env: Mapping[str, str], http: httpx.AsyncClient, default: str | None
+    r: ResolvedProvider,
+    env: Mapping[str, str],
+    http: httpx.AsyncClient,
+    default: str | None,
+    listed: ProviderModels,
 ) -> tuple[Level, str]:
     timeouts = Timeouts(connect=5.0, idle=15.0)
     try:
         if r.spec.protocol == "openai":
-            names = await list_models(r.spec.name, env, http_client=http, timeouts=timeouts)
+            # Its list was just asked for (the catalogue's refresh): no second request.
+            if listed.error is not None:
+                return "problem", listed.error
+            names = [name.split("/", 1)[1] for name in listed.models]
             text = f"answers ({len(names)} models)"
             if default and default.startswith(f"{r.spec.name}/"):
                 model = default.split("/", 1)[1]
@@ -329,6 +337,23 @@ async def _ask_provider(
         return "ok", f"answers ({client.model})"
     except LLMError as exc:
         return "problem", exc.user_message
+
+
+def _report_list(report: Report, listed: ProviderModels, default_model: str) -> None:
+    """One line of the "Model lists" section: how many models the provider listed, or why its
+    list failed (the error's user message: never a key) and what is offered instead."""
+    name = listed.provider
+    if listed.error is None:
+        count = len(listed.models)
+        report.add("Model lists", "ok", name, f"{count} model{'s' if count != 1 else ''} listed")
+        return
+    instead = f"{name}/{default_model}" if default_model else "nothing"
+    report.add(
+        "Model lists",
+        "problem",
+        name,
+        f"the list failed: {listed.error} (/model, /models and the web offer {instead} only)",
+    )
 
 
 async def _ask_platforms(report: Report, loaded: _Loaded, http: httpx.AsyncClient) -> None:
@@ -395,9 +420,14 @@ async def diagnose(
                 default = str(parse_model(settings.llmconnect_model, env=env))
         if not to_ask:
             report.add("Online", "off", "providers", "none to ask (only the offline echo)")
+        # The model lists, as the running bot's catalogue asks for them (core.catalogue).
+        catalogue = Catalogue(env, clock=MonotonicClock(), ttl=0, http_client=http)
+        lists = {r.spec.name: await catalogue.refresh(r.spec.name) for r in to_ask}
         for r in to_ask:
-            level, text = await _ask_provider(r, env, http, default)
+            level, text = await _ask_provider(r, env, http, default, lists[r.spec.name])
             report.add("Online", level, r.spec.name, text)
+        for r in to_ask:
+            _report_list(report, lists[r.spec.name], r.spec.default_model)
         if loaded is not None:
             await _ask_platforms(report, loaded, http)
     finally:

@@ -226,6 +226,9 @@ class Runner:
         """Start every front end and say what runs where."""
         if not self.frontends:
             raise RunError(NOTHING_TO_RUN)
+        # Ask the providers for their models now, in the background: the first /model
+        # autocomplete or web page finds the lists rather than the defaults.
+        self.engine.available_models()
         lines: list[tuple[FrontEnd, str]] = []
         for fe in self.frontends:
             self._tried.append(fe)

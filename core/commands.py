@@ -1,6 +1,6 @@
 """One platform-neutral command grammar, parsed and executed here for every adapter.
 
-``help``, ``model [name]``, ``models``, ``reset``, ``system [text|clear]``, ``stop``, ``status``.
+``help``, ``model [name]``, ``models [part of a name]``, ``reset``, ``system [text|clear]``, ``stop``, ``status``.
 Slash commands map onto :class:`Command` directly; mention text goes through :func:`parse_command`,
 which only takes a message for a command when it has the command's shape, so a prompt such as
 "help me write a poem" or "system design tips" stays a prompt (in mention text, ``system`` takes its
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .catalogue import best_matches
 from .clock import wall_time
 from .conversations import ConversationKey, Status
 from .engine import HELP_TEXT, ChatEngine, Refused
@@ -20,7 +21,11 @@ from .usage import status_text
 __all__ = ["COMMANDS", "Command", "CommandResult", "execute", "parse_command"]
 
 COMMANDS = ("help", "model", "models", "reset", "system", "stop", "status")
-_NO_ARGS = frozenset({"help", "models", "reset", "stop", "status"})
+_NO_ARGS = frozenset({"help", "reset", "stop", "status"})
+#: ``models`` lists at most this many (the best matches of its filter, when given).
+MODELS_SHOWN = 50
+#: ``model`` without a name names at most this many available models.
+MODELS_NAMED = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +54,7 @@ def parse_command(text: str) -> Command | None:
         return None
     if name in _NO_ARGS:
         return Command(name) if not rest else None
-    if name == "model":
+    if name in ("model", "models"):
         return Command(name, rest) if " " not in rest else None
     # system: bare, "system clear", or "system: <text>"
     if not rest or rest.lower() == "clear" or word.endswith(":"):
@@ -99,16 +104,21 @@ async def _run(
     if name == "help":
         return CommandResult(f"{HELP_TEXT}\nModel here: {current}.")
     if name == "models":
-        lines = [f"{'→' if m == current else '•'} {m}" for m in engine.available_models()]
-        return CommandResult("Available models:\n" + "\n".join(lines or ["(none configured)"]))
+        return CommandResult(_models(engine, current, arg))
     if name == "model":
         if not arg:
-            available = ", ".join(engine.available_models())
-            return CommandResult(f"Model here: {current}. Available: {available}.")
+            available = engine.available_models()
+            named = ", ".join(available[:MODELS_NAMED])
+            more = len(available) - MODELS_NAMED
+            tail = f" and {more} more (models lists them)" if more > 0 else ""
+            return CommandResult(f"Model here: {current}. Available: {named}{tail}.")
         if denied := _admin_only(engine, actor):
             return denied
         full = await engine.set_model(key, arg)
-        return CommandResult(f"Model for this conversation is now {full}.")
+        hint = engine.model_hint(full)
+        return CommandResult(
+            f"Model for this conversation is now {full}." + (f" Note: {hint}" if hint else "")
+        )
     if name == "system":
         if not arg:
             shown = engine.system_of(conversation) or "(none)"
@@ -153,3 +163,21 @@ async def _usage_status(
     return status_text(
         report, model, engine.settings, wall_time(engine.clock), unreported=unreported
     )
+
+
+def _models(engine: ChatEngine, current: str, typed: str) -> str:
+    """The ``models`` answer: the available models (the best matches of ``typed``, when given),
+    at most :data:`MODELS_SHOWN`, the conversation's marked."""
+    available = engine.available_models()
+    if typed:
+        matches = best_matches(typed, available, len(available))
+        if not matches:
+            return f"No available model matches {typed!r}."
+        title = f"Models matching {typed!r}:"
+    else:
+        matches, title = available, "Available models:"
+    lines = [f"{'→' if m == current else '•'} {m}" for m in matches[:MODELS_SHOWN]]
+    more = len(matches) - MODELS_SHOWN
+    if more > 0:
+        lines.append(f"… and {more} more: models <part of a name> narrows the list.")
+    return title + "\n" + "\n".join(lines or ["(none configured)"])

@@ -80,6 +80,12 @@ class Message:
     error: str | None = None
     #: While streaming, the deltas so far (shared with the engine's reply: no copy per delta).
     parts: list[str] | None = None
+    #: An assistant reply's model, ``provider/model``: the one that answered (a fallback when
+    #: the conversation's was unavailable); ``None`` in replies stored before it was recorded.
+    model: str | None = None
+    #: The models that were unavailable before ``model`` answered (LLMCONNECT_FALLBACK_MODELS);
+    #: a tuple, so the common case (none) costs no object per message.
+    unavailable: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -94,13 +100,18 @@ class Message:
         self.error = error
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        data: dict[str, object] = {
             "role": self.role,
             "content": self.text,
             "status": str(self.status),
             "created_at": self.created_at,
             "error": self.error,
         }
+        if self.model is not None:  # an assistant reply's (absent: a user turn, an old reply)
+            data["model"] = self.model
+        if self.unavailable:
+            data["unavailable"] = list(self.unavailable)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Message:
@@ -111,6 +122,8 @@ class Message:
             status=Status(data.get("status", Status.COMPLETE)),
             created_at=float(data.get("created_at") or 0.0),
             error=None if data.get("error") is None else clean_text(str(data["error"])),
+            model=None if data.get("model") is None else clean_text(str(data["model"])),
+            unavailable=tuple(clean_text(str(m)) for m in data.get("unavailable") or ()),
         )
 
 

@@ -15,6 +15,7 @@ from .budget import EditBudget, SendBudgets
 from .clock import Clock
 from .conversations import Status
 from .engine import ChatEngine, Reply
+from .fallback import fallback_line
 from .render import MessageSink, RenderResult, SinkGone, StreamRenderer
 
 __all__ = [
@@ -56,10 +57,27 @@ class Outcome(Protocol):
     @property
     def text(self) -> str: ...
 
+    @property
+    def model(self) -> str | None: ...
+
+    @property
+    def unavailable(self) -> tuple[str, ...]: ...
+
 
 def final_note(reply: Outcome) -> str | None:
-    """The line appended under a reply that did not complete (or completed with no text, which
-    would otherwise leave the asker with nothing at all)."""
+    """The line(s) appended under a reply: which model answered when the conversation's was
+    unavailable (``answered by M — U was unavailable``, :mod:`core.fallback`), then why it did
+    not complete (or that it completed with no text, which would otherwise leave the asker with
+    nothing at all)."""
+    answered = reply.status is Status.COMPLETE or bool(reply.text)
+    fallback = fallback_line(reply.model, reply.unavailable, answered)
+    note = _status_note(reply)
+    if fallback and note:
+        return f"{fallback}\n{note}"
+    return fallback or note
+
+
+def _status_note(reply: Outcome) -> str | None:
     if reply.status is Status.ERROR:
         return f"⚠️ {reply.error or 'The language model failed to answer.'}"
     if reply.status is Status.CANCELLED:

@@ -30,6 +30,7 @@ from llmconnect import (
     LLMError,
     ProviderSpec,
     ReplyStream,
+    Timeouts,
     Usage,
     base_url_variable,
     parse_model,
@@ -37,6 +38,7 @@ from llmconnect import (
     resolve,
 )
 
+from .catalogue import Catalogue, closest
 from .clock import Clock, MonotonicClock, wall_time
 from .cluster import Cluster, cluster_for
 from .conversations import (
@@ -48,8 +50,10 @@ from .conversations import (
     Status,
     clean_text,
 )
+from .fallback import open_reply
 from .logs import log_reply_end, new_reply_id, reply_context
 from .metrics import Metrics
+from .model_options import options_for
 from .policy import AccessPolicy, Actor
 from .settings import Settings
 from .stores import close_store, locks_for, open_store
@@ -73,10 +77,12 @@ NOT_SAVED = (
 #: How long ``stop`` waits for a generation running in another process to end, polling.
 REMOTE_STOP_WAIT = 10.0
 REMOTE_STOP_POLL = 0.05
+#: At most this many models are named after "Available:" in a refused model's answer.
+LISTED_IN_REFUSAL = 10
 
 HELP_TEXT = (
-    "Ask me anything: mention me with your question. Commands: help, model [name], models, "
-    "reset, system [text|clear], stop, status."
+    "Ask me anything: mention me with your question. Commands: help, model [name], "
+    "models [filter], reset, system [text|clear], stop, status."
 )
 
 
@@ -152,6 +158,11 @@ class Reply:
     @property
     def error(self) -> str | None:
         return self.message.error
+
+    @property
+    def unavailable(self) -> tuple[str, ...]:
+        """The models that were unavailable before :attr:`model` answered (fallbacks)."""
+        return self.message.unavailable
 
     @property
     def done(self) -> bool:
@@ -265,6 +276,16 @@ class ChatEngine:
         #: The latest reply per conversation, for late observers; bounded like the store.
         self._last: OrderedDict[ConversationKey, Reply] = OrderedDict()
         self._tasks: dict[asyncio.Task[None], Reply] = {}
+        #: Every configured provider's models, refreshed in the background (``core.catalogue``).
+        self.catalogue = Catalogue(
+            self.env,
+            clock=self.clock,
+            ttl=settings.model_list_ttl,
+            http_client=http_client,
+            timeouts=_list_timeouts(settings),
+        )
+        #: ``LLMCONNECT_FALLBACK_MODELS`` as ``provider/model`` names.
+        self.fallback_models = _fallbacks(settings, self.env)
 
     def update_settings(self, settings: Settings) -> None:
         """Use ``settings`` from the next prompt on (a configuration reload): the default model,
@@ -272,9 +293,13 @@ class ChatEngine:
         store is not reopened: the caller changes only what may change live.
         :class:`LLMError` (nothing changed) when the default model names an unknown provider."""
         default_model = str(parse_model(settings.llmconnect_model, env=self.env))
+        fallback_models = _fallbacks(settings, self.env)
         self.settings = settings
         self.policy = AccessPolicy(settings)
         self.default_model = default_model
+        self.fallback_models = fallback_models
+        self.catalogue.ttl = settings.model_list_ttl
+        self.catalogue.timeouts = _list_timeouts(settings)
 
     # ----------------------------------------------------------------- conversations
 
@@ -329,8 +354,10 @@ class ChatEngine:
     # ----------------------------------------------------------------- models
 
     def available_models(self) -> list[str]:
-        """Models a user may pick: the configured entries of the allowed list, else every
-        configured provider's default model."""
+        """Models a user may pick: each configured provider's models as the catalogue knows them
+        (its list, else its default model), filtered by ``LLMCONNECT_ALLOWED_MODELS`` (in its
+        order; an exact entry is offered as it is). Never waits: a list that is missing or old
+        is refreshed in the background (:class:`~core.catalogue.Catalogue`)."""
         default_provider = self.default_model.split("/", 1)[0]
         configured = {
             r.spec.name: r.spec
@@ -338,43 +365,79 @@ class ChatEngine:
             if r.configured
             and (r.spec.needs_key or _pointed_at(r.spec, self.env, default_provider))
         }
+        defaults = {name: spec.default_model for name, spec in configured.items()}
+        if default_provider in defaults and not defaults[default_provider]:
+            # A provider without a default model of its own (a custom FOO_BASE_URL one): until
+            # its list is known, LLMCONNECT_MODEL's model stands in.
+            defaults[default_provider] = self.default_model.split("/", 1)[1]
+        catalogue = self.catalogue
         allowed = self.settings.llmconnect_allowed_models
         if not allowed:
             return [
-                f"{name}/{spec.default_model}"
-                for name, spec in configured.items()
-                if spec.default_model
+                model
+                for name, default in defaults.items()
+                for model in catalogue.models(name, default).models
             ]
-        models = []
+        models: list[str] = []
         for entry in allowed:
-            provider, _, model = entry.strip().partition("/")
-            spec = configured.get(provider)
-            if spec is not None and (model not in ("", "*") or spec.default_model):
-                models.append(
-                    f"{provider}/{model if model not in ('', '*') else spec.default_model}"
-                )
-        return models
+            entry = entry.strip()
+            provider, _, model = entry.partition("/")
+            if provider not in defaults:
+                continue
+            if model and not model.endswith("*"):
+                models.append(entry)
+                continue
+            known = catalogue.models(provider, defaults[provider]).models
+            models += [m for m in known if _allows(entry, m)]
+        return list(dict.fromkeys(models))
 
     def validate_model(self, name: str) -> str:
-        """``provider/model`` for ``name``, or :class:`Refused` listing what is available."""
-        available = self.available_models()
-        listing = ", ".join(available) or "none configured"
+        """``provider/model`` for ``name``, or :class:`Refused` saying why, with the closest
+        available names ("did you mean") and what is available."""
         try:
             # resolve checks the id with llmconnect.validate_model_id (letters, digits and
             # ._-:/@+, no ".." part): nothing that could change a provider URL's path or query.
             resolved = resolve(name, self.env)
             ref = resolved.ref
         except ConfigurationError as exc:
-            raise Refused(f"{exc.user_message} Available: {listing}.") from None
+            raise Refused(f"{exc.user_message}{self._suggest(name)}") from None
         if not resolved.configured:
             raise Refused(
-                f"{ref.provider} is not configured (set {resolved.key_var}). Available: {listing}."
+                f"{ref.provider} is not configured (set {resolved.key_var}).{self._suggest(name)}"
             )
         full = str(ref)
         allowed = self.settings.llmconnect_allowed_models
         if allowed and not any(_allows(entry, full) for entry in allowed):
-            raise Refused(f"{full} is not allowed here. Available: {listing}.")
+            raise Refused(f"{full} is not allowed here.{self._suggest(full)}")
         return full
+
+    def _suggest(self, name: str) -> str:
+        """`` Did you mean a, b? Available: …`` for a refused model name: the 5 closest available
+        names, then the available ones (the first :data:`LISTED_IN_REFUSAL`, and how many more)."""
+        available = self.available_models()
+        near = closest(name, available, 5)
+        text = f" Did you mean {', '.join(near)}?" if near else ""
+        if not available:
+            return f"{text} Available: none configured."
+        shown = ", ".join(available[:LISTED_IN_REFUSAL])
+        more = len(available) - LISTED_IN_REFUSAL
+        if more > 0:
+            return f"{text} Available: {shown} and {more} more (the models command lists them)."
+        return f"{text} Available: {shown}."
+
+    def model_hint(self, full: str) -> str | None:
+        """A note for a model its provider's list (as the catalogue has it) does not hold, with
+        the closest listed names; ``None`` when it is listed, or no list is known. A name not
+        listed is still accepted: lists miss aliases, fine-tunes and deployments."""
+        provider, _, model = full.partition("/")
+        entry = self.catalogue.cached(provider)
+        if entry is None or not entry.listed or full in entry.models:
+            return None
+        if any(m.startswith(f"{full}:") for m in entry.models):  # ollama's tags: llama3.2:latest
+            return None
+        near = closest(full, entry.models, 5)
+        hint = f"{provider} does not list {model}"
+        return f"{hint}; did you mean {', '.join(near)}?" if near else f"{hint}."
 
     async def set_model(self, key: ConversationKey, name: str) -> str:
         full = self.validate_model(clean_text(name))
@@ -549,37 +612,25 @@ class ChatEngine:
         placeholder.parts = parts
         placeholder.status = Status.STREAMING
         reply._push("")
-        frontend, provider = key.platform, reply.model.split("/", 1)[0]
+        frontend = key.platform
         metrics = self.metrics
         metrics.reply_started(frontend)
         started = self.clock.now()
         stream: ReplyStream | None = None
         error: str | None = None
         try:
-            client = APIClientFactory.create(
-                model=reply.model,
-                messages=history,
-                system=self.system_of(conversation),
-                http_client=self.http_client,
-                timeouts=settings.timeouts(),
-                retry=settings.retry_policy(),
-                env=self.env,
-                max_event_bytes=settings.llm_max_event_bytes,
-                **self.options,
-            )
-            stream = await client.chat(prompt, stream=True)
+            # The first delta apart (for the first-token metric, and the fallbacks: the next
+            # model answers only before it), then the same generator goes on.
+            stream, first = await self._open(reply, prompt, history, conversation, settings)
             try:
-                # The first delta apart (for the first-token metric), then the same generator
-                # goes on: ``break`` does not close it, and the loop per delta stays as it was.
-                async for delta in stream:
+                if first is not None:
                     reply.first_token = self.clock.now()
                     metrics.first_delta(frontend, self.clock.now() - started)
-                    parts.append(delta)
-                    reply._push(delta)
-                    break
-                async for delta in stream:  # valid Unicode: llmconnect repairs each delta
-                    parts.append(delta)
-                    reply._push(delta)
+                    parts.append(first)
+                    reply._push(first)
+                    async for delta in stream:  # valid Unicode: llmconnect repairs each delta
+                        parts.append(delta)
+                        reply._push(delta)
             finally:
                 await stream.aclose()
             placeholder.finish(Status.COMPLETE)
@@ -593,9 +644,10 @@ class ChatEngine:
         finally:
             reply.deltas, reply.error_kind = len(parts), error
             reply.usage = stream.usage if stream is not None else None
+            placeholder.model = reply.model  # the model that answered (or failed last)
             metrics.reply_ended(
                 frontend,
-                provider,
+                reply.model.split("/", 1)[0],
                 str(placeholder.status),
                 usage=stream.usage if stream is not None else None,
                 error=error,
@@ -656,6 +708,43 @@ class ChatEngine:
             return await store.read_usage(
                 key, actor.user_id if actor else None, utc_day(wall_time(self.clock))
             )
+
+    async def _open(
+        self,
+        reply: Reply,
+        prompt: str,
+        history: list[dict[str, str]],
+        conversation: Conversation,
+        settings: Settings,
+    ) -> tuple[ReplyStream, str | None]:
+        """The reply's stream and first delta from the conversation's model or, when it is
+        unavailable before its first token, the first fallback model that answers
+        (:mod:`core.fallback`); each model with its own ``MODEL_OPTIONS``."""
+        system = self.system_of(conversation)
+
+        async def start(model: str) -> ReplyStream:
+            reply.model = model
+            reply_context(reply.key, reply.id, model)
+            client = APIClientFactory.create(
+                model=model,
+                messages=history,
+                system=system,
+                http_client=self.http_client,
+                timeouts=settings.timeouts(),
+                retry=settings.retry_policy(),
+                env=self.env,
+                max_event_bytes=settings.llm_max_event_bytes,
+                **options_for(model, settings.model_options, self.options),
+            )
+            return await client.chat(prompt, stream=True)
+
+        chain = [reply.model, *(m for m in self.fallback_models if m != reply.model)]
+        unavailable: list[str] = []
+        try:
+            return await open_reply(chain, start, unavailable)
+        finally:
+            if unavailable:
+                reply.message.unavailable = tuple(unavailable)
 
     async def _save_final(self, conversation: Conversation, reply: Message) -> None:
         """Save a finished turn; a shutdown that cancels meanwhile does not cut the save short
@@ -770,6 +859,7 @@ class ChatEngine:
 
     async def aclose(self) -> None:
         """Shutdown: cancel every generation; each ends in a final state."""
+        await self.catalogue.aclose()
         tasks = list(self._tasks)
         for task in tasks:
             # A task whose reply is final only releases its lock now: let it.
@@ -827,3 +917,14 @@ def _allows(entry: str, model: str) -> bool:
     if entry.endswith("/*"):
         return model.startswith(entry[:-1])
     return model == entry
+
+
+def _list_timeouts(settings: Settings) -> Timeouts:
+    """A model list's: the connect timeout, at most 15 s without an answer."""
+    return Timeouts(connect=settings.llm_connect_timeout, idle=min(settings.llm_idle_timeout, 15.0))
+
+
+def _fallbacks(settings: Settings, env: Mapping[str, str]) -> list[str]:
+    """``LLMCONNECT_FALLBACK_MODELS`` as ``provider/model`` names (a bare provider: its default
+    model); :class:`LLMError` for an unknown provider."""
+    return [str(parse_model(name, env=env)) for name in settings.llmconnect_fallback_models]

@@ -126,6 +126,24 @@ class Settings(EnvSettings):
         default_factory=list,
         description="Models users may switch to, comma-separated (empty: every configured one).",
     )
+    llmconnect_fallback_models: CommaList = Field(
+        default_factory=list,
+        description="Models that answer, in order, when the conversation's model is unavailable "
+        "before its first token (429, 5xx, timeout, connection, 404 unknown model), "
+        "comma-separated provider/model (empty: no fallback).",
+    )
+    model_list_ttl: float = Field(
+        3600.0,
+        ge=0,
+        description="Seconds a provider's model list is kept before it is asked again, in the "
+        "background (0: never ask; each provider's default model only).",
+    )
+    model_options: Annotated[dict[str, dict[str, Any]], NoDecode] = Field(
+        default_factory=dict,
+        description='Request options per model, JSON: {"openai/o3": {"reasoning_effort": '
+        '"high"}, "groq/*": {"temperature": 0.3}}; the most specific pattern wins '
+        "(exact > longer prefix > shorter > *), null removes an option.",
+    )
     llm_connect_timeout: float = Field(
         10.0, gt=0, description="Seconds to wait for a provider connection."
     )
@@ -294,6 +312,27 @@ class Settings(EnvSettings):
             if not all(math.isfinite(p) and p >= 0 for p in price):
                 raise ValueError(f"{name}: prices are dollars per million tokens, 0 or more")
         return {name.strip(): price for name, price in value.items()}
+
+    @field_validator("llmconnect_fallback_models")
+    @classmethod
+    def _fallback_models(cls, value: list[str]) -> list[str]:
+        from llmconnect import LLMError, validate_model_id
+
+        for entry in value:
+            try:
+                validate_model_id(entry)
+            except LLMError:
+                raise ValueError(
+                    f"{entry!r} is not a provider/model name (letters, digits and ._-:/@+)"
+                ) from None
+        return value
+
+    @field_validator("model_options", mode="before")
+    @classmethod
+    def _model_options(cls, value: object) -> object:
+        from .model_options import parse_model_options
+
+        return parse_model_options(value)
 
     @field_validator("store_url")
     @classmethod

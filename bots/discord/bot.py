@@ -27,6 +27,7 @@ from pydantic import SecretStr
 
 from bots.frontend import DEFAULT_GRACE
 from core.budget import EditBudget
+from core.catalogue import best_matches
 from core.cluster import BudgetShare
 from core.commands import Command, execute, parse_command
 from core.conversations import ConversationKey
@@ -475,7 +476,8 @@ class DiscordBot(discord.AutoShardedClient):
         await self._stream(reply, sink, shared_budget=False)
 
     def model_choices(self, current: str) -> list[app_commands.Choice[str]]:
-        """Autocomplete for /model: the available models containing what was typed."""
-        needle = current.strip().lower()
-        models = [m for m in self.engine.available_models() if needle in m.lower()]
-        return [app_commands.Choice(name=m[:100], value=m[:100]) for m in models[:25]]
+        """Autocomplete for /model: the 25 available models that best match what was typed
+        (:func:`core.catalogue.best_matches`); never waits on a provider's list. A name over
+        Discord's 100 characters cannot be a choice: it is left out rather than cut."""
+        models = [m for m in self.engine.available_models() if len(m) <= 100]
+        return [app_commands.Choice(name=m, value=m) for m in best_matches(current, models, 25)]

@@ -20,7 +20,7 @@ SLASH_COMMANDS: dict[str, tuple[str, str]] = {
         "[question]",
     ),
     "/model": ("Show or switch this channel's model", "[provider/model]"),
-    "/models": ("List the models you can switch to", ""),
+    "/models": ("List the models you can switch to", "[part of a name]"),
     "/reset": ("Forget this channel's conversation", ""),
     "/system": ("Show, set or clear this channel's system prompt", "[text | clear]"),
     "/stop": ("Stop the answer being written here", ""),
@@ -41,6 +41,6 @@ def slash_command(name: str, text: str) -> Command:
         word, _, rest = text.partition(" ")
         word = word.rstrip(":").lower()
         return Command(word, rest.strip()) if word in COMMANDS else Command("help")
-    if name in ("model", "system"):
+    if name in ("model", "models", "system"):
         return Command(name, text)
     return Command(name)

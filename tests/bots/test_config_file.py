@@ -300,7 +300,10 @@ async def test_a_change_applies_to_the_next_web_prompt_while_a_reply_streams(
     assert first["status"] == "complete"
     assert first["content"] == words
     assert second["status"] == "complete"
-    assert [system_of(r.json) for r in llm.requests] == ["One.", "Two."]
+    chats = [r for r in llm.requests if r.method == "POST"]  # not the model list (catalogue)
+    assert [system_of(r.json) for r in chats] == ["One.", "Two."]
+    # The runner asked for the model list once, at start-up (core.catalogue), in the background.
+    assert [r.path for r in llm.requests if r.method == "GET"] == ["/v1/models"]
 
 
 # --------------------------------------------------------------------------- a real process
@@ -361,7 +364,8 @@ async def test_sighup_reloads_the_file_of_a_running_process(tmp_path: Path) -> N
                 proc.send_signal(signal.SIGTERM)
             code = await asyncio.wait_for(proc.wait(), 30)
     assert code == 0
-    assert [system_of(r.json) for r in llm.requests] == ["Before.", "After."]
+    chats = [r for r in llm.requests if r.method == "POST"]  # not the model list (catalogue)
+    assert [system_of(r.json) for r in chats] == ["Before.", "After."]
 
 
 async def test_a_secret_in_the_file_stops_the_process_with_exit_2(tmp_path: Path) -> None:

@@ -183,6 +183,41 @@ async def test_online_names_a_default_model_the_provider_does_not_list(
     assert "does not list typo" in report
 
 
+async def test_online_says_which_providers_model_list_failed_and_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    closed = socket.create_server(("127.0.0.1", 0))
+    dead = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+    closed.close()
+    key = "gsk_abcdefghijklmnopqrstuv"
+    async with FakeLLMServer(models=["fake", "other", "third"]) as llm:
+        monkeypatch.setenv("LOCAL_BASE_URL", llm.openai_base_url)
+        monkeypatch.setenv("LLMCONNECT_MODEL", "local/fake")
+        monkeypatch.setenv("GROQ_API_KEY", key)
+        monkeypatch.setenv("GROQ_BASE_URL", dead)
+        monkeypatch.setenv("LLM_MAX_RETRIES", "0")
+        code, report = await run_doctor(online=True)
+    lists = report.split("\nModel lists\n", 1)[1]
+    [local] = line_of(lists, "local")
+    assert "✓" in local
+    assert "3 models listed" in local
+    [groq] = line_of(lists, "groq")
+    assert "✗" in groq
+    assert "the list failed: The provider is unavailable right now. (groq)" in groq
+    assert "offer groq/llama-3.3-70b-versatile only" in groq
+    assert code == 1
+    assert key not in report
+    assert dead not in report
+    assert len([r for r in llm.requests if r.path == "/v1/models"]) == 1  # asked once
+
+
+async def test_offline_echo_only_asks_no_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    code, report = await run_doctor(online=True)
+    assert code == 0
+    assert "Model lists" not in report
+    assert "none to ask (only the offline echo)" in report
+
+
 def test_the_cli_runs_doctor(tmp_path: Path) -> None:
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
     env = {k: v for k, v in os.environ.items() if k in keep}

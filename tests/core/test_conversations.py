@@ -5,7 +5,14 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.conversations import Conversation, ConversationKey, MemoryStore, Message, Status
+from core.conversations import (
+    Conversation,
+    ConversationKey,
+    MemoryStore,
+    Message,
+    Status,
+    load_conversation,
+)
 
 from .conftest import KEY, OTHER
 
@@ -305,3 +312,21 @@ def test_llm_history_keeps_the_cancelled_text_of_a_finished_stream() -> None:
         {"role": "user", "content": "q"},
         {"role": "assistant", "content": "what was shown"},
     ]
+
+
+def test_a_conversation_stored_before_replies_recorded_their_model_still_loads() -> None:
+    old = (
+        '{"key": ["test", "general"], "model": null, "system": null, "parent": null, '
+        '"created_at": 1.0, "updated_at": 2.0, "messages": ['
+        '{"role": "user", "content": "hi", "status": "complete", "created_at": 1.0, '
+        '"error": null}, '
+        '{"role": "assistant", "content": "hello", "status": "complete", "created_at": 1.5, '
+        '"error": null}]}'
+    )
+    loaded = load_conversation(old, ConversationKey("test", "general"))
+    assert loaded is not None
+    reply = loaded.messages[1]
+    assert (reply.content, reply.model, reply.unavailable) == ("hello", None, ())
+    assert loaded.llm_history()[-1] == {"role": "assistant", "content": "hello"}
+    again = Conversation.from_dict(loaded.to_dict())
+    assert again.messages[1].model is None

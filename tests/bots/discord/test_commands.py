@@ -275,3 +275,28 @@ async def test_model_changes_follow_the_admin_rule(
     mention = await server.send_message(world.general, world.alice, "system: be rude")
     await wait_for(lambda: bool(server.replies_to(mention)))
     assert server.replies_to(mention)[0].content == "Only admins can change this here."
+
+
+async def test_model_autocomplete_offers_a_model_only_the_providers_list_has(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    llm.models = ["alpha", "beta", "gpt-4.1-listed-only", "gpt-4o"]
+    bot = await start_bot(llmconnect_allowed_models="")
+    server = world.server
+    # The first answer comes at once, from what is known; the list is asked for meanwhile.
+    await server.autocomplete(world.general, world.alice, "model", "name", "gpt")
+    await wait_for(lambda: not bot.engine.catalogue.refreshing())
+
+    choices = await server.autocomplete(world.general, world.alice, "model", "name", "GPT-4")
+    assert [c["value"] for c in choices] == ["local/gpt-4o", "local/gpt-4.1-listed-only"]
+    anywhere = await server.autocomplete(world.general, world.alice, "model", "name", "listed")
+    assert [c["value"] for c in anywhere] == ["local/gpt-4.1-listed-only"]
+
+    switched = await server.slash(world.general, world.alice, "model", name="local/gpt-4o")
+    _, text = await answer_of(world, switched)
+    assert text == "Model for this conversation is now local/gpt-4o."
+    models = await server.slash(world.general, world.alice, "models")
+    _, listing = await answer_of(world, models)
+    assert listing.endswith(
+        "• local/alpha\n• local/beta\n• local/gpt-4.1-listed-only\n→ local/gpt-4o"
+    )

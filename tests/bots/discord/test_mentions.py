@@ -205,3 +205,19 @@ async def test_shutdown_ends_each_reply_on_its_final_text(
     # The stand-in notices the closed stream on its side a moment later (the final edit no longer
     # waits out the edit interval, so the close can return first).
     await wait_for(lambda: llm.disconnects == 1)
+
+
+async def test_a_fallback_answers_when_the_model_is_unavailable_and_the_note_says_so(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    await start_bot(llmconnect_fallback_models="local/beta")
+    llm.enqueue(Fail(503))
+    server = world.server
+    prompt = await server.send_message(world.general, world.alice, "anyone there?")
+    await answered(
+        world,
+        prompt,
+        said("anyone there?") + "\nanswered by local/beta — local/alpha was unavailable",
+    )
+    chats = [r.json["model"] for r in llm.requests if r.method == "POST"]
+    assert chats == ["alpha", "beta"]

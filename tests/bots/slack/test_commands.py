@@ -9,7 +9,7 @@ import pytest
 from bots.slack.commands import SLASH_COMMANDS, slash_command
 from core.commands import Command
 from core.conversations import Status
-from tests.fakes.llm_server import FakeLLMServer, Reply
+from tests.fakes.llm_server import Fail, FakeLLMServer, Reply
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.fakes.wall_clock import ShiftedClock
 
@@ -268,7 +268,7 @@ async def test_admin_rule_counts_workspace_admins(
     [
         ("/model", " local/beta ", Command("model", "local/beta")),
         ("/model", "", Command("model", "")),
-        ("/models", "ignored", Command("models")),
+        ("/models", " gpt ", Command("models", "gpt")),  # a filter
         ("/system", "Be terse. Very.", Command("system", "Be terse. Very.")),
         ("/reset", "", Command("reset")),
         ("/stop", "", Command("stop")),
@@ -293,3 +293,43 @@ def test_every_core_command_has_a_slash_command() -> None:
         "/stop",
         "/llm",
     }
+
+
+async def test_models_lists_a_model_only_the_providers_list_has(
+    make_bot: BotMaker, llm: FakeLLMServer
+) -> None:
+    llm.models = ["alpha", "beta", "listed-only"]
+    running = await make_bot()
+    rid, _, _ = await running.slack.command("/models")
+    [first] = await running.slack.responses(rid)
+    assert "local/alpha" in first["text"]  # at once, from what is known
+    await wait_for(lambda: not running.engine.catalogue.refreshing())
+
+    rid, _, _ = await running.slack.command("/models")
+    [listing] = await running.slack.responses(rid)
+    assert listing["text"] == (
+        "Available models:\n• echo/echo\n→ local/alpha\n• local/beta\n• local/listed-only"
+    )
+    rid, _, _ = await running.slack.command("/models", "listed")
+    [found] = await running.slack.responses(rid)
+    assert found["text"] == "Models matching 'listed':\n• local/listed-only"
+    rid, _, _ = await running.slack.command("/model")
+    [shown] = await running.slack.responses(rid)
+    assert shown["text"] == (
+        "Model here: local/alpha. Available: echo/echo, local/alpha, local/beta, local/listed-only."
+    )
+
+
+async def test_ask_is_answered_by_the_fallback_when_the_model_is_unavailable(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    running = await make_bot(llmconnect_fallback_models="local/beta", llm_max_retries=0)
+    llm.enqueue(Fail(503))
+    await running.slack.command("/ask", "anyone there?")
+    await wait_for(
+        lambda: (
+            slack_api.texts(CHANNEL)[1:]
+            == ["You said: anyone there?\nanswered by local/beta — local/alpha was unavailable"]
+        )
+    )
+    assert [c["model"] for c in chats(llm)] == ["alpha", "beta"]

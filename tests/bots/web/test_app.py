@@ -531,3 +531,51 @@ async def test_the_page_has_no_note_text_of_its_own(make_web: ServeWeb) -> None:
         script = (await client.get("/static/app.js")).text
     for text in (STOPPED_NOTE, EMPTY_NOTE, "⚠️", "failed to answer"):
         assert text not in script
+
+
+async def test_the_model_dropdown_offers_a_model_only_the_providers_list_has(
+    make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    env = {"LOCAL_BASE_URL": llm_server.openai_base_url}
+    saved = llm_server.models
+    llm_server.models = ["fake", "listed-only"]
+    try:
+        server = await make_web(env=env, llmconnect_model="local/fake")
+        async with client_for(server) as client:
+            first = (await client.get("/api/models")).json()
+            for _ in range(500):
+                if not server.engine.catalogue.refreshing():
+                    break
+                await asyncio.sleep(0.01)
+            listed = (await client.get("/api/models")).json()
+            switched = await client.post("/chat/listed/model", json={"model": "local/listed-only"})
+    finally:
+        llm_server.models = saved
+    assert first == {"models": ["echo/echo", "local/fake"], "default": "local/fake"}
+    assert listed == {
+        "models": ["echo/echo", "local/fake", "local/listed-only"],
+        "default": "local/fake",
+    }
+    assert switched.json() == {"id": "listed", "model": "local/listed-only"}
+
+
+async def test_a_fallback_answer_ends_with_the_answered_by_note(
+    make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    server = await make_web(
+        env={"LOCAL_BASE_URL": llm_server.openai_base_url},
+        llmconnect_model="local/down",
+        llmconnect_fallback_models="local/fake",
+        llm_max_retries=0,
+    )
+    llm_server.enqueue(Fail(status=503))
+    async with client_for(server) as client:
+        await client.post("/chat/fallback/send-message", json={"text": "hello"})
+        deltas, end = await collect(client, "fallback")
+        state = (await client.get("/chat/fallback")).json()
+    note = "answered by local/fake — local/down was unavailable"
+    assert "".join(deltas) == "You said: hello"
+    assert (end["status"], end["note"]) == ("complete", note)
+    assert end["model"] == "local/fake"
+    assert state["messages"][-1]["note"] == note
+    assert state["messages"][-1]["model"] == "local/fake"

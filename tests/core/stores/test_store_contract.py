@@ -61,6 +61,28 @@ async def test_every_field_round_trips(make_store: StoreMaker):
     assert stored.updated_at >= stored.created_at
 
 
+async def test_the_model_that_answered_and_the_unavailable_ones_round_trip(
+    make_store: StoreMaker,
+):
+    store = await make_store()
+    conversation = await store.get_or_create(KEY)
+    conversation.messages = [
+        Message("user", "hi"),
+        Message("assistant", "hello", model="openai/gpt-4o-mini", unavailable=("groq/llama",)),
+        Message("user", "again"),
+        Message("assistant", "hello", model="groq/llama"),
+    ]
+    await store.save(conversation)
+    stored = await store.get(KEY)
+    assert stored is not None
+    assert [(m.model, m.unavailable) for m in stored.messages] == [
+        (None, ()),
+        ("openai/gpt-4o-mini", ("groq/llama",)),
+        (None, ()),
+        ("groq/llama", ()),
+    ]
+
+
 async def test_a_streaming_reply_is_stored_with_the_text_so_far(make_store: StoreMaker):
     store = await make_store()
     conversation = await store.get_or_create(KEY)
