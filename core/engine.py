@@ -25,6 +25,8 @@ from typing import Any
 import httpx
 
 from llmconnect import (
+    REASONING,
+    TEXT,
     APIClientFactory,
     ConfigurationError,
     LLMError,
@@ -113,6 +115,8 @@ class Reply:
         "message",
         "model",
         "prompt",
+        "reasoning",
+        "reasoning_since",
         "started",
         "task",
         "usage",
@@ -131,6 +135,10 @@ class Reply:
         self.first_token: float | None = None
         self.deltas = 0
         self.usage: Usage | None = None
+        #: The model's reasoning pieces, as they arrive (never in the conversation or the store),
+        #: and when the first came (the engine clock's): see :meth:`events`.
+        self.reasoning: list[str] = []
+        self.reasoning_since: float | None = None
         #: Why it failed, for logs: the LLMError's class name, ``store`` or ``not_saved``.
         self.error_kind: str | None = None
         self._on_end: Callable[[Reply], None] | None = None
@@ -175,6 +183,17 @@ class Reply:
                 if not waiter.done():
                     waiter.set_result(None)
 
+    @property
+    def reasoning_text(self) -> str:
+        """All of the model's reasoning so far (``""`` for a model that shows none)."""
+        return "".join(self.reasoning)
+
+    def _reason(self, text: str, now: float) -> None:
+        if self.reasoning_since is None:
+            self.reasoning_since = now
+        self.reasoning.append(text)
+        self._push("")
+
     def _finish(self) -> None:
         if not self._final.done():
             if self._on_end is not None:
@@ -207,6 +226,37 @@ class Reply:
                 text = self.message.content
                 if len(text) > sent:
                     yield text[sent:]
+                return
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+
+    async def events(self) -> AsyncIterator[tuple[str, str]]:
+        """``(kind, text)``: ``("reasoning", …)`` pieces of the model's thinking and ``("text",
+        …)`` deltas of the answer, as :meth:`__aiter__` hands out the deltas (a late observer
+        first gets everything so far: the reasoning, then the text)."""
+        thought = 0  # reasoning pieces handed out
+        sent = 0  # characters of text handed out
+        index = 0  # parts handed out, while streaming
+        while True:
+            reasoning = self.reasoning
+            if thought < len(reasoning):
+                chunk = "".join(reasoning[thought:])
+                thought = len(reasoning)
+                yield REASONING, chunk
+                continue
+            parts = self.message.parts
+            if parts is not None:
+                if index < len(parts):
+                    chunk = parts[index] if index + 1 == len(parts) else "".join(parts[index:])
+                    index = len(parts)
+                    sent += len(chunk)
+                    yield TEXT, chunk
+                    continue
+            elif self.message.status is not Status.PENDING:
+                text = self.message.content
+                if len(text) > sent:
+                    yield TEXT, text[sent:]
                 return
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
@@ -565,15 +615,24 @@ class ChatEngine:
             try:
                 # The first delta apart (for the first-token metric), then the same generator
                 # goes on: ``break`` does not close it, and the loop per delta stays as it was.
-                async for delta in stream:
+                # Reasoning (never in the conversation) goes to the reply only.
+                events = stream.events()
+                async for kind, delta in events:
+                    if kind is not TEXT:
+                        if kind == REASONING:
+                            reply._reason(delta, self.clock.now())
+                        continue
                     reply.first_token = self.clock.now()
                     metrics.first_delta(frontend, self.clock.now() - started)
                     parts.append(delta)
                     reply._push(delta)
                     break
-                async for delta in stream:  # valid Unicode: llmconnect repairs each delta
-                    parts.append(delta)
-                    reply._push(delta)
+                async for kind, delta in events:  # valid Unicode: llmconnect repairs each delta
+                    if kind is TEXT:
+                        parts.append(delta)
+                        reply._push(delta)
+                    elif kind == REASONING:
+                        reply._reason(delta, self.clock.now())
             finally:
                 await stream.aclose()
             placeholder.finish(Status.COMPLETE)

@@ -93,6 +93,10 @@ class Reply:
     #: across chunks), Anthropic ``thinking`` block, Gemini ``thought: true`` parts.
     reasoning: str | list[str] | None = None
     reasoning_as: Literal["reasoning_content", "reasoning", "think"] = "reasoning_content"
+    #: Hold the answer back until this is set: everything before the first answer delta (the
+    #: reasoning, in every protocol) is written, then the stream waits (a model still thinking).
+    #: Only without ``write_sizes``.
+    text_gate: asyncio.Event | None = None
 
 
 @dataclass
@@ -181,6 +185,9 @@ class _Plan:
     end: _End = _End.FINISH
     write_delay: float = 0.0
     keepalive_every: float | None = None
+    #: Wait for ``gate`` before writing event number ``gate_at``.
+    gate: asyncio.Event | None = None
+    gate_at: int = 0
 
 
 @dataclass
@@ -464,6 +471,8 @@ def _plan_stream(protocol: Protocol, reply: Reply, ctx: _Context) -> _Plan:
         end=end,
         write_delay=reply.write_delay,
         keepalive_every=reply.keepalive_every,
+        gate=reply.text_gate,
+        gate_at=len(parts.preamble),
     )
 
 
@@ -1011,6 +1020,8 @@ class FakeLLMServer(LoopbackServer):
         """Write the plan's bytes (split per ``write_sizes``), sleeping ``delay`` between events."""
         await resp.write(b"")  # flush the buffered status line and headers right away
         for i, (piece, new_event) in enumerate(_writes(plan.events, write_sizes)):
+            if plan.gate is not None and i == plan.gate_at and await self._gated(plan.gate):
+                return _Outcome.SERVER_CLOSING
             if new_event and delay > 0 and await self._pause(delay):
                 return _Outcome.SERVER_CLOSING
             if i and plan.write_delay > 0 and await self._pause(plan.write_delay):
@@ -1039,6 +1050,18 @@ class FakeLLMServer(LoopbackServer):
                 await resp.write(b": keep-alive\n\n")
             elif await self._pause(0.01):
                 return _Outcome.SERVER_CLOSING
+
+    async def _gated(self, gate: asyncio.Event) -> bool:
+        """Wait for ``gate``; True (at once) when the server closes first."""
+        closing = self._closing
+        assert closing is not None
+        waits = {asyncio.ensure_future(gate.wait()), asyncio.ensure_future(closing.wait())}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        return closing.is_set()
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep, but wake early (returning True) when the server is closing."""
