@@ -25,9 +25,11 @@ from .render import MessageSink, RenderResult, SinkGone, StreamRenderer
 
 __all__ = [
     "EMPTY_NOTE",
+    "REASONING",
     "REASONING_CUT",
     "STATUS",
     "STOPPED_NOTE",
+    "TEXT",
     "Outcome",
     "ReasoningQuote",
     "Renderer",
