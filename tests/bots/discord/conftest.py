@@ -117,10 +117,11 @@ BotStarter = Callable[..., Any]
 async def start_bot(
     world: World, llm: FakeLLMServer, http: httpx.AsyncClient
 ) -> AsyncIterator[BotStarter]:
-    """``await start_bot(**settings_overrides)`` -> a ready :class:`DiscordBot`."""
+    """``await start_bot(clock=..., **settings_overrides)`` -> a ready :class:`DiscordBot`
+    (its engine, and so the whole bot, on ``clock`` when given)."""
     started: list[tuple[DiscordBot, asyncio.Task[None]]] = []
 
-    async def start(*, budget: Any = None, **overrides: Any) -> DiscordBot:
+    async def start(*, budget: Any = None, clock: Any = None, **overrides: Any) -> DiscordBot:
         values: dict[str, Any] = {
             "discord_api_url": world.server.api_url,
             "discord_gateway_url": world.server.gateway_url,
@@ -132,7 +133,9 @@ async def start_bot(
         }
         values.update(overrides)
         settings = load_settings(**values)
-        engine = ChatEngine(settings, env={"LOCAL_BASE_URL": llm.openai_base_url}, http_client=http)
+        engine = ChatEngine(
+            settings, env={"LOCAL_BASE_URL": llm.openai_base_url}, http_client=http, clock=clock
+        )
         bot = DiscordBot(
             load_settings(DiscordSettings, **values),
             engine,
