@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from bots.slack import EVENTS_PATH, SlackBot, SlackSettings
+from core.clock import Clock
 from core.engine import ChatEngine
 from core.settings import Settings, load_settings
 from tests.fakes.llm_server import FakeLLMServer
@@ -234,16 +235,17 @@ def slack_settings(api: FakeSlackAPI, **overrides: Any) -> tuple[Settings, Slack
 
 @pytest.fixture
 async def make_bot(slack_api: FakeSlackAPI, llm: FakeLLMServer) -> AsyncIterator[BotMaker]:
-    """``await make_bot(**settings_overrides)``: a bot serving HTTP on a free loopback port."""
+    """``await make_bot(clock=..., **settings_overrides)``: a bot serving HTTP on a free loopback
+    port (the bot and its engine on ``clock`` when given)."""
     running: list[Running] = []
     async with httpx.AsyncClient() as http, aiohttp.ClientSession() as session:
 
-        async def make(**overrides: Any) -> Running:
+        async def make(*, clock: Clock | None = None, **overrides: Any) -> Running:
             settings, slack = slack_settings(slack_api, **overrides)
             engine = ChatEngine(
-                settings, env={"LOCAL_BASE_URL": llm.openai_base_url}, http_client=http
+                settings, env={"LOCAL_BASE_URL": llm.openai_base_url}, http_client=http, clock=clock
             )
-            bot = SlackBot(slack, engine)
+            bot = SlackBot(slack, engine, clock=clock)
             port = await bot.serve_http("127.0.0.1", 0)
             client = SlackClient(f"http://127.0.0.1:{port}{EVENTS_PATH}", session, slack_api)
             running.append(Running(bot, engine, client, port))
