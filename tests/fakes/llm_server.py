@@ -411,7 +411,13 @@ def _gemini_parts(reply: Reply, ctx: _Context) -> _Parts:
         )
         for i, d in enumerate(deltas)
     ]
-    thinking = [_sse(_dumps(_gemini_thought(ctx, t)), eol=eol) for t in _reasoning_deltas(reply)]
+    thoughts = _reasoning_deltas(reply)
+    thinking = [_sse(_dumps(_gemini_thought(ctx, t)), eol=eol) for t in thoughts]
+    if thoughts:  # Gemini counts thinking apart: one token per reasoning delta here
+        last = json.loads(events[-1].decode().removeprefix("data: ").strip())
+        last["usageMetadata"]["thoughtsTokenCount"] = len(thoughts)
+        last["usageMetadata"]["totalTokenCount"] += len(thoughts)
+        events[-1] = _sse(_dumps(last), eol=eol)
     error = {"error": {"code": 500, "message": _UPSTREAM_FAILURE, "status": "INTERNAL"}}
     return _Parts(
         preamble=thinking, deltas=events, trailer=[], error=_sse(_dumps(error), eol=eol), eol=eol

@@ -366,6 +366,7 @@ async def test_gemini_thought_parts_then_text(
     ]
     assert responses[-1]["usageMetadata"]["promptTokenCount"] == 5
     assert responses[-1]["usageMetadata"]["candidatesTokenCount"] == 9
+    assert responses[-1]["usageMetadata"]["thoughtsTokenCount"] == 2
 
 
 @pytest.mark.parametrize(
