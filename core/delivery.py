@@ -116,6 +116,7 @@ async def shown_events(engine: ChatEngine, reply: Reply) -> AsyncIterator[tuple[
             # Until the answer starts: the next event is awaited in a task of its own, so a
             # tick of the clock can update the status meanwhile without disturbing it.
             pending: asyncio.Future[tuple[str, str]] | None = None
+            shown = ""  # the status line last yielded: each is yielded once
             try:
                 while True:
                     if pending is None:
@@ -123,7 +124,10 @@ async def shown_events(engine: ChatEngine, reply: Reply) -> AsyncIterator[tuple[
                     since = reply.reasoning_since
                     if since is not None:
                         elapsed = clock.now() - since
-                        yield STATUS, thinking_line(elapsed)
+                        line = thinking_line(elapsed)
+                        if line != shown:
+                            shown = line
+                            yield STATUS, line
                         tick = asyncio.ensure_future(clock.sleep(int(elapsed) + 1 - elapsed))
                         try:
                             await asyncio.wait((pending, tick), return_when=FIRST_COMPLETED)
