@@ -97,63 +97,76 @@ async def shown_events(engine: ChatEngine, reply: Reply) -> AsyncIterator[tuple[
     """What a front end shows of ``reply`` under ``SHOW_REASONING``, as ``(kind, text)``:
     ``("text", delta)`` always; with ``status``, ``("status", thinking_line(n))`` while only
     reasoning has arrived, once when it starts and again each whole second on the engine clock
-    (a front end shows the latest at its own pace); with ``full``, ``("reasoning", piece)``.
-    With ``off`` (and ``status``) no reasoning text ever comes out of here.
-
-    Once the answer has started this is the reply's event stream filtered, nothing per delta
-    but the kind test; the wait that races the next event against the next tick is only while
-    the model thinks.
+    (a front end shows the latest at its own pace); with ``full``, ``("reasoning", piece)`` until
+    the answer starts. With ``off`` (and ``status``) no reasoning text ever comes out of here.
     """
     mode = engine.settings.show_reasoning
     if mode == "off":
         async for delta in reply:
             yield TEXT, delta
         return
-    clock = engine.clock
-    full = mode == "full"
     async with aclosing(reply.events()) as events:  # type: ignore[type-var]
-        if not full:
-            # Until the answer starts: the next event is awaited in a task of its own, so a
-            # tick of the clock can update the status meanwhile without disturbing it.
-            pending: asyncio.Future[tuple[str, str]] | None = None
-            shown = ""  # the status line last yielded: each is yielded once
-            try:
-                while True:
-                    if pending is None:
-                        pending = asyncio.ensure_future(anext(events))
-                    since = reply.reasoning_since
-                    if since is not None:
-                        elapsed = clock.now() - since
-                        line = thinking_line(elapsed)
-                        if line != shown:
-                            shown = line
-                            yield STATUS, line
-                        tick = asyncio.ensure_future(clock.sleep(int(elapsed) + 1 - elapsed))
-                        try:
-                            await asyncio.wait((pending, tick), return_when=FIRST_COMPLETED)
-                        finally:
-                            tick.cancel()
-                        if not pending.done():
-                            continue  # a tick: the status again, with the new seconds
-                    else:
-                        await asyncio.wait((pending,))
-                    done, pending = pending, None
-                    try:
-                        kind, text = done.result()
-                    except StopAsyncIteration:
-                        return
-                    if kind is TEXT:
-                        yield TEXT, text
-                        break
-            finally:
-                if pending is not None:  # closed or cancelled while waiting: stop the read
-                    pending.cancel()
-                    await asyncio.wait((pending,))
+        async for event in _until_answer(engine, reply, events, full=mode == "full"):
+            yield event
         async for kind, text in events:
             if kind is TEXT:
                 yield TEXT, text
-            elif full and kind == REASONING:
+
+
+async def _until_answer(
+    engine: ChatEngine,
+    reply: Reply,
+    events: AsyncIterator[tuple[str, str]],
+    *,
+    full: bool,
+) -> AsyncIterator[tuple[str, str]]:
+    """:func:`shown_events` up to and with the answer's first text (``events`` then goes on with
+    the rest, read directly: nothing more per delta than before reasoning existed)."""
+    if full:
+        async for kind, text in events:
+            if kind == REASONING:
                 yield REASONING, text
+            elif kind is TEXT:
+                yield TEXT, text
+                return
+        return
+    # The next event is awaited in a task of its own, so that a tick of the clock can update
+    # the status meanwhile without disturbing it; only while the model thinks.
+    clock = engine.clock
+    pending: asyncio.Future[tuple[str, str]] | None = None
+    shown = ""  # the status line last yielded: each is yielded once
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(events))
+            since = reply.reasoning_since
+            if since is not None:
+                elapsed = clock.now() - since
+                line = thinking_line(elapsed)
+                if line != shown:
+                    shown = line
+                    yield STATUS, line
+                tick = asyncio.ensure_future(clock.sleep(int(elapsed) + 1 - elapsed))
+                try:
+                    await asyncio.wait((pending, tick), return_when=FIRST_COMPLETED)
+                finally:
+                    tick.cancel()
+                if not pending.done():
+                    continue  # a tick: the status again, with the new seconds
+            else:
+                await asyncio.wait((pending,))
+            done, pending = pending, None
+            try:
+                kind, text = done.result()
+            except StopAsyncIteration:
+                return
+            if kind is TEXT:
+                yield TEXT, text
+                return
+    finally:
+        if pending is not None:  # closed or cancelled while waiting: stop the read
+            pending.cancel()
+            await asyncio.wait((pending,))
 
 
 class ReasoningQuote:
@@ -258,26 +271,29 @@ async def deliver_with(engine: ChatEngine, reply: Reply, renderer: Renderer) -> 
 
 
 async def _feed_shown(engine: ChatEngine, reply: Reply, renderer: Renderer) -> None:
-    """:func:`shown_events` into ``renderer``: the status line where the renderer can show one
-    (``show_status``; an append-only one such as Slack's native stream shows none), the
-    reasoning as a quote above the answer, cut to half the renderer's ``max_len``."""
+    """What :func:`shown_events` yields, into ``renderer``: the status line where the renderer
+    can show one (``show_status``; an append-only one such as Slack's native stream shows none),
+    the reasoning as a quote above the answer, cut to half the renderer's ``max_len``. After the
+    first text the reply's events are read here directly (one generator per delta, as before)."""
     show_status = getattr(renderer, "show_status", None)
     quote = ReasoningQuote(int(getattr(renderer, "max_len", 4000)) // 2)
-    answered = False
-    async with aclosing(shown_events(engine, reply)) as events:  # type: ignore[type-var]
+    full = engine.settings.show_reasoning == "full"
+    async with aclosing(reply.events()) as events:  # type: ignore[type-var]
+        before = _until_answer(engine, reply, events, full=full)
+        async with aclosing(before):  # type: ignore[type-var]
+            async for kind, text in before:
+                if kind is TEXT:
+                    await renderer.feed(quote.close() + text)
+                elif kind == STATUS:
+                    if show_status is not None:
+                        show_status(text)
+                elif kind == REASONING:
+                    piece = quote.add(text)
+                    if piece:
+                        await renderer.feed(piece)
         async for kind, text in events:
             if kind is TEXT:
-                if not answered:
-                    answered = True
-                    text = quote.close() + text
                 await renderer.feed(text)
-            elif kind == STATUS:
-                if show_status is not None:
-                    show_status(text)
-            elif kind == REASONING and not answered:
-                piece = quote.add(text)
-                if piece:
-                    await renderer.feed(piece)
 
 
 def _record(
