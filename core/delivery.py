@@ -106,8 +106,10 @@ async def shown_events(engine: ChatEngine, reply: Reply) -> AsyncIterator[tuple[
             yield TEXT, delta
         return
     async with aclosing(reply.events()) as events:  # type: ignore[type-var]
-        async for event in _until_answer(engine, reply, events, full=mode == "full"):
-            yield event
+        before = _until_answer(engine, reply, events, full=mode == "full")
+        async with aclosing(before):  # type: ignore[type-var]
+            async for event in before:
+                yield event
         async for kind, text in events:
             if kind is TEXT:
                 yield TEXT, text
@@ -140,7 +142,7 @@ async def _until_answer(
             if pending is None:
                 pending = asyncio.ensure_future(anext(events))
             since = reply.reasoning_since
-            if since is not None:
+            if since is not None and not reply.done and not reply.text:  # still only thinking
                 elapsed = clock.now() - since
                 line = thinking_line(elapsed)
                 if line != shown:

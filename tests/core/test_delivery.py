@@ -19,6 +19,7 @@ from core.delivery import (
     deliver,
     deliver_with,
     final_note,
+    shown_events,
     thinking_line,
 )
 from core.engine import ChatEngine, Reply
@@ -372,3 +373,24 @@ def test_reasoning_quote_keeps_line_ends_inside_only() -> None:
 def test_thinking_line() -> None:
     assert thinking_line(12.9) == "💭 thinking… (12 s)"
     assert thinking_line(-0.1) == "💭 thinking… (0 s)"
+
+
+async def test_closing_shown_events_while_the_model_thinks(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    # a web page that goes away mid-thought: the read under way is stopped cleanly, the reply
+    # goes on and ends complete
+    clock = FakeClock()
+    engine = local_engine(clock=clock)
+    gate = asyncio.Event()
+    llm_server.enqueue(Scripted(deltas=["Answer"], reasoning=THINKING, text_gate=gate))
+    reply = await engine.submit(KEY, "why?")
+    events = shown_events(engine, reply)
+    assert await anext(events) == ("status", thinking_line(0))
+    await events.aclose()
+    gate.set()
+    await reply
+    assert reply.status is Status.COMPLETE
+    assert reply.text == "Answer"
+    again = [event async for event in shown_events(engine, reply)]  # a late observer
+    assert again == [("text", "Answer")]
