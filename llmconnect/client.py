@@ -26,8 +26,8 @@ the ones you do not know), and ``stream.reasoning`` holds all of it once the rep
             print(text, end="") if kind == "text" else show_thinking(text)
     print(reply.reasoning)
 
-Reasoning never enters the history, so it is never sent back to the model.
-The client's ``finish_reason``, ``usage`` and ``truncated`` are those of its last completed reply.
+Reasoning never enters the history, so it is never sent back to the model. The client's
+``finish_reason``, ``usage`` and ``truncated`` are those of its last completed reply.
 
 The client holds its own in-memory history (a list of ``{"role", "content"}`` dicts). A reply is
 atomic for the history: only a completed reply adds the user turn and the full assistant turn; an
