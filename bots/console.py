@@ -201,7 +201,7 @@ async def models(provider: str | None, *, online: bool, out: TextIO = sys.stdout
         )
     try:
         for r in rows:
-            if not (online and r.configured and r.spec.protocol == "openai"):
+            if not (online and r.configured and r.spec.protocol != "echo"):
                 continue
             try:
                 names = await list_models(r.spec.name)

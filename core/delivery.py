@@ -9,7 +9,13 @@ streaming API, such as Slack's ``chat.startStream``), :func:`deliver` over a
 
 from __future__ import annotations
 
+import asyncio
+from asyncio import FIRST_COMPLETED
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Protocol
+
+from llmconnect import REASONING, TEXT
 
 from .budget import EditBudget, SendBudgets
 from .clock import Clock
@@ -20,12 +26,19 @@ from .render import MessageSink, RenderResult, SinkGone, StreamRenderer
 
 __all__ = [
     "EMPTY_NOTE",
+    "REASONING",
+    "REASONING_CUT",
+    "STATUS",
     "STOPPED_NOTE",
+    "TEXT",
     "Outcome",
+    "ReasoningQuote",
     "Renderer",
     "deliver",
     "deliver_with",
     "final_note",
+    "shown_events",
+    "thinking_line",
 ]
 
 STOPPED_NOTE = "⏹ stopped"
@@ -87,6 +100,138 @@ def _status_note(reply: Outcome) -> str | None:
     return None
 
 
+#: The kind of :func:`shown_events` that carries the status line (``SHOW_REASONING=status``).
+STATUS = "status"
+#: Under a quoted reasoning block cut to fit the message (``SHOW_REASONING=full``).
+REASONING_CUT = "> … (reasoning cut to fit the message)"
+
+
+def thinking_line(seconds: float) -> str:
+    """The status shown while only reasoning has arrived: ``💭 thinking… (12 s)``."""
+    return f"💭 thinking… ({max(int(seconds), 0)} s)"
+
+
+async def shown_events(engine: ChatEngine, reply: Reply) -> AsyncIterator[tuple[str, str]]:
+    """What a front end shows of ``reply`` under ``SHOW_REASONING``, as ``(kind, text)``:
+    ``("text", delta)`` always; with ``status``, ``("status", thinking_line(n))`` while only
+    reasoning has arrived, once when it starts and again each whole second on the engine clock
+    (a front end shows the latest at its own pace); with ``full``, ``("reasoning", piece)`` until
+    the answer starts. With ``off`` (and ``status``) no reasoning text ever comes out of here.
+    """
+    mode = engine.settings.show_reasoning
+    if mode == "off":
+        async for delta in reply:
+            yield TEXT, delta
+        return
+    async with aclosing(reply.events()) as events:  # type: ignore[type-var]
+        before = _until_answer(engine, reply, events, full=mode == "full")
+        async with aclosing(before):  # type: ignore[type-var]
+            async for event in before:
+                yield event
+        async for kind, text in events:
+            if kind is TEXT:
+                yield TEXT, text
+
+
+async def _until_answer(
+    engine: ChatEngine,
+    reply: Reply,
+    events: AsyncIterator[tuple[str, str]],
+    *,
+    full: bool,
+) -> AsyncIterator[tuple[str, str]]:
+    """:func:`shown_events` up to and with the answer's first text (``events`` then goes on with
+    the rest, read directly: nothing more per delta than before reasoning existed)."""
+    if full:
+        async for kind, text in events:
+            if kind == REASONING:
+                yield REASONING, text
+            elif kind is TEXT:
+                yield TEXT, text
+                return
+        return
+    # The next event is awaited in a task of its own, so that a tick of the clock can update
+    # the status meanwhile without disturbing it; only while the model thinks.
+    clock = engine.clock
+    pending: asyncio.Future[tuple[str, str]] | None = None
+    shown = ""  # the status line last yielded: each is yielded once
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(events))
+            since = reply.reasoning_since
+            if since is not None and not reply.done and not reply.text:  # still only thinking
+                elapsed = clock.now() - since
+                line = thinking_line(elapsed)
+                if line != shown:
+                    shown = line
+                    yield STATUS, line
+                tick = asyncio.ensure_future(clock.sleep(int(elapsed) + 1 - elapsed))
+                try:
+                    await asyncio.wait((pending, tick), return_when=FIRST_COMPLETED)
+                finally:
+                    tick.cancel()
+                if not pending.done():
+                    continue  # a tick: the status again, with the new seconds
+            else:
+                await asyncio.wait((pending,))
+            done, pending = pending, None
+            try:
+                kind, text = done.result()
+            except StopAsyncIteration:
+                return
+            if kind is TEXT:
+                yield TEXT, text
+                return
+    finally:
+        if pending is not None:  # closed or cancelled while waiting: stop the read
+            pending.cancel()
+            await asyncio.wait((pending,))
+
+
+class ReasoningQuote:
+    """Reasoning pieces as one Markdown quote (``> `` lines) above the answer, at most ``room``
+    characters of it, :data:`REASONING_CUT` included when it had to be cut: what :func:`deliver_with`
+    feeds the renderer with ``SHOW_REASONING=full``, so the block streams like the answer."""
+
+    def __init__(self, room: int) -> None:
+        self.room = max(room, 0)
+        self.used = 0
+        self.cut = False
+        self._started = False
+        self._newlines = ""  # line ends held until more reasoning follows them
+
+    def add(self, piece: str) -> str:
+        """The quoted form of the next piece (``""`` for nothing to show yet)."""
+        if self.cut:
+            return ""
+        if not self._started:
+            piece = piece.lstrip()
+            if not piece:
+                return ""
+        text = self._newlines + piece
+        body = text.rstrip("\n")
+        self._newlines = text[len(body) :]
+        if not body:
+            return ""
+        quoted = body.replace("\n", "\n> ")
+        if not self._started:
+            quoted = "> " + quoted
+            self._started = True
+        if self.used + len(quoted) > self.room:
+            keep = max(self.room - self.used - len(REASONING_CUT) - 1, 0)
+            self.cut = True
+            head = quoted[:keep].rstrip()
+            self.used = self.room
+            return (head + "\n" if head else "") + REASONING_CUT
+        self.used += len(quoted)
+        return quoted
+
+    def close(self) -> str:
+        """What goes between the quote and the answer (``""`` when nothing was quoted)."""
+        return "\n\n" if self._started else ""
+
+
 async def deliver(
     engine: ChatEngine,
     reply: Reply,
@@ -121,8 +266,11 @@ async def deliver_with(engine: ChatEngine, reply: Reply, renderer: Renderer) -> 
     failed = False
     try:
         try:
-            async for delta in reply:
-                await renderer.feed(delta)
+            if engine.settings.show_reasoning == "off":
+                async for delta in reply:
+                    await renderer.feed(delta)
+            else:
+                await _feed_shown(engine, reply, renderer)
         except SinkGone:
             # The reply message was deleted: stop generating, quietly. Only while this reply
             # still runs: once it is done, stop(key) would cancel the next queued prompt instead.
@@ -140,6 +288,32 @@ async def deliver_with(engine: ChatEngine, reply: Reply, renderer: Renderer) -> 
         if result is not None and not result.gone and ended is not None:
             lag = engine.clock.now() - ended
         _record(engine, reply, renderer, result, failed=failed, lag=lag)
+
+
+async def _feed_shown(engine: ChatEngine, reply: Reply, renderer: Renderer) -> None:
+    """What :func:`shown_events` yields, into ``renderer``: the status line where the renderer
+    can show one (``show_status``; an append-only one such as Slack's native stream shows none),
+    the reasoning as a quote above the answer, cut to half the renderer's ``max_len``. After the
+    first text the reply's events are read here directly (one generator per delta, as before)."""
+    show_status = getattr(renderer, "show_status", None)
+    quote = ReasoningQuote(int(getattr(renderer, "max_len", 4000)) // 2)
+    full = engine.settings.show_reasoning == "full"
+    async with aclosing(reply.events()) as events:  # type: ignore[type-var]
+        before = _until_answer(engine, reply, events, full=full)
+        async with aclosing(before):  # type: ignore[type-var]
+            async for kind, text in before:
+                if kind is TEXT:
+                    await renderer.feed(quote.close() + text)
+                elif kind == STATUS:
+                    if show_status is not None:
+                        show_status(text)
+                elif kind == REASONING:
+                    piece = quote.add(text)
+                    if piece:
+                        await renderer.feed(piece)
+        async for kind, text in events:
+            if kind is TEXT:
+                await renderer.feed(text)
 
 
 def _record(

@@ -25,6 +25,8 @@ from typing import Any
 import httpx
 
 from llmconnect import (
+    REASONING,
+    TEXT,
     APIClientFactory,
     ConfigurationError,
     LLMError,
@@ -120,6 +122,8 @@ class Reply:
         "message",
         "model",
         "prompt",
+        "reasoning",
+        "reasoning_since",
         "started",
         "task",
         "usage",
@@ -141,6 +145,10 @@ class Reply:
         self.usage: Usage | None = None
         #: Who asked (the actor's user id; ``None`` without one), for the per-user token count.
         self.user: str | None = None
+        #: The model's reasoning pieces, as they arrive (never in the conversation or the store),
+        #: and when the first came (the engine clock's): see :meth:`events`.
+        self.reasoning: list[str] = []
+        self.reasoning_since: float | None = None
         #: Why it failed, for logs: the LLMError's class name, ``store`` or ``not_saved``.
         self.error_kind: str | None = None
         self._on_end: Callable[[Reply], None] | None = None
@@ -190,6 +198,17 @@ class Reply:
                 if not waiter.done():
                     waiter.set_result(None)
 
+    @property
+    def reasoning_text(self) -> str:
+        """All of the model's reasoning so far (``""`` for a model that shows none)."""
+        return "".join(self.reasoning)
+
+    def _reason(self, text: str, now: float) -> None:
+        if self.reasoning_since is None:
+            self.reasoning_since = now
+        self.reasoning.append(text)
+        self._push("")
+
     def _finish(self) -> None:
         if not self._final.done():
             if self._on_end is not None:
@@ -222,6 +241,37 @@ class Reply:
                 text = self.message.content
                 if len(text) > sent:
                     yield text[sent:]
+                return
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+
+    async def events(self) -> AsyncIterator[tuple[str, str]]:
+        """``(kind, text)``: ``("reasoning", …)`` pieces of the model's thinking and ``("text",
+        …)`` deltas of the answer, as :meth:`__aiter__` hands out the deltas (a late observer
+        first gets everything so far: the reasoning, then the text)."""
+        thought = 0  # reasoning pieces handed out
+        sent = 0  # characters of text handed out
+        index = 0  # parts handed out, while streaming
+        while True:
+            reasoning = self.reasoning
+            if thought < len(reasoning):
+                chunk = "".join(reasoning[thought:])
+                thought = len(reasoning)
+                yield REASONING, chunk
+                continue
+            parts = self.message.parts
+            if parts is not None:
+                if index < len(parts):
+                    chunk = parts[index] if index + 1 == len(parts) else "".join(parts[index:])
+                    index = len(parts)
+                    sent += len(chunk)
+                    yield TEXT, chunk
+                    continue
+            elif self.message.status is not Status.PENDING:
+                text = self.message.content
+                if len(text) > sent:
+                    yield TEXT, text[sent:]
                 return
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
@@ -619,18 +669,31 @@ class ChatEngine:
         stream: ReplyStream | None = None
         error: str | None = None
         try:
-            # The first delta apart (for the first-token metric, and the fallbacks: the next
-            # model answers only before it), then the same generator goes on.
-            stream, first = await self._open(reply, prompt, history, conversation, settings)
+            # The first event apart (the fallbacks: the next model answers only before it).
+            stream, events, first = await self._open(reply, prompt, history, conversation, settings)
             try:
-                if first is not None:
-                    reply.first_token = self.clock.now()
-                    metrics.first_delta(frontend, self.clock.now() - started)
-                    parts.append(first)
-                    reply._push(first)
-                    async for delta in stream:  # valid Unicode: llmconnect repairs each delta
+                # Up to the first answer text, reasoning goes to the reply only (never to the
+                # conversation); the first text apart (for the first-token metric), then the
+                # same generator goes on.
+                pending = first
+                while pending is not None:
+                    kind, delta = pending
+                    if kind is TEXT:
+                        reply.first_token = self.clock.now()
+                        metrics.first_delta(frontend, self.clock.now() - started)
                         parts.append(delta)
                         reply._push(delta)
+                        break
+                    if kind == REASONING:
+                        reply._reason(delta, self.clock.now())
+                    pending = await anext(events, None)
+                if pending is not None:
+                    async for kind, delta in events:  # valid Unicode: llmconnect repairs each
+                        if kind is TEXT:
+                            parts.append(delta)
+                            reply._push(delta)
+                        elif kind == REASONING:
+                            reply._reason(delta, self.clock.now())
             finally:
                 await stream.aclose()
             placeholder.finish(Status.COMPLETE)
@@ -716,8 +779,8 @@ class ChatEngine:
         history: list[dict[str, str]],
         conversation: Conversation,
         settings: Settings,
-    ) -> tuple[ReplyStream, str | None]:
-        """The reply's stream and first delta from the conversation's model or, when it is
+    ) -> tuple[ReplyStream, AsyncIterator[tuple[str, str]], tuple[str, str] | None]:
+        """The reply's stream, its events and the first one from the conversation's model or, when it is
         unavailable before its first token, the first fallback model that answers
         (:mod:`core.fallback`); each model with its own ``MODEL_OPTIONS``."""
         system = self.system_of(conversation)

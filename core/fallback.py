@@ -15,7 +15,7 @@ A fallback whose provider is not configured (no key) is skipped, with a log line
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from llmconnect import (
     ConfigurationError,
@@ -46,11 +46,13 @@ async def open_reply(
     models: Sequence[str],
     start: Callable[[str], Awaitable[ReplyStream]],
     unavailable: list[str],
-) -> tuple[ReplyStream, str | None]:
-    """The first model of ``models`` that starts answering: its stream and first delta (``None``
-    when its reply was empty). ``start(model)`` builds the client and opens the stream;
-    ``unavailable`` gets each model that was unavailable, in order. The last model's error (or a
-    first one that does not fall back) is raised as it is."""
+) -> tuple[ReplyStream, AsyncIterator[tuple[str, str]], tuple[str, str] | None]:
+    """The first model of ``models`` that starts answering: its stream, the stream's
+    :meth:`~llmconnect.ReplyStream.events` and the first event (``None`` when its reply was
+    empty). Any first event counts as the start, reasoning too: a user who saw the model think
+    has seen it answer. ``start(model)`` builds the client and opens the stream; ``unavailable``
+    gets each model that was unavailable, in order. The last model's error (or a first one that
+    does not fall back) is raised as it is."""
     error: LLMError | None = None
     for index, model in enumerate(models):
         try:
@@ -60,10 +62,11 @@ async def open_reply(
                 raise
             log.warning("fallback %s skipped: %s", model, exc)
             continue
+        events = stream.events()
         try:
-            return stream, await anext(aiter(stream))
+            return stream, events, await anext(events)
         except StopAsyncIteration:
-            return stream, None
+            return stream, events, None
         except LLMError as exc:
             await stream.aclose()
             if not falls_back(exc):

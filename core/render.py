@@ -391,6 +391,8 @@ class StreamRenderer(BufferedRenderer):
         "_settled",
         "_shown",
         "_sink",
+        "_status",
+        "_status_over",
         "_transient",
         "_transient_streak",
         "_window",
@@ -438,6 +440,37 @@ class StreamRenderer(BufferedRenderer):
             deque(maxlen=window_limit) if window_limit and window_seconds > 0 else None
         )
         self._window_seconds = float(window_seconds)
+        self._status: str | None = None  # see show_status
+        self._status_over = False
+
+    # -- a status line before the text --------------------------------------------------------
+
+    def show_status(self, line: str) -> None:
+        """Show ``line`` (``💭 thinking… (12 s)``) while there is no text yet: posted and edited
+        at the normal pacing like text (no request of its own), replaced by the first text, and
+        never in the final message (a reply that ends without text ends on its note alone).
+        Ignored once text has come."""
+        if self._status_over or self._buf or self._finishing or self._failure is not None:
+            return
+        self._status = line
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        else:
+            self._wake()
+
+    def _absorb_status(self) -> None:
+        """While no text has come, the status is the message; the first text (or the end) ends
+        it."""
+        if self._buf or self._finishing:
+            self._status, self._status_over = None, True
+            self._body = ""
+        else:
+            self._body = self._status or ""
+
+    @property
+    def max_len(self) -> int:
+        """Longest text one message may hold (the sink's)."""
+        return self._max_len
 
     # -- public state ------------------------------------------------------------------------
 
@@ -506,6 +539,8 @@ class StreamRenderer(BufferedRenderer):
 
     def _absorb(self) -> None:
         """Move buffered deltas into the current message, freezing every message that filled up."""
+        if self._status is not None:
+            self._absorb_status()
         super()._absorb()
         max_len = self._max_len
         while len(self._body) > max_len:

@@ -282,6 +282,18 @@ class Settings(EnvSettings):
         "reloads at once).",
     )
 
+    show_reasoning: Literal["off", "status", "full"] = Field(
+        "status",
+        description="What a reasoning model's thinking shows: off (nothing), status (a "
+        "'💭 thinking… (12 s)' line until the answer starts), full (the thinking itself: a "
+        "quoted block above the answer on Discord and Slack, a collapsed section on the web).",
+    )
+
+    @field_validator("show_reasoning", mode="before")
+    @classmethod
+    def _show_reasoning(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _log_level(cls, value: object) -> object:

@@ -9,12 +9,13 @@ Usable on its own (it never imports the bots or their core)::
         print(delta, end="", flush=True)
 
 ``chat(..., stream=True)`` returns a :class:`ReplyStream`, which also holds the reply's
-``text``, ``finish_reason`` and ``usage`` once it is complete. :func:`resolve` says what a model
+``text``, ``finish_reason`` and ``usage`` once it is complete; ``stream.events()`` yields
+``("text" | "reasoning", str)`` tuples for reasoning models, ``stream.reasoning`` their thinking. :func:`resolve` says what a model
 name means in an environment (provider spec, model id, base URL, whether a key is set).
 """
 
 from .catalog import list_models, provider_status
-from .client import APIClientFactory, AsyncAPIClient, ReplyStream, Usage
+from .client import REASONING, TEXT, APIClientFactory, AsyncAPIClient, ReplyStream, Usage
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -45,6 +46,8 @@ from .transport import RetryPolicy, Timeouts, aclose_shared_clients
 
 __all__ = [
     "PROVIDERS",
+    "REASONING",
+    "TEXT",
     "APIClientFactory",
     "AsyncAPIClient",
     "AuthenticationError",

@@ -14,7 +14,20 @@
 
 ``chat(..., stream=True)`` returns a :class:`ReplyStream`: an async iterator of the reply's text
 deltas that carries, once the reply is complete, its ``text``, ``finish_reason`` and ``usage``.
-The client's ``finish_reason``, ``usage`` and ``truncated`` are those of its last completed reply.
+
+Reasoning models also stream their thinking (``reasoning_content``/``reasoning`` deltas, an inline
+``<think>…</think>`` at the start of the content, Anthropic ``thinking`` blocks, Gemini ``thought``
+parts). The text iterator leaves it out; ``stream.events()`` yields every piece as a
+``(kind, text)`` tuple, ``kind`` being ``"text"`` or ``"reasoning"`` (more kinds may come: ignore
+the ones you do not know), and ``stream.reasoning`` holds all of it once the reply is over::
+
+    async with await client.chat("Why?", stream=True) as reply:
+        async for kind, text in reply.events():
+            print(text, end="") if kind == "text" else show_thinking(text)
+    print(reply.reasoning)
+
+Reasoning never enters the history, so it is never sent back to the model. The client's
+``finish_reason``, ``usage`` and ``truncated`` are those of its last completed reply.
 
 The client holds its own in-memory history (a list of ``{"role", "content"}`` dicts). A reply is
 atomic for the history: only a completed reply adds the user turn and the full assistant turn; an
@@ -41,14 +54,18 @@ from typing import Any, Literal, overload
 import httpx
 from pydantic import SecretStr
 
-from .errors import ConfigurationError, LLMError
-from .protocols import Call, ReplyState, protocol
+from .errors import ConfigurationError, InvalidRequestError, LLMError
+from .protocols import Call, ReplyState, Thought, protocol
 from .protocols.echo import OPTIONS as ECHO_OPTIONS
 from .providers import ModelRef, ProviderSpec, base_url_variable, resolve, validate_model_id
 from .sse import DEFAULT_MAX_EVENT_BYTES
 from .transport import RetryPolicy, Timeouts
 
-__all__ = ["APIClientFactory", "AsyncAPIClient", "ReplyStream", "Usage"]
+__all__ = ["REASONING", "TEXT", "APIClientFactory", "AsyncAPIClient", "ReplyStream", "Usage"]
+
+#: The kinds of :meth:`ReplyStream.events`: a piece of the answer, a piece of the reasoning.
+TEXT = "text"
+REASONING = "reasoning"
 
 log = logging.getLogger("llmconnect")
 
@@ -87,6 +104,10 @@ class _Outcome:
     until the cyclic garbage collector runs instead of closing it when the last reference goes)."""
 
     parts: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    #: Yield ``(kind, text)`` tuples (:meth:`ReplyStream.events`) instead of text deltas.
+    kinds: bool = False
+    started: bool = False
     finish_reason: str | None = None
     usage: Usage | None = None
     done: bool = False
@@ -109,12 +130,18 @@ class ReplyStream:
 
     def __init__(self, client: AsyncAPIClient, user_msg: str) -> None:
         self._outcome = _Outcome()
-        self._deltas = client._reply(user_msg, self._outcome)
+        self._deltas: AsyncGenerator[Any, None] = client._reply(user_msg, self._outcome)
 
     @property
     def text(self) -> str:
         """The text so far: the whole reply once :attr:`done`."""
         return "".join(self._outcome.parts)
+
+    @property
+    def reasoning(self) -> str:
+        """The model's reasoning so far (``""`` for a model that shows none): never part of
+        :attr:`text` nor of the client's history."""
+        return "".join(self._outcome.reasoning)
 
     @property
     def finish_reason(self) -> str | None:
@@ -141,6 +168,16 @@ class ReplyStream:
 
     def __anext__(self) -> Awaitable[str]:
         return self._deltas.__anext__()
+
+    def events(self) -> AsyncIterator[tuple[str, str]]:
+        """Every piece of the reply as ``(kind, text)``: ``("text", delta)`` for the answer,
+        ``("reasoning", delta)`` for the model's thinking. Other kinds may be added (tool
+        calls...): skip what you do not know. Instead of iterating the stream itself, not after.
+        """
+        if self._outcome.started and not self._outcome.kinds:
+            raise RuntimeError("events() after the text deltas were read")
+        self._outcome.kinds = True
+        return self._deltas
 
     async def aclose(self) -> None:
         await self._deltas.aclose()
@@ -268,12 +305,15 @@ class AsyncAPIClient:
             max_event_bytes=self.max_event_bytes,
         )
 
-    async def _reply(self, user_msg: str, outcome: _Outcome) -> AsyncGenerator[str, None]:
+    async def _reply(self, user_msg: str, outcome: _Outcome) -> AsyncGenerator[Any, None]:
         # One generator for retries, the history commit and the reply's outcome: every extra
-        # async-generator layer costs on each delta (see benchmarks/stream_decode.py).
+        # async-generator layer costs on each delta (see benchmarks/stream_decode.py). It yields
+        # text deltas, or (kind, text) tuples when ``outcome.kinds`` (ReplyStream.events).
         if self._streaming:
             raise RuntimeError("this client is already streaming a reply; await it first")
         self._streaming = True
+        outcome.started = True
+        kinds = outcome.kinds
         try:
             call = self._call(user_msg)
             limit = self.timeouts.max_duration
@@ -281,6 +321,7 @@ class AsyncAPIClient:
             call.deadline = None if limit is None else time.monotonic() + limit
             stream_reply = protocol(self.spec.protocol)
             parts = outcome.parts
+            thoughts = outcome.reasoning
             attempt = 0
             while True:
                 state = ReplyState()
@@ -290,19 +331,39 @@ class AsyncAPIClient:
                     # (and so its HTTP response) now, not whenever the garbage collector runs.
                     async with aclosing(stream_reply(call, state)) as deltas:
                         async for delta in deltas:
+                            if delta.__class__ is not str and isinstance(delta, Thought):
+                                thought = _valid_text(delta)[0] if not delta.isascii() else delta
+                                thoughts.append(str(thought))
+                                if kinds:
+                                    yield REASONING, str(thought)
+                                delta = delta.then
+                                if not delta:
+                                    continue
                             if held or not delta.isascii():
                                 delta, held = _valid_text(held + delta)
                                 if not delta:
                                     continue
                             parts.append(delta)
-                            yield delta
+                            yield (TEXT, delta) if kinds else delta
+                    tail = state.held_back()  # what the <think> splitter still held
+                    if isinstance(tail, Thought):
+                        thoughts.append(str(tail))
+                        if kinds:
+                            yield REASONING, str(tail)
+                    elif tail:
+                        delta, held = _valid_text(held + tail)
+                        if delta:
+                            parts.append(delta)
+                            yield (TEXT, delta) if kinds else delta
                     if held:
                         parts.append("\ufffd")
-                        yield "\ufffd"
+                        yield (TEXT, "\ufffd") if kinds else "\ufffd"
                     break
                 except LLMError as exc:
+                    if isinstance(exc, InvalidRequestError) and exc.status == 400:
+                        _name_options(exc, call)
                     # Retry only before the first delta reached the caller: never duplicate text.
-                    if parts or not exc.retryable or attempt >= self.retry.max_retries:
+                    if parts or thoughts or not exc.retryable or attempt >= self.retry.max_retries:
                         raise
                     delay = self.retry.delay(attempt, getattr(exc, "retry_after", None))
                     if call.deadline is not None and time.monotonic() + delay >= call.deadline:
@@ -324,6 +385,14 @@ class AsyncAPIClient:
             self._last = outcome
         finally:
             self._streaming = False
+
+
+def _name_options(exc: InvalidRequestError, call: Call) -> None:
+    """A request the provider refused (400) may be refusing an option: name the ones sent (names
+    only: a value may be anything) in the line a user sees."""
+    if call.options:
+        names = ", ".join(call.options)
+        exc._user_message = f"{exc.user_message} (options sent: {names})"
 
 
 class APIClientFactory:

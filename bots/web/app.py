@@ -46,7 +46,7 @@ from bots.health import Health, health_routes
 from core.clock import Clock
 from core.commands import Command, execute
 from core.conversations import Conversation, ConversationKey, Message, clean_text
-from core.delivery import final_note
+from core.delivery import REASONING, STATUS, TEXT, final_note, shown_events
 from core.engine import ChatEngine, Refused, Reply, StoreUnavailable
 from core.usage import usage_json
 
@@ -135,14 +135,16 @@ class WebChat:
         for reply in stopped:
             await reply
 
-    async def paced(self, reply: Reply) -> AsyncIterator[str]:
-        """The reply's deltas, at most one chunk per ``WEB_EDIT_INTERVAL`` (deltas that arrive
-        meanwhile are joined into the next chunk; nothing is dropped)."""
+    async def paced(self, reply: Reply) -> AsyncIterator[tuple[str, str]]:
+        """What the page shows of the reply (:func:`core.delivery.shown_events`: text deltas, and
+        the thinking status or the reasoning per ``SHOW_REASONING``), at most one event per
+        ``WEB_EDIT_INTERVAL`` (deltas that arrive meanwhile are joined into the next; nothing is
+        dropped)."""
         interval = self.edit_interval
-        deltas = reply.__aiter__()
-        async with contextlib.aclosing(deltas):  # type: ignore[type-var]
-            async for chunk in deltas:
-                yield chunk
+        events = shown_events(self.engine, reply)
+        async with contextlib.aclosing(events):  # type: ignore[type-var]
+            async for event in events:
+                yield event
                 if interval > 0 and not reply.done:
                     await self.engine.clock.sleep(interval)
 
@@ -208,15 +210,21 @@ def _message_json(message: Message) -> dict[str, object]:
     return data
 
 
-def _end_event(reply: Reply, busy: bool) -> dict[str, Any]:
-    return {
+def _end_event(reply: Reply, busy: bool, show_reasoning: str) -> dict[str, Any]:
+    """The reply's final state; with ``SHOW_REASONING=full`` also its reasoning (never stored:
+    the page keeps it, by ``created_at``, for as long as it is open)."""
+    end: dict[str, Any] = {
         "status": str(reply.status),
         "content": reply.text,
         "error": reply.error,
         "note": final_note(reply),
         "model": reply.model,
         "busy": busy,
+        "created_at": reply.message.created_at,
     }
+    if show_reasoning == "full" and reply.reasoning:
+        end["reasoning"] = reply.reasoning_text
+    return end
 
 
 def _error(message: str, status: int) -> WebJSON:
@@ -337,8 +345,10 @@ def create_app(
     @app.get("/chat/{conv_id}/bot-stream", response_class=EventSourceResponse)
     async def bot_stream(conv_id: ConvId) -> AsyncIterator[ServerSentEvent]:
         """``start`` (status, model), ``delta`` (text; a late observer's first one is the text
-        so far), ``end`` (final status, content, error, the note to show under the reply, and
-        whether another reply is queued)."""
+        so far), ``status`` (``SHOW_REASONING=status``: the thinking line, until the first
+        delta), ``reasoning`` (``full``: a piece of the model's thinking), ``end`` (final status,
+        content, error, the note to show under the reply, whether another reply is queued, the
+        reply's ``created_at`` and, with ``full``, its whole ``reasoning``)."""
         key = web.key(conv_id)
         reply = web.follow(key)
         if reply is None:
@@ -347,10 +357,16 @@ def create_app(
         yield ServerSentEvent(
             event="start", data={"status": str(reply.status), "model": reply.model}
         )
-        async for chunk in web.paced(reply):
-            yield ServerSentEvent(event="delta", data=chunk)
+        async for kind, chunk in web.paced(reply):
+            if kind == TEXT:
+                yield ServerSentEvent(event="delta", data=chunk)
+            elif kind == STATUS:
+                yield ServerSentEvent(event="status", data=chunk)
+            elif kind == REASONING:
+                yield ServerSentEvent(event="reasoning", data=chunk)
         await reply
-        yield ServerSentEvent(event="end", data=_end_event(reply, web.busy(key)))
+        end = _end_event(reply, web.busy(key), engine.settings.show_reasoning)
+        yield ServerSentEvent(event="end", data=end)
 
     @app.get("/chat/{conv_id}/status", response_class=WebJSON, response_model=None)
     async def status(conv_id: ConvId) -> dict[str, Any] | JSONResponse:

@@ -1,7 +1,9 @@
 """Wire protocols: one module per protocol, each a ``stream_reply(call, state)`` async generator.
 
 A protocol turns a :class:`Call` into text deltas (plain ``str``) and records the finish reason and
-token usage on a :class:`ReplyState`. The per-chunk path stays on bytes, dicts and strings; typed
+token usage on a :class:`ReplyState`. Reasoning ("thinking") is yielded as a :class:`Thought`, a
+``str`` subclass, so the answer's deltas stay plain strings and the client tells the two apart with
+one class test per delta. The per-chunk path stays on bytes, dicts and strings; typed
 objects are built once per reply by the client.
 """
 
@@ -36,6 +38,8 @@ __all__ = [
     "JsonFn",
     "ReplyState",
     "StreamFn",
+    "Thought",
+    "split_think",
     "stream_sse",
 ]
 
@@ -70,6 +74,96 @@ class ReplyState:
 
     finish_reason: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
+    #: Inline ``<think>`` at the start of the content (:func:`split_think`): ``THINK_UNDECIDED``
+    #: until the content shows whether it opens with the tag, ``THINK_INSIDE`` within it,
+    #: ``THINK_DONE`` after it (or when there was none): from then on content is plain text.
+    think: int = 0
+    #: Content held back by :func:`split_think` (what may be the start of ``<think>`` or
+    #: ``</think>``); the client hands it out when the stream ends (:meth:`held_back`).
+    held: str = ""
+
+    def held_back(self) -> str:
+        """What :func:`split_think` still holds at the end of the stream, as text or as a
+        :class:`Thought` (a reply that never closed its ``<think>``)."""
+        held, self.held = self.held, ""
+        if not held:
+            return ""
+        return Thought(held) if self.think == THINK_INSIDE else held
+
+
+class Thought(str):
+    """A piece of the model's reasoning (not of its answer), yielded by a protocol like text.
+
+    ``then`` is answer text that arrived in the same event, after the reasoning (a chunk that
+    closes ``</think>`` and goes on with the answer); ``""`` when there is none.
+    """
+
+    then: str = ""
+
+    @classmethod
+    def of(cls, reasoning: str, then: str = "") -> str | None:
+        """``reasoning`` as a Thought followed by ``then``; just ``then`` (or None) when there is
+        no reasoning."""
+        if not reasoning:
+            return then or None
+        thought = cls(reasoning)
+        if then:
+            thought.then = then
+        return thought
+
+
+THINK_UNDECIDED: Final = 0
+THINK_INSIDE: Final = 1
+THINK_DONE: Final = 2
+#: Just after ``</think>``: the whitespace that separates it from the answer is dropped.
+THINK_AFTER: Final = 3
+_OPEN = "<think>"
+_CLOSE = "</think>"
+
+
+def _partial_suffix(text: str, tag: str) -> int:
+    """Length of the longest end of ``text`` that is a proper start of ``tag``."""
+    for n in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:n]):
+            return n
+    return 0
+
+
+def split_think(state: ReplyState, content: str) -> str | None:
+    """Content of a reply that may open with ``<think>…</think>`` (Ollama, Qwen, DeepSeek-R1
+    distills): the reasoning as a :class:`Thought`, the rest as text.
+
+    Only a tag at the very start of the content counts (after optional whitespace); a tag split
+    across chunks at any character (``<th`` + ``ink>``) is held until it is whole. Called only
+    while ``state.think`` is not ``THINK_DONE``: once the content is known to be plain, a protocol
+    returns it as it is.
+    """
+    text = state.held + content
+    state.held = ""
+    if state.think == THINK_AFTER:
+        text = text.lstrip()
+        if text:
+            state.think = THINK_DONE
+        return text or None
+    if state.think == THINK_UNDECIDED:
+        start = text.lstrip()
+        if not start or (len(start) < len(_OPEN) and _OPEN.startswith(start)):
+            state.held = text  # whitespace, or what may become "<think>": wait for more
+            return None
+        if not start.startswith(_OPEN):
+            state.think = THINK_DONE
+            return text
+        state.think = THINK_INSIDE
+        text = start[len(_OPEN) :]
+    end = text.find(_CLOSE)
+    if end < 0:
+        keep = _partial_suffix(text, _CLOSE)
+        if keep:
+            text, state.held = text[:-keep], text[-keep:]
+        return Thought(text) if text else None
+    then = text[end + len(_CLOSE) :].lstrip()
+    state.think = THINK_DONE if then else THINK_AFTER
+    return Thought.of(text[:end], then)
 
 
 StreamFn = Callable[[Call, ReplyState], AsyncGenerator[str, None]]

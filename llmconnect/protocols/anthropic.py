@@ -2,7 +2,9 @@
 
 Events: ``message_start`` (input usage), ``content_block_delta`` with ``text_delta.text``,
 ``message_delta`` (``stop_reason``, cumulative ``usage.output_tokens``), ``message_stop``; ``ping``
-is ignored and ``event: error`` raises. A server that ignores ``stream: true`` answers one
+is ignored and ``event: error`` raises. Extended thinking arrives in ``thinking`` content blocks as
+``thinking_delta.thinking`` (yielded as :class:`~llmconnect.protocols.Thought`); their
+``signature_delta`` is ignored. A server that ignores ``stream: true`` answers one
 ``message`` object instead, read whole.
 """
 
@@ -14,7 +16,7 @@ from typing import Any
 
 from ..errors import StreamInterruptedError
 from ..transport import error_from_body
-from . import END, Call, ReplyState, stream_sse
+from . import END, Call, ReplyState, Thought, stream_sse
 
 __all__ = ["ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS", "build_body", "stream_reply"]
 
@@ -69,7 +71,12 @@ def _take(call: Call, state: ReplyState, event: str, data: str) -> str | None:
     kind = event or payload.get("type", "")
     if kind == "content_block_delta":
         delta = payload.get("delta") or {}
-        return delta.get("text") if delta.get("type") == "text_delta" else None
+        kind = delta.get("type")
+        if kind == "text_delta":
+            return delta.get("text")
+        if kind == "thinking_delta":
+            return Thought.of(str(delta.get("thinking") or ""))
+        return None
     if kind == "message_start":
         usage = (payload.get("message") or {}).get("usage") or {}
         state.usage = {
@@ -105,11 +112,10 @@ def _take_json(call: Call, state: ReplyState, body: Any) -> str:
             "input_tokens": int(usage.get("input_tokens") or 0),
             "output_tokens": int(usage.get("output_tokens") or 0),
         }
-    return "".join(
-        str(block.get("text") or "")
-        for block in content
-        if isinstance(block, dict) and block.get("type") == "text"
-    )
+    blocks = [block for block in content if isinstance(block, dict)]
+    text = "".join(str(b.get("text") or "") for b in blocks if b.get("type") == "text")
+    thinking = "".join(str(b.get("thinking") or "") for b in blocks if b.get("type") == "thinking")
+    return Thought.of(thinking, text) or ""
 
 
 def stream_reply(call: Call, state: ReplyState) -> AsyncGenerator[str, None]:

@@ -1,7 +1,9 @@
 """Google Gemini ``streamGenerateContent?alt=sse``.
 
 Each ``data:`` is a whole ``GenerateContentResponse``: text in ``candidates[0].content.parts[].text``,
-``finishReason`` and ``usageMetadata`` on the last one. There is no ``[DONE]``: the stream just ends.
+``finishReason`` and ``usageMetadata`` on the last one. Parts marked ``"thought": true`` are the
+model's reasoning (yielded as :class:`~llmconnect.protocols.Thought`); their tokens
+(``thoughtsTokenCount``) count as output. There is no ``[DONE]``: the stream just ends.
 The key travels in the ``x-goog-api-key`` header, never in the URL, so it cannot leak into a log line
 that prints the URL. The model id is one percent-encoded path segment. A server that ignores
 ``alt=sse`` answers one JSON ``GenerateContentResponse`` or a JSON array of them, read whole.
@@ -16,7 +18,7 @@ from urllib.parse import quote
 
 from ..errors import StreamInterruptedError
 from ..transport import error_from_body
-from . import Call, ReplyState, stream_sse
+from . import Call, ReplyState, Thought, stream_sse
 
 __all__ = ["build_body", "stream_reply"]
 
@@ -60,8 +62,16 @@ def _take_json(call: Call, state: ReplyState, body: Any) -> str:
     """A whole ``GenerateContentResponse``, or a JSON array of them (``streamGenerateContent``
     without ``alt=sse``)."""
     responses = body if isinstance(body, list) else [body]
-    texts = [_response(call, state, r) or "" for r in responses if isinstance(r, dict)]
-    return "".join(texts)
+    reasoning, answer = "", ""
+    for response in responses:
+        if isinstance(response, dict):
+            piece = _response(call, state, response) or ""
+            if isinstance(piece, Thought):
+                reasoning += piece
+                answer += piece.then
+            else:
+                answer += piece
+    return Thought.of(reasoning, answer) or ""
 
 
 def _response(call: Call, state: ReplyState, payload: Any) -> str | None:
@@ -74,7 +84,15 @@ def _response(call: Call, state: ReplyState, payload: Any) -> str | None:
         candidate = candidates[0]
         parts = (candidate.get("content") or {}).get("parts")
         if parts:
-            text = "".join(p.get("text", "") for p in parts if not p.get("thought"))
+            if len(parts) == 1:  # hot path: one part per chunk
+                part = parts[0]
+                text = part.get("text")
+                if text and part.get("thought"):
+                    text = Thought(text)
+            else:
+                thought = "".join(p.get("text", "") for p in parts if p.get("thought"))
+                answer = "".join(p.get("text", "") for p in parts if not p.get("thought"))
+                text = Thought.of(thought, answer)
         finish = candidate.get("finishReason")
         if finish:
             state.finish_reason = _FINISH.get(finish, finish.lower())
@@ -82,7 +100,8 @@ def _response(call: Call, state: ReplyState, payload: Any) -> str | None:
     if usage:
         state.usage = {
             "input_tokens": int(usage.get("promptTokenCount") or 0),
-            "output_tokens": int(usage.get("candidatesTokenCount") or 0),
+            "output_tokens": int(usage.get("candidatesTokenCount") or 0)
+            + int(usage.get("thoughtsTokenCount") or 0),
         }
     return text
 

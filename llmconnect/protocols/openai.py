@@ -4,6 +4,11 @@ SSE ``data: {chat.completion.chunk}`` lines, no ``event:`` lines, ``data: [DONE]
 is in ``choices[0].delta.content``; usage arrives in a last chunk with empty ``choices`` (or, on
 Groq, in ``x_groq.usage``). A ``data: {"error": ...}`` in the middle of a stream raises. A server
 that ignores ``stream: true`` answers one ``chat.completion`` object instead, read whole.
+
+Reasoning arrives as ``delta.reasoning_content`` (DeepSeek, vLLM) or ``delta.reasoning``
+(OpenRouter, Groq), or inline as ``<think>…</think>`` at the start of the content (Ollama, Qwen,
+R1 distills): all yielded as :class:`~llmconnect.protocols.Thought`. A chunk with content skips the
+reasoning fields, and once the content is known to be plain it is returned as it is.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any
 
 from ..errors import StreamInterruptedError
 from ..transport import error_from_body
-from . import END, Call, ReplyState, stream_sse
+from . import END, THINK_DONE, Call, ReplyState, Thought, split_think, stream_sse
 
 __all__ = ["build_body", "build_headers", "stream_reply"]
 
@@ -56,6 +61,13 @@ def _take(call: Call, state: ReplyState, event: str, data: str) -> str | None:
         delta = choice.get("delta")
         if delta:
             content = delta.get("content")
+            if content:
+                if state.think != THINK_DONE:
+                    content = split_think(state, content)
+            else:
+                reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                if reasoning and isinstance(reasoning, str):
+                    content = Thought(reasoning)
         finish = choice.get("finish_reason")
         if finish:
             state.finish_reason = finish
@@ -90,7 +102,17 @@ def _take_json(call: Call, state: ReplyState, body: Any) -> str:
     content = message.get("content")
     state.finish_reason = str(choices[0].get("finish_reason") or "stop")
     _usage(state, body.get("usage") or (body.get("x_groq") or {}).get("usage"))
-    return content if isinstance(content, str) else ""
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    reasoning = reasoning if isinstance(reasoning, str) else ""
+    text = ""
+    if isinstance(content, str) and content:
+        for piece in (split_think(state, content), state.held_back()):
+            if isinstance(piece, Thought):
+                reasoning += piece
+                text += piece.then
+            elif piece:
+                text += piece
+    return Thought.of(reasoning, text) or ""
 
 
 def stream_reply(call: Call, state: ReplyState) -> AsyncGenerator[str, None]:

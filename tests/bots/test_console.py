@@ -140,3 +140,14 @@ def test_models_offline_lists_every_provider():
     assert rows["anthropic"] == "no"
     assert rows["echo"] == "yes"
     assert "gsk-x" not in result.stdout
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "gemini"])
+async def test_models_asks_anthropic_and_gemini_for_their_lists(server, provider):
+    base = server.anthropic_base_url if provider == "anthropic" else server.gemini_base_url
+    env = {f"{provider.upper()}_BASE_URL": base, f"{provider.upper()}_API_KEY": "k-123456"}
+    code, out, err = await run_cli_async("models", "-p", provider, env=env)
+    assert code == 0, err
+    assert f"{provider}/alpha" in out
+    assert f"{provider}/beta" in out
+    assert "k-123456" not in out + err

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import Any
+
+import pytest
 
 from core.budget import EditBudget
 from core.clock import FakeClock
 from core.conversations import Message, Status
-from core.delivery import EMPTY_NOTE, STOPPED_NOTE, deliver, deliver_with, final_note
-from core.engine import Reply
+from core.delivery import (
+    EMPTY_NOTE,
+    REASONING_CUT,
+    STOPPED_NOTE,
+    ReasoningQuote,
+    deliver,
+    deliver_with,
+    final_note,
+    shown_events,
+    thinking_line,
+)
+from core.engine import ChatEngine, Reply
 from core.render import RenderResult, SinkGone, with_note
 from core.split import split_message
 from llmconnect.protocols.echo import echo_reply
@@ -225,3 +238,159 @@ async def test_an_empty_complete_reply_says_so() -> None:
     assert final_note(reply) == EMPTY_NOTE
     reply.message.content = "text"
     assert final_note(reply) is None
+
+
+# --------------------------------------------------------------------------- reasoning
+
+THINKING = ["Let me ", "think.\nStep ", "two."]
+
+
+async def _thinking_then_answer(
+    engine: ChatEngine,
+    llm_server: FakeLLMServer,
+    clock: FakeClock,
+    sink: RecordingSink,
+    *,
+    seconds: float = 12.0,
+    **scripted: Any,
+) -> tuple[Reply, RenderResult]:
+    """A reply that thinks for ``seconds`` (virtual) before it answers "Answer here"."""
+    gate = asyncio.Event()
+    llm_server.enqueue(
+        Scripted(deltas=["Answer ", "here"], reasoning=THINKING, text_gate=gate, **scripted)
+    )
+    reply = await engine.submit(KEY, "why?")
+    delivery = asyncio.ensure_future(deliver(engine, reply, sink, min_interval=1.0, clock=clock))
+    await wait_for(lambda: reply.reasoning_text == "".join(THINKING))
+    await clock.advance(seconds)
+    gate.set()
+    await wait_for(lambda: reply.done)
+    result = await clock.run(delivery)
+    return reply, result
+
+
+async def test_status_line_while_thinking_then_the_answer_replaces_it(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    clock = FakeClock()
+    engine = local_engine(clock=clock)  # SHOW_REASONING defaults to status
+    sink = RecordingSink(clock=clock)
+    reply, result = await _thinking_then_answer(engine, llm_server, clock, sink)
+
+    assert sink.messages == ["Answer here"]
+    assert result.texts == ("Answer here",)
+    shown = [call.text for call in sink.history]
+    assert shown[0] == "💭 thinking… (0 s) ▌"  # posted at once
+    # one edit per second at most (min_interval 1.0), each with the seconds on the clock
+    assert shown[1:13] == [f"💭 thinking… ({n} s) ▌" for n in range(1, 13)]
+    assert all("Let me" not in text and "think." not in text for text in shown)
+    times = [call.time for call in sink.history]
+    assert all(b - a >= 1.0 for a, b in itertools.pairwise(times))
+    assert reply.text == "Answer here"
+    assert reply.reasoning_text == "".join(THINKING)
+
+
+async def test_reasoning_off_shows_nothing_of_it(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    clock = FakeClock()
+    engine = local_engine(clock=clock, show_reasoning="off")
+    sink = RecordingSink(clock=clock)
+    await _thinking_then_answer(engine, llm_server, clock, sink)
+
+    assert sink.messages == ["Answer here"]
+    assert sink.history[0].text.startswith("Answer")  # the message appears with the answer
+    assert all("thinking" not in call.text and "Let me" not in call.text for call in sink.history)
+
+
+async def test_reasoning_full_is_a_quote_above_the_answer(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    clock = FakeClock()
+    engine = local_engine(clock=clock, show_reasoning="full")
+    sink = RecordingSink(clock=clock)
+    await _thinking_then_answer(engine, llm_server, clock, sink)
+
+    assert sink.messages == ["> Let me think.\n> Step two.\n\nAnswer here"]
+    assert sink.history[0].text.startswith("> Let me")  # shown while it is written
+
+
+async def test_reasoning_full_is_cut_to_fit_and_says_so(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    clock = FakeClock()
+    engine = local_engine(clock=clock, show_reasoning="full")
+    sink = RecordingSink(max_len=200, clock=clock)
+    llm_server.enqueue(Scripted(text="Short answer.", reasoning="word " * 100))
+    reply = await engine.submit(KEY, "why?")
+    delivery = asyncio.ensure_future(deliver(engine, reply, sink, min_interval=1.0, clock=clock))
+    await wait_for(lambda: reply.done)
+    await clock.run(delivery)
+
+    [message] = sink.messages
+    quote, answer = message.split("\n\n")
+    assert answer == "Short answer."
+    assert quote.endswith("\n" + REASONING_CUT)
+    assert quote.startswith("> word word")
+    assert 60 <= len(quote) <= 100  # at most half the message length, the cut line included
+
+
+@pytest.mark.parametrize("way", ["reasoning", "think"])
+async def test_status_never_in_the_final_message(
+    local_engine: EngineMaker, llm_server: FakeLLMServer, way: str
+) -> None:
+    clock = FakeClock()
+    engine = local_engine(clock=clock)
+    sink = RecordingSink(clock=clock)
+    await _thinking_then_answer(engine, llm_server, clock, sink, seconds=3, reasoning_as=way)
+    assert sink.messages == ["Answer here"]
+    assert "💭 thinking… (3 s) ▌" in [call.text for call in sink.history]
+
+
+async def test_only_reasoning_then_nothing_ends_on_the_empty_note(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    clock = FakeClock()
+    engine = local_engine(clock=clock)
+    sink = RecordingSink(clock=clock)
+    llm_server.enqueue(Scripted(deltas=["<think>", "hmm, never done"]))  # the tag never closes
+    reply = await engine.submit(KEY, "why?")
+    delivery = asyncio.ensure_future(deliver(engine, reply, sink, min_interval=1.0, clock=clock))
+    await wait_for(lambda: reply.done)
+    await clock.run(delivery)
+    assert sink.messages == [EMPTY_NOTE]
+    assert reply.reasoning_text == "hmm, never done"
+
+
+def test_reasoning_quote_keeps_line_ends_inside_only() -> None:
+    quote = ReasoningQuote(1000)
+    pieces = [quote.add(p) for p in ["\n\n  First", " line\n", "\nsecond\n", "\n"]]
+    assert "".join(pieces) == "> First line\n> \n> second"
+    assert quote.close() == "\n\n"
+    assert ReasoningQuote(10).close() == ""  # nothing quoted: nothing between
+
+
+def test_thinking_line() -> None:
+    assert thinking_line(12.9) == "💭 thinking… (12 s)"
+    assert thinking_line(-0.1) == "💭 thinking… (0 s)"
+
+
+async def test_closing_shown_events_while_the_model_thinks(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    # a web page that goes away mid-thought: the read under way is stopped cleanly, the reply
+    # goes on and ends complete
+    clock = FakeClock()
+    engine = local_engine(clock=clock)
+    gate = asyncio.Event()
+    llm_server.enqueue(Scripted(deltas=["Answer"], reasoning=THINKING, text_gate=gate))
+    reply = await engine.submit(KEY, "why?")
+    events = shown_events(engine, reply)
+    assert await anext(events) == ("status", thinking_line(0))
+    await events.aclose()
+    gate.set()
+    await reply
+    assert reply.status is Status.COMPLETE
+    assert reply.text == "Answer"
+    again = [event async for event in shown_events(engine, reply)]  # a late observer
+    assert again == [("text", "Answer")]

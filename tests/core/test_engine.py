@@ -741,3 +741,44 @@ async def test_allowed_models_accept_a_prefix_pattern(make_engine: EngineMaker) 
     assert engine.validate_model(full) == full
     with pytest.raises(Refused):
         engine.validate_model("openrouter/mistralai/mistral-7b")
+
+
+# --------------------------------------------------------------------------- reasoning
+
+
+@pytest.mark.parametrize("way", ["reasoning_content", "reasoning", "think"])
+async def test_reasoning_is_kept_on_the_reply_never_in_the_conversation(
+    local_engine: EngineMaker, llm_server: FakeLLMServer, way: str
+) -> None:
+    clock = FakeClock(100.0)
+    engine = local_engine(clock=clock)
+    llm_server.enqueue(
+        Scripted(deltas=["Forty", "-two."], reasoning=["Six ", "times seven."], reasoning_as=way),  # type: ignore[arg-type]
+        Scripted(text="Again."),
+    )
+    reply = await engine.submit(KEY, "why?")
+    events = [event async for event in reply.events()]
+    await reply
+    assert reply.text == "Forty-two."
+    assert reply.reasoning_text == "Six times seven."
+    assert reply.reasoning_since == 100.0  # the engine clock's
+    kinds = [kind for kind, _ in events]
+    assert kinds == sorted(kinds)  # every "reasoning" before the first "text"
+    assert "".join(text for kind, text in events if kind == "text") == "Forty-two."
+    assert "".join(text for kind, text in events if kind == "reasoning") == "Six times seven."
+    conversation = await engine.get(KEY)
+    assert conversation is not None
+    assert [m.content for m in conversation.messages] == ["why?", "Forty-two."]
+    await (await engine.submit(KEY, "more"))
+    sent = str(llm_server.requests[-1].json)
+    assert "Six" not in sent  # never sent back to the model
+
+
+async def test_a_late_observer_gets_the_reasoning_then_the_text(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    engine = local_engine()
+    llm_server.enqueue(Scripted(deltas=["A", "B"], reasoning=["x", "y"]))
+    reply = await engine.submit(KEY, "q")
+    await reply
+    assert [event async for event in reply.events()] == [("reasoning", "xy"), ("text", "AB")]

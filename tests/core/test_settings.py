@@ -156,3 +156,14 @@ def test_timeouts_and_retry_policy_come_from_the_settings() -> None:
 def test_every_field_has_a_description() -> None:
     for name, field in Settings.model_fields.items():
         assert field.description, name
+
+
+def test_show_reasoning_takes_its_three_values_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().show_reasoning == "status"
+    monkeypatch.setenv("SHOW_REASONING", " FULL ")
+    assert load_settings().show_reasoning == "full"
+    monkeypatch.setenv("SHOW_REASONING", "verbose")
+    with pytest.raises(SettingsError, match="SHOW_REASONING") as info:
+        load_settings()
+    assert "'off'" in str(info.value)
+    assert "'verbose'" in str(info.value)

@@ -6,13 +6,20 @@ It speaks three wire protocols:
 
 * OpenAI-compatible chat completions (``POST /v1/chat/completions``,
   ``GET /v1/models``),
-* Anthropic Messages (``POST /v1/messages``),
+* Anthropic Messages (``POST /v1/messages``, ``GET /v1/models`` when the request
+  carries ``anthropic-version``),
 * Gemini (``POST /v1beta/models/{model}:streamGenerateContent`` and
-  ``:generateContent``).
+  ``:generateContent``, ``GET /v1beta/models``).
 
 Each chat request consumes one scripted action (``Reply``, ``Fail`` or
 ``RawStream``) from a FIFO queue; when the queue is empty a default ``Reply()``
-echoes the last user message back.
+echoes the last user message back. A model in ``down_models`` answers 503 and one
+in ``missing_models`` 404 model-not-found to every chat request, without
+consuming an action. ``Reply(reasoning=...)`` streams reasoning before the answer,
+the way each protocol does (OpenAI-compatible: ``reasoning_as`` picks
+``reasoning_content``, ``reasoning`` or an inline ``<think>`` split across chunks).
+The model lists are paged ``page_size`` models at a time (Anthropic ``has_more`` /
+``last_id``, Gemini ``nextPageToken``; OpenAI's is never paged).
 """
 
 from __future__ import annotations
@@ -81,6 +88,15 @@ class Reply:
     #: Answer a streaming request with the whole non-streaming JSON body, like a proxy that
     #: ignores ``stream: true``.
     ignore_stream: bool = False
+    #: Reasoning streamed before the answer (a string is split into words): OpenAI-compatible
+    #: ``delta.<reasoning_as>`` chunks (or inline ``<think>…</think>`` content, the tags split
+    #: across chunks), Anthropic ``thinking`` block, Gemini ``thought: true`` parts.
+    reasoning: str | list[str] | None = None
+    reasoning_as: Literal["reasoning_content", "reasoning", "think"] = "reasoning_content"
+    #: Hold the answer back until this is set: everything before the first answer delta (the
+    #: reasoning, in every protocol) is written, then the stream waits (a model still thinking).
+    #: Only without ``write_sizes``.
+    text_gate: asyncio.Event | None = None
 
 
 @dataclass
@@ -169,6 +185,9 @@ class _Plan:
     end: _End = _End.FINISH
     write_delay: float = 0.0
     keepalive_every: float | None = None
+    #: Wait for ``gate`` before writing event number ``gate_at``.
+    gate: asyncio.Event | None = None
+    gate_at: int = 0
 
 
 @dataclass
@@ -212,6 +231,19 @@ def _reply_deltas(reply: Reply, ctx: _Context) -> list[str]:
     return split_deltas(_reply_text(reply, ctx))
 
 
+def _reasoning_deltas(reply: Reply) -> list[str]:
+    if reply.reasoning is None:
+        return []
+    if isinstance(reply.reasoning, str):
+        return split_deltas(reply.reasoning)
+    return list(reply.reasoning)
+
+
+#: The inline tags as streamed by the fake: split inside the tag, as a tokenizer may.
+THINK_OPEN = ("<th", "ink>")
+THINK_CLOSE = ("</thi", "nk>\n\n")
+
+
 def _usage(reply: Reply, deltas: list[str]) -> tuple[int, int]:
     """(prompt, completion) tokens; completion 0 means "one per delta"."""
     prompt, completion = reply.usage
@@ -234,6 +266,13 @@ def _openai_parts(reply: Reply, ctx: _Context) -> _Parts:
         }
         return _sse(_dumps(body), eol=eol)
 
+    thinking = _reasoning_deltas(reply)
+    preamble = [chunk({"role": "assistant", "content": ""}, None)]
+    if thinking and reply.reasoning_as == "think":
+        pieces = [*THINK_OPEN, *thinking, *THINK_CLOSE]
+        preamble += [chunk({"content": t}, None) for t in pieces]
+    elif thinking:
+        preamble += [chunk({"content": None, reply.reasoning_as: t}, None) for t in thinking]
     trailer = [chunk({}, reply.finish_reason or _DEFAULT_FINISH["openai"])]
     if ctx.include_usage:
         usage = {
@@ -252,7 +291,7 @@ def _openai_parts(reply: Reply, ctx: _Context) -> _Parts:
     trailer.append(_sse("[DONE]", eol=eol))
     error = {"error": {"message": _UPSTREAM_FAILURE, "type": "server_error", "code": None}}
     return _Parts(
-        preamble=[chunk({"role": "assistant", "content": ""}, None)],
+        preamble=preamble,
         deltas=[chunk({"content": d}, None) for d in deltas],
         trailer=trailer,
         error=_sse(_dumps(error), eol=eol),
@@ -281,18 +320,35 @@ def _anthropic_parts(reply: Reply, ctx: _Context) -> _Parts:
     }
     stop = reply.finish_reason or _DEFAULT_FINISH["anthropic"]
     error = {"error": {"type": "overloaded_error", "message": "Overloaded"}}
+    thinking = _reasoning_deltas(reply)
+    preamble = [ev("message_start", {"message": message})]
+    index = 0
+    if thinking:
+        block = {"type": "thinking", "thinking": "", "signature": ""}
+        preamble.append(ev("content_block_start", {"index": 0, "content_block": block}))
+        preamble += [
+            ev(
+                "content_block_delta",
+                {"index": 0, "delta": {"type": "thinking_delta", "thinking": t}},
+            )
+            for t in thinking
+        ]
+        signature = {"type": "signature_delta", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3h"}
+        preamble.append(ev("content_block_delta", {"index": 0, "delta": signature}))
+        preamble.append(ev("content_block_stop", {"index": 0}))
+        index = 1
+    preamble += [
+        ev("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}}),
+        ev("ping", {}),
+    ]
     return _Parts(
-        preamble=[
-            ev("message_start", {"message": message}),
-            ev("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
-            ev("ping", {}),
-        ],
+        preamble=preamble,
         deltas=[
-            ev("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": d}})
+            ev("content_block_delta", {"index": index, "delta": {"type": "text_delta", "text": d}})
             for d in deltas
         ],
         trailer=[
-            ev("content_block_stop", {"index": 0}),
+            ev("content_block_stop", {"index": index}),
             ev(
                 "message_delta",
                 {
@@ -326,6 +382,15 @@ def _gemini_response(
     return body
 
 
+def _gemini_thought(ctx: _Context, text: str) -> dict[str, Any]:
+    """A GenerateContentResponse holding one ``thought: true`` part."""
+    part = {"text": text, "thought": True}
+    return {
+        "candidates": [{"content": {"parts": [part], "role": "model"}, "index": 0}],
+        "modelVersion": ctx.model,
+    }
+
+
 def _gemini_parts(reply: Reply, ctx: _Context) -> _Parts:
     """Gemini SSE: ``data:`` lines with CRLF; the last delta carries finish + usage."""
     eol = "\r\n"
@@ -346,9 +411,16 @@ def _gemini_parts(reply: Reply, ctx: _Context) -> _Parts:
         )
         for i, d in enumerate(deltas)
     ]
+    thoughts = _reasoning_deltas(reply)
+    thinking = [_sse(_dumps(_gemini_thought(ctx, t)), eol=eol) for t in thoughts]
+    if thoughts:  # Gemini counts thinking apart: one token per reasoning delta here
+        last = json.loads(events[-1].decode().removeprefix("data: ").strip())
+        last["usageMetadata"]["thoughtsTokenCount"] = len(thoughts)
+        last["usageMetadata"]["totalTokenCount"] += len(thoughts)
+        events[-1] = _sse(_dumps(last), eol=eol)
     error = {"error": {"code": 500, "message": _UPSTREAM_FAILURE, "status": "INTERNAL"}}
     return _Parts(
-        preamble=[], deltas=events, trailer=[], error=_sse(_dumps(error), eol=eol), eol=eol
+        preamble=thinking, deltas=events, trailer=[], error=_sse(_dumps(error), eol=eol), eol=eol
     )
 
 
@@ -405,6 +477,8 @@ def _plan_stream(protocol: Protocol, reply: Reply, ctx: _Context) -> _Plan:
         end=end,
         write_delay=reply.write_delay,
         keepalive_every=reply.keepalive_every,
+        gate=reply.text_gate,
+        gate_at=len(parts.preamble),
     )
 
 
@@ -426,7 +500,13 @@ def _full_body(protocol: Protocol, reply: Reply, ctx: _Context) -> dict[str, Any
     text = _reply_text(reply, ctx)
     prompt, completion = _usage(reply, _reply_deltas(reply, ctx))
     finish = reply.finish_reason or _DEFAULT_FINISH[protocol]
+    thinking = "".join(_reasoning_deltas(reply))
     if protocol == "openai":
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if thinking and reply.reasoning_as == "think":
+            message["content"] = f"<think>{thinking}</think>\n\n{text}"
+        elif thinking:
+            message[reply.reasoning_as] = thinking
         return {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
@@ -435,7 +515,7 @@ def _full_body(protocol: Protocol, reply: Reply, ctx: _Context) -> dict[str, Any
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text},
+                    "message": message,
                     "finish_reason": finish,
                 }
             ],
@@ -451,12 +531,22 @@ def _full_body(protocol: Protocol, reply: Reply, ctx: _Context) -> dict[str, Any
             "type": "message",
             "role": "assistant",
             "model": ctx.model,
-            "content": [{"type": "text", "text": text}],
+            "content": [
+                *(
+                    [{"type": "thinking", "thinking": thinking, "signature": "sig"}]
+                    if thinking
+                    else []
+                ),
+                {"type": "text", "text": text},
+            ],
             "stop_reason": finish,
             "stop_sequence": None,
             "usage": {"input_tokens": prompt, "output_tokens": completion},
         }
-    return _gemini_response(ctx, text, finish, (prompt, completion))
+    body = _gemini_response(ctx, text, finish, (prompt, completion))
+    if thinking:
+        body["candidates"][0]["content"]["parts"].insert(0, {"text": thinking, "thought": True})
+    return body
 
 
 # --------------------------------------------------------------------------- errors
@@ -573,9 +663,27 @@ class FakeLLMServer(LoopbackServer):
     """The fake provider: start it, point a client at one of the base URLs, script replies."""
 
     def __init__(
-        self, *, models: list[str] | None = None, host: str = "127.0.0.1", port: int = 0
+        self,
+        *,
+        models: list[str] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        page_size: int | None = None,
     ) -> None:
+        #: What every protocol's model list reports (Gemini's as ``models/<id>`` that can
+        #: ``generateContent``).
         self.models: list[str] = list(models) if models is not None else ["fake"]
+        #: Listed by Gemini's endpoint with only ``embedContent``: a client must leave them out.
+        self.embedding_models: list[str] = []
+        #: Anthropic's and Gemini's lists come in pages of this many (None: one page).
+        self.page_size = page_size
+        #: Every chat request for one of these answers 503 (the provider's "unavailable"
+        #: error body), consuming no scripted action: a model that is down.
+        self.down_models: set[str] = set()
+        #: Every chat request for one of these answers 404 model-not-found, consuming nothing.
+        self.missing_models: set[str] = set()
+        #: While set, every model-list request (any protocol) answers this error.
+        self.list_failure: Fail | None = None
         self.host = host
         self.port = port
         self.requests: list[RecordedRequest] = []
@@ -594,7 +702,8 @@ class FakeLLMServer(LoopbackServer):
         self._closing = asyncio.Event()
         app = web.Application(middlewares=[self._record_middleware])
         app.router.add_post("/v1/chat/completions", self._openai_chat)
-        app.router.add_get("/v1/models", self._openai_models)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/v1beta/models", self._gemini_models)
         app.router.add_post("/v1/messages", self._anthropic_messages)
         app.router.add_post("/v1beta/models/{tail}", self._gemini)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
@@ -683,13 +792,74 @@ class FakeLLMServer(LoopbackServer):
 
     # ----------------------------------------------------------------- handlers
 
-    async def _openai_models(self, request: web.Request) -> web.StreamResponse:
-        """OpenAI model list from the configured names."""
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v1/models``: Anthropic's paged list when asked with ``anthropic-version``,
+        else OpenAI's (one page)."""
+        anthropic = "anthropic-version" in request.headers
+        if self.list_failure is not None:
+            return await self._fail("anthropic" if anthropic else "openai", self.list_failure)
+        if anthropic:
+            return self._anthropic_models(request)
         data = [
             {"id": m, "object": "model", "created": _CREATED, "owned_by": "fake"}
             for m in self.models
         ]
         return web.json_response({"object": "list", "data": data})
+
+    def _page(self, names: list[str], start: int, asked: str | None) -> list[str]:
+        size = len(names)
+        if asked and asked.isdigit() and int(asked) > 0:
+            size = int(asked)
+        if self.page_size:
+            size = min(size, self.page_size)
+        return names[start : start + size]
+
+    def _anthropic_models(self, request: web.Request) -> web.StreamResponse:
+        after = request.query.get("after_id")
+        start = self.models.index(after) + 1 if after in self.models else 0
+        page = self._page(self.models, start, request.query.get("limit"))
+        data = [
+            {
+                "type": "model",
+                "id": m,
+                "display_name": m.replace("-", " ").title(),
+                "created_at": "2025-02-19T00:00:00Z",
+            }
+            for m in page
+        ]
+        return web.json_response(
+            {
+                "data": data,
+                "has_more": start + len(page) < len(self.models),
+                "first_id": page[0] if page else None,
+                "last_id": page[-1] if page else None,
+            }
+        )
+
+    async def _gemini_models(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v1beta/models``: chat models and embedding models, paged by ``pageToken``."""
+        if self.list_failure is not None:
+            return await self._fail("gemini", self.list_failure)
+        listed = [(m, ["generateContent", "countTokens"]) for m in self.models] + [
+            (m, ["embedContent"]) for m in self.embedding_models
+        ]
+        token = request.query.get("pageToken", "")
+        start = int(token) if token.isdigit() else 0
+        names = [name for name, _ in listed]
+        page = listed[start : start + len(self._page(names, start, request.query.get("pageSize")))]
+        body: dict[str, Any] = {
+            "models": [
+                {
+                    "name": f"models/{name}",
+                    "displayName": name,
+                    "supportedGenerationMethods": methods,
+                }
+                for name, methods in page
+            ]
+        }
+        if start + len(page) < len(listed):
+            body["nextPageToken"] = str(start + len(page))
+        return web.json_response(body)
 
     async def _openai_chat(self, request: web.Request) -> web.StreamResponse:
         """OpenAI chat completions, streaming or not."""
@@ -740,6 +910,14 @@ class FakeLLMServer(LoopbackServer):
         json_array: bool = False,
     ) -> web.StreamResponse:
         """Consume one scripted action and answer with it in ``protocol``'s dialect."""
+        if ctx.model in self.down_models:
+            return _json_error(protocol, 503, f"The model {ctx.model} is overloaded")
+        if ctx.model in self.missing_models:
+            return web.Response(
+                status=404,
+                text=_dumps(_model_not_found(protocol, ctx.model)),
+                content_type="application/json",
+            )
         action = self._next_action()
         if isinstance(action, Fail):
             return await self._fail(protocol, action)
@@ -848,6 +1026,8 @@ class FakeLLMServer(LoopbackServer):
         """Write the plan's bytes (split per ``write_sizes``), sleeping ``delay`` between events."""
         await resp.write(b"")  # flush the buffered status line and headers right away
         for i, (piece, new_event) in enumerate(_writes(plan.events, write_sizes)):
+            if plan.gate is not None and i == plan.gate_at and await self._gated(plan.gate):
+                return _Outcome.SERVER_CLOSING
             if new_event and delay > 0 and await self._pause(delay):
                 return _Outcome.SERVER_CLOSING
             if i and plan.write_delay > 0 and await self._pause(plan.write_delay):
@@ -876,6 +1056,18 @@ class FakeLLMServer(LoopbackServer):
                 await resp.write(b": keep-alive\n\n")
             elif await self._pause(0.01):
                 return _Outcome.SERVER_CLOSING
+
+    async def _gated(self, gate: asyncio.Event) -> bool:
+        """Wait for ``gate``; True (at once) when the server closes first."""
+        closing = self._closing
+        assert closing is not None
+        waits = {asyncio.ensure_future(gate.wait()), asyncio.ensure_future(closing.wait())}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        return closing.is_set()
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep, but wake early (returning True) when the server is closing."""
@@ -907,6 +1099,21 @@ def _json_error(protocol: Protocol, status: int, message: str) -> web.Response:
         text=_dumps(error_body(protocol, status, message)),
         content_type="application/json",
     )
+
+
+def _model_not_found(protocol: Protocol, model: str) -> dict[str, Any]:
+    """Each provider's 404 for a model it does not know."""
+    if protocol == "openai":
+        message = f"The model `{model}` does not exist or you do not have access to it."
+        return {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "model_not_found",
+            }
+        }
+    return error_body(protocol, 404, f"model: {model}")
 
 
 def _parse_json(raw: bytes) -> Any:

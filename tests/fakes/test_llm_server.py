@@ -305,3 +305,138 @@ async def test_hang_is_released_by_server_close(client: httpx.AsyncClient) -> No
             await resp.aread()
     assert srv.open_streams == 0
     assert srv.disconnects == 0
+
+
+# --------------------------------------------------------------------------- issue 14 additions
+
+
+@pytest.mark.parametrize("way", ["reasoning_content", "reasoning"])
+async def test_openai_reasoning_fields_before_the_content(
+    server: FakeLLMServer, client: httpx.AsyncClient, way: str
+) -> None:
+    server.enqueue(Reply(text="Yes.", reasoning=["Hm", "m."], reasoning_as=way))  # type: ignore[arg-type]
+    body = await _post_raw(client, server.openai_base_url + "/chat/completions", _openai_request())
+    deltas = [json.loads(d)["choices"][0]["delta"] for d in _data_lines(body)[:-1]]
+    assert [d[way] for d in deltas if d.get(way)] == ["Hm", "m."]
+    assert [d["content"] for d in deltas if d.get("content")] == ["Yes."]
+    assert deltas.index({"content": None, way: "m."}) < deltas.index({"content": "Yes."})
+
+
+async def test_openai_think_tag_is_split_across_chunks(
+    server: FakeLLMServer, client: httpx.AsyncClient
+) -> None:
+    server.enqueue(Reply(text="Yes.", reasoning="Hmm.", reasoning_as="think"))
+    body = await _post_raw(client, server.openai_base_url + "/chat/completions", _openai_request())
+    contents = [json.loads(d)["choices"][0]["delta"].get("content") for d in _data_lines(body)[:-1]]
+    assert [c for c in contents if c] == ["<th", "ink>", "Hmm.", "</thi", "nk>\n\n", "Yes."]
+
+
+async def test_anthropic_thinking_block_then_text(
+    server: FakeLLMServer, client: httpx.AsyncClient
+) -> None:
+    server.enqueue(Reply(text="Yes.", reasoning=["Hm", "m."], usage=(5, 9)))
+    payload = {"model": "c", "max_tokens": 9, "stream": True, "messages": []}
+    body = await _post_raw(client, server.anthropic_base_url + "/v1/messages", payload)
+    events = [json.loads(d) for d in _data_lines(body)]
+    deltas = [(e["index"], e["delta"]) for e in events if e["type"] == "content_block_delta"]
+    assert deltas == [
+        (0, {"type": "thinking_delta", "thinking": "Hm"}),
+        (0, {"type": "thinking_delta", "thinking": "m."}),
+        (0, {"type": "signature_delta", "signature": deltas[2][1]["signature"]}),
+        (1, {"type": "text_delta", "text": "Yes."}),
+    ]
+    starts = [e["content_block"]["type"] for e in events if e["type"] == "content_block_start"]
+    assert starts == ["thinking", "text"]
+    assert events[0]["message"]["usage"]["input_tokens"] == 5
+    assert [e["usage"] for e in events if e["type"] == "message_delta"] == [{"output_tokens": 9}]
+
+
+async def test_gemini_thought_parts_then_text(
+    server: FakeLLMServer, client: httpx.AsyncClient
+) -> None:
+    server.enqueue(Reply(text="Yes.", reasoning=["Hm", "m."], usage=(5, 9)))
+    url = server.gemini_base_url + "/models/g:streamGenerateContent?alt=sse"
+    body = await _post_raw(client, url, {"contents": [{"parts": [{"text": "q"}]}]})
+    responses = [json.loads(d) for d in _data_lines(body)]
+    parts = [r["candidates"][0]["content"]["parts"][0] for r in responses]
+    assert parts == [
+        {"text": "Hm", "thought": True},
+        {"text": "m.", "thought": True},
+        {"text": "Yes."},
+    ]
+    assert responses[-1]["usageMetadata"]["promptTokenCount"] == 5
+    assert responses[-1]["usageMetadata"]["candidatesTokenCount"] == 9
+    assert responses[-1]["usageMetadata"]["thoughtsTokenCount"] == 2
+
+
+@pytest.mark.parametrize(
+    ("protocol", "url", "payload"),
+    [
+        ("openai", "/v1/chat/completions", {"model": "m", "messages": [], "stream": True}),
+        ("anthropic", "/v1/messages", {"model": "m", "messages": [], "stream": True}),
+        ("gemini", "/v1beta/models/m:streamGenerateContent?alt=sse", {"contents": []}),
+    ],
+)
+async def test_down_and_missing_models(
+    server: FakeLLMServer,
+    client: httpx.AsyncClient,
+    protocol: str,
+    url: str,
+    payload: dict[str, Any],
+) -> None:
+    server.enqueue(Reply(text="kept for the next model"))
+    server.down_models.add("m")
+    for _ in range(3):  # every request, not just the first
+        resp = await client.post(server.base_url + url, json=payload)
+        assert resp.status_code == 503
+    server.down_models.clear()
+    server.missing_models.add("m")
+    resp = await client.post(server.base_url + url, json=payload)
+    assert resp.status_code == 404
+    if protocol == "openai":
+        assert resp.json()["error"]["code"] == "model_not_found"
+    assert server.pending == 1  # neither consumed the scripted reply
+
+
+async def test_anthropic_models_paged(server: FakeLLMServer, client: httpx.AsyncClient) -> None:
+    server.models = ["a", "b", "c"]
+    server.page_size = 2
+    headers = {"anthropic-version": "2023-06-01"}
+    first = (await client.get(server.base_url + "/v1/models", headers=headers)).json()
+    assert [m["id"] for m in first["data"]] == ["a", "b"]
+    assert (first["has_more"], first["last_id"]) == (True, "b")
+    assert first["data"][0]["type"] == "model"
+    params = {"after_id": "b"}
+    second = (
+        await client.get(server.base_url + "/v1/models", headers=headers, params=params)
+    ).json()
+    assert [m["id"] for m in second["data"]] == ["c"]
+    assert second["has_more"] is False
+    # without anthropic-version: OpenAI's list, never paged
+    plain = (await client.get(server.base_url + "/v1/models")).json()
+    assert [m["id"] for m in plain["data"]] == ["a", "b", "c"]
+
+
+async def test_gemini_models_paged_with_embeddings(
+    server: FakeLLMServer, client: httpx.AsyncClient
+) -> None:
+    server.models = ["g1"]
+    server.embedding_models = ["e1"]
+    first = (await client.get(server.gemini_base_url + "/models", params={"pageSize": 1})).json()
+    assert first["models"] == [
+        {
+            "name": "models/g1",
+            "displayName": "g1",
+            "supportedGenerationMethods": ["generateContent", "countTokens"],
+        }
+    ]
+    params = {"pageSize": 1, "pageToken": first["nextPageToken"]}
+    second = (await client.get(server.gemini_base_url + "/models", params=params)).json()
+    assert second["models"][0]["supportedGenerationMethods"] == ["embedContent"]
+    assert "nextPageToken" not in second
+
+
+async def test_list_failure(server: FakeLLMServer, client: httpx.AsyncClient) -> None:
+    server.list_failure = Fail(503)
+    assert (await client.get(server.gemini_base_url + "/models")).status_code == 503
+    assert (await client.get(server.openai_base_url + "/models")).status_code == 503

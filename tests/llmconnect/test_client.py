@@ -21,7 +21,7 @@ from llmconnect import (
     StreamInterruptedError,
     Usage,
 )
-from llmconnect.errors import AuthenticationError
+from llmconnect.errors import AuthenticationError, InvalidRequestError
 from tests.fakes.llm_server import Fail, FakeLLMServer, RawStream, Reply, openai_stream_body
 
 from .conftest import (
@@ -559,3 +559,29 @@ async def test_unavailable_then_recovered_with_no_real_sleep(
         await client.chat("x")
     assert len(sleeps.delays) == 2
     assert await client.chat("y") == "You said: y"
+
+
+# --------------------------------------------------------------------------- refused options
+
+
+async def test_a_refused_request_names_the_options_sent(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    llm_server.enqueue(Fail(400, body={"error": {"message": "Unsupported parameter"}}))
+    client = make_client("openai", "o3", temperature=0.3, reasoning_effort="high")
+    with pytest.raises(InvalidRequestError) as info:
+        await client.chat("hi")
+    message = info.value.user_message
+    assert message.endswith("(options sent: temperature, reasoning_effort)")
+    assert "0.3" not in message
+    assert "high" not in message
+    assert len(llm_server.requests) == 1  # a 400 is not retried
+
+
+async def test_a_refused_request_without_options_says_no_options(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    llm_server.enqueue(Fail(400))
+    with pytest.raises(InvalidRequestError) as info:
+        await make_client("openai", "m").chat("hi")
+    assert "options sent" not in info.value.user_message

@@ -339,9 +339,11 @@ async def test_list_models_errors_are_translated(
     assert info.value.provider == "groq"
 
 
-async def test_list_models_for_non_openai_protocols_is_the_default() -> None:
-    assert await list_models("anthropic", env={}) == ["claude-sonnet-4-5"]
-    assert await list_models("gemini", env={}) == ["gemini-2.5-flash"]
+async def test_list_models_without_a_needed_key_sends_nothing() -> None:
+    assert await list_models("echo", env={}) == ["echo"]
+    for provider in ("anthropic", "gemini", "openai"):
+        with pytest.raises(ConfigurationError, match="needs an API key"):
+            await list_models(provider, env={})
 
 
 async def test_list_models_unknown_provider() -> None:

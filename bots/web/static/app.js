@@ -23,6 +23,8 @@
     stream: null, // the open EventSource
     streamEl: null, // the assistant message being streamed into
     streamText: "",
+    streamThought: "", // SHOW_REASONING=full: the reasoning streamed so far
+    thoughts: {}, // created_at of an assistant message -> its reasoning (full; never stored)
     busy: false,
     modelChanges: 0, // bumped on every model pick; an older server answer must not undo it
   };
@@ -209,11 +211,34 @@
 
   // The note under a reply (an error, a stop, an empty answer) is the server's, the same line
   // every front end shows: the page writes none of its own.
+  // The model's reasoning (SHOW_REASONING=full) in a collapsed section above the answer, as
+  // plain text; none, none shown.
+  function paintThought(el, text) {
+    let box = el.querySelector("details.reasoning");
+    if (!text) {
+      if (box) box.remove();
+      return;
+    }
+    if (!box) {
+      box = document.createElement("details");
+      box.className = "reasoning";
+      const summary = document.createElement("summary");
+      summary.textContent = "💭 reasoning";
+      const pre = document.createElement("div");
+      pre.className = "thought";
+      box.append(summary, pre);
+      el.querySelector(".body").before(box);
+    }
+    box.querySelector(".thought").textContent = text;
+  }
+
   function paintMessage(el, msg) {
     el.dataset.status = msg.status;
     const body = el.querySelector(".body");
-    if (msg.role === "assistant") body.innerHTML = renderMarkdown(msg.content);
-    else body.textContent = msg.content;
+    if (msg.role === "assistant") {
+      body.innerHTML = renderMarkdown(msg.content);
+      paintThought(el, msg.created_at != null ? state.thoughts[msg.created_at] : "");
+    } else body.textContent = msg.content;
     const note = el.querySelector(".note");
     note.textContent = msg.note || "";
     note.hidden = !msg.note;
@@ -325,7 +350,18 @@
       if (!state.streamEl) state.streamEl = appendMessage({ role: "assistant", content: "", status: d.status, model: d.model });
       state.streamEl.querySelector(".meta").textContent = d.model;
       state.streamText = "";
+      state.streamThought = "";
       setStatus(d.status);
+    });
+    // SHOW_REASONING=status: "💭 thinking… (12 s)" in the reply until its first text.
+    es.addEventListener("status", (e) => {
+      if (!state.streamEl || state.streamText) return;
+      state.streamEl.querySelector(".body").textContent = JSON.parse(e.data);
+    });
+    es.addEventListener("reasoning", (e) => {
+      if (!state.streamEl) return;
+      state.streamThought += JSON.parse(e.data);
+      paintThought(state.streamEl, state.streamThought);
     });
     es.addEventListener("delta", (e) => {
       state.streamText += JSON.parse(e.data);
@@ -337,8 +373,15 @@
       if (state.stream === es) state.stream = null;
       if (view !== state.view) return;
       const d = JSON.parse(e.data);
+      if (d.reasoning && d.created_at != null) state.thoughts[d.created_at] = d.reasoning;
       if (state.streamEl && d.status !== "idle") {
-        paintMessage(state.streamEl, { role: "assistant", content: d.content, status: d.status, note: d.note });
+        paintMessage(state.streamEl, {
+          role: "assistant",
+          content: d.content,
+          status: d.status,
+          note: d.note,
+          created_at: d.created_at,
+        });
       }
       state.streamEl = null;
       load(view).then(() => {

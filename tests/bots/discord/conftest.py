@@ -118,7 +118,8 @@ BotStarter = Callable[..., Any]
 async def start_bot(
     world: World, llm: FakeLLMServer, http: httpx.AsyncClient
 ) -> AsyncIterator[BotStarter]:
-    """``await start_bot(**settings_overrides)`` -> a ready :class:`DiscordBot`."""
+    """``await start_bot(clock=..., **settings_overrides)`` -> a ready :class:`DiscordBot`
+    (its engine, and so the whole bot, on ``clock`` when given)."""
     started: list[tuple[DiscordBot, asyncio.Task[None]]] = []
 
     async def start(

@@ -239,7 +239,8 @@ def slack_settings(api: FakeSlackAPI, **overrides: Any) -> tuple[Settings, Slack
 
 @pytest.fixture
 async def make_bot(slack_api: FakeSlackAPI, llm: FakeLLMServer) -> AsyncIterator[BotMaker]:
-    """``await make_bot(**settings_overrides)``: a bot serving HTTP on a free loopback port."""
+    """``await make_bot(clock=..., **settings_overrides)``: a bot serving HTTP on a free loopback
+    port (the bot and its engine on ``clock`` when given)."""
     running: list[Running] = []
     async with httpx.AsyncClient() as http, aiohttp.ClientSession() as session:
 
@@ -251,7 +252,7 @@ async def make_bot(slack_api: FakeSlackAPI, llm: FakeLLMServer) -> AsyncIterator
                 http_client=http,
                 clock=clock,
             )
-            bot = SlackBot(slack, engine)
+            bot = SlackBot(slack, engine, clock=clock)
             port = await bot.serve_http("127.0.0.1", 0)
             client = SlackClient(f"http://127.0.0.1:{port}{EVENTS_PATH}", session, slack_api)
             running.append(Running(bot, engine, client, port))

@@ -68,12 +68,13 @@ async def serve_web(
     allowed_hosts: Sequence[str] | None = None,
     edit_interval: float | None = None,
     guard_clock: Clock | None = None,
-    engine_clock: Clock | None = None,
+    clock: Clock | None = None,
     **settings: Any,
 ) -> AsyncIterator[WebServer]:
-    """The web chat on a free loopback port; the engine is shut down before the server."""
+    """The web chat on a free loopback port; the engine (on ``clock``, if given) is shut down
+    before the server."""
     engine = ChatEngine(
-        load_settings(**settings), env=dict(env or {}), options=options, clock=engine_clock
+        load_settings(**settings), env=dict(env or {}), options=options, clock=clock
     )
     app = create_app(
         engine,

@@ -286,7 +286,7 @@ async def test_the_daily_limit_refuses_says_when_it_resets_and_status_shows_the_
         llmconnect_model="local/fake",
         channel_daily_tokens=11,
         model_prices='{"local/*": [10000, 5000]}',
-        engine_clock=clock,
+        clock=clock,
         edit_interval=0,
     )
     key = server.web.key("q")
@@ -579,3 +579,98 @@ async def test_a_fallback_answer_ends_with_the_answered_by_note(
     assert end["model"] == "local/fake"
     assert state["messages"][-1]["note"] == note
     assert state["messages"][-1]["model"] == "local/fake"
+
+
+# --------------------------------------------------------------------------- reasoning
+
+
+async def _thinking_reply(
+    make_web: ServeWeb, llm_server: FakeLLMServer, show: str, conv: str, **scripted: Any
+) -> tuple[list[tuple[str, Any]], dict[str, Any], dict[str, Any]]:
+    """A reply that thinks for 3 s of the engine's (fake) clock, then answers; every SSE event
+    the page got (kind, data), the end event and the conversation's JSON afterwards."""
+    clock = FakeClock()
+    server = await make_web(
+        env={"LOCAL_BASE_URL": llm_server.openai_base_url},
+        llmconnect_model="local/fake",
+        show_reasoning=show,
+        edit_interval=0,
+        clock=clock,
+    )
+    gate = asyncio.Event()
+    llm_server.enqueue(
+        Reply(
+            deltas=["Forty", "-two."],
+            reasoning=["Six ", "times ", "seven."],
+            text_gate=gate,
+            **scripted,
+        )
+    )
+    seen: list[tuple[str, Any]] = []
+    async with client_for(server) as client:
+        await client.post(f"/chat/{conv}/send-message", json={"text": "why?"})
+
+        async def read() -> dict[str, Any]:
+            async for event in events(client, conv):
+                seen.append((event.event, json.loads(event.data)))
+                if event.event == "end":
+                    return seen[-1][1]  # type: ignore[no-any-return]
+            raise AssertionError("no end event")
+
+        reader = asyncio.ensure_future(read())
+        reply = server.engine.reply_for(server.web.key(conv))
+        assert reply is not None
+        for _ in range(500):
+            if reply.reasoning_text == "Six times seven." and (
+                show != "status" or ("status", "💭 thinking… (0 s)") in seen
+            ):
+                break
+            await asyncio.sleep(0.01)
+        for _ in range(3):
+            await clock.advance(1.0)
+            await asyncio.sleep(0.05)  # the SSE event reaches the client over loopback
+        gate.set()
+        end = await asyncio.wait_for(reader, 10)
+        state = (await client.get(f"/chat/{conv}")).json()
+    return seen, end, state
+
+
+@pytest.mark.parametrize("way", ["reasoning_content", "think"])
+async def test_web_status_shows_thinking_seconds_never_the_reasoning(
+    make_web: ServeWeb, llm_server: FakeLLMServer, way: str
+) -> None:
+    seen, end, state = await _thinking_reply(
+        make_web, llm_server, "status", f"st-{way}", reasoning_as=way
+    )
+    statuses = [data for kind, data in seen if kind == "status"]
+    # once when the thinking starts, then once per second of the engine clock, each once
+    assert statuses == [f"💭 thinking… ({n} s)" for n in range(4)]
+    kinds = [kind for kind, _ in seen]
+    assert max(i for i, k in enumerate(kinds) if k == "status") < kinds.index("delta")
+    assert "".join(data for kind, data in seen if kind == "delta") == "Forty-two."
+    assert end["content"] == "Forty-two."
+    assert "reasoning" not in end
+    everything = json.dumps([seen, state])
+    assert "Six" not in everything
+    assert "seven" not in everything
+
+
+async def test_web_off_sends_nothing_of_the_reasoning(
+    make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    seen, end, state = await _thinking_reply(make_web, llm_server, "off", "off-1")
+    assert [kind for kind, _ in seen if kind not in ("start", "delta")] == ["end"]
+    assert end["content"] == "Forty-two."
+    assert "Six" not in json.dumps([seen, state])
+
+
+async def test_web_full_streams_the_reasoning_and_keeps_it_out_of_the_history(
+    make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    seen, end, state = await _thinking_reply(make_web, llm_server, "full", "full-1")
+    assert "".join(data for kind, data in seen if kind == "reasoning") == "Six times seven."
+    assert not [kind for kind, _ in seen if kind == "status"]
+    assert end["reasoning"] == "Six times seven."
+    assert end["content"] == "Forty-two."
+    assert end["created_at"] == state["messages"][-1]["created_at"]  # how the page keeps it
+    assert "Six" not in json.dumps(state)  # never stored

@@ -6,8 +6,10 @@ the page shows. Replies stream slowly and observably from the ``echo`` model wit
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
+import re
 import shutil
 from collections.abc import AsyncIterator
 
@@ -354,3 +356,52 @@ async def test_status_button_and_the_daily_limit_refusal(page: Page, make_web: S
     await expect(notice).to_contain_text("(00:00 UTC).")
     await expect(notice).to_have_attribute("data-kind", "error")
     await expect(page.locator("#messages .msg.user .body")).to_have_text(["hello there"])
+
+
+async def test_reasoning_status_then_a_collapsed_section_with_full(
+    page: Page, make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    env = {"LOCAL_BASE_URL": llm_server.openai_base_url}
+    # status: the thinking line while the model thinks, gone with the answer, no reasoning
+    server = await make_web(env=env, llmconnect_model="local/fake", show_reasoning="status")
+    gate = asyncio.Event()
+    llm_server.enqueue(
+        Reply(deltas=["The ", "answer."], reasoning="Hidden thoughts.", text_gate=gate)
+    )
+    await open_chat(page, server, "thinks", "local/fake")
+    await send(page, "why?")
+    reply = last_reply(page)
+    await expect(reply.locator(".body")).to_have_text(
+        re.compile(r"💭 thinking… \(\d+ s\)"), timeout=WAIT
+    )
+    gate.set()
+    await expect(reply).to_have_attribute("data-status", "complete", timeout=WAIT)
+    await expect(reply.locator(".body")).to_have_text("The answer.")
+    assert await reply.locator("details").count() == 0
+    assert "Hidden" not in await page.locator("#messages").inner_text()
+
+    # full: the reasoning in a collapsed <details> above the answer, kept after the reload
+    # of the conversation the page does at the end
+    server = await make_web(env=env, llmconnect_model="local/fake", show_reasoning="full")
+    llm_server.enqueue(Reply(deltas=["The ", "answer."], reasoning="Shown thoughts."))
+    await open_chat(page, server, "shows", "local/fake")
+    await send(page, "why?")
+    reply = last_reply(page)
+    await expect(reply).to_have_attribute("data-status", "complete", timeout=WAIT)
+    await expect(reply.locator(".body")).to_have_text("The answer.", timeout=WAIT)
+    details = reply.locator("details.reasoning")
+    await expect(details).to_have_count(1, timeout=WAIT)
+    assert await details.get_attribute("open") is None  # collapsed
+    await expect(details.locator(".thought")).to_have_text("Shown thoughts.")
+    assert not await details.locator(".thought").is_visible()
+    await details.locator("summary").click()
+    await expect(details.locator(".thought")).to_be_visible()
+    # away to another conversation and back (same page): redrawn from the server's JSON, which
+    # has no reasoning; the page still has it
+    await page.evaluate("location.hash = '#elsewhere'")
+    await expect(page.locator("#messages .msg")).to_have_count(0, timeout=WAIT)
+    await page.evaluate("location.hash = '#shows'")
+    await expect(last_reply(page).locator(".body")).to_have_text("The answer.", timeout=WAIT)
+    await expect(last_reply(page).locator("details.reasoning .thought")).to_have_text(
+        "Shown thoughts."
+    )
