@@ -12,10 +12,22 @@ Usable on its own (it never imports the bots or their core)::
 ``text``, ``finish_reason`` and ``usage`` once it is complete; ``stream.events()`` yields
 ``("text" | "reasoning", str)`` tuples for reasoning models, ``stream.reasoning`` their thinking. :func:`resolve` says what a model
 name means in an environment (provider spec, model id, base URL, whether a key is set).
+
+A message may carry parts: ``await client.chat(["What is this?", Image(png_bytes)])`` with
+:class:`Image` (bytes or an https URL) and :class:`Document` (PDF bytes); :func:`supports_images`
+and :func:`supports_documents` say which models take them as such (the others get notes and text).
 """
 
 from .catalog import list_models, provider_status
-from .client import REASONING, TEXT, APIClientFactory, AsyncAPIClient, ReplyStream, Usage
+from .client import (
+    REASONING,
+    TEXT,
+    APIClientFactory,
+    AsyncAPIClient,
+    ChatMessage,
+    ReplyStream,
+    Usage,
+)
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -31,6 +43,18 @@ from .errors import (
     StreamInterruptedError,
     TimeLimitError,
 )
+from .parts import (
+    DEFAULT_MAX_DOCUMENT_CHARS,
+    GENERIC_VISION_MODELS,
+    VISION_MODELS_VARIABLE,
+    Content,
+    Document,
+    Image,
+    Part,
+    document_text,
+    supports_documents,
+    supports_images,
+)
 from .providers import (
     PROVIDERS,
     ModelRef,
@@ -45,21 +69,29 @@ from .sse import SSEDecoder
 from .transport import RetryPolicy, Timeouts, aclose_shared_clients
 
 __all__ = [
+    "DEFAULT_MAX_DOCUMENT_CHARS",
+    "GENERIC_VISION_MODELS",
     "PROVIDERS",
     "REASONING",
     "TEXT",
+    "VISION_MODELS_VARIABLE",
     "APIClientFactory",
     "AsyncAPIClient",
     "AuthenticationError",
+    "ChatMessage",
     "ConfigurationError",
+    "Content",
     "ContextLengthError",
+    "Document",
     "EventTooLargeError",
+    "Image",
     "InvalidModelIdError",
     "InvalidRequestError",
     "LLMError",
     "LLMTimeoutError",
     "ModelNotFoundError",
     "ModelRef",
+    "Part",
     "ProviderSpec",
     "ProviderUnavailableError",
     "RateLimitError",
@@ -73,10 +105,13 @@ __all__ = [
     "Usage",
     "aclose_shared_clients",
     "base_url_variable",
+    "document_text",
     "list_models",
     "parse_model",
     "provider_status",
     "resolve",
+    "supports_documents",
+    "supports_images",
     "validate_model_id",
 ]
 

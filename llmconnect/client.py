@@ -42,6 +42,7 @@ without its pair becomes U+FFFD.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -49,19 +50,37 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, S
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypedDict, overload
 
 import httpx
 from pydantic import SecretStr
 
 from .errors import ConfigurationError, InvalidRequestError, LLMError
+from .parts import (
+    DEFAULT_MAX_DOCUMENT_CHARS,
+    Content,
+    Document,
+    Part,
+    documents_for,
+    images_for,
+    normalize_content,
+    prepare_messages,
+)
 from .protocols import Call, ReplyState, Thought, protocol
 from .protocols.echo import OPTIONS as ECHO_OPTIONS
 from .providers import ModelRef, ProviderSpec, base_url_variable, resolve, validate_model_id
 from .sse import DEFAULT_MAX_EVENT_BYTES
 from .transport import RetryPolicy, Timeouts
 
-__all__ = ["REASONING", "TEXT", "APIClientFactory", "AsyncAPIClient", "ReplyStream", "Usage"]
+__all__ = [
+    "REASONING",
+    "TEXT",
+    "APIClientFactory",
+    "AsyncAPIClient",
+    "ChatMessage",
+    "ReplyStream",
+    "Usage",
+]
 
 #: The kinds of :meth:`ReplyStream.events`: a piece of the answer, a piece of the reasoning.
 TEXT = "text"
@@ -85,6 +104,15 @@ def _valid_text(text: str) -> tuple[str, str]:
     if "\ud800" <= text[-1] <= "\udbff":
         text, held = text[:-1], text[-1]
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace"), held
+
+
+class ChatMessage(TypedDict):
+    """One history entry: ``{"role": "user" | "assistant", "content": ...}``, the content a
+    ``str`` or, for a user turn sent with parts, the list of parts as given
+    (``["text", Image(...), Document(...)]``)."""
+
+    role: str
+    content: Content
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +156,7 @@ class ReplyStream:
 
     __slots__ = ("_deltas", "_outcome")
 
-    def __init__(self, client: AsyncAPIClient, user_msg: str) -> None:
+    def __init__(self, client: AsyncAPIClient, user_msg: Content) -> None:
         self._outcome = _Outcome()
         self._deltas: AsyncGenerator[Any, None] = client._reply(user_msg, self._outcome)
 
@@ -208,21 +236,25 @@ class AsyncAPIClient:
         *,
         base_url: str,
         api_key: SecretStr | None,
-        messages: Sequence[Mapping[str, str]] | None = None,
+        messages: Sequence[Mapping[str, Any]] | None = None,
         system: str | None = None,
         http_client: httpx.AsyncClient | None = None,
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
         options: Mapping[str, Any] | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        supports_images: bool | None = None,
+        supports_documents: bool | None = None,
+        max_document_chars: int = DEFAULT_MAX_DOCUMENT_CHARS,
     ) -> None:
         validate_model_id(ref.model)
         self.ref = ref
         self.spec = spec
         self.base_url = base_url
         self._api_key = api_key
-        self.messages: list[dict[str, str]] = [
-            {"role": m["role"], "content": m["content"]} for m in messages or ()
+        self.messages: list[ChatMessage] = [
+            {"role": str(m["role"]), "content": normalize_content(m["content"])}
+            for m in messages or ()
         ]
         self.system = system
         self.http_client = http_client
@@ -231,6 +263,17 @@ class AsyncAPIClient:
         self.options: dict[str, Any] = dict(options or {})
         #: Largest server-sent event (or whole JSON reply) accepted, in bytes.
         self.max_event_bytes = max_event_bytes
+        #: The model is sent images as images (else a note replaces each): the provider row's
+        #: patterns, the generic ones and ``LLMCONNECT_VISION_MODELS`` (:func:`supports_images`).
+        self.supports_images = (
+            images_for(spec, ref.model, os.environ) if supports_images is None else supports_images
+        )
+        #: The model is sent PDFs as documents (else their extracted text).
+        self.supports_documents = (
+            documents_for(spec, ref.model) if supports_documents is None else supports_documents
+        )
+        #: Most characters of a document's text sent to a model that does not read documents.
+        self.max_document_chars = max_document_chars
         #: The outcome of the last reply that completed (the client's ``finish_reason``...).
         self._last: _Outcome | None = None
         #: A reply is streaming: the history is one conversation, one reply at a time.
@@ -267,26 +310,50 @@ class AsyncAPIClient:
         self.messages.clear()
 
     @overload
-    async def chat(self, user_msg: str, stream: Literal[False] = ...) -> str: ...
+    async def chat(self, user_msg: str | Sequence[Part], stream: Literal[False] = ...) -> str: ...
 
     @overload
-    async def chat(self, user_msg: str, stream: Literal[True]) -> ReplyStream: ...
+    async def chat(self, user_msg: str | Sequence[Part], stream: Literal[True]) -> ReplyStream: ...
 
-    async def chat(self, user_msg: str, stream: bool = False) -> str | ReplyStream:
+    async def chat(self, user_msg: str | Sequence[Part], stream: bool = False) -> str | ReplyStream:
         """Send ``user_msg``; the reply text, or with ``stream=True`` a :class:`ReplyStream`
         (an async iterator of its deltas that then holds the reply's outcome).
+
+        ``user_msg`` is text, or a sequence of parts: ``["What is this?", Image(png_bytes)]``
+        (``str``, :class:`~llmconnect.Image`, :class:`~llmconnect.Document`); the history keeps
+        the parts as given. A part the model cannot take is converted (a PDF to its text) or
+        replaced by a note (an image to a model without vision), never refused.
 
         Close the stream (``aclose()``, leave ``async with``) or cancel the task to stop: the
         HTTP response is closed at once.
         """
-        reply = ReplyStream(self, user_msg)
+        reply = ReplyStream(self, normalize_content(user_msg))
         if stream:
             return reply
         async for _ in reply:
             pass
         return reply.text
 
-    def _call(self, user_msg: str) -> Call:
+    def _turns(self, user_msg: Content) -> list[dict[str, Any]]:
+        """The history and the new turn, parts converted for this model (:func:`prepare_messages`)."""
+        turns: list[Mapping[str, Any]] = [*self.messages, {"role": "user", "content": user_msg}]
+        return prepare_messages(
+            turns,
+            images=self.supports_images,
+            documents=self.supports_documents,
+            max_document_chars=self.max_document_chars,
+        )
+
+    def _must_extract(self, user_msg: Content) -> bool:
+        """A document must become text for this model: pypdf's work, done off the event loop."""
+        for content in (*(m["content"] for m in self.messages), user_msg):
+            if not isinstance(content, str):
+                for part in content:
+                    if isinstance(part, Document) and not (self.supports_documents and part.is_pdf):
+                        return True
+        return False
+
+    def _call(self, user_msg: Content, turns: list[dict[str, Any]] | None = None) -> Call:
         options = self.options
         if self.spec.protocol != "echo" and not options.keys().isdisjoint(ECHO_OPTIONS):
             # echo's pacing and length (benchmarks set them for every model): no provider's.
@@ -296,7 +363,7 @@ class AsyncAPIClient:
             model=self.ref.model,
             base_url=self.base_url,
             api_key=self._api_key.get_secret_value() if self._api_key else None,
-            messages=[*self.messages, {"role": "user", "content": user_msg}],
+            messages=self._turns(user_msg) if turns is None else turns,
             system=self.system,
             options=options,
             http=self.http_client,
@@ -305,7 +372,7 @@ class AsyncAPIClient:
             max_event_bytes=self.max_event_bytes,
         )
 
-    async def _reply(self, user_msg: str, outcome: _Outcome) -> AsyncGenerator[Any, None]:
+    async def _reply(self, user_msg: Content, outcome: _Outcome) -> AsyncGenerator[Any, None]:
         # One generator for retries, the history commit and the reply's outcome: every extra
         # async-generator layer costs on each delta (see benchmarks/stream_decode.py). It yields
         # text deltas, or (kind, text) tuples when ``outcome.kinds`` (ReplyStream.events).
@@ -315,7 +382,10 @@ class AsyncAPIClient:
         outcome.started = True
         kinds = outcome.kinds
         try:
-            call = self._call(user_msg)
+            turns = None
+            if self._must_extract(user_msg):
+                turns = await asyncio.to_thread(self._turns, user_msg)
+            call = self._call(user_msg, turns)
             limit = self.timeouts.max_duration
             # One deadline for the whole reply, retries included.
             call.deadline = None if limit is None else time.monotonic() + limit
@@ -373,7 +443,7 @@ class AsyncAPIClient:
                         "%s (retry %d/%d in %.2fs)", exc, attempt, self.retry.max_retries, delay
                     )
                     await self.retry.sleep(delay)
-            self.messages.append(call.messages[-1])
+            self.messages.append({"role": "user", "content": user_msg})
             self.messages.append({"role": "assistant", "content": "".join(parts)})
             outcome.finish_reason = state.finish_reason
             outcome.usage = (
@@ -401,7 +471,7 @@ class APIClientFactory:
     @staticmethod
     def create(
         model: str | None = None,
-        messages: Sequence[Mapping[str, str]] | None = None,
+        messages: Sequence[Mapping[str, Any]] | None = None,
         system: str | None = None,
         *,
         provider: str | None = None,
@@ -412,6 +482,7 @@ class APIClientFactory:
         retry: RetryPolicy | None = None,
         env: Mapping[str, str] | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        max_document_chars: int = DEFAULT_MAX_DOCUMENT_CHARS,
         **options: Any,
     ) -> AsyncAPIClient:
         """``model`` is ``provider/model`` (or give ``provider=`` and ``model=`` separately).
@@ -420,6 +491,11 @@ class APIClientFactory:
         ``stop``), mapped per protocol; anything else goes into the request body as is, except
         the offline echo provider's own ``delay`` and ``words``, which no provider is sent.
         ``max_event_bytes`` bounds one server-sent event (and a whole JSON reply).
+        ``messages`` are ``{"role", "content"}`` mappings, a content being a ``str`` or a list
+        of parts (as :attr:`AsyncAPIClient.messages` holds them). Whether the model is sent
+        images and PDFs as such comes from the provider table and ``LLMCONNECT_VISION_MODELS``
+        in ``env``; ``max_document_chars`` bounds a document's text for a model that does not
+        read documents (:func:`~llmconnect.document_text`).
         Raises :class:`ConfigurationError` when the provider is unknown or its key is not set,
         :class:`InvalidModelIdError` (one) when the model id is not safe to send.
         """
@@ -454,4 +530,7 @@ class APIClientFactory:
             retry=retry,
             options=options,
             max_event_bytes=max_event_bytes,
+            supports_images=images_for(spec, ref.model, env),
+            supports_documents=documents_for(spec, ref.model),
+            max_document_chars=max_document_chars,
         )

@@ -55,6 +55,12 @@ class ProviderSpec:
     key_prefixes: tuple[str, ...] = ()
     #: Offered to a newcomer with no key yet (``llmconnect run``'s hint), lowest first; 0: not.
     suggested: int = 0
+    #: Model-id patterns (``fnmatch``, case-insensitive) of the models that read images; the
+    #: generic ones (``llmconnect.parts.GENERIC_VISION_MODELS``) and ``LLMCONNECT_VISION_MODELS``
+    #: add to them. A model that matches none gets a note instead of each image.
+    vision_models: tuple[str, ...] = ()
+    #: Model-id patterns of the models sent PDFs as documents; the others get the PDF's text.
+    document_models: tuple[str, ...] = ()
 
 
 PROVIDERS: Mapping[str, ProviderSpec] = {
@@ -72,6 +78,19 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
             label="OpenAI",
             key_prefixes=("sk-",),
             suggested=2,
+            vision_models=(
+                "gpt-4o*",
+                "chatgpt-4o*",
+                "gpt-4.1*",
+                "gpt-4-turbo*",
+                "gpt-5*",
+                "o1",
+                "o1-2*",
+                "o3*",
+                "o4*",
+            ),
+            # ``file`` content parts (PDF): OpenAI's own API, its vision models.
+            document_models=("gpt-4o*", "gpt-4.1*", "gpt-5*", "o1", "o1-2*", "o3*", "o4*"),
         ),
         ProviderSpec(
             "groq",
@@ -108,6 +127,12 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
             "mistral-small-latest",
             label="Mistral",
             stream_options=False,
+            vision_models=(
+                "pixtral*",
+                "mistral-small-latest",
+                "mistral-small-25*",
+                "mistral-medium*",
+            ),
         ),
         ProviderSpec(
             "deepseek",
@@ -153,6 +178,8 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
             label="Anthropic",
             key_prefixes=("sk-ant-",),
             suggested=3,
+            vision_models=("claude-*",),
+            document_models=("claude-*",),
         ),
         ProviderSpec(
             "gemini",
@@ -163,6 +190,8 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
             label="Google AI Studio",
             key_prefixes=("AIza",),
             suggested=4,
+            vision_models=("gemini-*", "gemma-3*"),
+            document_models=("gemini-*",),
         ),
     )
 }

@@ -10,6 +10,7 @@ objects are built once per reply by the client.
 from __future__ import annotations
 
 import asyncio
+import base64
 import weakref
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ __all__ = [
     "ReplyState",
     "StreamFn",
     "Thought",
+    "b64",
+    "data_url",
     "split_think",
     "stream_sse",
 ]
@@ -52,8 +55,10 @@ class Call:
     model: str
     base_url: str
     api_key: str | None
-    #: Conversation turns, ``{"role": "user"|"assistant", "content": str}``, ending with the user turn.
-    messages: list[dict[str, str]]
+    #: Conversation turns, ``{"role": "user"|"assistant", "content": ...}``, ending with the user
+    #: turn; a content is a ``str`` or a list of ``str``/``Image``/``Document`` parts the model
+    #: takes (``llmconnect.parts.prepare_messages`` converted the rest), mapped per protocol.
+    messages: list[dict[str, Any]]
     system: str | None
     options: dict[str, Any]
     http: httpx.AsyncClient | None
@@ -474,3 +479,13 @@ def protocol(name: str) -> StreamFn:
     if not PROTOCOLS:
         PROTOCOLS.update(_load())
     return PROTOCOLS[name]
+
+
+def b64(data: bytes) -> str:
+    """``data`` in base64 (ASCII), as every protocol sends bytes."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def data_url(media_type: str, data: bytes) -> str:
+    """A ``data:`` URL (OpenAI's ``image_url`` and ``file_data``)."""
+    return f"data:{media_type};base64,{b64(data)}"

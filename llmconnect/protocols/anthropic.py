@@ -15,10 +15,11 @@ from json import JSONDecodeError, loads
 from typing import Any
 
 from ..errors import StreamInterruptedError
+from ..parts import Image, Part
 from ..transport import error_from_body
-from . import END, Call, ReplyState, Thought, stream_sse
+from . import END, Call, ReplyState, Thought, b64, stream_sse
 
-__all__ = ["ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS", "build_body", "stream_reply"]
+__all__ = ["ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS", "build_body", "content", "stream_reply"]
 
 ANTHROPIC_VERSION = "2023-06-01"
 #: The Messages API requires max_tokens; this is used when the caller sets none.
@@ -33,11 +34,42 @@ _FINISH = {
 }
 
 
+def _block(part: Part) -> dict[str, Any]:
+    if isinstance(part, str):
+        return {"type": "text", "text": part}
+    if isinstance(part, Image):
+        if part.data is None:
+            return {"type": "image", "source": {"type": "url", "url": part.url}}
+        source = {"type": "base64", "media_type": part.media_type, "data": b64(part.data)}
+        return {"type": "image", "source": source}
+    block: dict[str, Any] = {
+        "type": "document",
+        "source": {"type": "base64", "media_type": part.media_type, "data": b64(part.data)},
+    }
+    if part.name:
+        block["title"] = part.name
+    return block
+
+
+def content(value: str | list[Part]) -> str | list[dict[str, Any]]:
+    """A message's content: a string as it is, parts as ``text``, ``image`` (base64 source, or
+    url source for an https image) and ``document`` (a base64 PDF, titled with its name) blocks."""
+    if isinstance(value, str):
+        return value
+    return [_block(part) for part in value]
+
+
 def build_body(call: Call) -> dict[str, Any]:
     options = dict(call.options)
     body: dict[str, Any] = {
         "model": call.model,
-        "messages": [m for m in call.messages if m["role"] in ("user", "assistant")],
+        "messages": [
+            m
+            if m["content"].__class__ is str
+            else {"role": m["role"], "content": content(m["content"])}
+            for m in call.messages
+            if m["role"] in ("user", "assistant")
+        ],
         "max_tokens": options.pop("max_tokens", DEFAULT_MAX_TOKENS),
         "stream": True,
     }

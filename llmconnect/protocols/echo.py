@@ -36,7 +36,13 @@ def echo_reply(prompt: str, words: int | None = None) -> list[str]:
 
 
 async def stream_reply(call: Call, state: ReplyState) -> AsyncGenerator[str, None]:
-    prompt = call.messages[-1]["content"] if call.messages else ""
+    content = call.messages[-1]["content"] if call.messages else ""
+    # Text only: the client turns parts into notes for echo, which reads no images.
+    prompt = (
+        content
+        if isinstance(content, str)
+        else " ".join(str(p) for p in content if isinstance(p, str))
+    )
     delay = float(call.options.get("delay", 0))
     deltas = echo_reply(prompt, call.options.get("words"))
     for delta in deltas:

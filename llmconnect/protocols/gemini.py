@@ -17,18 +17,37 @@ from typing import Any
 from urllib.parse import quote
 
 from ..errors import StreamInterruptedError
+from ..parts import Image, Part
 from ..transport import error_from_body
-from . import Call, ReplyState, Thought, stream_sse
+from . import Call, ReplyState, Thought, b64, stream_sse
 
-__all__ = ["build_body", "stream_reply"]
+__all__ = ["build_body", "parts", "stream_reply"]
 
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter"}
 _CONFIG = {"max_tokens": "maxOutputTokens", "temperature": "temperature", "top_p": "topP"}
 
 
+def _part(part: Part) -> dict[str, Any]:
+    if isinstance(part, str):
+        return {"text": part}
+    if isinstance(part, Image) and part.data is None:
+        # An https URL the API fetches itself (Gemini's "external URLs" file input).
+        return {"file_data": {"mime_type": part.media_type, "file_uri": part.url}}
+    assert part.data is not None
+    return {"inline_data": {"mime_type": part.media_type, "data": b64(part.data)}}
+
+
+def parts(value: str | list[Part]) -> list[dict[str, Any]]:
+    """A message's content as Gemini parts: ``text``, ``inline_data`` (base64 image or PDF), and
+    ``file_data`` for an image given by its https URL."""
+    if isinstance(value, str):
+        return [{"text": value}]
+    return [_part(part) for part in value]
+
+
 def build_body(call: Call) -> dict[str, Any]:
     contents = [
-        {"role": "model" if m["role"] == "assistant" else "user", "parts": [{"text": m["content"]}]}
+        {"role": "model" if m["role"] == "assistant" else "user", "parts": parts(m["content"])}
         for m in call.messages
         if m["role"] in ("user", "assistant")
     ]

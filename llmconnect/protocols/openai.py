@@ -18,17 +18,46 @@ from json import JSONDecodeError, loads
 from typing import Any
 
 from ..errors import StreamInterruptedError
+from ..parts import Image, Part
 from ..transport import error_from_body
-from . import END, THINK_DONE, Call, ReplyState, Thought, split_think, stream_sse
+from . import END, THINK_DONE, Call, ReplyState, Thought, data_url, split_think, stream_sse
 
-__all__ = ["build_body", "build_headers", "stream_reply"]
+__all__ = ["build_body", "build_headers", "content", "stream_reply"]
+
+
+def _part(part: Part) -> dict[str, Any]:
+    if isinstance(part, str):
+        return {"type": "text", "text": part}
+    if isinstance(part, Image):
+        url = part.url if part.data is None else data_url(part.media_type, part.data)
+        return {"type": "image_url", "image_url": {"url": url}}
+    return {
+        "type": "file",
+        "file": {
+            "filename": part.name or "document.pdf",
+            "file_data": data_url(part.media_type, part.data),
+        },
+    }
+
+
+def content(value: str | list[Part]) -> str | list[dict[str, Any]]:
+    """A message's content: a string as it is, parts as ``text``, ``image_url`` (a ``data:``
+    URL, or the image's https URL) and ``file`` (a PDF as a ``data:`` URL) content parts."""
+    if isinstance(value, str):
+        return value
+    return [_part(part) for part in value]
 
 
 def build_body(call: Call) -> dict[str, Any]:
-    messages: list[dict[str, str]] = []
+    messages: list[dict[str, Any]] = []
     if call.system:
         messages.append({"role": "system", "content": call.system})
-    messages.extend(call.messages)
+    for message in call.messages:
+        value = message["content"]
+        if value.__class__ is str:
+            messages.append(message)
+        else:
+            messages.append({"role": message["role"], "content": content(value)})
     body: dict[str, Any] = {"model": call.model, "messages": messages, "stream": True}
     if call.stream_usage:
         body["stream_options"] = {"include_usage": True}
