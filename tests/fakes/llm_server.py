@@ -20,11 +20,19 @@ the way each protocol does (OpenAI-compatible: ``reasoning_as`` picks
 ``reasoning_content``, ``reasoning`` or an inline ``<think>`` split across chunks).
 The model lists are paged ``page_size`` models at a time (Anthropic ``has_more`` /
 ``last_id``, Gemini ``nextPageToken``; OpenAI's is never paged).
+
+Content parts: :meth:`RecordedRequest.turns` and :meth:`RecordedRequest.parts` read what a chat
+request carried in any protocol as :class:`ReceivedPart` s (text, image, document; bytes decoded
+from base64, ``native`` the protocol's own block type), so a test asserts the same thing for each
+protocol; ``req.json`` keeps the native shape. A model in ``text_only_models`` answers 400 to a
+request with any non-text part, as a real text-only model does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import bisect
 import enum
 import http
@@ -43,6 +51,7 @@ __all__ = [
     "Fail",
     "FakeLLMServer",
     "RawStream",
+    "ReceivedPart",
     "RecordedRequest",
     "Reply",
     "openai_stream_body",
@@ -153,6 +162,141 @@ class RecordedRequest:
     json: Any  # parsed body, or None when empty / not JSON
     body: bytes = b""  # raw body, for tests that send something that is not JSON
     raw_path: str = ""  # the path as sent, percent-escapes kept (``path`` is decoded)
+
+    @property
+    def protocol(self) -> Protocol | None:
+        """The wire protocol of a chat request (None for anything else)."""
+        if self.path.endswith("/chat/completions"):
+            return "openai"
+        if self.path.endswith("/v1/messages"):
+            return "anthropic"
+        if self.path.startswith("/v1beta/models/") and "enerateContent" in self.path:
+            return "gemini"
+        return None
+
+    def turns(self) -> list[tuple[str, list[ReceivedPart]]]:
+        """Every message of a chat request, in order, as ``(role, parts)`` whatever the
+        protocol: roles ``system`` (OpenAI's system message), ``user``, ``assistant`` (Gemini's
+        ``model``). Gemini's ``systemInstruction`` and Anthropic's ``system`` are not turns."""
+        body = self.json if isinstance(self.json, dict) else {}
+        if self.protocol == "gemini":
+            return [
+                (
+                    "assistant" if c.get("role") == "model" else str(c.get("role", "user")),
+                    [_gemini_part(p) for p in c.get("parts") or []],
+                )
+                for c in body.get("contents") or []
+            ]
+        read = _openai_part if self.protocol == "openai" else _anthropic_part
+        turns: list[tuple[str, list[ReceivedPart]]] = []
+        for message in body.get("messages") or []:
+            content = message.get("content")
+            if isinstance(content, str):
+                parts = [ReceivedPart("text", "text", text=content)]
+            else:
+                parts = [read(block) for block in content or []]
+            turns.append((str(message.get("role")), parts))
+        return turns
+
+    def parts(self, index: int = -1) -> list[ReceivedPart]:
+        """The parts of the ``index``-th user turn (default: the last one, the new prompt)."""
+        return [parts for role, parts in self.turns() if role == "user"][index]
+
+
+#: Where the middleware leaves a request's :class:`RecordedRequest` for the handlers.
+_RECORDED = web.RequestKey("recorded", RecordedRequest)
+
+
+@dataclass(frozen=True)
+class ReceivedPart:
+    """One content part as a chat request carried it, the same for every protocol.
+
+    ``kind`` is ``"text"``, ``"image"``, ``"document"`` (or the block's own type when it is none
+    of those); ``native`` the protocol's block type (``image_url``, ``file``, ``image``,
+    ``document``, ``inline_data``, ``file_data``, ``text``). ``data`` is decoded from base64.
+    """
+
+    kind: str
+    native: str
+    text: str | None = None
+    media_type: str | None = None
+    data: bytes | None = None
+    url: str | None = None
+    name: str | None = None
+
+
+def _b64(value: Any) -> bytes | None:
+    try:
+        return base64.b64decode(str(value), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _data_url(url: str) -> tuple[str | None, bytes | None]:
+    """``(media_type, bytes)`` of a ``data:<type>;base64,<data>`` URL; ``(None, None)`` else."""
+    match = re.fullmatch(r"data:([^;,]+);base64,(.*)", url, re.DOTALL)
+    if not match:
+        return None, None
+    return match.group(1), _b64(match.group(2))
+
+
+def _openai_part(block: Any) -> ReceivedPart:
+    kind = str(block.get("type"))
+    if kind == "text":
+        return ReceivedPart("text", kind, text=block.get("text"))
+    if kind == "image_url":
+        url = str((block.get("image_url") or {}).get("url") or "")
+        media, data = _data_url(url)
+        if data is not None:
+            return ReceivedPart("image", kind, media_type=media, data=data)
+        return ReceivedPart("image", kind, url=url)
+    if kind == "file":
+        file = block.get("file") or {}
+        media, data = _data_url(str(file.get("file_data") or ""))
+        return ReceivedPart(
+            "document", kind, media_type=media, data=data, name=file.get("filename")
+        )
+    return ReceivedPart(kind, kind)
+
+
+def _anthropic_part(block: Any) -> ReceivedPart:
+    kind = str(block.get("type"))
+    if kind == "text":
+        return ReceivedPart("text", kind, text=block.get("text"))
+    if kind in ("image", "document"):
+        source = block.get("source") or {}
+        if source.get("type") == "url":
+            return ReceivedPart(kind, kind, url=source.get("url"), name=block.get("title"))
+        return ReceivedPart(
+            kind,
+            kind,
+            media_type=source.get("media_type"),
+            data=_b64(source.get("data")),
+            name=block.get("title"),
+        )
+    return ReceivedPart(kind, kind)
+
+
+def _gemini_part(part: Any) -> ReceivedPart:
+    if "text" in part:
+        return ReceivedPart("text", "text", text=part["text"])
+    for native in ("inline_data", "inlineData"):
+        if native in part:
+            inline = part[native] or {}
+            media = inline.get("mime_type") or inline.get("mimeType")
+            kind = "image" if str(media).startswith("image/") else "document"
+            return ReceivedPart(
+                kind, "inline_data", media_type=media, data=_b64(inline.get("data"))
+            )
+    for native in ("file_data", "fileData"):
+        if native in part:
+            file = part[native] or {}
+            media = file.get("mime_type") or file.get("mimeType")
+            kind = "image" if str(media).startswith("image/") else "document"
+            return ReceivedPart(
+                kind, "file_data", media_type=media, url=file.get("file_uri") or file.get("fileUri")
+            )
+    return ReceivedPart("unknown", next(iter(part), "unknown"))
 
 
 # --------------------------------------------------------------------------- event building
@@ -682,6 +826,9 @@ class FakeLLMServer(LoopbackServer):
         self.down_models: set[str] = set()
         #: Every chat request for one of these answers 404 model-not-found, consuming nothing.
         self.missing_models: set[str] = set()
+        #: A chat request for one of these that carries any part but text (an image, a file)
+        #: answers 400 "does not support image input", consuming nothing: a text-only model.
+        self.text_only_models: set[str] = set()
         #: While set, every model-list request (any protocol) answers this error.
         self.list_failure: Fail | None = None
         self.host = host
@@ -776,17 +923,17 @@ class FakeLLMServer(LoopbackServer):
     ) -> web.StreamResponse:
         """Record every request (even 404s and failures) before it is acted on."""
         raw = await request.read()
-        self.requests.append(
-            RecordedRequest(
-                method=request.method,
-                path=request.path,
-                query=dict(request.query),
-                headers=_Headers(list(request.headers.items())),
-                json=_parse_json(raw),
-                body=raw,
-                raw_path=request.raw_path.partition("?")[0],
-            )
+        recorded = RecordedRequest(
+            method=request.method,
+            path=request.path,
+            query=dict(request.query),
+            headers=_Headers(list(request.headers.items())),
+            json=_parse_json(raw),
+            body=raw,
+            raw_path=request.raw_path.partition("?")[0],
         )
+        self.requests.append(recorded)
+        request[_RECORDED] = recorded
         response: web.StreamResponse = await handler(request)
         return response
 
@@ -918,6 +1065,10 @@ class FakeLLMServer(LoopbackServer):
                 text=_dumps(_model_not_found(protocol, ctx.model)),
                 content_type="application/json",
             )
+        if ctx.model in self.text_only_models:
+            turns = request[_RECORDED].turns()
+            if any(part.kind != "text" for _, parts in turns for part in parts):
+                return _json_error(protocol, 400, f"{ctx.model} does not support image input")
         action = self._next_action()
         if isinstance(action, Fail):
             return await self._fail(protocol, action)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,6 +15,7 @@ from tests.fakes.llm_server import (
     Fail,
     FakeLLMServer,
     RawStream,
+    ReceivedPart,
     Reply,
     openai_stream_body,
     split_deltas,
@@ -440,3 +442,64 @@ async def test_list_failure(server: FakeLLMServer, client: httpx.AsyncClient) ->
     server.list_failure = Fail(503)
     assert (await client.get(server.gemini_base_url + "/models")).status_code == 503
     assert (await client.get(server.openai_base_url + "/models")).status_code == 503
+
+
+async def test_parts_are_read_alike_in_every_protocol_and_text_only_models_refuse_them(
+    server: FakeLLMServer, client: httpx.AsyncClient
+) -> None:
+    png = base64.b64encode(b"png-bytes").decode()
+    gemini = {
+        "contents": [
+            {
+                "role": "user",
+                "parts": [{"text": "a"}, {"inlineData": {"mimeType": "image/png", "data": png}}],
+            },
+            {"role": "model", "parts": [{"text": "b"}]},
+            {
+                "role": "user",
+                "parts": [
+                    {"file_data": {"mime_type": "application/pdf", "file_uri": "https://x/y.pdf"}}
+                ],
+            },
+        ]
+    }
+    url = server.gemini_base_url + "/models/fake-a:generateContent"
+    assert (await client.post(url, json=gemini)).status_code == 200
+    assert server.requests[-1].turns() == [
+        (
+            "user",
+            [
+                ReceivedPart("text", "text", text="a"),
+                ReceivedPart("image", "inline_data", media_type="image/png", data=b"png-bytes"),
+            ],
+        ),
+        ("assistant", [ReceivedPart("text", "text", text="b")]),
+        (
+            "user",
+            [
+                ReceivedPart(
+                    "document", "file_data", media_type="application/pdf", url="https://x/y.pdf"
+                )
+            ],
+        ),
+    ]
+    server.text_only_models.add("fake-a")
+    assert (await client.post(url, json=gemini)).status_code == 400
+    openai = _openai_request(stream=False)
+    openai["messages"][0]["content"] = [{"type": "text", "text": "only text"}]
+    response = await client.post(server.openai_base_url + "/chat/completions", json=openai)
+    assert response.status_code == 200
+    assert server.requests[-1].parts() == [ReceivedPart("text", "text", text="only text")]
+    anthropic = {
+        "model": "fake-a",
+        "max_tokens": 5,
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "image", "source": {"type": "url", "url": "https://x/c.png"}}],
+            }
+        ],
+    }
+    response = await client.post(server.anthropic_base_url + "/v1/messages", json=anthropic)
+    assert response.status_code == 400
+    assert server.requests[-1].parts() == [ReceivedPart("image", "image", url="https://x/c.png")]
