@@ -46,6 +46,7 @@ from .errors import (
 from .parts import (
     DEFAULT_MAX_DOCUMENT_CHARS,
     GENERIC_VISION_MODELS,
+    IMAGE_TYPES,
     VISION_MODELS_VARIABLE,
     Content,
     Document,
@@ -71,6 +72,7 @@ from .transport import RetryPolicy, Timeouts, aclose_shared_clients
 __all__ = [
     "DEFAULT_MAX_DOCUMENT_CHARS",
     "GENERIC_VISION_MODELS",
+    "IMAGE_TYPES",
     "PROVIDERS",
     "REASONING",
     "TEXT",

@@ -44,6 +44,7 @@ from .providers import ProviderSpec, resolve
 __all__ = [
     "DEFAULT_MAX_DOCUMENT_CHARS",
     "GENERIC_VISION_MODELS",
+    "IMAGE_TYPES",
     "VISION_MODELS_VARIABLE",
     "Content",
     "Document",
@@ -86,6 +87,8 @@ GENERIC_VISION_MODELS: tuple[str, ...] = (
 )
 
 _IMAGE_NOTE = "this model does not read images"
+#: The image types every provider here takes as bytes; another becomes a note, never a 400.
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 
 
 def _size(n: int) -> str:
@@ -118,8 +121,12 @@ class Image:
             raise ValueError("Image data is empty")
         if self.url is not None and urlsplit(self.url).scheme.lower() != "https":
             raise ValueError("Image url must be an https URL")
-        if not self.media_type.startswith("image/"):
+        media_type = self.media_type.partition(";")[0].strip().lower()
+        if not media_type.startswith("image/"):
             raise ValueError(f"Image media_type must be image/*, not {self.media_type[:50]!r}")
+        object.__setattr__(
+            self, "media_type", "image/jpeg" if media_type == "image/jpg" else media_type
+        )
         if self.data is not None and not isinstance(self.data, bytes):
             object.__setattr__(self, "data", bytes(self.data))
 
@@ -313,7 +320,14 @@ def _convert(
             if part:
                 out.append(part)
         elif isinstance(part, Image):
-            out.append(part if images else f"[{part.label} — {_IMAGE_NOTE}]")
+            if not images:
+                out.append(f"[{part.label} — {_IMAGE_NOTE}]")
+            elif part.data is not None and part.media_type not in IMAGE_TYPES:
+                out.append(
+                    f"[{part.label} — {part.media_type[:50]} is not sent: PNG, JPEG, GIF, WebP are]"
+                )
+            else:
+                out.append(part)
         elif documents and part.is_pdf:
             out.append(part)
         else:

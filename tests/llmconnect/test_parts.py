@@ -219,6 +219,17 @@ def test_document_text_fences_and_notes() -> None:
     )
 
 
+async def test_an_image_type_no_provider_takes_becomes_a_note(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    client = make_client("anthropic", "claude-sonnet-4-5")
+    await client.chat(["look", Image(PNG, "image/bmp", name="old.bmp"), Image(PNG, "Image/JPG")])
+    assert llm_server.requests[-1].parts() == [
+        text("look\n\n[image: old.bmp — image/bmp is not sent: PNG, JPEG, GIF, WebP are]"),
+        ReceivedPart("image", "image", media_type="image/jpeg", data=PNG),
+    ]
+
+
 async def test_echo_reads_the_notes() -> None:
     client = APIClientFactory.create(model="echo", env={})
     answer = await client.chat(["look", Image(PNG, name="cat.png"), Document(PDF, name="r.pdf")])
