@@ -29,7 +29,8 @@ the ones you do not know), and ``stream.reasoning`` holds all of it once the rep
 Reasoning never enters the history, so it is never sent back to the model. The client's
 ``finish_reason``, ``usage`` and ``truncated`` are those of its last completed reply.
 
-The client holds its own in-memory history (a list of ``{"role", "content"}`` dicts). A reply is
+The client holds its own in-memory history (a list of ``{"role", "content"}`` dicts, a content
+being a ``str`` or, for a turn sent with parts, the list of parts: :class:`ChatMessage`). A reply is
 atomic for the history: only a completed reply adds the user turn and the full assistant turn; an
 error or a cancellation leaves the history exactly as it was, never half an answer. That includes a
 reply cut at its time limit (:class:`~llmconnect.errors.TimeLimitError`): the deltas yielded so far
