@@ -54,7 +54,7 @@ class Call:
     provider: str
     model: str
     base_url: str
-    api_key: str | None
+    api_key: str | None = field(repr=False)  # a secret: never in a repr
     #: Conversation turns, ``{"role": "user"|"assistant", "content": ...}``, ending with the user
     #: turn; a content is a ``str`` or a list of ``str``/``Image``/``Document`` parts the model
     #: takes (``llmconnect.parts.prepare_messages`` converted the rest), mapped per protocol.

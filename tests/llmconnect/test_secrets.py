@@ -186,3 +186,10 @@ def test_configuration_and_repr_never_show_the_key() -> None:
     assert_no_key_in_client(client)
     client = APIClientFactory.create(model="groq/m", env={"GROQ_API_KEY": KEY})
     assert_no_key_in_client(client)
+
+
+def test_a_requests_call_repr_never_shows_the_key() -> None:
+    client = APIClientFactory.create(model="groq/m", api_key=KEY, env={})
+    call = client._call("hi")
+    assert call.api_key == KEY
+    assert KEY not in repr(call)
