@@ -173,8 +173,10 @@ class NativeStreamRenderer(BufferedRenderer):
         thread's status if it is still up."""
         try:
             streamed = await super().finish(note)
-        finally:
+        except Exception:  # not on cancellation: aclose() gives the status up without a call
             await self._end_status()
+            raise
+        await self._end_status()
         if self._fallback is None:
             return streamed
         edited = await self._fallback.finish(None if self._noted else note)
