@@ -203,6 +203,19 @@ class EditBudget:
             self._poke()  # the dispatcher may be waiting for room an interim needs, not this
         return ticket
 
+    def try_take(self) -> bool:
+        """Take a slot only if one is free right now, as an interim send would (leaving the
+        finals' reserve alone) and with nothing queued; never waits, never queues.
+
+        For a courtesy request that is worth nothing a moment later (a status line the next
+        tick replaces): False means "skip it"."""
+        self._prune()
+        now = self._clock.now()
+        if self._heap or now < self._ready_at(urgent=False) - _EPS:
+            return False
+        self._grant(now)
+        return True
+
     def owe(self) -> None:
         """A renderer posted a message whose final edit is still to come (``reserve_finals``)."""
         if self._reserve:

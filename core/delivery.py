@@ -292,9 +292,10 @@ async def deliver_with(engine: ChatEngine, reply: Reply, renderer: Renderer) -> 
 
 async def _feed_shown(engine: ChatEngine, reply: Reply, renderer: Renderer) -> None:
     """What :func:`shown_events` yields, into ``renderer``: the status line where the renderer
-    can show one (``show_status``; an append-only one such as Slack's native stream shows none),
-    the reasoning as a quote above the answer, cut to half the renderer's ``max_len``. After the
-    first text the reply's events are read here directly (one generator per delta, as before)."""
+    can show one (``show_status``; Slack's append-only native stream shows it as the thread's
+    status), the reasoning as a quote above the answer, cut to half the renderer's ``max_len``.
+    After the first text the reply's events are read here directly (one generator per delta, as
+    before)."""
     show_status = getattr(renderer, "show_status", None)
     quote = ReasoningQuote(int(getattr(renderer, "max_len", 4000)) // 2)
     full = engine.settings.show_reasoning == "full"

@@ -47,6 +47,7 @@ from .events import Place, Threads, is_user_message, well_formed
 from .mrkdwn import escape, from_slack
 from .settings import SlackSettings
 from .sink import SlackSink
+from .status import ThreadStatus
 from .streaming import NativeStreamRenderer
 
 __all__ = ["EVENTS_PATH", "SlackBot", "SlackConfigError"]
@@ -127,6 +128,9 @@ class SlackBot:
         )
         self.threads = Threads()
         self._native_off = False
+        #: The thinking status of native streams (``assistant.threads.setStatus``); by the
+        #: client that leaves 429s to the caller: a status that waited would be stale.
+        self.thread_status = ThreadStatus(self.edit_client)
         self._budgets: dict[str, WorkspaceBudgets] = {}
         #: Workspace budgets are per app: processes sharing a store divide them.
         self.budget_share = BudgetShare(self.engine.cluster, "slack", clock=self.clock)
@@ -455,6 +459,7 @@ class SlackBot:
                 budget=budgets.for_streams(),
                 fallback_budget=edits,
                 clock=self.clock,
+                status=self.thread_status.line(budgets.statuses, place.channel, thread_ts),
             )
         else:
             sink = SlackSink(self.edit_client, place.channel, thread_ts=place.thread_ts)
@@ -505,7 +510,9 @@ class WorkspaceBudgets:
     Why apart: Slack limits each method on its own. ``chat.update`` (Tier 3, ~50/min) is the
     scarce one: it keeps a slot for every final update owed, so interim updates give way when it
     runs short. ``chat.postMessage`` is limited per channel (~1/s with short bursts) and per
-    workspace (several hundred per minute); the native streaming methods have their own tier.
+    workspace (several hundred per minute); the native streaming methods have their own tier,
+    and so has ``assistant.threads.setStatus`` (the thinking status of native streams, Tier 3:
+    a status update only takes a slot that is free at once, and keeps one for its clear).
     Channel budgets are per process and kept for the :data:`CHANNEL_BUDGETS` latest channels.
     """
 
@@ -515,6 +522,7 @@ class WorkspaceBudgets:
         self.updates = _per_minute(settings.slack_workspace_edit_rate, clock, reserve=True)
         self.posts = _per_minute(settings.slack_workspace_post_rate, clock)
         self.streams = _per_minute(settings.slack_stream_rate, clock, reserve=True)
+        self.statuses = _per_minute(settings.slack_status_rate, clock, reserve=True)
         self._channels: OrderedDict[str, EditBudget] = OrderedDict()
 
     def shared(self) -> list[tuple[EditBudget, float]]:
@@ -524,6 +532,7 @@ class WorkspaceBudgets:
             (self.updates, s.slack_workspace_edit_rate),
             (self.posts, s.slack_workspace_post_rate),
             (self.streams, s.slack_stream_rate),
+            (self.statuses, s.slack_status_rate),
         ]
 
     def channel(self, channel: str) -> EditBudget:

@@ -61,6 +61,13 @@ class SlackSettings(EnvSettings):
         "minute one Slack workspace allows (taken as Tier 4: about 100/min), shared by all "
         "native streams; a stream's stop always keeps its slot.",
     )
+    slack_status_rate: float = Field(
+        50.0,
+        gt=0,
+        description="assistant.threads.setStatus calls per minute one Slack workspace allows "
+        "(Tier 3: about 50/min): the thinking status of native streams. An update is skipped "
+        "when no call is free at once; clearing a status always keeps its slot.",
+    )
     slack_http_host: str = Field(
         "0.0.0.0",
         description="Address Slack's HTTP requests (/slack/events) are served on when Slack "

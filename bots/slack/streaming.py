@@ -19,10 +19,16 @@ Appends are coalesced (at most one per ``min_interval``, always everything new).
 at most :data:`NATIVE_MAX_LEN` characters; past that the stream is stopped at a boundary chosen
 by ``core.split.find_cut`` (never before what was already appended, code fences closed and
 reopened) and the answer continues in a new stream.
+
+While a reasoning model only thinks, a stream has nothing to append, and a status line appended
+would stay in the answer: :meth:`NativeStreamRenderer.show_status` shows it as the thread's status
+instead (:mod:`~bots.slack.status`), at most once per ``min_interval``, and clears it after the
+first text is appended or when the reply ends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Callable
@@ -40,6 +46,7 @@ from core.split import find_cut
 
 from .safe_markdown import SafeMarkdown, safe_markdown
 from .sink import GONE_ERRORS
+from .status import StatusLine
 
 __all__ = ["NATIVE_MAX_LEN", "UNSUPPORTED_ERRORS", "NativeStreamRenderer"]
 
@@ -72,6 +79,9 @@ class NativeStreamRenderer(BufferedRenderer):
     Every streaming call takes a slot of ``budget`` (the workspace's streams budget): starting a
     stream is its "post", appends its interim edits and the stop its final, which the budget
     keeps a slot for. ``fallback_budget`` is what the edits that take over take.
+
+    ``status``: where :meth:`show_status` shows the thinking status (the thread's status); without
+    it the status is not shown.
     """
 
     def __init__(
@@ -88,6 +98,7 @@ class NativeStreamRenderer(BufferedRenderer):
         fallback_budget: EditBudget | SendBudgets | None = None,
         clock: Clock | None = None,
         max_len: int = NATIVE_MAX_LEN,
+        status: StatusLine | None = None,
     ) -> None:
         super().__init__(min_interval=min_interval, budget=budget, clock=clock)
         self._fallback_budget = budget if fallback_budget is None else fallback_budget
@@ -110,6 +121,10 @@ class NativeStreamRenderer(BufferedRenderer):
         #: The Slack error (or exception name) that made this reply fall back to edits.
         self.error: str | None = None
         self._started = False
+        self._status = status
+        self._status_line: str | None = None  # the latest line not yet sent
+        self._status_at = -math.inf  # when the last line was sent
+        self._status_over = False  # text came (or the reply ended): no more status
 
     def __repr__(self) -> str:
         return f"NativeStreamRenderer(channel={self.channel!r}, thread_ts={self.thread_ts!r})"
@@ -126,6 +141,26 @@ class NativeStreamRenderer(BufferedRenderer):
 
     # -- the Renderer protocol, with the fallback's part -----------------------------------
 
+    def show_status(self, line: str) -> None:
+        """Show ``line`` (``💭 thinking… (12 s)``) as the thread's status while no text has come:
+        sent by the task at most once per ``min_interval`` (the latest line; one the status
+        budget has no slot for right now is skipped), cleared after the first text is appended
+        or when the reply ends. Never in the message. Ignored once text has come."""
+        if (
+            self._status is None
+            or self._status_over
+            or self._buf
+            or self._body
+            or self._finishing
+            or self._failure is not None
+        ):
+            return
+        self._status_line = line
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        else:
+            self._wake()
+
     async def feed(self, delta: str) -> None:
         """Take ``delta``; never waits on the network."""
         if self._fallback is not None:
@@ -134,8 +169,14 @@ class NativeStreamRenderer(BufferedRenderer):
             await super().feed(delta)
 
     async def finish(self, note: str | None = None) -> RenderResult:
-        """Stop the stream(s) on the complete text, ``note`` on its own last line."""
-        streamed = await super().finish(note)
+        """Stop the stream(s) on the complete text, ``note`` on its own last line; clear the
+        thread's status if it is still up."""
+        try:
+            streamed = await super().finish(note)
+        except Exception:  # not on cancellation: aclose() gives the status up without a call
+            await self._end_status()
+            raise
+        await self._end_status()
         if self._fallback is None:
             return streamed
         edited = await self._fallback.finish(None if self._noted else note)
@@ -150,6 +191,9 @@ class NativeStreamRenderer(BufferedRenderer):
     async def aclose(self) -> None:
         """Shutdown: stop sending (no final text)."""
         await super().aclose()
+        self._status_over = True
+        if self._status is not None:
+            self._status.drop()
         if self._fallback is not None:
             await self._fallback.aclose()
 
@@ -157,7 +201,8 @@ class NativeStreamRenderer(BufferedRenderer):
 
     async def _step(self) -> bool:
         if len(self._body) <= self._sent and not self._finishing:
-            await self._wait_for_text()
+            if not await self._status_step():
+                await self._wait_for_text()
             return False
         if not self._finishing and await self._wait_until(self._last + self._min_interval):
             return False  # appends are coalesced: at most one per min_interval
@@ -180,18 +225,57 @@ class NativeStreamRenderer(BufferedRenderer):
             log.info("Slack stream in %s failed (%s); continuing by chat.update", self, error)
             self.error = str(error)
             await self._fall_back()
+            await self._end_status()  # the text goes on by edits: no status over it
             return True
         except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
             log.info("Slack stream in %s failed (%s); continuing by chat.update", self, exc)
             self.error = type(exc).__name__
             await self._fall_back()
+            await self._end_status()  # the text goes on by edits: no status over it
             return True
         self._last = self._clock.now()
         if self._stream is not None and not self._owes_stop:
             self._owes_stop = True  # a stream is open: its stop is to come
             for budget in self._budgets.edits:
                 budget.owe()
+        await self._end_status()  # the first text is in: the status has done its part
         return done
+
+    async def _status_step(self) -> bool:
+        """While only thinking: send the latest status line once it is due; True when this
+        step sent one or waited (for its time, or for text, whichever comes first)."""
+        line = self._status_line
+        if self._status is None or line is None or self._status_over:
+            return False
+        due = self._status_at + self._min_interval
+        if self._clock.now() < due:
+            await self._wait_for_text_until(due)
+            return True
+        self._status_line = None
+        if await self._status.show(line):
+            self._status_at = self._clock.now()
+        return True
+
+    async def _wait_for_text_until(self, due: float) -> None:
+        """Sleep until ``due`` on the clock, or until ``feed``, ``finish`` or a newer status
+        line wakes the task."""
+        idle: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._idle = idle
+        sleeper = asyncio.ensure_future(self._clock.sleep(due - self._clock.now()))
+        try:
+            await asyncio.wait((idle, sleeper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._idle = None
+            sleeper.cancel()
+
+    async def _end_status(self) -> None:
+        """No more status for this reply; clear it if one is up."""
+        if self._status_over:
+            return
+        self._status_over = True
+        self._status_line = None
+        if self._status is not None:
+            await self._status.clear()
 
     def _release(self) -> None:
         if self._owes_stop:

@@ -238,3 +238,25 @@ async def test_budget_ticket_granted_on_the_spot_when_free_and_cancel_withdraws(
     assert budget.waiting == 0
     await clock.advance(5)
     assert budget.granted == 1  # the withdrawn request never consumed a grant
+
+
+async def test_try_take_takes_a_free_slot_and_otherwise_skips_without_queueing() -> None:
+    clock = FakeClock()
+    budget = EditBudget(2, 60.0, burst=2, clock=clock, reserve_finals=True)
+    assert budget.try_take()  # free: taken on the spot
+    budget.owe()  # a final is owed: the last slot of the window is its
+    assert not budget.try_take()  # no slot free for a courtesy: skipped...
+    assert budget.waiting == 0  # ...not queued
+    assert budget.granted == 1
+    assert budget.request(True).granted  # the final still has its slot
+    budget.settle()
+    assert not budget.try_take()  # the window is full
+    await clock.advance(60.0)
+    assert budget.try_take()  # it slid: a slot is free again
+    assert budget.request(True).granted
+    queued = budget.request(True)  # the window is full again: this final waits...
+    assert not queued.granted
+    assert not budget.try_take()  # ...and a courtesy never takes a slot before it
+    assert budget.waiting == 1
+    queued.cancel()
+    assert budget.granted == 4

@@ -13,6 +13,9 @@ Real wire behaviour it imitates (checked against slack-sdk 3.48 / slack-bolt 1.3
 ``Authorization: Bearer``; answers are JSON ``{"ok": ...}``; ``chat.startStream`` needs
 ``thread_ts`` and, outside DMs, ``recipient_user_id`` + ``recipient_team_id``; ``markdown_text``
 is at most 12,000 characters per call; a text over 40,000 characters is ``msg_too_long``.
+``assistant.threads.setStatus`` needs ``channel_id`` and ``thread_ts``; the stand-in keeps each
+thread's status (``statuses``, every value in ``status_history``) and, unlike Slack, does not clear
+it when the app replies, so a test sees whether the bot cleared it.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ SLACK_LIMITS: Mapping[str, tuple[MethodLimit, ...]] = {
     "chat.startStream": (MethodLimit(100, 60.0),),
     "chat.appendStream": (MethodLimit(100, 60.0),),
     "chat.stopStream": (MethodLimit(100, 60.0),),
+    "assistant.threads.setStatus": (MethodLimit(50, 60.0),),
 }
 
 
@@ -125,6 +129,9 @@ class FakeSlackAPI(LoopbackServer):
         #: method -> error string, answered (``ok: false``) instead of doing the call.
         self.fail: dict[str, str] = {}
         self.acks: dict[str, dict[str, Any]] = {}
+        #: (channel, thread_ts) -> the thread's status now ("": none), and every status set.
+        self.statuses: dict[tuple[str, str], str] = {}
+        self.status_history: dict[tuple[str, str], list[str]] = {}
         self._ts = itertools.count(1)
         self._envelopes = itertools.count(1)
         self._sockets: list[web.WebSocketResponse] = []
@@ -422,3 +429,14 @@ class FakeSlackAPI(LoopbackServer):
         message.streaming = False
         message.history.append(message.text)
         return {"channel": message.channel, "ts": message.ts, "message": {"text": message.text}}
+
+    def _m_assistant_threads_setStatus(self, call: Call) -> dict[str, Any] | web.Response:
+        channel, thread_ts = call.args.get("channel_id"), call.args.get("thread_ts")
+        status = call.args.get("status")
+        if not channel or not thread_ts or not isinstance(status, str):
+            return self._error(call, "invalid_arguments")
+        if channel.startswith("CGONE"):
+            return self._error(call, _GONE)
+        self.statuses[(channel, thread_ts)] = status
+        self.status_history.setdefault((channel, thread_ts), []).append(status)
+        return {}

@@ -195,6 +195,7 @@ async def test_workers_sharing_redis_divide_the_workspace_budget(
     second = await make_bot(store_url=fresh_redis_url, slack_workspace_edit_rate=600)
     assert second.bot.budgets(TEAM).updates.rate == 300  # it counted both when it started
     assert second.bot.budgets(TEAM).posts.rate == 300_000  # every workspace budget is divided
+    assert second.bot.budgets(TEAM).statuses.rate == 25  # SLACK_STATUS_RATE's 50 too
     await first.bot.budget_share.beat()  # the first learns at its next heartbeat
     assert first.bot.budgets(TEAM).updates.rate == 300
     await second.bot.aclose()  # leaves the group: the first takes the whole rate back

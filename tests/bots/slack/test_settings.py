@@ -61,3 +61,11 @@ def test_final_update_gap_limits() -> None:
     for bad in (60.001, -0.1):
         with pytest.raises(SettingsError, match="SLACK_FINAL_UPDATE_GAP"):
             load_settings(SlackSettings, slack_final_update_gap=bad)
+
+
+def test_status_rate_limits() -> None:
+    assert load_settings(SlackSettings).slack_status_rate == 50
+    assert load_settings(SlackSettings, slack_status_rate=0.1).slack_status_rate == 0.1
+    for bad in (0, -1):
+        with pytest.raises(SettingsError, match="SLACK_STATUS_RATE"):
+            load_settings(SlackSettings, slack_status_rate=bad)
