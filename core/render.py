@@ -238,6 +238,8 @@ class BufferedRenderer(ABC):
                     self._ticket.promote()  # the edit it waits for is now the final one
             if self._task is not None:
                 await self._task
+        if self._task is None:
+            self._release()  # never ran: nothing will be sent
         failure = self._failure
         if failure is not None and not isinstance(failure, SinkGone):
             raise failure
@@ -247,7 +249,9 @@ class BufferedRenderer(ABC):
         """Stop without a final step (shutdown); later ``feed``/``finish`` calls are refused."""
         self._finishing = True
         task = self._task
-        if task is not None and not task.done():
+        if task is None:
+            self._release()
+        elif not task.done():
             task.cancel()
             try:
                 await task
@@ -426,8 +430,11 @@ class StreamRenderer(BufferedRenderer):
         self._shown: list[str] = []  # text last sent to each posted message
         self._last: list[float] = []  # send time of each posted message's last update
         self._settled = 0  # messages below this index are frozen and show their final text
-        #: Messages posted whose final edit is still owed to the edit budgets (their reserve).
+        #: Messages whose final edit is owed to the edit budgets (their reserve). The first is
+        #: owed from the start: a burst of questions reserves its finals before the first words
+        #: arrive, not one post at a time while earlier replies spend the window on interim edits.
         self._owing: set[int] = set()
+        self._owe(0)
         self._posts = 0
         self._edits = 0
         self._rate_limited = 0
@@ -579,7 +586,11 @@ class StreamRenderer(BufferedRenderer):
             return
         self._record_post(ref, text, started)
         if not (self._finishing or k < len(self._frozen)):
-            self._owing.add(k)  # its final edit is to come: hold a slot for it
+            self._owe(k)  # its final edit is to come: hold a slot for it
+
+    def _owe(self, k: int) -> None:
+        if k not in self._owing:
+            self._owing.add(k)
             for budget in self._budgets.edits:
                 budget.owe()
 

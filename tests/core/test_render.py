@@ -909,6 +909,7 @@ async def test_posts_and_edits_take_their_own_budgets_and_owed_finals_are_reserv
         StreamRenderer(RecordingSink(clock=clock, name=n, log=log), min_interval=0, budget=budgets)
         for n in "AB"
     )
+    assert updates.owed == 2  # each reply's final is reserved from its start
     await ra.feed("a")
     await rb.feed("b")
     await clock.settle()  # both post: the post budget, not the update one
@@ -941,6 +942,13 @@ async def test_a_renderer_that_stops_gives_back_the_finals_it_owed() -> None:
     await gone.feed("b")  # the edit finds the message deleted
     await clock.settle()
     assert gone.gone
+    assert updates.owed == 0
+    never = StreamRenderer(RecordingSink(clock=clock), min_interval=0, budget=budgets)
+    assert updates.owed == 1
+    await never.aclose()  # closed before any text: nothing will be sent
+    assert updates.owed == 0
+    unsent = StreamRenderer(RecordingSink(clock=clock), min_interval=0, budget=budgets)
+    await unsent.finish()  # no text, no note: no message
     assert updates.owed == 0
     closed = StreamRenderer(RecordingSink(clock=clock), min_interval=0, budget=budgets)
     await closed.feed("a")

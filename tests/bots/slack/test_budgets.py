@@ -3,6 +3,8 @@ per-method limits: every answer ends exact, no call is refused, finals keep thei
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.fakes.llm_server import FakeLLMServer, Reply
 from tests.fakes.slack_api import SLACK_LIMITS, FakeSlackAPI, MethodLimit
 
@@ -43,11 +45,14 @@ async def test_a_burst_of_channel_mentions_ends_exact_with_no_429_when_updates_r
     slack_api.limits = limited(updates)
     slack_api.update_interval = 0.2  # and one update of a message per 0.2 s
     running = await make_bot(**slack_limited_settings(updates))
+    gate = asyncio.Event()  # every answer starts once all ten questions are in
     for _ in range(n):
-        llm.enqueue(Reply(text=WORDS, delay=0.03))  # about 0.7 s per answer
+        llm.enqueue(Reply(text=WORDS, delay=0.03, text_gate=gate))  # about 0.7 s per answer
     channels = [f"C{i:04d}" for i in range(n)]
     for channel in channels:
         await running.slack.mention("count", channel=channel)
+    await wait_for(lambda: len(llm.requests) >= n)
+    gate.set()
 
     # Without the finals' reserve, interim edits use up the minute's updates and the finals
     # wait out a 60 s Retry-After: this would not end.
@@ -55,6 +60,30 @@ async def test_a_burst_of_channel_mentions_ends_exact_with_no_429_when_updates_r
     assert [c for c in slack_api.calls if c.status == 429] == []
     assert len(slack_api.calls_to("chat.update")) <= updates
     assert len(slack_api.calls_to("chat.postMessage")) == n
+
+
+async def test_a_reply_reserves_its_final_from_its_start_not_its_first_post(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    """Two answers stream while a third question's answer has not begun: the third's final is
+    already reserved, so the first two get one interim update between them, not two."""
+    updates = 4  # 3 finals + 1 interim
+    slack_api.limits = limited(updates)
+    running = await make_bot(**slack_limited_settings(updates))
+    start, late = asyncio.Event(), asyncio.Event()
+    llm.enqueue(Reply(text=WORDS, delay=0.03, text_gate=start))
+    llm.enqueue(Reply(text=WORDS, delay=0.03, text_gate=start))
+    llm.enqueue(Reply(text=WORDS, delay=0.03, text_gate=late))  # thinks until released
+    for channel in ("C0001", "C0002", "C0003"):
+        await running.slack.mention("count", channel=channel)
+    await wait_for(lambda: len(llm.requests) >= 3)
+    start.set()
+    await wait_for(lambda: slack_api.texts("C0001") == [WORDS], tries=3000)
+    await wait_for(lambda: slack_api.texts("C0002") == [WORDS], tries=3000)
+    late.set()
+    await wait_for(lambda: slack_api.texts("C0003") == [WORDS], tries=3000)
+    assert [c for c in slack_api.calls if c.status == 429] == []
+    assert len(slack_api.calls_to("chat.update")) <= updates
 
 
 async def test_native_streams_take_the_streams_budget_and_every_stop_keeps_its_slot(
