@@ -469,8 +469,8 @@ class Downloader:
     ) -> Attachment:
         """Download ``url`` and :func:`prepare` it (in a thread). Never raises (but for
         cancellation): a refused or failed download is a ``skipped`` attachment."""
-        if classify(name, media_type) == "skipped":
-            return _not_read(name)  # not even downloaded
+        if classify(name, media_type) == "skipped" and (media_type or _extension(name)):
+            return _not_read(name)  # not even downloaded (with neither: the served type decides)
         if size is not None and size > self.limits.max_bytes:
             return skipped(name, f"larger than the {self.limits.max_megabytes} limit")
         try:
@@ -484,6 +484,10 @@ class Downloader:
         except httpx.HTTPError as exc:
             log.info("attachment download failed (%s): %s", _where(url), type(exc).__name__)
             return skipped(name, "the download failed")
+        if _media_type(served_type) == "text/html" and not _is_html(name, media_type):
+            # Slack's file host answers a missing or wrong token with a 200 sign-in page.
+            log.info("attachment download: a web page instead of the file (%s)", _where(url))
+            return skipped(name, "the file host sent a web page instead of the file")
         return await prepare_async(name, media_type or served_type, data, self.limits)
 
     async def fetch_all(self, files: Iterable[RemoteFile]) -> list[Attachment]:
@@ -545,6 +549,10 @@ class Downloader:
             if len(body) > cap:
                 raise _Skip(too_big)  # stop reading at the cap, whatever the header said
         return bytes(body)
+
+
+def _is_html(name: str, media_type: str) -> bool:
+    return _media_type(media_type) == "text/html" or _extension(name) in (".html", ".htm")
 
 
 def _where(url: str) -> str:

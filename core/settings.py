@@ -433,6 +433,8 @@ def _problems(cls: type[BaseSettings], exc: ValidationError) -> list[str]:
             _secret_field(cls, name)
             or not words.isdisjoint({"TOKEN", "KEY", "SECRET", "PASSWORD"})
             or "STORE_URL" in var
+            # a URL holding a user name or password (DISCORD_CDN_URL=https://u:p@host)
+            or (var.endswith("_URL") and "@" in str(err.get("input")))
         )
         got = "" if secret else f" (got {err.get('input')!r})"
         lines.append(f"{var}: {err['msg']}{got}{_in_config_file(name)}")
