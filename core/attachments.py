@@ -30,6 +30,7 @@ import io
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -114,6 +115,8 @@ _PDF_MAGIC = b"%PDF-"
 #: Redirects followed (each to an allowed host only).
 MAX_REDIRECTS = 3
 _NAME_MAX = 100
+#: Images decoded at once in this process (each may take up to ``max_decode_pixels`` * 4 bytes).
+_DECODING = threading.BoundedSemaphore(2)
 # Control characters (a name is one line), backticks (the fence's info line) and angle brackets
 # (Slack's <!channel> and <@U123> syntax).
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f\u2028\u2029`<>]+")
@@ -128,6 +131,9 @@ class AttachmentLimits:
     max_image_pixels: int = 2048
     max_text_chars: int = 40_000
     download_timeout: float = 20.0
+    #: Most pixels an image may decode to (after a JPEG's reduced decoding); more is refused as
+    #: a decompression bomb before a pixel is decoded (40 M: 160 MB as RGBA).
+    max_decode_pixels: int = 40_000_000
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AttachmentLimits:
@@ -303,51 +309,60 @@ def _info_string(name: str) -> str:
     return ext if ext.isalnum() else ""
 
 
+def _scaled(size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """``size`` scaled so that its longer side is ``long_side``, keeping the aspect."""
+    w, h = size
+    scale = long_side / max(w, h)
+    if w >= h:
+        return long_side, max(1, round(h * scale))
+    return max(1, round(w * scale)), long_side
+
+
 def _prepare_image(name: str, data: bytes, limits: AttachmentLimits) -> Attachment:
+    with _DECODING:  # a few images at a time in memory, however many messages arrive at once
+        return _decode_image(name, data, limits)
+
+
+def _decode_image(name: str, data: bytes, limits: AttachmentLimits) -> Attachment:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    unreadable = "not a readable image (PNG, JPEG, WebP or GIF)"
+    too_large = "the image is too large to decode"
     try:
         image = Image.open(io.BytesIO(data), formats=list(_PIL_FORMATS))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return skipped(name, "not a readable image (PNG, JPEG, WebP or GIF)")
-    except Image.DecompressionBombError:
-        return skipped(name, "the image is too large to decode")
+        return skipped(name, unreadable)
+    except Image.DecompressionBombError:  # more than twice Pillow's MAX_IMAGE_PIXELS
+        return skipped(name, too_large)
     with image:
+        source = _PIL_FORMATS[str(image.format)]
+        if source == "image/jpeg" and max(image.size) > limits.max_image_pixels:
+            # JPEG decodes at 1/2, 1/4 or 1/8 scale: a huge photo costs a fraction of its memory.
+            image.draft("RGB", _scaled(image.size, limits.max_image_pixels))
         width, height = image.size
         # A decompression bomb: a small file that decodes to a huge image. Refused from the
-        # header, before any pixel is decoded (Pillow's own limit is a warning up to twice it).
-        if Image.MAX_IMAGE_PIXELS is not None and width * height > Image.MAX_IMAGE_PIXELS:
-            return skipped(name, "the image is too large to decode")
-        source = _PIL_FORMATS[str(image.format)]
+        # header, before any pixel is decoded.
+        if width * height > limits.max_decode_pixels:
+            return skipped(name, too_large)
         try:
             image.seek(0)  # a GIF's (or an animated WebP/PNG's) first frame
-            if source == "image/jpeg" and max(width, height) > limits.max_image_pixels:
-                # JPEG decodes at 1/2, 1/4 or 1/8 scale: less memory and time for a huge photo.
-                image.draft("RGB", (limits.max_image_pixels, limits.max_image_pixels))
             image.load()
         except (OSError, ValueError, SyntaxError, EOFError):
-            return skipped(name, "not a readable image (PNG, JPEG, WebP or GIF)")
-        long_side = max(width, height)
-        if long_side <= limits.max_image_pixels and source != "image/gif":
+            return skipped(name, unreadable)
+        if max(width, height) <= limits.max_image_pixels and source != "image/gif":
             return Attachment(name, "image", source, data)
         frame = ImageOps.exif_transpose(image)
         alpha = frame.mode in ("RGBA", "LA", "PA") or (
             frame.mode == "P" and "transparency" in frame.info
         )
         frame = frame.convert("RGBA" if alpha else "RGB")
-        w, h = frame.size
-        long_side = max(w, h)
-        if long_side > limits.max_image_pixels:
-            scale = limits.max_image_pixels / long_side
-            size = (
-                (limits.max_image_pixels, max(1, round(h * scale)))
-                if w >= h
-                else (max(1, round(w * scale)), limits.max_image_pixels)
+        if max(frame.size) > limits.max_image_pixels:
+            frame = frame.resize(
+                _scaled(frame.size, limits.max_image_pixels), Image.Resampling.LANCZOS
             )
-            frame = frame.resize(size, Image.Resampling.LANCZOS)
         out = io.BytesIO()
         if alpha or source in ("image/png", "image/gif"):
-            frame.save(out, "PNG", optimize=False)
+            frame.save(out, "PNG")
             media_type = "image/png"
         else:
             frame.save(out, "JPEG", quality=85)
@@ -483,6 +498,9 @@ class Downloader:
             return skipped(name, "the download timed out")
         except httpx.HTTPError as exc:
             log.info("attachment download failed (%s): %s", _where(url), type(exc).__name__)
+            return skipped(name, "the download failed")
+        except Exception as exc:  # never an exception to the caller: the text is still answered
+            log.warning("attachment download failed (%s): %r", _where(url), exc)
             return skipped(name, "the download failed")
         if _media_type(served_type) == "text/html" and not _is_html(name, media_type):
             # Slack's file host answers a missing or wrong token with a 200 sign-in page.

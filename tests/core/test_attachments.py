@@ -194,6 +194,18 @@ def test_a_decompression_bomb_is_refused_before_decoding(side: int) -> None:
     assert result.note == "Skipped bomb.png: the image is too large to decode."
 
 
+def test_an_image_over_the_decode_limit_is_refused_and_a_big_jpeg_decodes_reduced() -> None:
+    limits = AttachmentLimits(max_image_pixels=512, max_decode_pixels=600_000)
+    assert prepare("p.png", "", png_header_only(7000, 7000)).note == (
+        "Skipped p.png: the image is too large to decode."  # 49 M pixels: over the default 40 M
+    )
+    refused = prepare("p.png", "image/png", image_bytes((1000, 700)), limits)
+    assert refused.note == "Skipped p.png: the image is too large to decode."
+    photo = prepare("p.jpg", "image/jpeg", image_bytes((2000, 1000), "JPEG"), limits)
+    assert photo.kind == "image"  # 2 M pixels, decoded at half scale: 500 K
+    assert decoded(photo).size == (512, 256)
+
+
 class _no_warning:
     def __enter__(self) -> None:
         return None
