@@ -89,8 +89,21 @@ TEXT_EXTENSIONS = frozenset((
     ".properties", ".gradle", ".tex", ".diff", ".patch", ".dockerfile", ".graphql", ".proto",
 ))
 # fmt: on
-#: Text files without an extension, by name.
-_TEXT_NAMES = frozenset({"dockerfile", "makefile", "readme", "license", "gemfile", "procfile"})
+#: Text files without an extension, by name (dot files included).
+_TEXT_NAMES = frozenset(
+    {
+        "dockerfile",
+        "makefile",
+        "readme",
+        "license",
+        "gemfile",
+        "procfile",
+        ".gitignore",
+        ".dockerignore",
+        ".editorconfig",
+        ".env",
+    }
+)
 #: Non-``text/*`` media types that are text.
 _TEXT_TYPES = frozenset(
     {

@@ -64,6 +64,8 @@ def decoded(attachment: Attachment) -> Image.Image:
         ("notes", "text/plain; charset=utf-8", "text"),
         ("data.json", "application/json", "text"),
         ("Dockerfile", "", "text"),
+        (".gitignore", "", "text"),
+        ("src/.env", "", "text"),
         ("report.docx", "application/vnd.openxmlformats", "skipped"),
         ("drawing.svg", "image/svg+xml", "skipped"),
         ("archive.zip", "", "skipped"),
