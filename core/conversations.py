@@ -9,6 +9,8 @@ recently used evicted. An idle conversation is a few small objects; nothing runs
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import time
@@ -16,16 +18,19 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol, TypeAlias
 
 from .usage import MemoryUsage, Tokens, UsageReport
 
 __all__ = [
+    "IMAGE_CHARS",
     "Conversation",
     "ConversationKey",
     "ConversationStore",
+    "HistoryPart",
     "MemoryStore",
     "Message",
+    "MessageAttachment",
     "Status",
     "clean_text",
     "load_conversation",
@@ -69,6 +74,76 @@ class Status(StrEnum):
 
 FINAL = frozenset({Status.COMPLETE, Status.ERROR, Status.CANCELLED})
 
+#: What one image counts for in the history's character bound (HISTORY_MAX_CHARS), whatever its
+#: size: about what a model charges for a downscaled image, in characters of text. A PDF counts
+#: its size in bytes, a text file its inlined characters.
+IMAGE_CHARS = 1_000
+
+#: One part of a turn sent to the model, neutral of any client library: ``("text", text)``,
+#: ``("image", data, media_type, name)`` or ``("pdf", data, name)``.
+HistoryPart: TypeAlias = (
+    tuple[Literal["text"], str]
+    | tuple[Literal["image"], bytes, str, str]
+    | tuple[Literal["pdf"], bytes, str]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageAttachment:
+    """A file a user message carried (:mod:`core.attachments` prepares it), as stored.
+
+    ``data`` is an image's or a PDF's bytes in base64 (empty once an old image is dropped: it is
+    then sent as ``[image: name]``), or a text file's inlined block (a fence under its name).
+    """
+
+    name: str
+    kind: Literal["image", "text", "pdf"]
+    media_type: str
+    data: str
+
+    def __repr__(self) -> str:  # never a megabyte of base64 in a log line
+        return (
+            f"MessageAttachment(name={self.name!r}, kind={self.kind!r}, "
+            f"media_type={self.media_type!r}, data=<{len(self.data)} chars>)"
+        )
+
+    @property
+    def chars(self) -> int:
+        """What it counts for in HISTORY_MAX_CHARS (:data:`IMAGE_CHARS` for an image)."""
+        if self.kind == "image":
+            return IMAGE_CHARS if self.data else len(self.name) + 9
+        if self.kind == "pdf":
+            return len(self.data) * 3 // 4  # its size in bytes
+        return len(self.data)
+
+    def raw(self) -> bytes:
+        """An image's or a PDF's bytes (empty when not decodable or dropped)."""
+        try:
+            return base64.b64decode(self.data, validate=True)
+        except (binascii.Error, ValueError):
+            return b""
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "media_type": self.media_type,
+            "data": self.data,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MessageAttachment | None:
+        """The inverse of :meth:`to_dict`; ``None`` for a record of an unknown kind."""
+        kind = data.get("kind")
+        if kind not in ("image", "text", "pdf"):
+            return None
+        return cls(
+            name=clean_text(str(data.get("name") or "file")),
+            kind=kind,
+            media_type=clean_text(str(data.get("media_type") or "")),
+            data=clean_text(str(data.get("data") or "")),
+        )
+
 
 @dataclass(slots=True)
 class Message:
@@ -86,6 +161,9 @@ class Message:
     #: The models that were unavailable before ``model`` answered (LLMCONNECT_FALLBACK_MODELS);
     #: a tuple, so the common case (none) costs no object per message.
     unavailable: tuple[str, ...] = ()
+    #: The files a user message carried (images, text files, PDFs); a tuple, so the common case
+    #: (none) costs no object per message.
+    attachments: tuple[MessageAttachment, ...] = ()
 
     @property
     def text(self) -> str:
@@ -111,6 +189,8 @@ class Message:
             data["model"] = self.model
         if self.unavailable:
             data["unavailable"] = list(self.unavailable)
+        if self.attachments:
+            data["attachments"] = [a.to_dict() for a in self.attachments]
         return data
 
     @classmethod
@@ -124,7 +204,23 @@ class Message:
             error=None if data.get("error") is None else clean_text(str(data["error"])),
             model=None if data.get("model") is None else clean_text(str(data["model"])),
             unavailable=tuple(clean_text(str(m)) for m in data.get("unavailable") or ()),
+            attachments=_attachments(data.get("attachments")),
         )
+
+    @property
+    def chars(self) -> int:
+        """What the message counts for in HISTORY_MAX_CHARS: its text and its files."""
+        size = len(self.text)
+        for attachment in self.attachments:
+            size += attachment.chars
+        return size
+
+
+def _attachments(records: object) -> tuple[MessageAttachment, ...]:
+    if not isinstance(records, list):
+        return ()
+    found = (MessageAttachment.from_dict(r) for r in records if isinstance(r, Mapping))
+    return tuple(a for a in found if a is not None)
 
 
 @dataclass(slots=True)
@@ -171,13 +267,17 @@ class Conversation:
         An errored or unfinished reply is never sent, and neither is the user turn it answered
         (so the next prompt does not arrive as two user turns in a row).
         """
-        history: list[dict[str, str]] = []
-        pending_user: dict[str, str] | None = None
+        return [{"role": m.role, "content": m.content} for m in self.sent_messages()]
+
+    def sent_messages(self) -> list[Message]:
+        """The messages :meth:`llm_history` sends, in order."""
+        history: list[Message] = []
+        pending_user: Message | None = None
         for message in self.messages:
             if message.role == "user":
                 if pending_user is not None:
                     history.append(pending_user)
-                pending_user = {"role": "user", "content": message.content}
+                pending_user = message
                 continue
             keep = message.status is Status.COMPLETE or (
                 message.status is Status.CANCELLED and message.content
@@ -185,18 +285,64 @@ class Conversation:
             if keep:
                 if pending_user is not None:
                     history.append(pending_user)
-                history.append({"role": "assistant", "content": message.content})
+                history.append(message)
             pending_user = None
         if pending_user is not None:
             history.append(pending_user)
         return history
+
+    def llm_history_parts(self, max_images: int) -> list[tuple[str, list[HistoryPart]]]:
+        """:meth:`llm_history` with each user turn's files: ``[(role, parts), ...]``.
+
+        A user turn's parts are its text (when not empty), then its files in order: a text file
+        as ``("text", block)``, a PDF as ``("pdf", data, name)``, an image as ``("image", data,
+        media_type, name)`` in the last ``max_images`` turns that have images
+        (HISTORY_MAX_IMAGES), and as ``("text", "[image: name]")`` in older ones (and when its
+        bytes were dropped, :meth:`drop_old_images`). An assistant turn is ``[("text", text)]``.
+        """
+        sent = self.sent_messages()
+        with_images = [
+            i for i, m in enumerate(sent) if any(a.kind == "image" for a in m.attachments)
+        ]
+        keep_images = set(with_images[len(with_images) - max_images :]) if max_images > 0 else set()
+        turns: list[tuple[str, list[HistoryPart]]] = []
+        for i, message in enumerate(sent):
+            parts: list[HistoryPart] = []
+            if message.content or not message.attachments:
+                parts.append(("text", message.content))
+            for attachment in message.attachments:
+                parts.append(_part(attachment, i in keep_images))
+            turns.append((message.role, parts))
+        return turns
+
+    def drop_old_images(self, max_images: int) -> int:
+        """Forget the bytes of images older than the last ``max_images`` user turns that have
+        images (they are sent as ``[image: name]`` from then on), so a long conversation holds at
+        most that many turns' images. Returns how many images were dropped."""
+        dropped = 0
+        seen = 0
+        for index in range(len(self.messages) - 1, -1, -1):
+            message = self.messages[index]
+            if not any(a.kind == "image" and a.data for a in message.attachments):
+                continue
+            seen += 1
+            if seen <= max_images:
+                continue
+            kept = []
+            for a in message.attachments:
+                if a.kind == "image" and a.data:
+                    a = MessageAttachment(a.name, a.kind, a.media_type, "")
+                    dropped += 1
+                kept.append(a)
+            message.attachments = tuple(kept)
+        return dropped
 
     def trim(self, max_messages: int, max_chars: int) -> int:
         """Drop the oldest whole turns until both bounds hold; never the last turn. Returns how
         many messages were dropped."""
         dropped = 0
         messages = self.messages
-        total = sum(len(m.text) for m in messages)
+        total = sum(m.chars for m in messages)
         while len(messages) > 2 and (len(messages) > max_messages or total > max_chars):
             # A turn is a user message and the replies that follow it.
             end = 1
@@ -204,10 +350,22 @@ class Conversation:
                 end += 1
             if any(m.status not in FINAL for m in messages[:end]):
                 break  # never drop a reply that is still streaming
-            total -= sum(len(m.text) for m in messages[:end])
+            total -= sum(m.chars for m in messages[:end])
             del messages[:end]
             dropped += end
         return dropped
+
+
+def _part(attachment: MessageAttachment, with_image: bool) -> HistoryPart:
+    if attachment.kind == "text":
+        return ("text", attachment.data)
+    if attachment.kind == "pdf":
+        data = attachment.raw()
+        return ("pdf", data, attachment.name) if data else ("text", f"[pdf: {attachment.name}]")
+    data = attachment.raw() if with_image else b""
+    if not data:
+        return ("text", f"[image: {attachment.name}]")
+    return ("image", data, attachment.media_type, attachment.name)
 
 
 def load_conversation(raw: str | bytes, key: ConversationKey) -> Conversation | None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-__all__ = ["Fence", "after_line", "closes", "may_be_fence", "open_after", "opens"]
+__all__ = ["Fence", "after_line", "closes", "fence_for", "may_be_fence", "open_after", "opens"]
 
 # A fence line: its run of backticks or tildes (maximal: the greedy run never backtracks, since
 # the rest matches anything) and the rest of the line.
@@ -79,3 +79,16 @@ def open_after(text: str, fence: Fence | None = None) -> Fence | None:
     for line in text.split("\n"):
         fence = after_line(line, fence)
     return fence
+
+
+def fence_for(text: str) -> str:
+    """A backtick fence that no line of ``text`` can close: one backtick longer than the longest
+    run of backticks that starts a fence-like line of ``text``, and at least three (a file that
+    holds ```` ``` ```` is fenced with ```` ```` ````)."""
+    longest = 2
+    if "```" in text:
+        for line in text.split("\n"):
+            m = _FENCE_LINE.match(line)
+            if m is not None and m.group(1)[0] == "`":
+                longest = max(longest, len(m.group(1)))
+    return "`" * (longest + 1)

@@ -174,6 +174,12 @@ class Settings(EnvSettings):
     history_max_chars: int = Field(
         24_000, ge=100, description="Most characters of history kept per conversation."
     )
+    history_max_images: int = Field(
+        2,
+        ge=0,
+        description="Images are sent to the model for this many of the latest turns that have "
+        "images; older ones become the text [image: name] (0: only the current message's).",
+    )
     max_conversations: int = Field(
         10_000,
         ge=1,
@@ -205,6 +211,39 @@ class Settings(EnvSettings):
         ge=0,
         description="Prompts that may wait per conversation behind the one being answered (per "
         "process); the next is refused until one ends (0: no waiting, one at a time).",
+    )
+    max_attachments: int = Field(
+        5,
+        ge=0,
+        le=50,
+        description="Files read per message; the ones beyond it are skipped with a note (0: "
+        "attachments are not read).",
+    )
+    max_attachment_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=1024,
+        description="Largest file read, in bytes (checked before and while downloading); a "
+        "larger one is skipped with a note.",
+    )
+    max_image_pixels: int = Field(
+        2048,
+        ge=64,
+        le=16_384,
+        description="Longest side of an image sent to the model, in pixels; a larger image is "
+        "scaled down keeping its aspect.",
+    )
+    max_text_attachment_chars: int = Field(
+        40_000,
+        ge=100,
+        description="Most characters of a text file inlined into the prompt; the rest is cut "
+        "with a note.",
+    )
+    attachment_download_timeout: float = Field(
+        20.0,
+        gt=0,
+        le=300,
+        description="Seconds one attachment's download may take (redirects included); then it "
+        "is skipped with a note.",
     )
     admin_user_ids: CommaList = Field(
         default_factory=list,
@@ -394,6 +433,8 @@ def _problems(cls: type[BaseSettings], exc: ValidationError) -> list[str]:
             _secret_field(cls, name)
             or not words.isdisjoint({"TOKEN", "KEY", "SECRET", "PASSWORD"})
             or "STORE_URL" in var
+            # a URL holding a user name or password (DISCORD_CDN_URL=https://u:p@host)
+            or (var.endswith("_URL") and "@" in str(err.get("input")))
         )
         got = "" if secret else f" (got {err.get('input')!r})"
         lines.append(f"{var}: {err['msg']}{got}{_in_config_file(name)}")

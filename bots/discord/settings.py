@@ -58,6 +58,11 @@ class DiscordSettings(EnvSettings):
         description="The shards this process runs, comma-separated, each 0 .. "
         "DISCORD_SHARD_COUNT-1 (empty: all of them).",
     )
+    discord_cdn_url: CommaList = Field(
+        default_factory=lambda: ["https://cdn.discordapp.com", "https://media.discordapp.net"],
+        description="Hosts attachments are downloaded from, comma-separated (Discord's CDN; a "
+        "local stand-in in tests); a file anywhere else is never fetched.",
+    )
     discord_edit_interval: float = Field(
         1.2, gt=0, description="Seconds between edits of one Discord message while streaming."
     )
@@ -103,6 +108,13 @@ class DiscordSettings(EnvSettings):
         if not value.startswith(schemes):
             raise ValueError(f"expected a URL starting with {' or '.join(schemes)}")
         return value.rstrip("/") if info.field_name == "discord_api_url" else value
+
+    @field_validator("discord_cdn_url")
+    @classmethod
+    def _file_hosts(cls, value: list[str]) -> list[str]:
+        from core.attachments import check_file_hosts
+
+        return check_file_hosts(value)
 
     @field_validator("discord_shard_ids")
     @classmethod

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
-from core.settings import EnvSettings
+from core.settings import CommaList, EnvSettings
 
 __all__ = ["SlackSettings"]
 
@@ -24,6 +24,11 @@ class SlackSettings(EnvSettings):
     slack_api_url: str = Field(
         "https://slack.com/api/",
         description="Slack Web API base URL (an enterprise proxy, or a local stand-in in tests).",
+    )
+    slack_files_url: CommaList = Field(
+        default_factory=lambda: ["https://files.slack.com"],
+        description="Hosts files are downloaded from (with the bot token), comma-separated "
+        "(Slack's file host; a local stand-in in tests); a file anywhere else is never fetched.",
     )
     slack_streaming: Literal["auto", "native", "update"] = Field(
         "auto",
@@ -93,6 +98,13 @@ class SlackSettings(EnvSettings):
         "update of a message per second), instead of SLACK_EDIT_INTERVAL (0: finals wait the "
         "interval too).",
     )
+
+    @field_validator("slack_files_url")
+    @classmethod
+    def _file_hosts(cls, value: list[str]) -> list[str]:
+        from core.attachments import check_file_hosts
+
+        return check_file_hosts(value)
 
     @property
     def configured(self) -> bool:

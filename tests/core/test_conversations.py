@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from core.conversations import (
+    IMAGE_CHARS,
     Conversation,
     ConversationKey,
     MemoryStore,
     Message,
+    MessageAttachment,
     Status,
     load_conversation,
 )
@@ -330,3 +334,115 @@ def test_a_conversation_stored_before_replies_recorded_their_model_still_loads()
     assert loaded.llm_history()[-1] == {"role": "assistant", "content": "hello"}
     again = Conversation.from_dict(loaded.to_dict())
     assert again.messages[1].model is None
+
+
+# -- attachments ----------------------------------------------------------------------------------
+
+
+def image(name: str, data: bytes = b"\x89PNG-bytes") -> MessageAttachment:
+    return MessageAttachment(name, "image", "image/png", base64.b64encode(data).decode())
+
+
+def with_files(text: str, *files: MessageAttachment, reply: str = "ok") -> list[Message]:
+    return [Message("user", text, attachments=files), Message("assistant", reply)]
+
+
+def test_history_parts_keep_images_of_the_last_n_turns_that_have_images() -> None:
+    conv = conversation(
+        with_files("first", image("a.png", b"A")),
+        turn("no image here", "fine"),
+        with_files("second", image("b.png", b"B")),
+        with_files("", image("c.png", b"C"), image("d.png", b"D")),
+    )
+    turns = conv.llm_history_parts(max_images=2)
+    assert [role for role, _ in turns] == ["user", "assistant"] * 4
+    assert turns[0][1] == [("text", "first"), ("text", "[image: a.png]")]
+    assert turns[2][1] == [("text", "no image here")]
+    assert turns[4][1] == [("text", "second"), ("image", b"B", "image/png", "b.png")]
+    assert turns[6][1] == [  # no text: the files alone
+        ("image", b"C", "image/png", "c.png"),
+        ("image", b"D", "image/png", "d.png"),
+    ]
+    assert turns[7][1] == [("text", "ok")]
+    none = conv.llm_history_parts(max_images=0)
+    assert none[6][1] == [("text", "[image: c.png]"), ("text", "[image: d.png]")]
+
+
+def test_history_parts_carry_text_files_and_pdfs_and_follow_llm_history() -> None:
+    block = "a.py\n```py\nx = 1\n```"
+    pdf = MessageAttachment("p.pdf", "pdf", "application/pdf", base64.b64encode(b"%PDF-1").decode())
+    conv = conversation(
+        with_files("look", MessageAttachment("a.py", "text", "text/plain", block), pdf),
+        [
+            Message("user", "failed", attachments=(image("x.png"),)),
+            Message("assistant", "", status=Status.ERROR, error="boom"),
+        ],
+        turn("q", "a"),
+    )
+    turns = conv.llm_history_parts(max_images=2)
+    assert turns[0] == ("user", [("text", "look"), ("text", block), ("pdf", b"%PDF-1", "p.pdf")])
+    assert [(role, parts[0]) for role, parts in turns] == [
+        (m["role"], ("text", m["content"])) for m in conv.llm_history()
+    ]
+
+
+def test_drop_old_images_keeps_the_bytes_of_the_last_n_turns_only() -> None:
+    conv = conversation(
+        with_files("1", image("a.png")),
+        with_files("2", image("b.png"), MessageAttachment("t.txt", "text", "text/plain", "t")),
+        with_files("3", image("c.png")),
+    )
+    assert conv.drop_old_images(2) == 1
+    assert conv.drop_old_images(2) == 0
+    first = conv.messages[0].attachments[0]
+    assert (first.name, first.kind, first.data) == ("a.png", "image", "")
+    assert conv.llm_history_parts(max_images=5)[0][1] == [("text", "1"), ("text", "[image: a.png]")]
+    assert conv.messages[2].attachments[1].data == "t"
+    assert conv.drop_old_images(0) == 2
+
+
+def test_an_image_costs_a_fixed_number_of_characters_and_a_pdf_its_size() -> None:
+    big = image("huge.png", b"x" * 300_000)
+    assert Message("user", "hi", attachments=(big,)).chars == 2 + IMAGE_CHARS
+    pdf = MessageAttachment(
+        "p.pdf", "pdf", "application/pdf", base64.b64encode(b"p" * 3000).decode()
+    )
+    assert pdf.chars == 3000
+    text = MessageAttachment("t.txt", "text", "text/plain", "y" * 70)
+    assert text.chars == 70
+
+
+def test_trim_counts_images_at_their_fixed_cost() -> None:
+    conv = conversation(
+        with_files("q1", image("a.png")), with_files("q2", image("b.png")), turn("q3", "a3")
+    )
+    budget = 2 * IMAGE_CHARS + len("q1okq2okq3a3")
+    assert conv.trim(max_messages=100, max_chars=budget) == 0
+    assert conv.trim(max_messages=100, max_chars=budget - 1) == 2
+    assert contents(conv) == ["q2", "ok", "q3", "a3"]
+
+
+def test_attachments_round_trip_and_old_or_unknown_records_still_load() -> None:
+    conv = conversation(
+        with_files(
+            "see",
+            image("a.png"),
+            MessageAttachment("t.md", "text", "text/markdown", "t.md\n```md\n# hi\n```"),
+        )
+    )
+    data = conv.to_dict()
+    assert "attachments" not in data["messages"][1]  # nothing written for a message without
+    again = Conversation.from_dict(data)
+    assert again.messages[0].attachments == conv.messages[0].attachments
+    data["messages"][0]["attachments"].append({"name": "v.mp4", "kind": "video", "data": "x"})
+    data["messages"][0]["attachments"].append("not a record")
+    assert Conversation.from_dict(data).messages[0].attachments == conv.messages[0].attachments
+    data["messages"][0]["attachments"] = "damaged"
+    assert Conversation.from_dict(data).messages[0].attachments == ()
+
+
+def test_a_damaged_base64_image_is_sent_as_its_name() -> None:
+    broken = MessageAttachment("b.png", "image", "image/png", "!!not base64!!")
+    conv = conversation(with_files("q", broken))
+    assert conv.llm_history_parts(max_images=2)[0][1] == [("text", "q"), ("text", "[image: b.png]")]
+    assert "!!not" not in repr(broken)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
-from core.fences import Fence, after_line, closes, may_be_fence, open_after, opens
+from core.fences import Fence, after_line, closes, fence_for, may_be_fence, open_after, opens
 
 
 @pytest.mark.parametrize(
@@ -107,3 +107,22 @@ def _commonmark(lines: list[str]) -> list[str]:
 @given(lines=_LINES)
 def test_lines_read_as_commonmark_reads_them(lines: list[str]) -> None:
     assert _ours(lines) == _commonmark(lines), lines
+
+
+def test_fence_for_is_longer_than_any_fence_run_in_the_text() -> None:
+    assert fence_for("plain text") == "```"
+    assert fence_for("a ``` b") == "```"  # not at a line's start: no fence
+    assert fence_for("```py\nx\n```") == "````"
+    assert fence_for("   `````") == "``````"
+    assert fence_for("    ```") == "```"  # four spaces: indented code, no fence
+    assert fence_for("~~~~~") == "```"  # tildes never close a backtick fence
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(lines=_LINES)
+def test_text_fenced_with_fence_for_is_one_code_block_holding_it_all(lines: list[str]) -> None:
+    text = "\n".join(lines)
+    fence = fence_for(text)
+    tokens = _COMMONMARK.parse(f"{fence}\n{text}\n{fence}\n")
+    assert [t.type for t in tokens] == ["fence"], lines
+    assert tokens[0].content == text + "\n"

@@ -167,3 +167,32 @@ def test_show_reasoning_takes_its_three_values_in_any_case(monkeypatch: pytest.M
         load_settings()
     assert "'off'" in str(info.value)
     assert "'verbose'" in str(info.value)
+
+
+def test_attachment_limits_take_their_bounds_and_refuse_beyond() -> None:
+    s = load_settings()
+    assert (
+        s.max_attachments,
+        s.max_attachment_bytes,
+        s.max_image_pixels,
+        s.max_text_attachment_chars,
+        s.history_max_images,
+        s.attachment_download_timeout,
+    ) == (5, 10 * 1024 * 1024, 2048, 40_000, 2, 20.0)
+    at_limits = {
+        "max_attachments": (0, 50),
+        "max_attachment_bytes": (1024, None),
+        "max_image_pixels": (64, 16_384),
+        "max_text_attachment_chars": (100, None),
+        "history_max_images": (0, None),
+        "attachment_download_timeout": (None, 300),
+    }
+    for name, (low, high) in at_limits.items():
+        for value, step in ((low, -1), (high, 1)):
+            if value is None:
+                continue
+            assert getattr(load_settings(**{name: value}), name) == value
+            with pytest.raises(SettingsError, match=name.upper()):
+                load_settings(**{name: value + step})
+    with pytest.raises(SettingsError, match="ATTACHMENT_DOWNLOAD_TIMEOUT"):
+        load_settings(attachment_download_timeout=0)

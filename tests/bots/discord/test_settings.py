@@ -100,3 +100,24 @@ def test_channel_edit_window_limits() -> None:
     for window in (60.001, 0):
         with pytest.raises(SettingsError, match="DISCORD_CHANNEL_EDIT_WINDOW"):
             load_settings(DiscordSettings, discord_channel_edit_window=window)
+
+
+def test_cdn_hosts_default_to_discords_and_take_a_comma_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings(DiscordSettings).discord_cdn_url == [
+        "https://cdn.discordapp.com",
+        "https://media.discordapp.net",
+    ]
+    monkeypatch.setenv("DISCORD_CDN_URL", "http://127.0.0.1:8123/, https://cdn.example")
+    assert load_settings(DiscordSettings).discord_cdn_url == [
+        "http://127.0.0.1:8123",
+        "https://cdn.example",
+    ]
+    monkeypatch.setenv("DISCORD_CDN_URL", "https://user:hunter2@cdn.example")
+    with pytest.raises(SettingsError, match=r"DISCORD_CDN_URL: .*user name or password") as err:
+        load_settings(DiscordSettings)
+    assert "hunter2" not in str(err.value)
+    monkeypatch.setenv("DISCORD_CDN_URL", "cdn.discordapp.com")
+    with pytest.raises(SettingsError, match=r"DISCORD_CDN_URL: .*expected https://host"):
+        load_settings(DiscordSettings)

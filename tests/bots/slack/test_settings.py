@@ -69,3 +69,14 @@ def test_status_rate_limits() -> None:
     for bad in (0, -1):
         with pytest.raises(SettingsError, match="SLACK_STATUS_RATE"):
             load_settings(SlackSettings, slack_status_rate=bad)
+
+
+def test_the_file_host_defaults_to_slacks_and_refuses_what_is_not_a_host_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings(SlackSettings).slack_files_url == ["https://files.slack.com"]
+    monkeypatch.setenv("SLACK_FILES_URL", "http://127.0.0.1:9000")
+    assert load_settings(SlackSettings).slack_files_url == ["http://127.0.0.1:9000"]
+    monkeypatch.setenv("SLACK_FILES_URL", "ftp://files.slack.com")
+    with pytest.raises(SettingsError, match=r"SLACK_FILES_URL: .*expected https://host"):
+        load_settings(SlackSettings)

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from core.conversations import ConversationKey, Message, Status
+from core.conversations import ConversationKey, Message, MessageAttachment, Status
 from core.stores.redis_store import USAGE_DAY_EXPIRY, RedisStore
 from core.usage import Tokens, UsageStore
 
@@ -59,6 +59,34 @@ async def test_every_field_round_trips(make_store: StoreMaker):
     assert stored.messages[3].error == "The model timed out."
     assert stored.messages[3].status is Status.ERROR
     assert stored.updated_at >= stored.created_at
+
+
+async def test_attachments_round_trip(make_store: StoreMaker):
+    store = await make_store()
+    conversation = await store.get_or_create(KEY)
+    files = (
+        MessageAttachment("a.png", "image", "image/png", "iVBORw0KGgo="),
+        MessageAttachment("old.png", "image", "image/png", ""),
+        MessageAttachment("r.pdf", "pdf", "application/pdf", "JVBERi0xLjc="),
+        MessageAttachment("x.py", "text", "text/x-python", "x.py\n```py\nprint('é')\n```"),
+    )
+    conversation.messages = [
+        Message("user", "look", attachments=files),
+        Message("assistant", "seen"),
+    ]
+    await store.save(conversation)
+    # SQLite and Redis: read back over a new connection (memory: the same store).
+    reopened = store if make_store.backend == "memory" else await make_store()  # type: ignore[attr-defined]
+    stored = await reopened.get(KEY)
+    assert stored is not None
+    assert stored.messages[0].attachments == files
+    assert stored.messages[1].attachments == ()
+    assert stored.llm_history_parts(max_images=2)[0][1][1] == (
+        "image",
+        b"\x89PNG\r\n\x1a\n",
+        "image/png",
+        "a.png",
+    )
 
 
 async def test_the_model_that_answered_and_the_unavailable_ones_round_trip(
