@@ -111,6 +111,7 @@ class Reply:
     """One generation, observable while it runs and after it ends."""
 
     __slots__ = (
+        "__weakref__",  # front ends may keep per-reply marks that must not keep it alive
         "_final",
         "_on_end",
         "_waiters",

@@ -142,6 +142,11 @@ class Metrics:
         if final_lag is not None:
             self.final_lag.labels(platform).observe(max(0.0, final_lag))
 
+    def final_shown(self, platform: str, lag: float) -> None:
+        """A front end with no platform requests of its own (the web chat) handed a reply's
+        final text to its client ``lag`` seconds after the reply ended."""
+        self.final_lag.labels(platform).observe(max(0.0, lag))
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric (``GET /metrics``)."""
         return generate_latest(self.registry)

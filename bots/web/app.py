@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -93,6 +94,8 @@ class WebChat:
         self.closing = False
         #: Replies this app submitted that have not ended, per conversation, in order.
         self._live: dict[ConversationKey, deque[Reply]] = {}
+        #: Replies whose end a page has been sent (their final-lag observation is made).
+        self._ended: weakref.WeakSet[Reply] = weakref.WeakSet()
 
     @staticmethod
     def key(conv_id: str) -> ConversationKey:
@@ -124,6 +127,13 @@ class WebChat:
             if not reply.done:
                 return reply
         return self.engine.reply_for(key)
+
+    def first_end(self, reply: Reply) -> bool:
+        """True the first time it is asked for ``reply``: the first page sent its end."""
+        if reply in self._ended:
+            return False
+        self._ended.add(reply)
+        return True
 
     def busy(self, key: ConversationKey) -> bool:
         return any(not reply.done for reply in self._live.get(key, ()))
@@ -365,8 +375,13 @@ def create_app(
             elif kind == REASONING:
                 yield ServerSentEvent(event="reasoning", data=chunk)
         await reply
+        ended = engine.clock.now()
         end = _end_event(reply, web.busy(key), engine.settings.show_reasoning)
         yield ServerSentEvent(event="end", data=end)
+        # Resumed once the event is written: the final text reached the page. The first
+        # page to get it counts (one observation per reply, as on Discord and Slack).
+        if web.first_end(reply):
+            engine.metrics.final_shown(key.platform, engine.clock.now() - ended)
 
     @app.get("/chat/{conv_id}/status", response_class=WebJSON, response_model=None)
     async def status(conv_id: ConvId) -> dict[str, Any] | JSONResponse:

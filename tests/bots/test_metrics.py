@@ -172,8 +172,9 @@ async def test_replies_through_each_front_end_are_counted_without_ids_or_text() 
             samples, "llmconnect_platform_requests_total", platform=platform, outcome="error"
         )
         assert value(samples, "llmconnect_budget_wait_seconds_count", platform=platform) == 1
-    # The web chat has no platform requests and no final-lag observation of its own.
-    assert not value(samples, "llmconnect_reply_final_lag_seconds_count", frontend="web")
+    # The web chat has no platform requests; its final lag is the end event reaching the page.
+    assert not value(samples, "llmconnect_platform_requests_total", platform="web", outcome="ok")
+    assert value(samples, "llmconnect_reply_final_lag_seconds_count", frontend="web") == 1
     assert not any(name == "llmconnect_llm_errors_total" for name, _ in samples)
 
     # No label value names a user, a channel, a guild, a conversation or any text.
