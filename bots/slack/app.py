@@ -440,6 +440,8 @@ class SlackBot:
         interval = self.settings.slack_edit_interval
         budgets = self.budgets(place.team_id)
         edits = budgets.for_edits(place.channel)
+        gap = self.settings.slack_final_update_gap
+        window = (1 if gap > 0 else 0, gap)  # one update per ``gap`` of a reply's message
         renderer: NativeStreamRenderer | StreamRenderer
         if self.native(place):
             thread_ts = place.thread_ts or place.anchor_ts
@@ -458,19 +460,19 @@ class SlackBot:
                 min_interval=interval,
                 budget=budgets.for_streams(),
                 fallback_budget=edits,
+                fallback_window=window,
                 clock=self.clock,
                 status=self.thread_status.line(budgets.statuses, place.channel, thread_ts),
             )
         else:
             sink = SlackSink(self.edit_client, place.channel, thread_ts=place.thread_ts)
-            gap = self.settings.slack_final_update_gap
             renderer = StreamRenderer(
                 sink,
                 min_interval=interval,
                 budget=edits,
                 clock=self.clock,
-                window_limit=1 if gap > 0 else 0,  # one update per ``gap`` of the reply's edits
-                window_seconds=gap,
+                window_limit=window[0],
+                window_seconds=window[1],
             )
         try:
             await deliver_with(self.engine, reply, renderer)

@@ -78,7 +78,9 @@ class NativeStreamRenderer(BufferedRenderer):
 
     Every streaming call takes a slot of ``budget`` (the workspace's streams budget): starting a
     stream is its "post", appends its interim edits and the stop its final, which the budget
-    keeps a slot for. ``fallback_budget`` is what the edits that take over take.
+    keeps a slot for. ``fallback_budget`` is what the edits that take over take, and
+    ``fallback_window`` their ``(window_limit, window_seconds)`` (see
+    :class:`~core.render.StreamRenderer`: the final edit goes as soon as that window allows).
 
     ``status``: where :meth:`show_status` shows the thinking status (the thread's status); without
     it the status is not shown.
@@ -96,12 +98,14 @@ class NativeStreamRenderer(BufferedRenderer):
         min_interval: float,
         budget: EditBudget | SendBudgets | None = None,
         fallback_budget: EditBudget | SendBudgets | None = None,
+        fallback_window: tuple[int, float] = (0, 0.0),
         clock: Clock | None = None,
         max_len: int = NATIVE_MAX_LEN,
         status: StatusLine | None = None,
     ) -> None:
         super().__init__(min_interval=min_interval, budget=budget, clock=clock)
         self._fallback_budget = budget if fallback_budget is None else fallback_budget
+        self._fallback_window = fallback_window
         self._owes_stop = False  # the open stream's stop is owed to the budget's reserve
         self.client = client
         self.channel = channel
@@ -356,6 +360,8 @@ class NativeStreamRenderer(BufferedRenderer):
             min_interval=self._min_interval,
             budget=self._fallback_budget,
             clock=self._clock,
+            window_limit=self._fallback_window[0],
+            window_seconds=self._fallback_window[1],
         )
         self._fallback = renderer
         await renderer.feed(self._body)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from bots.slack.sink import UPDATE_MAX_LEN
 from bots.slack.streaming import NATIVE_MAX_LEN
+from core.clock import FakeClock
 from core.conversations import ConversationKey, Status
 from tests.fakes.llm_server import Fail, FakeLLMServer, Reply
 from tests.fakes.slack_api import FakeSlackAPI
@@ -255,3 +258,28 @@ async def test_the_final_update_waits_the_message_gap_not_the_edit_interval(
 
     await wait_for(lambda: flat(joined(slack_api.texts(CHANNEL))) == flat(answer))
     assert [c for c in slack_api.calls_to("chat.update") if c.status == 429] == []
+
+
+async def test_a_stream_that_fell_back_to_updates_sends_its_final_one_update_gap_later(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    clock = FakeClock(1000.0)
+    running = await make_bot(clock=clock, slack_edit_interval=30.0, slack_final_update_gap=1.0)
+    slack_api.expire_streams_after = 0  # the first append finds the stream expired
+    llm.enqueue(Reply(deltas=["one ", "two ", "three"], delay=0.3))
+    root = next_ts()
+    await running.slack.mention("slowly", thread_ts=root)
+    await wait_for(lambda: bool(running.engine._last))
+    [reply] = running.engine._last.values()
+    await wait_for(lambda: slack_api.texts(CHANNEL, root) == ["one "])  # the stream starts
+    await wait_for(lambda: "two" in reply.text)
+    await clock.advance(30.0)  # the next append is due: the stream expired, updates take over
+    await wait_for(lambda: slack_api.thread(CHANNEL, root)[0].updates == 1)
+    await wait_for(lambda: reply.status is Status.COMPLETE)
+    for _ in range(8):  # the final goes one update gap (1 s) after the last update, not 30 s
+        if slack_api.texts(CHANNEL, root) == ["one two three"]:
+            break
+        await clock.advance(0.25)
+        await asyncio.sleep(0.02)
+    assert slack_api.texts(CHANNEL, root) == ["one two three"]
+    assert clock.now() <= 1032.0
