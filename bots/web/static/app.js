@@ -1,8 +1,9 @@
 // LLMConnect web chat: one page, no framework, no third-party code.
 //
 // Safety rule: text from the model (and from users) is escaped first; only the small Markdown
-// subset below turns it into tags, and the only attribute it ever writes is a link's href, checked
-// to be http(s) or mailto. The server's Content-Security-Policy blocks inline scripts besides.
+// subset below turns it into tags, and the only attributes it ever writes are a link's href, checked
+// to be http(s) or mailto, and fixed class names (a code block's language, checked to be a word; a
+// table column's alignment). The server's Content-Security-Policy blocks inline scripts besides.
 "use strict";
 
 (() => {
