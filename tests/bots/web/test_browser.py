@@ -269,7 +269,8 @@ async def test_at_390_px_the_chat_fits_and_the_sidebar_is_a_drawer(
     await send(page, "another conversation")
     await expect(last_reply(page)).to_have_attribute("data-status", "complete", timeout=WAIT)
     llm_server.enqueue(Reply(text="Here:\n\n" + LONG_CODE + "\n\nDone.", delay=0.01))
-    await open_chat(page, server, "phone", "local/fake")
+    await open_chat(page, server, "phone", "local/fake")  # the same document, a new fragment:
+    await expect(page.locator("#messages .msg")).to_have_count(0, timeout=WAIT)  # switched
     await send(page, "a long line of code, please")
     reply = last_reply(page)
     await expect(reply).to_have_attribute("data-status", "complete", timeout=WAIT)
