@@ -1,8 +1,9 @@
 // LLMConnect web chat: one page, no framework, no third-party code.
 //
 // Safety rule: text from the model (and from users) is escaped first; only the small Markdown
-// subset below turns it into tags, and the only attribute it ever writes is a link's href, checked
-// to be http(s) or mailto. The server's Content-Security-Policy blocks inline scripts besides.
+// subset below turns it into tags, and the only attributes it ever writes are a link's href, checked
+// to be http(s) or mailto, and fixed class names (a code block's language, checked to be a word; a
+// table column's alignment). The server's Content-Security-Policy blocks inline scripts besides.
 "use strict";
 
 (() => {
@@ -88,8 +89,41 @@
     return !!m && m[2][0] === fence.marker[0] && m[2].length >= fence.marker.length && !trimInfo(m[3]);
   }
 
-  // Paragraphs, headings, lists, quotes, rules and fenced code (an unclosed fence, as while
-  // streaming, runs to the end).
+  // Tables as GitHub reads them: a header row, a delimiter row (`---`, `:--`, `:-:`, `--:` per
+  // column, as many as the header has), then rows until a blank line. Cells are split on `|`
+  // (`\|` is a literal bar), each rendered by inline(); alignment is one of three fixed class
+  // names, so no attribute ever carries the model's text.
+  function tableCells(line) {
+    let s = line.trim();
+    if (s.startsWith("|")) s = s.slice(1);
+    if (s.endsWith("|") && !s.endsWith("\\|")) s = s.slice(0, -1);
+    return s.split(/(?<!\\)\|/).map((cell) => cell.trim().replace(/\\\|/g, "|"));
+  }
+
+  function tableStart(lines, i) {
+    if (!lines[i].includes("|") || i + 1 >= lines.length) return null;
+    const delim = lines[i + 1];
+    if (!/^ {0,3}\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$/.test(delim) || !delim.includes("-")) return null;
+    if (!delim.includes("|") && !lines[i].trim().startsWith("|")) return null;
+    const head = tableCells(lines[i]);
+    const aligns = tableCells(delim).map((c) =>
+      c.startsWith(":") && c.endsWith(":") ? "center" : c.endsWith(":") ? "right" : c.startsWith(":") ? "left" : "",
+    );
+    return head.length === aligns.length ? { head, aligns } : null;
+  }
+
+  function tableHtml(head, aligns, rows) {
+    const cell = (tag, text, n) => {
+      const cls = aligns[n] ? ` class="al-${aligns[n]}"` : "";
+      return `<${tag}${cls}>${inline(text)}</${tag}>`;
+    };
+    const tr = (tag, cells) => "<tr>" + aligns.map((_, n) => cell(tag, cells[n] || "", n)).join("") + "</tr>";
+    const body = rows.length ? "<tbody>" + rows.map((r) => tr("td", r)).join("") + "</tbody>" : "";
+    return `<div class="table"><table><thead>${tr("th", head)}</thead>${body}</table></div>`;
+  }
+
+  // Paragraphs, headings, lists, quotes, rules, tables and fenced code (an unclosed fence, as
+  // while streaming, runs to the end).
   function renderMarkdown(src) {
     const lines = src.replace(/\r\n?/g, "\n").split("\n");
     const html = [];
@@ -127,6 +161,15 @@
       let m;
       if (!line.trim()) {
         flush();
+        continue;
+      }
+      const table = tableStart(lines, i);
+      if (table) {
+        flush();
+        const rows = [];
+        for (i += 2; i < lines.length && lines[i].trim() && !fenceOpen(lines[i]); i++) rows.push(tableCells(lines[i]));
+        i--;
+        html.push(tableHtml(table.head, table.aligns, rows));
         continue;
       }
       if ((m = /^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$/.exec(line))) {
@@ -491,6 +534,35 @@
       notice(err.message);
     }
   }
+
+  // ------------------------------------------------------------------ the narrow layout's drawer
+
+  // Under 760 px (app.css) the sidebar is a drawer: the menu button opens it; picking a
+  // conversation, "New chat", Escape or a tap outside it closes it. Above, none of this shows.
+  const narrow = window.matchMedia("(max-width: 760px)");
+
+  function setDrawer(open) {
+    open = open && narrow.matches;
+    document.body.classList.toggle("nav-open", open);
+    $("menu").setAttribute("aria-expanded", String(open));
+    $("menu").textContent = open ? "✕" : "☰";
+    $("scrim").hidden = !open;
+    if (open) $("new-chat").focus();
+  }
+
+  $("menu").addEventListener("click", () => setDrawer(!document.body.classList.contains("nav-open")));
+  $("scrim").addEventListener("click", () => setDrawer(false));
+  $("conversations").addEventListener("click", (e) => {
+    if (e.target.closest("a")) setDrawer(false);
+  });
+  $("new-chat").addEventListener("click", () => setDrawer(false));
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && document.body.classList.contains("nav-open")) {
+      setDrawer(false);
+      $("menu").focus();
+    }
+  });
+  narrow.addEventListener("change", () => setDrawer(false));
 
   window.addEventListener("hashchange", () => openConversation().catch((err) => notice(err.message)));
   $("composer").addEventListener("submit", (e) => {

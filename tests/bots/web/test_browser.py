@@ -12,6 +12,7 @@ import random
 import re
 import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -209,6 +210,249 @@ async def test_the_bare_address_opens_an_empty_conversation_without_piling_them_
     assert await page.evaluate("() => location.hash") == first
     await expect(page.locator("#conversations li")).to_have_count(1, timeout=WAIT)
     await expect(page.locator("#status")).to_have_text("idle")
+
+
+# ---------------------------------------------------------------------- the phone layout
+
+PHONE = {"width": 390, "height": 800}
+LONG_CODE = "```python\n" + "x = " + " + ".join(f"value_{i}" for i in range(60)) + "\n```"
+TABLE = """Prices:
+
+| Model | Input | Note |
+|:------|------:|:----:|
+| `a\\|b` | 1.5 | **bold** \\| bar |
+| <img src=x onerror="window.pwned=1"> | 2 | [link](https://example.test/a_b) |
+
+After."""
+WIDE_TABLE = "| " + " | ".join(f"column_number_{i}" for i in range(12)) + " |\n"
+WIDE_TABLE += "|" + "---|" * 12 + "\n| " + " | ".join(f"cell_{i}" for i in range(12)) + " |"
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def phone(browser: Browser) -> AsyncIterator[Page]:
+    """A page at a phone's width (390 by 800 px, touch, the meta viewport honoured)."""
+    context = await browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    await context.close()
+    assert errors == [], errors
+
+
+async def page_width(page: Page) -> int:
+    return int(await page.evaluate("() => document.scrollingElement.scrollWidth"))
+
+
+async def scrolls_inside(page: Page, selector: str) -> None:
+    """Waits until ``selector`` in the last reply is wider inside than its box (it scrolls)."""
+    await page.wait_for_function(
+        """(sel) => {
+            const el = [...document.querySelectorAll('#messages .msg.assistant')].pop()
+                ?.querySelector(sel);
+            return !!el && el.clientWidth > 0 && el.scrollWidth > el.clientWidth;
+        }""",
+        arg=selector,
+        timeout=WAIT,
+    )
+
+
+async def test_at_390_px_the_chat_fits_and_the_sidebar_is_a_drawer(
+    phone: Page, make_web: ServeWeb, llm_server: FakeLLMServer, tmp_path: Path
+) -> None:
+    server = await make_web(
+        env={"LOCAL_BASE_URL": llm_server.openai_base_url}, llmconnect_model="local/fake"
+    )
+    page = phone
+    llm_server.enqueue(Reply(text="Elsewhere."))
+    await open_chat(page, server, "other", "local/fake")
+    await send(page, "another conversation")
+    await expect(last_reply(page)).to_have_attribute("data-status", "complete", timeout=WAIT)
+    llm_server.enqueue(Reply(text="Here:\n\n" + LONG_CODE + "\n\nDone.", delay=0.01))
+    await open_chat(page, server, "phone", "local/fake")  # the same document, a new fragment:
+    await expect(page.locator("#messages .msg")).to_have_count(0, timeout=WAIT)  # switched
+    await send(page, "a long line of code, please")
+    reply = last_reply(page)
+    await expect(reply).to_have_attribute("data-status", "complete", timeout=WAIT)
+
+    # Nothing wider than the screen; the message box takes most of the width, Send fits.
+    assert await page_width(page) <= PHONE["width"]
+    box = await page.locator("#input").bounding_box()
+    send_box = await page.locator("#send").bounding_box()
+    assert box is not None
+    assert send_box is not None
+    assert box["width"] >= 250, box
+    assert send_box["x"] + send_box["width"] <= PHONE["width"]
+    for button in ("#menu", "#stop", "#reset", "#usage"):
+        b = await page.locator(button).bounding_box()
+        assert b is not None, button
+        assert b["x"] >= 0, button
+        assert b["x"] + b["width"] <= PHONE["width"], button
+
+    # The long code line scrolls inside its message, which stays within the screen.
+    await scrolls_inside(page, ".body pre")
+    pre = reply.locator(".body pre")
+    msg_box = await reply.bounding_box()
+    assert msg_box is not None
+    assert msg_box["x"] + msg_box["width"] <= PHONE["width"]
+    assert await pre.evaluate("(el) => { el.scrollLeft = 200; return el.scrollLeft; }") > 0
+    assert await page_width(page) <= PHONE["width"]
+
+    # The sidebar hides behind the menu button.
+    menu = page.locator("#menu")
+    sidebar = page.locator("#sidebar")
+    await expect(menu).to_be_visible()
+    await expect(menu).to_have_attribute("aria-expanded", "false")
+    await expect(sidebar).to_be_hidden()
+    await page.screenshot(path=str(tmp_path / "phone.png"))
+    assert (tmp_path / "phone.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Open, close with the button again.
+    await menu.click()
+    await expect(menu).to_have_attribute("aria-expanded", "true")
+    await expect(sidebar).to_be_visible()
+    await expect(page.locator("#new-chat")).to_be_focused()
+    assert await page_width(page) <= PHONE["width"]
+    await menu.click()  # it stays above the drawer, in its corner
+    await expect(menu).to_have_attribute("aria-expanded", "false")
+    await expect(sidebar).to_be_hidden()
+    # Open, close with Escape (the focus goes back to the button).
+    await menu.click()
+    await expect(sidebar).to_be_visible()
+    await page.keyboard.press("Escape")
+    await expect(menu).to_have_attribute("aria-expanded", "false")
+    await expect(sidebar).to_be_hidden()
+    await expect(menu).to_be_focused()
+    # Open, close with a tap outside it.
+    await menu.click()
+    await expect(sidebar).to_be_visible()
+    await page.mouse.click(PHONE["width"] - 20, PHONE["height"] // 2)
+    await expect(menu).to_have_attribute("aria-expanded", "false")
+    await expect(sidebar).to_be_hidden()
+    # Open, pick the other conversation: it opens and the drawer closes.
+    await menu.click()
+    await page.locator("#conversations a", has_text="another conversation").click()
+    await expect(menu).to_have_attribute("aria-expanded", "false")
+    await expect(sidebar).to_be_hidden()
+    await expect(last_reply(page).locator(".body")).to_have_text("Elsewhere.", timeout=WAIT)
+    assert await page.evaluate("() => location.hash") == "#other"
+
+
+async def test_a_markdown_table_renders_as_a_table_and_a_wide_one_scrolls_inside_it(
+    phone: Page, make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    server = await make_web(
+        env={"LOCAL_BASE_URL": llm_server.openai_base_url}, llmconnect_model="local/fake"
+    )
+    page = phone
+    llm_server.enqueue(Reply(text=TABLE, delay=0.01))
+    await open_chat(page, server, "table", "local/fake")
+    await send(page, "a table")
+    reply = last_reply(page)
+    await expect(reply).to_have_attribute("data-status", "complete", timeout=WAIT)
+    for _ in range(2):  # as streamed, then as a reload renders the stored conversation
+        table = reply.locator(".body table")
+        await expect(table).to_have_count(1, timeout=WAIT)
+        await expect(table.locator("thead th")).to_have_text(["Model", "Input", "Note"])
+        rows = table.locator("tbody tr")
+        await expect(rows).to_have_count(2)
+        await expect(rows.nth(0).locator("td")).to_have_text(["a|b", "1.5", "bold | bar"])
+        await expect(rows.nth(0).locator("td code")).to_have_text("a|b")
+        await expect(rows.nth(0).locator("td strong")).to_have_text("bold")
+        assert await rows.nth(0).locator("td").nth(1).get_attribute("class") == "al-right"
+        assert await rows.nth(0).locator("td").nth(2).get_attribute("class") == "al-center"
+        assert await table.locator("th").nth(0).get_attribute("class") == "al-left"
+        # A cell's HTML is text; its link is a checked link.
+        await expect(rows.nth(1).locator("td").nth(0)).to_have_text(
+            '<img src=x onerror="window.pwned=1">'
+        )
+        assert await reply.locator("img, [onerror]").count() == 0
+        assert await rows.nth(1).locator("a").get_attribute("href") == "https://example.test/a_b"
+        await expect(reply.locator(".body p")).to_have_text(["Prices:", "After."])
+        await page.reload()
+        reply = last_reply(page)
+        await expect(reply).to_have_attribute("data-status", "complete", timeout=WAIT)
+    assert await page.evaluate("() => window.pwned") is None
+
+    llm_server.enqueue(Reply(text=WIDE_TABLE))
+    await send(page, "a wide table")
+    reply = last_reply(page)
+    await expect(reply).to_have_attribute("data-status", "complete", timeout=WAIT)
+    await expect(reply.locator(".body table th")).to_have_count(12)
+    await scrolls_inside(page, ".body .table")
+    assert await page_width(page) <= PHONE["width"]
+
+
+async def test_reloading_the_page_adds_no_conversation(phone: Page, make_web: ServeWeb) -> None:
+    server = await make_web()
+    page = phone
+    await open_chat(page, server, "talked")
+    await send(page, "hello")
+    await expect(last_reply(page)).to_have_attribute("data-status", "complete", timeout=WAIT)
+    listed = page.locator("#conversations li")
+    await expect(listed).to_have_count(1, timeout=WAIT)
+
+    # The bare address: one empty conversation to type into, then the same one again.
+    await page.goto(server.url)
+    await page.wait_for_function("() => location.hash.length > 1", timeout=WAIT)
+    empty = await page.evaluate("() => location.hash")
+    assert empty != "#talked"
+    await expect(listed).to_have_count(2, timeout=WAIT)
+    for _ in range(2):
+        await page.reload()
+        await expect(page.locator("#status")).to_have_text("idle", timeout=WAIT)
+        await expect(listed).to_have_count(2, timeout=WAIT)
+        assert await page.evaluate("() => location.hash") == empty
+    for _ in range(2):
+        await page.goto(server.url)
+        await page.wait_for_function("() => location.hash.length > 1", timeout=WAIT)
+        assert await page.evaluate("() => location.hash") == empty
+        await expect(listed).to_have_count(2, timeout=WAIT)
+    # "New chat" on the empty conversation stays on it.
+    await page.click("#menu")
+    await page.click("#new-chat")
+    await expect(page.locator("#input")).to_be_focused()
+    assert await page.evaluate("() => location.hash") == empty
+    ids = await page.evaluate(
+        "async () => (await (await fetch('/api/conversations')).json())"
+        ".conversations.map((c) => c.id)"
+    )
+    assert sorted(ids) == sorted(["talked", empty[1:]])
+
+
+async def test_at_1280_px_the_sidebar_shows_without_the_menu_button(
+    page: Page, make_web: ServeWeb
+) -> None:
+    server = await make_web()
+    await page.set_viewport_size({"width": 1280, "height": 800})
+    await open_chat(page, server, "desk")
+    await send(page, "hello")
+    await expect(last_reply(page)).to_have_attribute("data-status", "complete", timeout=WAIT)
+    await expect(page.locator("#menu")).to_be_hidden()
+    await expect(page.locator("#sidebar")).to_be_visible()
+    await expect(page.locator("#scrim")).to_be_hidden()
+    side = await page.locator("#sidebar").bounding_box()
+    main = await page.locator("main").bounding_box()
+    assert side is not None
+    assert main is not None
+    assert (side["x"], side["width"]) == (0, 240)
+    assert (main["x"], main["width"]) == (240, 1280 - 240)
+    await page.locator("#conversations a", has_text="hello").click()
+    await expect(page.locator("#sidebar")).to_be_visible()
+    # Narrowed to a phone's width, the same page turns the sidebar into the drawer; widened
+    # again with the drawer open, the desktop layout comes back whole.
+    await page.set_viewport_size(PHONE)
+    await expect(page.locator("#sidebar")).to_be_hidden()
+    await page.click("#menu")
+    await expect(page.locator("#sidebar")).to_be_visible()
+    await page.set_viewport_size({"width": 1280, "height": 800})
+    await expect(page.locator("#scrim")).to_be_hidden()
+    await expect(page.locator("#menu")).to_be_hidden()
+    await expect(page.locator("#menu")).to_have_attribute("aria-expanded", "false")
+    await page.wait_for_function(
+        "() => document.querySelector('#sidebar').getBoundingClientRect().x === 0", timeout=WAIT
+    )
+    assert await page.locator("#sidebar").bounding_box() == side
 
 
 FENCED = """Before.
