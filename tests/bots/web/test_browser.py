@@ -439,9 +439,7 @@ async def test_a_file_attached_with_the_button_reaches_the_model_and_shows_as_a_
     await page.reload()  # the stored conversation shows the files: the image from the server
     user = page.locator("#messages .msg.user").last
     await expect(user.locator(".file-chip")).to_have_count(2, timeout=WAIT)
-    await expect(user.locator("img.thumb")).to_have_attribute(
-        "src", "/chat/attach/attachment/0/0"
-    )
+    await expect(user.locator("img.thumb")).to_have_attribute("src", "/chat/attach/attachment/0/0")
     await page.wait_for_function(
         "() => document.querySelector('#messages .msg.user img.thumb').naturalWidth === 6",
         timeout=WAIT,
