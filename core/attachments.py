@@ -60,6 +60,7 @@ __all__ = [
     "prepare_all_async",
     "prepare_async",
     "skipped",
+    "too_many",
 ]
 
 log = logging.getLogger("llmconnect.attachments")
@@ -306,6 +307,11 @@ async def prepare_all_async(
 
 def _not_read(name: str) -> Attachment:
     return skipped(name, "this type of file is not read (images, text files and PDFs are)")
+
+
+def too_many(name: str, limits: AttachmentLimits) -> Attachment:
+    """A file past ``MAX_ATTACHMENTS`` in its message: skipped, saying so."""
+    return _too_many(name, limits)
 
 
 def _too_many(name: str, limits: AttachmentLimits) -> Attachment:
