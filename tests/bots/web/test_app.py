@@ -813,3 +813,37 @@ async def test_an_upload_passes_the_same_cross_site_guard_and_its_own_size_bound
     assert "must be JSON" in no_origin.json()["error"]
     assert big_json.status_code == too_big.status_code == 413
     assert fits.status_code == 202
+
+
+async def test_a_pdf_reaches_anthropic_as_a_document_and_a_text_model_as_its_text(
+    make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    from tests.fakes.llm_server import ReceivedPart
+    from tests.llmconnect.test_parts import make_pdf
+
+    pdf = make_pdf("Revenue grew by nine percent")
+    env = {
+        "ANTHROPIC_BASE_URL": llm_server.anthropic_base_url,
+        "ANTHROPIC_API_KEY": "sk-ant-test",
+        "LOCAL_BASE_URL": llm_server.openai_base_url,
+    }
+    server = await make_web(
+        env=env, llmconnect_model="anthropic/claude-sonnet-4-5", edit_interval=0
+    )
+    sent = await upload(server, "pdf", "summarise", ("r.pdf", pdf, "application/pdf"))
+    assert sent.status_code == 202
+    request = llm_server.requests[-1]
+    assert request.protocol == "anthropic"
+    assert request.parts() == [
+        ReceivedPart("text", "text", text="summarise"),
+        ReceivedPart("document", "document", media_type="application/pdf", data=pdf, name="r.pdf"),
+    ]
+    async with client_for(server, headers={"Origin": server.url}) as client:
+        switched = await client.post("/chat/pdf2/model", json={"model": "local/fake"})
+    assert switched.status_code == 200
+    await upload(server, "pdf2", "summarise", ("r.pdf", pdf, "application/pdf"))
+    (content,) = [
+        m["content"] for m in llm_server.requests[-1].json["messages"] if m["role"] == "user"
+    ]
+    assert content.startswith("summarise\n\n")
+    assert "Revenue grew by nine percent" in content
