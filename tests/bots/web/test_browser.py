@@ -445,3 +445,36 @@ async def test_a_file_attached_with_the_button_reaches_the_model_and_shows_as_a_
         timeout=WAIT,
     )
     await expect(user.locator(".file-chip").last).to_contain_text("a.py")
+
+
+async def test_a_file_dropped_on_the_chat_or_pasted_is_sent_with_the_message(
+    page: Page, make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    server = await make_web(
+        env={"LOCAL_BASE_URL": llm_server.openai_base_url}, llmconnect_model="local/fake"
+    )
+    await open_chat(page, server, "dropped", "local/fake")
+    await page.evaluate(
+        """() => {
+            const drop = new DataTransfer();
+            drop.items.add(new File(["dropped text\\n"], "drop.txt", { type: "text/plain" }));
+            const main = document.querySelector("main");
+            main.dispatchEvent(new DragEvent("dragover", { dataTransfer: drop, bubbles: true,
+                                                           cancelable: true }));
+            main.dispatchEvent(new DragEvent("drop", { dataTransfer: drop, bubbles: true,
+                                                       cancelable: true }));
+            const paste = new DataTransfer();
+            paste.items.add(new File(["x = 5\\n"], "p.py", { type: "text/x-python" }));
+            document.getElementById("input").dispatchEvent(
+                new ClipboardEvent("paste", { clipboardData: paste, bubbles: true,
+                                              cancelable: true }));
+        }"""
+    )
+    await expect(page.locator("#pending-files .file-chip")).to_have_count(2)
+    await send(page, "two files")
+    await expect(last_reply(page)).to_have_attribute("data-status", "complete", timeout=WAIT)
+    (content,) = [
+        m["content"] for m in llm_server.requests[-1].json["messages"] if m["role"] == "user"
+    ]
+    assert content == "two files\n\ndrop.txt\n```txt\ndropped text\n```\n\np.py\n```py\nx = 5\n```"
+    await expect(page.locator("#messages .msg.user").last.locator(".file-chip")).to_have_count(2)
