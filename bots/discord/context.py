@@ -94,7 +94,7 @@ async def _referenced(
         channel = found
     try:
         return await channel.fetch_message(target)
-    except (discord.HTTPException, discord.ClientException) as exc:
+    except Exception as exc:  # deleted, no access, the API away: the chain ends here
         log.info("reply chain: message %s could not be read (%s)", target, type(exc).__name__)
         return None
 

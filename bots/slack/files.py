@@ -69,9 +69,10 @@ async def _when_ready(
             await clock.sleep(wait)
         try:
             info = (await client.files_info(file=file_id)).get("file") or {}
-        except SlackApiError as exc:
-            error = exc.response.get("error") if exc.response is not None else "unknown"
-            log.info("files.info failed for a shared file (%s)", error)
+        except Exception as exc:  # an API error, or Slack unreachable: a line, not a failure
+            response = exc.response if isinstance(exc, SlackApiError) else None
+            error = str(response.get("error") or "") if response is not None else ""
+            log.info("files.info failed for a shared file (%s)", error or type(exc).__name__)
             why = "the bot may not read files (files:read)" if error == "missing_scope" else ""
             return skipped(name, why or "the file could not be looked up")
         if isinstance(info, dict):

@@ -143,3 +143,14 @@ async def test_without_the_token_the_file_host_sends_a_sign_in_page(
     assert anonymous.headers["content-type"].startswith("text/html")
     assert anonymous.content == SIGN_IN_PAGE
     assert signed.content == b"secret"
+
+
+async def test_a_file_files_info_cannot_find_is_a_line_and_the_text_is_answered(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    running = await make_bot(slack_files_url=slack_api.files_url)
+    llm.enqueue(Reply(text="ok"))
+    await mention_with(running.slack, "hi", [{"id": "FGONE", "file_access": "check_file_info"}])
+    expected = "ok\nSkipped FGONE: the file could not be looked up."
+    await wait_for(lambda: slack_api.texts(CHANNEL) == [expected])
+    assert [c.error for c in slack_api.calls_to("files.info")] == ["file_not_found"]
