@@ -319,12 +319,16 @@ class SlackBot:
             result = await self._execute(place, command)
             await self._tell(place, result.text, ephemeral=result.ephemeral)
             return
-        attachments = await self._shared_files(files) if files else []
+        actor = Actor(place.user_id)
+        parent = place.parent.channel if place.parent else None
+        # Nothing is downloaded for a user the access lists refuse (submit says why).
+        refused = self.engine.policy.refusal(actor, place.key.channel, parent)
+        attachments = await self._shared_files(files) if files and not refused else []
         try:
             reply = await self.engine.submit(
                 place.key,
                 text,
-                actor=Actor(place.user_id),
+                actor=actor,
                 parent=place.parent,
                 attachments=attachments,
             )

@@ -130,3 +130,16 @@ async def test_a_reply_chain_depth_of_zero_reads_no_context(
     two = await server.send_message(world.general, world.alice, "question", reply_to=one)
     await wait_for(lambda: len(server.replies_to(two)) == 1)
     assert llm.requests[-1].json["messages"][-1] == {"role": "user", "content": "question"}
+
+
+async def test_nothing_is_downloaded_for_a_blocked_user(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    server = world.server
+    await start_bot(discord_cdn_url=server.cdn_url, blocked_users=world.alice)
+    file = server.add_file("a.txt", b"hi", "text/plain")
+    prompt = await server.send_message(world.general, world.alice, "read", attachments=[file])
+    await wait_for(lambda: len(server.replies_to(prompt)) == 1)
+    assert server.replies_to(prompt)[0].content == "Sorry, you are not allowed to use this bot."
+    assert server.file_requests == []
+    assert llm.requests == []
