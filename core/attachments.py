@@ -57,8 +57,10 @@ __all__ = [
     "is_allowed",
     "prepare",
     "prepare_all",
+    "prepare_all_async",
     "prepare_async",
     "skipped",
+    "too_many",
 ]
 
 log = logging.getLogger("llmconnect.attachments")
@@ -291,8 +293,25 @@ def prepare_all(
     ]
 
 
+async def prepare_all_async(
+    files: Sequence[tuple[str, str, bytes]], limits: AttachmentLimits | None = None
+) -> list[Attachment]:
+    """:func:`prepare_all` off the event loop (each file in a worker thread, at once), in the
+    files' order; the bytes of a file past ``MAX_ATTACHMENTS`` are not looked at (a caller may
+    pass ``b""``). For a front end that receives the files themselves (the web chat's upload)."""
+    limits = limits or AttachmentLimits()
+    first = files[: limits.max_attachments]
+    read = await asyncio.gather(*(prepare_async(n, t, d, limits) for n, t, d in first))
+    return [*read, *(_too_many(n, limits) for n, _, _ in files[limits.max_attachments :])]
+
+
 def _not_read(name: str) -> Attachment:
     return skipped(name, "this type of file is not read (images, text files and PDFs are)")
+
+
+def too_many(name: str, limits: AttachmentLimits) -> Attachment:
+    """A file past ``MAX_ATTACHMENTS`` in its message: skipped, saying so."""
+    return _too_many(name, limits)
 
 
 def _too_many(name: str, limits: AttachmentLimits) -> Attachment:

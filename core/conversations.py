@@ -164,6 +164,9 @@ class Message:
     #: The files a user message carried (images, text files, PDFs); a tuple, so the common case
     #: (none) costs no object per message.
     attachments: tuple[MessageAttachment, ...] = ()
+    #: An assistant reply's lines about its prompt's files (why one was skipped, a cut text
+    #: file), shown under it (:func:`core.delivery.final_note`).
+    notes: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -191,6 +194,8 @@ class Message:
             data["unavailable"] = list(self.unavailable)
         if self.attachments:
             data["attachments"] = [a.to_dict() for a in self.attachments]
+        if self.notes:
+            data["notes"] = list(self.notes)
         return data
 
     @classmethod
@@ -205,6 +210,7 @@ class Message:
             model=None if data.get("model") is None else clean_text(str(data["model"])),
             unavailable=tuple(clean_text(str(m)) for m in data.get("unavailable") or ()),
             attachments=_attachments(data.get("attachments")),
+            notes=tuple(clean_text(str(n)) for n in data.get("notes") or ()),
         )
 
     @property

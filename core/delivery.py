@@ -76,18 +76,23 @@ class Outcome(Protocol):
     @property
     def unavailable(self) -> tuple[str, ...]: ...
 
+    @property
+    def notes(self) -> tuple[str, ...]: ...
+
 
 def final_note(reply: Outcome) -> str | None:
-    """The line(s) appended under a reply: which model answered when the conversation's was
-    unavailable (``answered by M — U was unavailable``, :mod:`core.fallback`), then why it did
-    not complete (or that it completed with no text, which would otherwise leave the asker with
-    nothing at all)."""
+    """The line(s) appended under a reply: its prompt's files that were skipped (or cut), one
+    line each (``Skipped big.png: larger than the 10 MB limit.``, :mod:`core.attachments`), which
+    model answered when the conversation's was unavailable (``answered by M — U was
+    unavailable``, :mod:`core.fallback`), then why it did not complete (or that it completed with
+    no text, which would otherwise leave the asker with nothing at all)."""
     answered = reply.status is Status.COMPLETE or bool(reply.text)
-    fallback = fallback_line(reply.model, reply.unavailable, answered)
-    note = _status_note(reply)
-    if fallback and note:
-        return f"{fallback}\n{note}"
-    return fallback or note
+    lines = [
+        *reply.notes,
+        fallback_line(reply.model, reply.unavailable, answered),
+        _status_note(reply),
+    ]
+    return "\n".join(line for line in lines if line) or None
 
 
 def _status_note(reply: Outcome) -> str | None:

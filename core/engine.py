@@ -19,8 +19,8 @@ import math
 import os
 import unicodedata
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -29,7 +29,10 @@ from llmconnect import (
     TEXT,
     APIClientFactory,
     ConfigurationError,
+    Document,
+    Image,
     LLMError,
+    Part,
     ProviderSpec,
     ReplyStream,
     Timeouts,
@@ -48,7 +51,9 @@ from .conversations import (
     Conversation,
     ConversationKey,
     ConversationStore,
+    HistoryPart,
     Message,
+    MessageAttachment,
     Status,
     clean_text,
 )
@@ -60,6 +65,9 @@ from .policy import AccessPolicy, Actor
 from .settings import Settings
 from .stores import close_store, locks_for, open_store
 from .usage import Tokens, UsageReport, UsageStore, quota_refusal, utc_day
+
+if TYPE_CHECKING:
+    from .attachments import Attachment
 
 __all__ = ["ChatEngine", "Refused", "Reply", "StoreUnavailable"]
 
@@ -115,6 +123,7 @@ class Reply:
         "_final",
         "_on_end",
         "_waiters",
+        "attachments",
         "deltas",
         "error_kind",
         "first_token",
@@ -136,6 +145,8 @@ class Reply:
         self.message = message
         self.model = model
         self.task: asyncio.Task[None] | None = None
+        #: The files the prompt carries (as its user message keeps them).
+        self.attachments: tuple[MessageAttachment, ...] = ()
         # The figures of its log line at the end (core.logs.log_reply_end); times are the
         # engine clock's.
         self.id = new_reply_id()
@@ -172,6 +183,11 @@ class Reply:
     def unavailable(self) -> tuple[str, ...]:
         """The models that were unavailable before :attr:`model` answered (fallbacks)."""
         return self.message.unavailable
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Lines about the prompt's files (skipped ones, a cut text file), shown under it."""
+        return self.message.notes
 
     @property
     def done(self) -> bool:
@@ -512,14 +528,19 @@ class ChatEngine:
         text: str,
         actor: Actor | None,
         parent: ConversationKey | None = None,
+        attachments: Sequence[Attachment] = (),
     ) -> str:
-        """The prompt to run, or :class:`Refused` with a clear, short reason."""
+        """The prompt to run, or :class:`Refused` with a clear, short reason. A prompt with no
+        text is run when it carries a file that was read (its text is then ``""``)."""
         reason = self.policy.refusal(actor, key.channel, parent.channel if parent else None)
         if reason:
             raise Refused(reason)
         prompt = clean_text(text).strip()  # every front end's prompt, as valid Unicode
         if not any(_visible(c) for c in prompt):  # empty, or only zero-width/direction marks
-            raise Refused(HELP_TEXT)
+            if any(a.kind != "skipped" for a in attachments):
+                prompt = ""
+            else:
+                raise Refused(_nothing_to_answer(attachments))
         limit = self.settings.max_input_chars
         if len(prompt) > limit:
             raise Refused(
@@ -547,11 +568,16 @@ class ChatEngine:
         *,
         actor: Actor | None = None,
         parent: ConversationKey | None = None,
+        attachments: Sequence[Attachment] = (),
     ) -> Reply:
-        """Queue a prompt; returns at once with the observable :class:`Reply`."""
+        """Queue a prompt; returns at once with the observable :class:`Reply`.
+
+        ``attachments`` (:mod:`core.attachments`): the ones read go with the prompt to the model
+        and stay in its user message; every file's note (a skipped one's reason) is a line of the
+        reply's final note (:attr:`Reply.notes`, :func:`core.delivery.final_note`)."""
         # The store (and with it the shared rate limit) unreachable: say so; run nothing.
         with _reaching_store(key):
-            prompt = await self.check(key, text, actor, parent)
+            prompt = await self.check(key, text, actor, parent, attachments)
             if self.cluster.shared and self._stop_listener is None:
                 await self._listen_for_stops()
             conversation = await self.conversation(key, parent)
@@ -560,6 +586,9 @@ class ChatEngine:
         reply = Reply(key, placeholder, self.model_of(conversation))
         reply.prompt, reply.started, reply._on_end = prompt, self.clock.now(), self._ended
         reply.user = actor.user_id if actor is not None else None
+        if attachments:
+            reply.attachments = tuple(s for a in attachments if (s := a.stored()) is not None)
+            placeholder.notes = tuple(a.note for a in attachments if a.note)
         self._queues.setdefault(key, []).append(reply)
         lock = self._locks.setdefault(key, asyncio.Lock())
         task = asyncio.create_task(self._run(reply, prompt, lock, parent), name=f"reply {key}")
@@ -638,11 +667,11 @@ class ChatEngine:
                 # Nothing else generates for this conversation now (we hold its lock): a reply
                 # still open in the store was cut off by a crash or a restart.
                 message.finish(Status.ERROR, INTERRUPTED)
-        history = conversation.llm_history()
         placeholder = reply.message
         reply.model = self.model_of(conversation)
         reply_context(key, reply.id, reply.model)
-        conversation.messages.append(Message("user", prompt))
+        conversation.messages.append(Message("user", prompt, attachments=reply.attachments))
+        history, content = _history_and_prompt(conversation, reply, settings.history_max_images)
         conversation.messages.append(placeholder)
         conversation.trim(settings.history_max_messages, settings.history_max_chars)
         try:
@@ -671,7 +700,9 @@ class ChatEngine:
         error: str | None = None
         try:
             # The first event apart (the fallbacks: the next model answers only before it).
-            stream, events, first = await self._open(reply, prompt, history, conversation, settings)
+            stream, events, first = await self._open(
+                reply, content, history, conversation, settings
+            )
             try:
                 # Up to the first answer text, reasoning goes to the reply only (never to the
                 # conversation); the first text apart (for the first-token metric), then the
@@ -776,8 +807,8 @@ class ChatEngine:
     async def _open(
         self,
         reply: Reply,
-        prompt: str,
-        history: list[dict[str, str]],
+        prompt: str | list[Part],
+        history: list[dict[str, Any]],
         conversation: Conversation,
         settings: Settings,
     ) -> tuple[ReplyStream, AsyncIterator[tuple[str, str]], tuple[str, str] | None]:
@@ -965,6 +996,44 @@ def _pointed_at(spec: ProviderSpec, env: Mapping[str, str], default_provider: st
         or bool(env.get(base_url_variable(spec.name)))
         or spec.name == default_provider
     )
+
+
+def _nothing_to_answer(attachments: Sequence[Attachment]) -> str:
+    """The refusal of a message with no text and no file that was read: its files' lines (why
+    each was skipped), else the help."""
+    notes = [a.note for a in attachments if a.note]
+    if not notes:
+        return HELP_TEXT
+    return "\n".join([*notes, "No text and no file I can read: nothing to answer."])
+
+
+def _llm_content(parts: list[HistoryPart]) -> str | list[Part]:
+    """A turn's neutral parts as llmconnect's: text alone as a ``str``."""
+    if len(parts) == 1 and parts[0][0] == "text":
+        return parts[0][1]
+    out: list[Part] = []
+    for part in parts:
+        if part[0] == "text":
+            out.append(part[1])
+        elif part[0] == "image":
+            out.append(Image(part[1], part[2], name=part[3]))
+        else:
+            out.append(Document(part[1], name=part[2]))
+    return out
+
+
+def _history_and_prompt(
+    conversation: Conversation, reply: Reply, max_images: int
+) -> tuple[list[dict[str, Any]], str | list[Part]]:
+    """The history sent to the model and the prompt's content, the user turn just appended
+    being the last one; images for the last ``max_images`` turns that have images (the prompt's
+    own always: ``HISTORY_MAX_IMAGES=0`` is "only the current message's"). The bytes of older
+    images are dropped from the conversation for good."""
+    keep = max(1, max_images) if any(a.kind == "image" for a in reply.attachments) else max_images
+    turns = conversation.llm_history_parts(keep)
+    conversation.drop_old_images(keep)
+    history = [{"role": role, "content": _llm_content(parts)} for role, parts in turns[:-1]]
+    return history, _llm_content(turns[-1][1])
 
 
 def _visible(char: str) -> bool:

@@ -26,6 +26,7 @@ from discord import app_commands
 from pydantic import SecretStr
 
 from bots.frontend import DEFAULT_GRACE
+from core.attachments import AttachmentLimits
 from core.budget import EditBudget
 from core.catalogue import best_matches
 from core.cluster import BudgetShare
@@ -37,6 +38,7 @@ from core.policy import Actor
 from core.render import MessageSink, SinkRateLimited, StreamRenderer
 from core.split import split_message
 
+from .context import Context, gather_context
 from .rest import DiscordRest, DiscordRestError
 from .settings import DiscordSettings
 from .sink import MAX_LEN, ChannelSink, InteractionSink
@@ -308,8 +310,26 @@ class DiscordBot(discord.AutoShardedClient):
             result = await execute(self.engine, key, command, actor, parent=parent)
             await self._reply_text(message, result.text)
             return
+        # Its files, a forward's snapshot, the reply chain (bots/discord/context.py); nothing is
+        # downloaded for a user the access lists refuse (submit says why).
+        refused = self.engine.policy.refusal(actor, key.channel, parent.channel if parent else None)
+        context = (
+            Context(text, [])
+            if refused
+            else await gather_context(
+                self,
+                message,
+                text,
+                cdn_urls=self.settings.discord_cdn_url,
+                limits=AttachmentLimits.from_settings(self.engine.settings),
+                depth=self.settings.discord_reply_chain_depth,
+                text_of=self.prompt_text,
+            )
+        )
         try:
-            reply = await self.engine.submit(key, text, actor=actor, parent=parent)
+            reply = await self.engine.submit(
+                key, context.text, actor=actor, parent=parent, attachments=context.attachments
+            )
         except Refused as exc:
             await self._reply_text(message, exc.user_message)
             return

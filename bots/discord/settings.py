@@ -63,6 +63,13 @@ class DiscordSettings(EnvSettings):
         description="Hosts attachments are downloaded from, comma-separated (Discord's CDN; a "
         "local stand-in in tests); a file anywhere else is never fetched.",
     )
+    discord_reply_chain_depth: int = Field(
+        10,
+        ge=0,
+        le=50,
+        description="Messages of a reply chain read as context: a message that replies to "
+        "another brings its text and files, and so on up the chain, at most this many (0: none).",
+    )
     discord_edit_interval: float = Field(
         1.2, gt=0, description="Seconds between edits of one Discord message while streaming."
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import aiohttp
@@ -33,6 +33,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.frontend import DEFAULT_GRACE
+from core.attachments import Attachment, AttachmentLimits
 from core.budget import EditBudget, SendBudgets
 from core.clock import Clock, MonotonicClock
 from core.cluster import BudgetShare
@@ -44,6 +45,7 @@ from core.render import StreamRenderer
 
 from .commands import ASK, SLASH_COMMANDS, SLASH_HELP, slash_command
 from .events import Place, Threads, is_user_message, well_formed
+from .files import shared_files
 from .mrkdwn import escape, from_slack
 from .settings import SlackSettings
 from .sink import SlackSink
@@ -256,7 +258,8 @@ class SlackBot:
         """A mention in a channel or a DM, past the filters below (which put its place in
         ``context``)."""
         text = from_slack(event.get("text") or "", context.bot_user_id)
-        await self._on_text(context["place"], text)
+        files = event.get("files")
+        await self._on_text(context["place"], text, files if isinstance(files, list) else ())
 
     # Listener middleware: each lets an event go on (``next_``) or drops it, acknowledged.
 
@@ -310,20 +313,43 @@ class SlackBot:
             log.warning("could not check event %s (%s)", event_id, type(exc).__name__)
             return False
 
-    async def _on_text(self, place: Place, text: str) -> None:
+    async def _on_text(self, place: Place, text: str, files: Sequence[Any] = ()) -> None:
         command = parse_command(text)
         if command is not None:
             result = await self._execute(place, command)
             await self._tell(place, result.text, ephemeral=result.ephemeral)
             return
+        actor = Actor(place.user_id)
+        parent = place.parent.channel if place.parent else None
+        # Nothing is downloaded for a user the access lists refuse (submit says why).
+        refused = self.engine.policy.refusal(actor, place.key.channel, parent)
+        attachments = await self._shared_files(files) if files and not refused else []
         try:
             reply = await self.engine.submit(
-                place.key, text, actor=Actor(place.user_id), parent=place.parent
+                place.key,
+                text,
+                actor=actor,
+                parent=place.parent,
+                attachments=attachments,
             )
         except Refused as exc:
             await self._tell(place, exc.user_message, ephemeral=True)
             return
         self._spawn(self._deliver(place, reply), reply)
+
+    async def _shared_files(self, files: Sequence[Any]) -> list[Attachment]:
+        """A message's files, downloaded with the bot token from SLACK_FILES_URL
+        (:mod:`bots.slack.files`)."""
+        token = self.settings.slack_bot_token
+        assert token is not None  # checked in __init__
+        return await shared_files(
+            self.client,
+            files,
+            hosts=self.settings.slack_files_url,
+            token=token.get_secret_value(),
+            limits=AttachmentLimits.from_settings(self.engine.settings),
+            clock=self.clock,
+        )
 
     # ------------------------------------------------------------------ slash commands
 

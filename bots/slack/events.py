@@ -92,11 +92,16 @@ def well_formed(body: dict[str, Any], event: dict[str, Any]) -> bool:
     )
 
 
+#: Message subtypes a person's own new message may have: a message that shares files.
+_USER_SUBTYPES = ("", "file_share")
+
+
 def is_user_message(event: dict[str, Any]) -> bool:
-    """A DM a person wrote (not an edit, a deletion, a bot's message or a system message)."""
+    """A DM a person wrote, with files or not (not an edit, a deletion, a bot's message or a
+    system message)."""
     return (
         event.get("channel_type") == "im"
-        and not event.get("subtype")
+        and (event.get("subtype") or "") in _USER_SUBTYPES
         and not event.get("bot_id")
         and bool(event.get("user"))
     )

@@ -38,12 +38,14 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, SecretStr, ValidationError
+from starlette.datastructures import UploadFile
 
 from bots.health import Health, health_routes
+from core.attachments import Attachment, AttachmentLimits, prepare_all_async
 from core.clock import Clock
 from core.commands import Command, execute
 from core.conversations import Conversation, ConversationKey, Message, clean_text
@@ -52,7 +54,7 @@ from core.engine import ChatEngine, Refused, Reply, StoreUnavailable
 from core.usage import usage_json
 
 from .guard import Guard
-from .limits import DeclaredBodyLimit, StreamLimit
+from .limits import DeclaredBodyLimit, StreamLimit, is_upload, too_large, upload_limit
 from .settings import WebSettings
 
 __all__ = ["PLATFORM", "STATIC_DIR", "WebChat", "WebJSON", "create_app"]
@@ -101,11 +103,14 @@ class WebChat:
     def key(conv_id: str) -> ConversationKey:
         return ConversationKey(PLATFORM, conv_id)
 
-    async def submit(self, conv_id: str, text: str) -> Reply:
-        """Queue a prompt. No actor: whoever reaches the page (loopback, or the token holder) is
-        the operator, so per-user rate limits and admin lists do not apply; channel lists do."""
+    async def submit(
+        self, conv_id: str, text: str, attachments: Sequence[Attachment] = ()
+    ) -> Reply:
+        """Queue a prompt (and its files). No actor: whoever reaches the page (loopback, or the
+        token holder) is the operator, so per-user rate limits and admin lists do not apply;
+        channel lists do."""
         key = self.key(conv_id)
-        reply = await self.engine.submit(key, text)
+        reply = await self.engine.submit(key, text, attachments=attachments)
         self._live.setdefault(key, deque()).append(reply)
         if reply.task is not None:
             reply.task.add_done_callback(lambda _: self._forget(key, reply))
@@ -163,7 +168,11 @@ class WebChat:
     async def conversation_json(self, conv_id: str) -> dict[str, Any]:
         key = self.key(conv_id)
         conversation = await self.engine.get(key)
-        messages = [_message_json(m) for m in conversation.messages] if conversation else []
+        messages = (
+            [_message_json(m, conv_id, i) for i, m in enumerate(conversation.messages)]
+            if conversation
+            else []
+        )
         return {
             "id": conv_id,
             "title": _title(conversation),
@@ -212,12 +221,67 @@ def _title(conversation: Conversation | None) -> str:
     return "New chat"
 
 
-def _message_json(message: Message) -> dict[str, object]:
+def _message_json(message: Message, conv_id: str, index: int) -> dict[str, object]:
     """A stored message, and under an assistant's the note every front end shows (an error, a
-    stop, an empty answer: :func:`core.delivery.final_note`): the page repeats no note text."""
+    stop, an empty answer, a skipped file: :func:`core.delivery.final_note`): the page repeats
+    no note text. A user message's files as ``name``, ``kind``, ``media_type`` and, for an image
+    whose bytes are kept, the ``url`` that serves it (``GET /chat/{id}/attachment/{i}/{n}``):
+    never the bytes themselves in the conversation's JSON."""
     data = message.to_dict()
     data["note"] = final_note(message) if message.role == "assistant" else None
+    data.pop("notes", None)  # in the note
+    if message.attachments:
+        files: list[dict[str, str]] = []
+        for n, attachment in enumerate(message.attachments):
+            row = {"name": attachment.name, "kind": attachment.kind}
+            if attachment.kind == "image" and attachment.data:
+                row["url"] = f"/chat/{conv_id}/attachment/{index}/{n}"
+            files.append(row)
+        data["attachments"] = files
     return data
+
+
+#: Form fields a multipart ``send-message`` may carry besides its files.
+_MAX_FORM_FIELDS = 10
+#: Files one multipart ``send-message`` may carry (past ``MAX_ATTACHMENTS`` each gets its line).
+_MAX_FORM_FILES = 50
+
+
+async def _json_body(request: Request, limit: int) -> SendMessage:
+    """A JSON ``send-message`` body, read up to ``limit`` bytes (WEB_MAX_BODY_BYTES: the route
+    itself allows an upload's size); 422 naming what is wrong, as FastAPI's own parsing does."""
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise _TooLarge(limit)
+    try:
+        return SendMessage.model_validate_json(bytes(raw))
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_input=False)]
+        raise RequestValidationError(errors) from None
+
+
+class _TooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
+async def _form_message(request: Request, limits: AttachmentLimits) -> tuple[str, list[Attachment]]:
+    """A ``multipart/form-data`` ``send-message``: its ``text`` (may be absent when it carries
+    files) and its ``files``, each read up to one byte past ``MAX_ATTACHMENT_BYTES`` (a larger one
+    is skipped with its line) and prepared like any platform's (:mod:`core.attachments`)."""
+    async with request.form(max_files=_MAX_FORM_FILES, max_fields=_MAX_FORM_FIELDS) as form:
+        text = form.get("text")
+        if text is not None and not isinstance(text, str):
+            raise Refused("The text field must be text, not a file.")
+        uploads = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
+        files: list[tuple[str, str, bytes]] = []
+        for i, upload in enumerate(uploads):
+            data = await upload.read(limits.max_bytes + 1) if i < limits.max_attachments else b""
+            files.append((upload.filename or "file", upload.content_type or "", data))
+    return text or "", await prepare_all_async(files, limits)
 
 
 def _end_event(reply: Reply, busy: bool, show_reasoning: str) -> dict[str, Any]:
@@ -301,12 +365,17 @@ def create_app(
             "WEB_MAX_BODY_BYTES needs a FastAPI that enforces max_body_size (0.165 does)"
         )
     app.state.web = web
+    uploads = upload_limit(
+        settings.web_max_body_bytes,
+        engine.settings.max_attachments,
+        engine.settings.max_attachment_bytes,
+    )
     token = SecretStr(auth_token) if isinstance(auth_token, str) else auth_token
     if token is not None and not token.get_secret_value():
         token = None
     # The last added runs first: the Guard, then (for signed-in clients only) the bounds.
     app.add_middleware(StreamLimit, limit=settings.web_max_streams)
-    app.add_middleware(DeclaredBodyLimit, limit=settings.web_max_body_bytes)
+    app.add_middleware(DeclaredBodyLimit, limit=settings.web_max_body_bytes, uploads=uploads)
     app.add_middleware(Guard, token=token, allowed_hosts=allowed_hosts, clock=clock or engine.clock)
     app.add_exception_handler(RequestValidationError, _invalid)
     # One handler for every route: the engine raises Refused (StoreUnavailable when the store
@@ -345,12 +414,45 @@ def create_app(
         status_code=202,
         response_model=None,
         response_class=WebJSON,
+        # JSON keeps WEB_MAX_BODY_BYTES (_json_body); a multipart upload may carry the files.
+        max_body_size=uploads,
     )
-    async def send_message(conv_id: ConvId, body: SendMessage) -> dict[str, Any] | JSONResponse:
+    async def send_message(conv_id: ConvId, request: Request) -> dict[str, Any] | JSONResponse:
+        """``{"text": ...}`` as JSON, or ``multipart/form-data`` with ``text`` and ``files``
+        (the same limits as any platform's files: ``MAX_ATTACHMENTS``, ``MAX_ATTACHMENT_BYTES``;
+        a skipped file is a line under the reply)."""
         if web.closing:
             return _error("The server is shutting down.", 503)
-        reply = await web.submit(conv_id, body.text)
+        attachments: list[Attachment] = []
+        try:
+            if is_upload(request.scope):
+                limits = AttachmentLimits.from_settings(engine.settings)
+                text, attachments = await _form_message(request, limits)
+            else:
+                text = (await _json_body(request, settings.web_max_body_bytes)).text
+        except _TooLarge as exc:
+            return too_large(exc.limit)
+        reply = await web.submit(conv_id, text, attachments)
         return {"id": conv_id, "status": str(reply.status), "model": reply.model}
+
+    @app.get("/chat/{conv_id}/attachment/{index}/{n}", response_model=None)
+    async def attachment(conv_id: ConvId, index: int, n: int) -> Response:
+        """An image a user message of the conversation carried (its ``index`` in the messages,
+        ``n`` among its files), as it was sent to the model; 404 once its bytes are gone (an old
+        image past HISTORY_MAX_IMAGES, a trimmed turn). Images only: text files and PDFs show as
+        their names."""
+        conversation = await engine.get(web.key(conv_id))
+        messages = conversation.messages if conversation else []
+        files = messages[index].attachments if 0 <= index < len(messages) else ()
+        image = files[n] if 0 <= n < len(files) else None
+        data = image.raw() if image is not None and image.kind == "image" else b""
+        if image is None or not data:
+            return _error("No such image (it may have left the history).", 404)
+        return Response(
+            data,
+            media_type=image.media_type,
+            headers={"Cache-Control": "private, max-age=86400", "Content-Disposition": "inline"},
+        )
 
     @app.get("/chat/{conv_id}/bot-stream", response_class=EventSourceResponse)
     async def bot_stream(conv_id: ConvId) -> AsyncIterator[ServerSentEvent]:

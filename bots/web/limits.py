@@ -19,28 +19,63 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["DeclaredBodyLimit", "StreamLimit", "is_stream", "too_large"]
+__all__ = [
+    "UPLOAD_LIMIT",
+    "DeclaredBodyLimit",
+    "StreamLimit",
+    "is_stream",
+    "is_upload",
+    "too_large",
+    "upload_limit",
+]
 
 
-def too_large(limit: int) -> JSONResponse:
+def too_large(limit: int, what: str = "WEB_MAX_BODY_BYTES") -> JSONResponse:
     return JSONResponse(
-        {"error": f"The request body is larger than WEB_MAX_BODY_BYTES ({limit:,} bytes)."},
+        {"error": f"The request body is larger than {what} ({limit:,} bytes)."},
         status_code=413,
     )
 
 
-class DeclaredBodyLimit:
-    """ASGI middleware: a request whose ``Content-Length`` is past ``limit`` gets 413 at once."""
+#: What bounds an upload, as its 413 names it.
+UPLOAD_LIMIT = "WEB_MAX_BODY_BYTES + MAX_ATTACHMENTS * MAX_ATTACHMENT_BYTES"
 
-    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+
+def upload_limit(max_body_bytes: int, max_attachments: int, max_attachment_bytes: int) -> int:
+    """The largest ``multipart/form-data`` ``send-message`` body: ``WEB_MAX_BODY_BYTES`` plus
+    ``MAX_ATTACHMENTS`` files of ``MAX_ATTACHMENT_BYTES`` (about 51 MB with the defaults; as
+    configured at start-up). Every other body keeps ``WEB_MAX_BODY_BYTES``."""
+    return max_body_bytes + max_attachments * max_attachment_bytes
+
+
+def is_upload(scope: Scope) -> bool:
+    """``POST /chat/{conv_id}/send-message`` as ``multipart/form-data`` (files)."""
+    path: str = scope["path"]
+    if scope["method"] != "POST" or not path.startswith("/chat/"):
+        return False
+    if not path.endswith("/send-message"):
+        return False
+    media = Headers(scope=scope).get("content-type", "").partition(";")[0].strip().lower()
+    return media == "multipart/form-data"
+
+
+class DeclaredBodyLimit:
+    """ASGI middleware: a request whose ``Content-Length`` is past ``limit`` (an upload:
+    ``uploads``) gets 413 at once."""
+
+    def __init__(self, app: ASGIApp, *, limit: int, uploads: int | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.uploads = limit if uploads is None else uploads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             declared = Headers(scope=scope).get("content-length", "")
-            if declared.isdigit() and int(declared) > self.limit:
-                await too_large(self.limit)(scope, receive, send)
+            upload = is_upload(scope)
+            limit = self.uploads if upload else self.limit
+            if declared.isdigit() and int(declared) > limit:
+                what = UPLOAD_LIMIT if upload else "WEB_MAX_BODY_BYTES"
+                await too_large(limit, what)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

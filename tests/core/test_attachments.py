@@ -563,3 +563,22 @@ async def test_fetch_all_reads_at_most_max_attachments_in_order(host: FakeFileHo
     assert "file 4" in results[4].text
     assert results[6].note == "Skipped f6.txt: at most 5 files are read per message."
     assert sorted(r.path for r in host.requests) == [f"/f{i}.txt" for i in range(5)]
+
+
+async def test_prepare_all_async_keeps_the_order_and_skips_past_the_limit_unread() -> None:
+    from core.attachments import prepare_all_async, too_many
+
+    limits = AttachmentLimits(max_attachments=2)
+    files = [
+        ("a.txt", "text/plain", b"one"),
+        ("b.bin", "", b"x"),
+        ("c.txt", "text/plain", b""),  # past the limit: its bytes are not looked at
+    ]
+    done = await prepare_all_async(files, limits)
+    assert [(a.name, a.kind) for a in done] == [
+        ("a.txt", "text"),
+        ("b.bin", "skipped"),
+        ("c.txt", "skipped"),
+    ]
+    assert done[2] == too_many("c.txt", limits)
+    assert done[2].note == "Skipped c.txt: at most 2 files are read per message."

@@ -782,3 +782,135 @@ async def test_a_late_observer_gets_the_reasoning_then_the_text(
     reply = await engine.submit(KEY, "q")
     await reply
     assert [event async for event in reply.events()] == [("reasoning", "xy"), ("text", "AB")]
+
+
+# -- attachments ----------------------------------------------------------------------------------
+
+
+def _png(size: tuple[int, int] = (8, 6)) -> bytes:
+    import io
+
+    from PIL import Image as PILImage
+
+    out = io.BytesIO()
+    PILImage.new("RGB", size, (200, 10, 10)).save(out, "PNG")
+    return out.getvalue()
+
+
+async def test_an_image_reaches_a_vision_model_as_an_image_part_after_the_text(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    from core.attachments import prepare
+    from tests.fakes.llm_server import ReceivedPart
+
+    engine = local_engine(llmconnect_model="local/gpt-4o-mini")
+    png = _png()
+    reply = await (await engine.submit(KEY, "what is it?", attachments=[prepare("a.png", "", png)]))
+
+    assert reply.status is Status.COMPLETE
+    assert reply.notes == ()
+    assert llm_server.requests[-1].parts() == [
+        ReceivedPart("text", "text", text="what is it?"),
+        ReceivedPart("image", "image_url", media_type="image/png", data=png),
+    ]
+    user = (await engine.conversation(KEY)).messages[0]
+    assert [(a.name, a.kind) for a in user.attachments] == [("a.png", "image")]
+
+
+async def test_a_text_model_gets_a_note_instead_of_the_image_and_a_text_file_inlined(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    from core.attachments import prepare
+
+    engine = local_engine()  # local/fake: no vision
+    files = [prepare("a.png", "image/png", _png()), prepare("x.py", "", b"print(1)\n")]
+    await (await engine.submit(KEY, "look", attachments=files))
+
+    (content,) = [m["content"] for m in sent_messages(llm_server) if m["role"] == "user"]
+    assert content == (
+        "look\n\n[image: a.png — this model does not read images]\n\nx.py\n```py\nprint(1)\n```"
+    )
+
+
+async def test_a_skipped_file_is_a_line_under_the_reply_and_the_text_is_answered(
+    make_engine: EngineMaker,
+) -> None:
+    from core.attachments import AttachmentLimits, prepare
+    from core.delivery import final_note
+
+    engine = make_engine()
+    big = prepare("big.png", "image/png", b"x" * 1025, AttachmentLimits(max_bytes=1024))
+    doc = prepare("r.docx", "application/msword", b"x")
+    reply = await (await engine.submit(KEY, "hello", attachments=[big, doc]))
+
+    assert reply.text == echo_text("hello")
+    assert final_note(reply) == (
+        "Skipped big.png: larger than the 0.000977 MB limit.\n"
+        "Skipped r.docx: this type of file is not read (images, text files and PDFs are)."
+    )
+    stored = (await engine.conversation(KEY)).messages[1]
+    assert final_note(stored) == final_note(reply)  # kept with the reply (history shows it too)
+    assert (await engine.conversation(KEY)).messages[0].attachments == ()
+
+
+async def test_files_without_text_are_answered_and_only_skipped_files_are_refused_clearly(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    from core.attachments import prepare
+
+    engine = local_engine()
+    reply = await (await engine.submit(KEY, "  ", attachments=[prepare("n.md", "", b"# hi")]))
+    assert reply.status is Status.COMPLETE
+    assert sent_messages(llm_server)[-1] == {"role": "user", "content": "n.md\n```md\n# hi\n```"}
+
+    with pytest.raises(Refused) as refused:
+        await engine.submit(KEY, "", attachments=[prepare("a.bin", "", b"x")])
+    assert refused.value.user_message == (
+        "Skipped a.bin: this type of file is not read (images, text files and PDFs are).\n"
+        "No text and no file I can read: nothing to answer."
+    )
+    with pytest.raises(Refused, match="Ask me anything"):
+        await engine.submit(KEY, "")
+
+
+async def test_images_stay_for_the_latest_turns_with_images_then_become_their_names(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    from core.attachments import prepare
+
+    engine = local_engine(llmconnect_model="local/gpt-4o-mini", history_max_images=1)
+    await (await engine.submit(KEY, "one", attachments=[prepare("1.png", "", _png())]))
+    await (await engine.submit(KEY, "two", attachments=[prepare("2.png", "", _png())]))
+
+    request = llm_server.requests[-1]
+    assert [p.kind for p in request.parts(0)] == ["text"]  # the first turn's image: its name
+    assert request.parts(0)[0].text == "one\n\n[image: 1.png]"
+    assert [p.kind for p in request.parts()] == ["text", "image"]
+    first = (await engine.conversation(KEY)).messages[0]
+    assert first.attachments[0].data == ""  # its bytes are dropped from the store
+
+
+async def test_history_max_images_zero_still_sends_the_current_image(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    from core.attachments import prepare
+
+    engine = local_engine(llmconnect_model="local/gpt-4o-mini", history_max_images=0)
+    await (await engine.submit(KEY, "one", attachments=[prepare("1.png", "", _png())]))
+    assert [p.kind for p in llm_server.requests[-1].parts()] == ["text", "image"]
+    await (await engine.submit(KEY, "two"))
+    assert llm_server.requests[-1].parts(0)[0].text == "one\n\n[image: 1.png]"
+
+
+async def test_a_pdf_reaches_a_text_model_as_its_text(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    from core.attachments import prepare
+    from tests.llmconnect.test_parts import make_pdf
+
+    engine = local_engine()
+    pdf = prepare("r.pdf", "application/pdf", make_pdf("Quarterly numbers"))
+    await (await engine.submit(KEY, "sum up", attachments=[pdf]))
+    (content,) = [m["content"] for m in sent_messages(llm_server) if m["role"] == "user"]
+    assert content.startswith("sum up\n\n")
+    assert "Quarterly numbers" in content

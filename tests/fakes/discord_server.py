@@ -99,6 +99,11 @@ class StoredMessage:
     deleted: bool = False
     edits: int = 0
     payloads: list[dict[str, Any]] = field(default_factory=list)
+    #: Discord's ``attachments`` objects (``url``, ``filename``, ``content_type``, ``size``).
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    #: A forwarded message's snapshot (``content``, ``attachments``); its reference is the
+    #: forwarded message's (``type`` 1).
+    snapshot: dict[str, Any] | None = None
 
     @property
     def ephemeral(self) -> bool:
@@ -321,6 +326,10 @@ class FakeDiscordServer(LoopbackServer):
         self._runner: web.AppRunner | None = None
         #: While true the gateway refuses connections (503): see :meth:`drop_gateway`.
         self.gateway_refused = False
+        #: The CDN's files (``/attachments/{id}/{name}``): bytes and media type, and the paths
+        #: requested (no token: Discord's CDN needs none).
+        self.files: dict[str, tuple[bytes, str]] = {}
+        self.file_requests: list[str] = []
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -335,6 +344,7 @@ class FakeDiscordServer(LoopbackServer):
             ("PUT", "/applications/{app}/commands", self._sync),
             ("PUT", "/applications/{app}/guilds/{guild}/commands", self._sync),
             ("POST", "/channels/{channel}/messages", self._create_message),
+            ("GET", "/channels/{channel}/messages/{message}", self._get_message),
             ("PATCH", "/channels/{channel}/messages/{message}", self._edit_message),
             ("DELETE", "/channels/{channel}/messages/{message}", self._delete_message),
             ("POST", "/channels/{channel}/typing", self._typing),
@@ -348,6 +358,7 @@ class FakeDiscordServer(LoopbackServer):
         for method, path, handler in routes:
             app.router.add_route(method, api + path, handler)
         app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/attachments/{id}/{name}", self._file)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, self.host, 0)
@@ -367,6 +378,26 @@ class FakeDiscordServer(LoopbackServer):
     def api_url(self) -> str:
         """For ``DISCORD_API_URL``."""
         return f"http://{self.host}:{self.port}/api/v10"
+
+    @property
+    def cdn_url(self) -> str:
+        """For ``DISCORD_CDN_URL``: where :meth:`add_file` serves files."""
+        return f"http://{self.host}:{self.port}"
+
+    def add_file(
+        self, name: str, data: bytes, content_type: str = "application/octet-stream"
+    ) -> dict[str, Any]:
+        """A file on the CDN; returns the ``attachments[]`` object a message carries."""
+        ident = self._next_id()
+        self.files[f"/attachments/{ident}/{name}"] = (data, content_type)
+        return {
+            "id": ident,
+            "filename": name,
+            "size": len(data),
+            "url": f"{self.cdn_url}/attachments/{ident}/{name}?ex=1&is=2&hm=signed",
+            "proxy_url": f"{self.cdn_url}/attachments/{ident}/{name}",
+            "content_type": content_type,
+        }
 
     @property
     def gateway_url(self) -> str:
@@ -619,9 +650,10 @@ class FakeDiscordServer(LoopbackServer):
 
     def _message_payload(self, message: StoredMessage) -> dict[str, Any]:
         author = self.bot if message.author_id == self.bot_id else self.users[message.author_id]
+        forward = message.snapshot is not None
         payload: dict[str, Any] = {
             "id": message.id,
-            "type": 19 if message.reference else 0,
+            "type": 19 if message.reference and not forward else 0,
             "channel_id": message.channel_id,
             "author": author,
             "content": message.content,
@@ -631,7 +663,7 @@ class FakeDiscordServer(LoopbackServer):
             "mention_everyone": False,
             "mentions": [],
             "mention_roles": [],
-            "attachments": [],
+            "attachments": list(message.attachments),
             "embeds": [],
             "pinned": False,
             "flags": message.flags,
@@ -639,6 +671,10 @@ class FakeDiscordServer(LoopbackServer):
         }
         if message.reference:
             payload["message_reference"] = message.reference
+        if message.snapshot is not None:
+            snapshot = {"type": 0, "content": "", "attachments": [], "embeds": [], "flags": 0}
+            snapshot |= {"timestamp": _TIMESTAMP, "edited_timestamp": None, "mentions": []}
+            payload["message_snapshots"] = [{"message": snapshot | message.snapshot}]
         if message.interaction_id:
             payload["webhook_id"] = self.application_id
             payload["application_id"] = self.application_id
@@ -653,11 +689,17 @@ class FakeDiscordServer(LoopbackServer):
         content: str,
         *,
         mention_bot: bool = True,
+        attachments: list[dict[str, Any]] | None = None,
+        reply_to: StoredMessage | None = None,
+        forward: StoredMessage | None = None,
     ) -> StoredMessage:
         """A user posts ``content`` in ``channel_id``; dispatched as MESSAGE_CREATE.
 
         With ``mention_bot`` the bot's mention is prepended (and listed in ``mentions``, which is
         how Discord lets a bot without the message-content intent read the message).
+        ``attachments``: :meth:`add_file`'s objects. ``reply_to``: a reply to that message (its
+        ``message_reference``, and the ``referenced_message`` Discord includes). ``forward``:
+        a forward of that message (its snapshot: its content and attachments).
         """
         guild = self._guild_of(channel_id)
         if mention_bot:
@@ -665,8 +707,22 @@ class FakeDiscordServer(LoopbackServer):
         message = StoredMessage(
             self._next_id(), channel_id, user_id, content, guild_id=guild.id if guild else None
         )
+        message.attachments = list(attachments or [])
+        target = reply_to or forward
+        if target is not None:
+            message.reference = {
+                "type": 1 if forward is not None else 0,
+                "message_id": target.id,
+                "channel_id": target.channel_id,
+            }
+            if target.guild_id:
+                message.reference["guild_id"] = target.guild_id
+        if forward is not None:
+            message.snapshot = {"content": forward.content, "attachments": forward.attachments}
         self.messages[message.id] = message
         payload = self._message_payload(message)
+        if reply_to is not None:
+            payload["referenced_message"] = self._message_payload(reply_to)
         if mention_bot:
             mention = dict(self.bot)
             if guild is not None:
@@ -831,7 +887,7 @@ class FakeDiscordServer(LoopbackServer):
     async def _middleware(
         self, request: web.Request, handler: Callable[[web.Request], Any]
     ) -> web.StreamResponse:
-        if request.path == "/gateway":
+        if request.path == "/gateway" or request.path.startswith("/attachments/"):
             response: web.StreamResponse = await handler(request)
             return response
         raw = await request.read()
@@ -1024,6 +1080,28 @@ class FakeDiscordServer(LoopbackServer):
         payload = self._message_payload(message)
         await self._dispatch("MESSAGE_CREATE", payload)
         return _json(payload, headers=headers)
+
+    async def _get_message(self, request: web.Request) -> web.Response:
+        """``GET /channels/{channel}/messages/{message}``: as Discord, with the message it
+        replies to as ``referenced_message``."""
+        message = self._live(request)
+        if message is None:
+            return _error(404, 10008, "Unknown Message")
+        payload = self._message_payload(message)
+        target = self.messages.get(str((message.reference or {}).get("message_id")))
+        if target is not None and message.snapshot is None and not target.deleted:
+            payload["referenced_message"] = self._message_payload(target)
+        return _json(payload)
+
+    async def _file(self, request: web.Request) -> web.Response:
+        """The CDN: a file :meth:`add_file` stored (its signed query string is not checked)."""
+        path = request.path
+        self.file_requests.append(path)
+        stored = self.files.get(path)
+        if stored is None:
+            return web.Response(status=404, text="Not Found")
+        data, content_type = stored
+        return web.Response(body=data, headers={"Content-Type": content_type})
 
     def _live(self, request: web.Request) -> StoredMessage | None:
         message = self.messages.get(request.match_info["message"])

@@ -34,7 +34,7 @@ from aiohttp import WSMsgType, web
 
 from .base import LoopbackServer
 
-__all__ = ["SLACK_LIMITS", "Call", "FakeSlackAPI", "Message", "MethodLimit"]
+__all__ = ["SLACK_LIMITS", "Call", "FakeSlackAPI", "Message", "MethodLimit", "SharedFile"]
 
 MAX_TEXT = 40_000
 MAX_MARKDOWN_PER_CALL = 12_000
@@ -92,6 +92,22 @@ class Message:
     last_update: float = -1e9
 
 
+#: What Slack's file host answers a download without the right token: a sign-in page, 200.
+SIGN_IN_PAGE = b"<!DOCTYPE html><html><body>Sign in to Slack</body></html>"
+
+
+@dataclass
+class SharedFile:
+    """A file shared in a message: its bytes and media type, and how many ``files.info`` calls
+    answer that it is still being processed (no ``url_private_download``, no ``mimetype``)."""
+
+    id: str
+    name: str
+    data: bytes
+    mimetype: str
+    processing: int = 0
+
+
 class FakeSlackAPI(LoopbackServer):
     """``async with FakeSlackAPI() as slack:`` then point a client at ``slack.api_url``."""
 
@@ -139,6 +155,10 @@ class FakeSlackAPI(LoopbackServer):
         self._acked = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
+        #: Files shared in messages (:meth:`add_file`): id -> record; and every download's path
+        #: with whether it carried the bot token.
+        self.files: dict[str, SharedFile] = {}
+        self.downloads: list[tuple[str, bool]] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -148,6 +168,7 @@ class FakeSlackAPI(LoopbackServer):
         app.router.add_get("/api/{method}", self._api)
         app.router.add_post("/respond/{rid}", self._respond)
         app.router.add_get("/socket", self._socket)
+        app.router.add_get("/files-pri/{team_file}/download/{name}", self._download)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -440,3 +461,57 @@ class FakeSlackAPI(LoopbackServer):
         self.statuses[(channel, thread_ts)] = status
         self.status_history.setdefault((channel, thread_ts), []).append(status)
         return {}
+
+    # ------------------------------------------------------------------ files
+
+    @property
+    def files_url(self) -> str:
+        """For ``SLACK_FILES_URL``: where this stand-in serves ``url_private_download``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def add_file(
+        self, name: str, data: bytes, mimetype: str = "text/plain", *, processing: int = 0
+    ) -> dict[str, Any]:
+        """A file shared in a message; returns the file object its event carries. While
+        ``processing`` (that many ``files.info`` calls), the event has only the id and
+        ``file_access: check_file_info``, as Slack sends a file that is not ready yet."""
+        file = SharedFile(f"F{len(self.files) + 1:08d}", name, data, mimetype, processing)
+        self.files[file.id] = file
+        if processing:
+            return {"id": file.id, "file_access": "check_file_info"}
+        return self._file_object(file)
+
+    def _file_object(self, file: SharedFile) -> dict[str, Any]:
+        url = f"{self.files_url}/files-pri/{self.team_id}-{file.id}/download/{file.name}"
+        return {
+            "id": file.id,
+            "name": file.name,
+            "title": file.name,
+            "mimetype": file.mimetype,
+            "filetype": file.name.rpartition(".")[2],
+            "size": len(file.data),
+            "mode": "hosted",
+            "url_private": url.replace("/download/", "/"),
+            "url_private_download": url,
+        }
+
+    def _m_files_info(self, call: Call) -> dict[str, Any] | web.Response:
+        file = self.files.get(str(call.args.get("file", "")))
+        if file is None:
+            return self._error(call, "file_not_found")
+        if file.processing > 0:
+            file.processing -= 1
+            return {"file": {"id": file.id, "name": file.name, "mimetype": "", "filetype": ""}}
+        return {"file": self._file_object(file)}
+
+    async def _download(self, request: web.Request) -> web.Response:
+        """``url_private_download``: the file with the bot token, else Slack's sign-in page."""
+        authorized = request.headers.get("Authorization") == f"Bearer {self.bot_token}"
+        self.downloads.append((request.path, authorized))
+        _, _, file_id = request.match_info["team_file"].partition("-")
+        file = self.files.get(file_id)
+        if not authorized:
+            return web.Response(body=SIGN_IN_PAGE, content_type="text/html")
+        if file is None or request.match_info["name"] != file.name:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(body=file.data, headers={"Content-Type": file.mimetype})

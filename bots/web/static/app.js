@@ -28,6 +28,7 @@
     thoughts: {}, // created_at of an assistant message -> its reasoning (full; never stored)
     busy: false,
     modelChanges: 0, // bumped on every model pick; an older server answer must not undo it
+    files: [], // files to send with the next message: { file, name, kind, url (an image's data URL) }
   };
 
   // ------------------------------------------------------------------ Markdown, safely
@@ -211,7 +212,9 @@
 
   async function api(method, path, body) {
     const init = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
-    if (body !== undefined) {
+    if (body instanceof FormData) {
+      init.body = body; // multipart/form-data: the browser writes the Content-Type and boundary
+    } else if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
@@ -224,6 +227,7 @@
     }
     if (!res.ok) {
       const reason = data && (data.error || (typeof data.detail === "string" && data.detail));
+      if (!reason && res.status === 413) throw new Error("The message and its files are too large to send.");
       throw new Error(reason || `The server answered ${res.status}.`);
     }
     return data;
@@ -281,10 +285,91 @@
     if (msg.role === "assistant") {
       body.innerHTML = renderMarkdown(msg.content);
       paintThought(el, msg.created_at != null ? state.thoughts[msg.created_at] : "");
-    } else body.textContent = msg.content;
+    } else {
+      body.textContent = msg.content;
+      paintFiles(el, msg.attachments || []);
+    }
     const note = el.querySelector(".note");
     note.textContent = msg.note || "";
     note.hidden = !msg.note;
+  }
+
+  // A file chip: an image's thumbnail (a same-origin URL or a data: URL: the CSP allows no other)
+  // or a 📄, then the name as text.
+  function fileChip(file) {
+    const chip = document.createElement("span");
+    chip.className = "file-chip";
+    chip.dataset.kind = file.kind;
+    if (file.kind === "image" && file.url && /^(\/chat\/|data:image\/)/.test(file.url)) {
+      const img = document.createElement("img");
+      img.className = "thumb";
+      img.src = file.url;
+      img.alt = file.name;
+      chip.append(img);
+    } else {
+      const icon = document.createElement("span");
+      icon.textContent = file.kind === "image" ? "🖼" : "📄";
+      chip.append(icon);
+    }
+    const name = document.createElement("span");
+    name.textContent = file.name;
+    name.title = file.name;
+    chip.append(name);
+    return chip;
+  }
+
+  function paintFiles(el, files) {
+    let box = el.querySelector(".files");
+    if (!files.length) {
+      if (box) box.remove();
+      return;
+    }
+    if (!box) {
+      box = document.createElement("div");
+      box.className = "files";
+      el.querySelector(".body").after(box);
+    }
+    box.replaceChildren(...files.map(fileChip));
+  }
+
+  // ------------------------------------------------------------------ files to send
+
+  const IMAGE_TYPES = ["image/png", "image/jpeg", "image/webp", "image/gif"];
+
+  function paintPending() {
+    const box = $("pending-files");
+    box.replaceChildren(
+      ...state.files.map((f, i) => {
+        const chip = fileChip(f);
+        const remove = document.createElement("button");
+        remove.type = "button";
+        remove.textContent = "×";
+        remove.title = `Remove ${f.name}`;
+        remove.addEventListener("click", () => {
+          state.files.splice(i, 1);
+          paintPending();
+        });
+        chip.append(remove);
+        return chip;
+      }),
+    );
+    box.hidden = state.files.length === 0;
+  }
+
+  function addFiles(list) {
+    for (const file of list) {
+      const entry = { file, name: file.name || "pasted", kind: IMAGE_TYPES.includes(file.type) ? "image" : "file" };
+      state.files.push(entry);
+      if (entry.kind === "image") {
+        const reader = new FileReader();
+        reader.onload = () => {
+          entry.url = typeof reader.result === "string" ? reader.result : "";
+          paintPending();
+        };
+        reader.readAsDataURL(file);
+      }
+    }
+    paintPending();
   }
 
   function messageEl(msg) {
@@ -474,18 +559,28 @@
   async function send() {
     const input = $("input");
     const text = input.value.trim();
-    if (!text || state.busy) return;
+    const files = state.files;
+    if ((!text && !files.length) || state.busy) return;
     notice("");
     $("send").disabled = true;
+    let body = { text };
+    if (files.length) {
+      body = new FormData();
+      body.append("text", text);
+      for (const f of files) body.append("files", f.file, f.name);
+    }
     try {
-      await api("POST", `/chat/${encodeURIComponent(state.id)}/send-message`, { text });
+      await api("POST", `/chat/${encodeURIComponent(state.id)}/send-message`, body);
     } catch (err) {
       notice(err.message);
       $("send").disabled = false;
       return;
     }
     input.value = "";
-    appendMessage({ role: "user", content: text, status: "complete" });
+    state.files = [];
+    paintPending();
+    const attachments = files.map((f) => ({ name: f.name, kind: f.kind, url: f.url }));
+    appendMessage({ role: "user", content: text, status: "complete", attachments });
     state.streamEl = appendMessage({ role: "assistant", content: "", status: "pending" });
     state.streamText = "";
     setStatus("pending");
@@ -573,6 +668,35 @@
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
       e.preventDefault();
       send();
+    }
+  });
+  $("attach").addEventListener("click", () => $("file-input").click());
+  $("file-input").addEventListener("change", (e) => {
+    addFiles(e.target.files);
+    e.target.value = "";
+  });
+  $("input").addEventListener("paste", (e) => {
+    const files = e.clipboardData ? [...e.clipboardData.files] : [];
+    if (files.length) {
+      e.preventDefault();
+      addFiles(files);
+    }
+  });
+  const main = document.querySelector("main");
+  main.addEventListener("dragover", (e) => {
+    if (e.dataTransfer && [...e.dataTransfer.types].includes("Files")) {
+      e.preventDefault();
+      main.classList.add("dragging");
+    }
+  });
+  main.addEventListener("dragleave", (e) => {
+    if (e.target === main || !main.contains(e.relatedTarget)) main.classList.remove("dragging");
+  });
+  main.addEventListener("drop", (e) => {
+    main.classList.remove("dragging");
+    if (e.dataTransfer && e.dataTransfer.files.length) {
+      e.preventDefault();
+      addFiles(e.dataTransfer.files);
     }
   });
   $("model").addEventListener("change", setModel);

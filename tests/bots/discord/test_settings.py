@@ -121,3 +121,13 @@ def test_cdn_hosts_default_to_discords_and_take_a_comma_list(
     monkeypatch.setenv("DISCORD_CDN_URL", "cdn.discordapp.com")
     with pytest.raises(SettingsError, match=r"DISCORD_CDN_URL: .*expected https://host"):
         load_settings(DiscordSettings)
+
+
+def test_reply_chain_depth_limits() -> None:
+    assert load_settings(DiscordSettings).discord_reply_chain_depth == 10
+    for ok in (0, 50):
+        depth = load_settings(DiscordSettings, discord_reply_chain_depth=ok)
+        assert depth.discord_reply_chain_depth == ok
+    for bad in (-1, 51):
+        with pytest.raises(SettingsError, match="DISCORD_REPLY_CHAIN_DEPTH"):
+            load_settings(DiscordSettings, discord_reply_chain_depth=bad)

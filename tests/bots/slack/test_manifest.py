@@ -29,6 +29,7 @@ def test_has_the_scopes_and_events_the_bot_uses_and_socket_mode_on() -> None:
     assert data["display_information"]["name"] == "LLMConnect"
     scopes = set(data["oauth_config"]["scopes"]["bot"])
     assert {"app_mentions:read", "chat:write", "commands", "im:history", "users:read"} <= scopes
+    assert "files:read" in scopes  # files shared with a mention or a DM (bots/slack/files.py)
     assert set(data["settings"]["event_subscriptions"]["bot_events"]) == {
         "app_mention",
         "message.im",

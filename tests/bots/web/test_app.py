@@ -674,3 +674,176 @@ async def test_web_full_streams_the_reasoning_and_keeps_it_out_of_the_history(
     assert end["content"] == "Forty-two."
     assert end["created_at"] == state["messages"][-1]["created_at"]  # how the page keeps it
     assert "Six" not in json.dumps(state)  # never stored
+
+
+# -- attachments: multipart send-message ----------------------------------------------------------
+
+
+def png_bytes(size: tuple[int, int] = (6, 4)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", size, (0, 120, 255)).save(out, "PNG")
+    return out.getvalue()
+
+
+async def upload(
+    server: WebServer, conv: str, text: str | None, *files: tuple[str, bytes, str]
+) -> httpx.Response:
+    """A multipart ``send-message`` as the page sends it (its own Origin), then its reply ended."""
+    data = {} if text is None else {"text": text}
+    async with client_for(server, headers={"Origin": server.url}) as client:
+        sent = await client.post(
+            f"/chat/{conv}/send-message",
+            data=data,
+            files=[("files", f) for f in files],
+        )
+    if sent.status_code == 202:
+        reply = server.engine.reply_for(server.web.key(conv))
+        assert reply is not None
+        await reply
+    return sent
+
+
+async def test_an_uploaded_image_reaches_a_vision_model_and_the_chat_shows_it(
+    make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    from tests.fakes.llm_server import ReceivedPart
+
+    server = await make_web(
+        env={"LOCAL_BASE_URL": llm_server.openai_base_url},
+        llmconnect_model="local/gpt-4o-mini",
+        edit_interval=0,
+    )
+    png = png_bytes()
+    sent = await upload(server, "img", "what is this?", ("cat.png", png, "image/png"))
+    assert sent.status_code == 202
+    assert llm_server.requests[-1].parts() == [
+        ReceivedPart("text", "text", text="what is this?"),
+        ReceivedPart("image", "image_url", media_type="image/png", data=png),
+    ]
+    async with client_for(server) as client:
+        conv = (await client.get("/chat/img")).json()
+        (user, answer) = conv["messages"]
+        image = await client.get(user["attachments"][0]["url"])
+        missing = await client.get("/chat/img/attachment/0/5")
+    assert user["attachments"][0]["url"] == "/chat/img/attachment/0/0"
+    assert "data" not in json.dumps(user["attachments"])  # never the bytes in the JSON
+    assert answer["note"] is None
+    assert image.status_code == 200
+    assert image.headers["content-type"] == "image/png"
+    assert image.content == png
+    assert missing.status_code == 404
+
+
+async def test_a_text_model_gets_a_note_a_py_file_is_inlined_and_a_big_file_has_its_line(
+    make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    server = await make_web(
+        env={"LOCAL_BASE_URL": llm_server.openai_base_url},
+        llmconnect_model="local/fake",
+        max_attachment_bytes=1024,
+        edit_interval=0,
+    )
+    sent = await upload(
+        server,
+        "txt",
+        "review",
+        ("cat.png", png_bytes(), "image/png"),
+        ("a.py", b"x = 1\n", "text/x-python"),
+        ("big.log", b"y" * 1025, "text/plain"),
+    )
+    assert sent.status_code == 202
+    (content,) = [
+        m["content"] for m in llm_server.requests[-1].json["messages"] if m["role"] == "user"
+    ]
+    assert content == (
+        "review\n\n[image: cat.png — this model does not read images]\n\na.py\n```py\nx = 1\n```"
+    )
+    async with client_for(server) as client:
+        conv = (await client.get("/chat/txt")).json()
+    user, answer = conv["messages"]
+    assert [(f["name"], f["kind"]) for f in user["attachments"]] == [
+        ("cat.png", "image"),
+        ("a.py", "text"),
+    ]
+    assert answer["status"] == "complete"  # the text is still answered
+    assert answer["note"] == "Skipped big.log: larger than the 0.000977 MB limit."
+
+
+async def test_files_without_text_are_answered_and_only_unread_ones_are_refused(
+    make_web: ServeWeb,
+) -> None:
+    server = await make_web(edit_interval=0)
+    only_file = await upload(server, "f", None, ("n.md", b"# notes", "text/markdown"))
+    refused = await upload(server, "f2", "", ("x.exe", b"MZ", "application/octet-stream"))
+    assert only_file.status_code == 202
+    assert refused.status_code == 400
+    assert refused.json()["error"] == (
+        "Skipped x.exe: this type of file is not read (images, text files and PDFs are).\n"
+        "No text and no file I can read: nothing to answer."
+    )
+
+
+async def test_an_upload_passes_the_same_cross_site_guard_and_its_own_size_bound(
+    make_web: ServeWeb,
+) -> None:
+    # The upload bound: WEB_MAX_BODY_BYTES + MAX_ATTACHMENTS * MAX_ATTACHMENT_BYTES = 4,048.
+    server = await make_web(web_max_body_bytes=2000, max_attachments=2, max_attachment_bytes=1024)
+    files = {"files": ("a.txt", b"hi", "text/plain")}
+    async with client_for(server) as client:
+        no_origin = await client.post("/chat/g/send-message", data={"text": "x"}, files=files)
+        other_site = await client.post(
+            "/chat/g/send-message",
+            data={"text": "x"},
+            files=files,
+            headers={"Origin": "http://evil.example"},
+        )
+        big_json = await client.post("/chat/g/send-message", json={"text": "z" * 2100})
+    async with client_for(server, headers={"Origin": server.url}) as client:
+        too_big = await client.post(
+            "/chat/g/send-message", files={"files": ("a.txt", b"q" * 4100, "text/plain")}
+        )
+        fits = await client.post(
+            "/chat/g/send-message", files={"files": ("a.txt", b"q" * 1024, "text/plain")}
+        )
+    assert no_origin.status_code == other_site.status_code == 403
+    assert "must be JSON" in no_origin.json()["error"]
+    assert big_json.status_code == too_big.status_code == 413
+    assert fits.status_code == 202
+
+
+async def test_a_pdf_reaches_anthropic_as_a_document_and_a_text_model_as_its_text(
+    make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    from tests.fakes.llm_server import ReceivedPart
+    from tests.llmconnect.test_parts import make_pdf
+
+    pdf = make_pdf("Revenue grew by nine percent")
+    env = {
+        "ANTHROPIC_BASE_URL": llm_server.anthropic_base_url,
+        "ANTHROPIC_API_KEY": "sk-ant-test",
+        "LOCAL_BASE_URL": llm_server.openai_base_url,
+    }
+    server = await make_web(
+        env=env, llmconnect_model="anthropic/claude-sonnet-4-5", edit_interval=0
+    )
+    sent = await upload(server, "pdf", "summarise", ("r.pdf", pdf, "application/pdf"))
+    assert sent.status_code == 202
+    request = llm_server.requests[-1]
+    assert request.protocol == "anthropic"
+    assert request.parts() == [
+        ReceivedPart("text", "text", text="summarise"),
+        ReceivedPart("document", "document", media_type="application/pdf", data=pdf, name="r.pdf"),
+    ]
+    async with client_for(server, headers={"Origin": server.url}) as client:
+        switched = await client.post("/chat/pdf2/model", json={"model": "local/fake"})
+    assert switched.status_code == 200
+    await upload(server, "pdf2", "summarise", ("r.pdf", pdf, "application/pdf"))
+    (content,) = [
+        m["content"] for m in llm_server.requests[-1].json["messages"] if m["role"] == "user"
+    ]
+    assert content.startswith("summarise\n\n")
+    assert "Revenue grew by nine percent" in content

@@ -649,3 +649,76 @@ async def test_reasoning_status_then_a_collapsed_section_with_full(
     await expect(last_reply(page).locator("details.reasoning .thought")).to_have_text(
         "Shown thoughts."
     )
+
+
+async def test_a_file_attached_with_the_button_reaches_the_model_and_shows_as_a_thumbnail(
+    page: Page, make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    from tests.bots.web.test_app import png_bytes
+    from tests.fakes.llm_server import ReceivedPart
+
+    server = await make_web(
+        env={"LOCAL_BASE_URL": llm_server.openai_base_url},
+        llmconnect_model="local/gpt-4o-mini",
+    )
+    await open_chat(page, server, "attach", "local/gpt-4o-mini")
+    png = png_bytes()
+    await page.set_input_files(
+        "#file-input",
+        files=[
+            {"name": "dot.png", "mimeType": "image/png", "buffer": png},
+            {"name": "a.py", "mimeType": "text/x-python", "buffer": b"print(2)\n"},
+        ],
+    )
+    await expect(page.locator("#pending-files .file-chip")).to_have_count(2)
+    await expect(page.locator("#pending-files img.thumb")).to_have_count(1)
+    await send(page, "what is this?")
+    await expect(last_reply(page)).to_have_attribute("data-status", "complete", timeout=WAIT)
+    await expect(page.locator("#pending-files")).to_be_hidden()
+    assert llm_server.requests[-1].parts() == [  # the files in the order attached
+        ReceivedPart("text", "text", text="what is this?"),
+        ReceivedPart("image", "image_url", media_type="image/png", data=png),
+        ReceivedPart("text", "text", text="a.py\n```py\nprint(2)\n```"),
+    ]
+    await page.reload()  # the stored conversation shows the files: the image from the server
+    user = page.locator("#messages .msg.user").last
+    await expect(user.locator(".file-chip")).to_have_count(2, timeout=WAIT)
+    await expect(user.locator("img.thumb")).to_have_attribute("src", "/chat/attach/attachment/0/0")
+    await page.wait_for_function(
+        "() => document.querySelector('#messages .msg.user img.thumb').naturalWidth === 6",
+        timeout=WAIT,
+    )
+    await expect(user.locator(".file-chip").last).to_contain_text("a.py")
+
+
+async def test_a_file_dropped_on_the_chat_or_pasted_is_sent_with_the_message(
+    page: Page, make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    server = await make_web(
+        env={"LOCAL_BASE_URL": llm_server.openai_base_url}, llmconnect_model="local/fake"
+    )
+    await open_chat(page, server, "dropped", "local/fake")
+    await page.evaluate(
+        """() => {
+            const drop = new DataTransfer();
+            drop.items.add(new File(["dropped text\\n"], "drop.txt", { type: "text/plain" }));
+            const main = document.querySelector("main");
+            main.dispatchEvent(new DragEvent("dragover", { dataTransfer: drop, bubbles: true,
+                                                           cancelable: true }));
+            main.dispatchEvent(new DragEvent("drop", { dataTransfer: drop, bubbles: true,
+                                                       cancelable: true }));
+            const paste = new DataTransfer();
+            paste.items.add(new File(["x = 5\\n"], "p.py", { type: "text/x-python" }));
+            document.getElementById("input").dispatchEvent(
+                new ClipboardEvent("paste", { clipboardData: paste, bubbles: true,
+                                              cancelable: true }));
+        }"""
+    )
+    await expect(page.locator("#pending-files .file-chip")).to_have_count(2)
+    await send(page, "two files")
+    await expect(last_reply(page)).to_have_attribute("data-status", "complete", timeout=WAIT)
+    (content,) = [
+        m["content"] for m in llm_server.requests[-1].json["messages"] if m["role"] == "user"
+    ]
+    assert content == "two files\n\ndrop.txt\n```txt\ndropped text\n```\n\np.py\n```py\nx = 5\n```"
+    await expect(page.locator("#messages .msg.user").last.locator(".file-chip")).to_have_count(2)
