@@ -137,8 +137,11 @@ class DiscordBot(discord.AutoShardedClient):
     ) -> None:
         configure_endpoints(settings.discord_api_url, settings.discord_gateway_url)
         # Default intents: no privileged message-content intent is needed to read messages
-        # that mention the bot. Nothing the bot sends may ping anyone.
-        options.setdefault("intents", discord.Intents.default())
+        # that mention the bot; DISCORD_MESSAGE_CONTENT asks for it (reply chains of ordinary
+        # messages). Nothing the bot sends may ping anyone.
+        intents = discord.Intents.default()
+        intents.message_content = settings.discord_message_content
+        options.setdefault("intents", intents)
         options.setdefault("allowed_mentions", _NONE)
         # Shards: DISCORD_SHARD_IDS of DISCORD_SHARD_COUNT (ids empty: all of them; count empty:
         # Discord's recommended count, see launch_shards), all in this process; docs/deploy.md.

@@ -70,6 +70,13 @@ class DiscordSettings(EnvSettings):
         description="Messages of a reply chain read as context: a message that replies to "
         "another brings its text and files, and so on up the chain, at most this many (0: none).",
     )
+    discord_message_content: bool = Field(
+        False,
+        description="Ask Discord for the privileged Message Content intent (enable it for the "
+        "bot in the developer portal first): without it Discord sends no text or files of "
+        "messages that do not mention the bot, so a reply chain of ordinary messages reads "
+        "empty.",
+    )
     discord_edit_interval: float = Field(
         1.2, gt=0, description="Seconds between edits of one Discord message while streaming."
     )

@@ -59,6 +59,18 @@ async def test_default_intents_only(world: World, start_bot: BotStarter) -> None
     assert not discord.Intents._from_value(identified).message_content
 
 
+async def test_message_content_intent_only_when_asked_for(
+    world: World, start_bot: BotStarter
+) -> None:
+    await start_bot(discord_message_content=True)
+    identified = world.server.intents
+    assert identified is not None
+    assert discord.Intents._from_value(identified).message_content
+    assert (
+        identified == discord.Intents.default().value | discord.Intents(message_content=True).value
+    )
+
+
 async def test_no_secret_in_any_log_line_or_repr(
     world: World, llm: FakeLLMServer, start_bot: BotStarter, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -131,3 +131,8 @@ def test_reply_chain_depth_limits() -> None:
     for bad in (-1, 51):
         with pytest.raises(SettingsError, match="DISCORD_REPLY_CHAIN_DEPTH"):
             load_settings(DiscordSettings, discord_reply_chain_depth=bad)
+
+
+def test_the_message_content_intent_is_asked_for_only_when_set() -> None:
+    assert load_settings(DiscordSettings).discord_message_content is False
+    assert load_settings(DiscordSettings, discord_message_content="true").discord_message_content
