@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from .clock import Clock, MonotonicClock
 from .settings import Settings
 
-__all__ = ["AccessPolicy", "Actor", "SlidingLog", "UserRateLimiter"]
+__all__ = ["AccessPolicy", "Actor", "SlidingLog", "UserRateLimiter", "is_prompt"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,3 +106,31 @@ class UserRateLimiter(SlidingLog):
         if wait <= 0:
             self.record(user_id)
         return wait
+
+
+def is_prompt(
+    settings: Settings,
+    *,
+    mention: bool,
+    direct: bool,
+    followed_thread: bool,
+    channel: str,
+    parent: str | None = None,
+    author_is_bot: bool = False,
+    author_is_self: bool = False,
+) -> bool:
+    """Whether a message is a prompt for the bot: the one rule every front end asks.
+
+    Never the bot's own message, nor another bot's unless ``ALLOW_BOTS``. A mention or a direct
+    message always is; so is a message in a thread where the bot has answered
+    (``followed_thread``) while ``FOLLOW_UP_IN_THREADS``, and any message in an
+    ``AUTO_REPLY_CHANNELS`` channel (or a thread of one: ``parent``).
+    """
+    if author_is_self or (author_is_bot and not settings.allow_bots):
+        return False
+    if mention or direct:
+        return True
+    if followed_thread and settings.follow_up_in_threads:
+        return True
+    auto = settings.auto_reply_channels
+    return bool(auto) and (channel in auto or (parent is not None and parent in auto))

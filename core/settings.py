@@ -267,6 +267,19 @@ class Settings(EnvSettings):
     blocked_roles: CommaList = Field(
         default_factory=list, description="Members with any of these role ids are refused."
     )
+    follow_up_in_threads: bool = Field(
+        True,
+        description="In a thread where the bot has answered, people's further messages are "
+        "prompts without a mention.",
+    )
+    auto_reply_channels: CommaList = Field(
+        default_factory=list,
+        description="Channel ids where every message is a prompt, no mention needed (empty: none).",
+    )
+    allow_bots: bool = Field(
+        False,
+        description="Answer other bots' messages (never the bot's own).",
+    )
     user_rate_limit: int = Field(
         10, ge=0, description="Prompts one user may send per window (0: unlimited)."
     )

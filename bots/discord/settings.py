@@ -70,6 +70,11 @@ class DiscordSettings(EnvSettings):
         description="Messages of a reply chain read as context: a message that replies to "
         "another brings its text and files, and so on up the chain, at most this many (0: none).",
     )
+    discord_thread_per_question: bool = Field(
+        False,
+        description="Answer a channel mention in a new thread made from the question (named "
+        "after it); the thread is then its own conversation.",
+    )
     discord_message_content: bool = Field(
         False,
         description="Ask Discord for the privileged Message Content intent (enable it for the "

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from core.clock import FakeClock
-from core.policy import AccessPolicy, Actor, SlidingLog, UserRateLimiter
+from core.policy import AccessPolicy, Actor, SlidingLog, UserRateLimiter, is_prompt
 from core.settings import load_settings
 
 CHANNEL_OFF = "I am not enabled in this channel."
@@ -157,3 +157,47 @@ async def test_sliding_log_waits_without_counting_and_stays_bounded() -> None:
     await clock.advance(10)
     log.record("newcomer")  # past 10,000 keys: the expired and the empty logs are forgotten
     assert set(log._log) == {"newcomer"}
+
+
+def test_follow_up_settings_defaults() -> None:
+    s = load_settings()
+    assert s.follow_up_in_threads is True
+    assert s.auto_reply_channels == []
+    assert s.allow_bots is False
+
+
+def test_follow_up_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FOLLOW_UP_IN_THREADS", "false")
+    monkeypatch.setenv("AUTO_REPLY_CHANNELS", "C1, C2,")
+    monkeypatch.setenv("ALLOW_BOTS", "true")
+    s = load_settings()
+    assert (s.follow_up_in_threads, s.auto_reply_channels, s.allow_bots) == (
+        False,
+        ["C1", "C2"],
+        True,
+    )
+
+
+def test_is_prompt_mentions_dms_threads_and_auto_reply_channels() -> None:
+    s = load_settings(auto_reply_channels="A1")
+    plain = {"mention": False, "direct": False, "followed_thread": False}
+    assert is_prompt(s, **{**plain, "mention": True}, channel="c")
+    assert is_prompt(s, **{**plain, "direct": True}, channel="d")
+    assert is_prompt(s, **{**plain, "followed_thread": True}, channel="t")
+    assert not is_prompt(s, **plain, channel="c")
+    assert is_prompt(s, **plain, channel="A1")
+    assert is_prompt(s, **plain, channel="thread", parent="A1")
+    assert not is_prompt(s, **plain, channel="thread", parent="c")
+    off = load_settings(follow_up_in_threads=False)
+    assert not is_prompt(off, **{**plain, "followed_thread": True}, channel="t")
+    assert is_prompt(off, **{**plain, "mention": True}, channel="t")
+
+
+def test_is_prompt_never_the_bots_own_and_other_bots_only_when_allowed() -> None:
+    ask = {"mention": True, "direct": False, "followed_thread": True, "channel": "A1"}
+    s = load_settings(auto_reply_channels="A1")
+    assert not is_prompt(s, **ask, author_is_self=True, author_is_bot=True)
+    assert not is_prompt(s, **ask, author_is_bot=True)
+    allowed = load_settings(auto_reply_channels="A1", allow_bots=True)
+    assert is_prompt(allowed, **ask, author_is_bot=True)
+    assert not is_prompt(allowed, **ask, author_is_self=True, author_is_bot=True)

@@ -136,3 +136,14 @@ def test_reply_chain_depth_limits() -> None:
 def test_the_message_content_intent_is_asked_for_only_when_set() -> None:
     assert load_settings(DiscordSettings).discord_message_content is False
     assert load_settings(DiscordSettings, discord_message_content="true").discord_message_content
+
+
+def test_thread_per_question_is_off_by_default_and_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings(DiscordSettings).discord_thread_per_question is False
+    monkeypatch.setenv("DISCORD_THREAD_PER_QUESTION", "true")
+    assert load_settings(DiscordSettings).discord_thread_per_question is True
+    monkeypatch.setenv("DISCORD_THREAD_PER_QUESTION", "maybe")
+    with pytest.raises(SettingsError, match="DISCORD_THREAD_PER_QUESTION"):
+        load_settings(DiscordSettings)
