@@ -40,11 +40,11 @@ from core.cluster import BudgetShare
 from core.commands import Command, CommandResult, execute, parse_command
 from core.delivery import deliver_with
 from core.engine import ChatEngine, Refused, Reply
-from core.policy import Actor
+from core.policy import Actor, is_prompt
 from core.render import StreamRenderer
 
 from .commands import ASK, SLASH_COMMANDS, SLASH_HELP, slash_command
-from .events import Place, Threads, is_user_message, well_formed
+from .events import Place, Threads, message_author, well_formed
 from .files import shared_files
 from .mrkdwn import escape, from_slack
 from .settings import SlackSettings
@@ -149,7 +149,7 @@ class SlackBot:
         )(self._on_event)
         self.app.event(
             "message",
-            middleware=[self._well_formed, self._from_a_person, self._once, self._place],
+            middleware=[self._well_formed, self._a_prompt, self._once, self._place],
         )(self._on_event)
         for name in SLASH_COMMANDS:
             self.app.command(name)(self._on_command)
@@ -272,17 +272,61 @@ class SlackBot:
         return await _go_on_if(keep, ack, next_)
 
     async def _in_a_channel(
-        self, event: dict[str, Any], ack: AsyncAck, next_: Next
+        self, event: dict[str, Any], context: AsyncBoltContext, ack: AsyncAck, next_: Next
     ) -> BoltResponse | None:
-        """A mention in a DM arrives as a message event too: answered as that one."""
-        keep = not (event.get("channel") or "").startswith("D") and bool(event.get("user"))
+        """A mention in a DM arrives as a message event too: answered as that one. A bot's
+        mention only with ``ALLOW_BOTS``, never the bot's own."""
+        channel = event.get("channel") or ""
+        keep = not channel.startswith("D") and bool(event.get("user"))
+        if keep and event.get("bot_id"):
+            keep = is_prompt(
+                self.engine.settings,
+                mention=True,
+                direct=False,
+                followed_thread=False,
+                channel=channel,
+                author_is_bot=True,
+                author_is_self=self._own(event, context),
+            )
         return await _go_on_if(keep, ack, next_)
 
-    async def _from_a_person(
-        self, event: dict[str, Any], ack: AsyncAck, next_: Next
+    async def _a_prompt(
+        self, event: dict[str, Any], context: AsyncBoltContext, ack: AsyncAck, next_: Next
     ) -> BoltResponse | None:
-        """Of the message events, only a DM a person wrote (no edit, bot or system message)."""
-        return await _go_on_if(is_user_message(event), ack, next_)
+        """Of the message events, the prompts (core's :func:`~core.policy.is_prompt`): a DM, a
+        message in a thread the bot answered in, one in an ``AUTO_REPLY_CHANNELS`` channel; no
+        edit or system message, never the bot's own, other bots' only with ``ALLOW_BOTS``. A
+        channel message that mentions the bot is answered as its ``app_mention`` event."""
+        return await _go_on_if(self._is_prompt(event, context), ack, next_)
+
+    def _own(self, event: dict[str, Any], context: AsyncBoltContext) -> bool:
+        user, bot = event.get("user"), event.get("bot_id")
+        return bool((user and user == context.bot_user_id) or (bot and bot == context.bot_id))
+
+    def _is_prompt(self, event: dict[str, Any], context: AsyncBoltContext) -> bool:
+        author = message_author(event)
+        channel = event.get("channel") or ""
+        if author is None or not channel:
+            return False
+        direct = event.get("channel_type") == "im"
+        bot_user = context.bot_user_id
+        if not direct and bot_user and f"<@{bot_user}>" in (event.get("text") or ""):
+            return False  # its app_mention event answers it: once
+        thread_ts, ts = event.get("thread_ts"), event.get("ts")
+        followed = (
+            bool(thread_ts)
+            and thread_ts != ts
+            and self.threads.has_answered(channel, str(thread_ts))
+        )
+        return is_prompt(
+            self.engine.settings,
+            mention=False,
+            direct=direct,
+            followed_thread=followed,
+            channel=channel,
+            author_is_bot=author[1],
+            author_is_self=self._own(event, context),
+        )
 
     async def _once(self, body: dict[str, Any], ack: AsyncAck, next_: Next) -> BoltResponse | None:
         """Slack redelivers an event it thinks was not acknowledged, possibly to another worker
@@ -296,7 +340,7 @@ class SlackBot:
         context["place"] = self.threads.place(
             team_id=event.get("team") or body.get("team_id") or context.team_id or "",
             channel=event["channel"],
-            user_id=event["user"],
+            user_id=event.get("user") or event["bot_id"],
             ts=event.get("ts"),
             thread_ts=event.get("thread_ts"),
         )
@@ -474,6 +518,7 @@ class SlackBot:
             assert thread_ts is not None
             if place.thread_ts is None:
                 self.threads.opened(place.channel, thread_ts, place.key)
+            self.threads.answered(place.channel, thread_ts)
             renderer = NativeStreamRenderer(
                 self.client,
                 channel=place.channel,
@@ -491,6 +536,8 @@ class SlackBot:
                 status=self.thread_status.line(budgets.statuses, place.channel, thread_ts),
             )
         else:
+            if place.thread_ts is not None:
+                self.threads.answered(place.channel, place.thread_ts)
             sink = SlackSink(self.edit_client, place.channel, thread_ts=place.thread_ts)
             renderer = StreamRenderer(
                 sink,

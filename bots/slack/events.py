@@ -16,7 +16,7 @@ from typing import Any
 
 from core.conversations import ConversationKey
 
-__all__ = ["PLATFORM", "Place", "Threads", "is_user_message", "well_formed"]
+__all__ = ["PLATFORM", "Place", "Threads", "is_user_message", "message_author", "well_formed"]
 
 PLATFORM = "slack"
 
@@ -45,6 +45,8 @@ class Threads:
 
     def __init__(self, max_threads: int = 10_000) -> None:
         self._opened: OrderedDict[tuple[str, str], ConversationKey] = OrderedDict()
+        #: Threads the bot has answered in (any conversation): follow-ups there need no mention.
+        self._answered: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._max = max_threads
 
     @staticmethod
@@ -71,6 +73,18 @@ class Threads:
             return Place(team_id, channel, user_id, key, parent, thread_ts=thread_ts)
         return Place(team_id, channel, user_id, self.channel_key(channel), anchor_ts=ts)
 
+    def answered(self, channel: str, thread_ts: str) -> None:
+        """The bot answered in the thread ``thread_ts`` of ``channel``."""
+        self._answered[(channel, thread_ts)] = None
+        self._answered.move_to_end((channel, thread_ts))
+        while len(self._answered) > self._max:
+            self._answered.popitem(last=False)
+
+    def has_answered(self, channel: str, thread_ts: str) -> bool:
+        """Whether the bot answered in that thread (opened it or answered a question there),
+        as far as this process remembers (the latest ``max_threads`` threads)."""
+        return (channel, thread_ts) in self._answered or (channel, thread_ts) in self._opened
+
     def opened(self, channel: str, thread_ts: str, key: ConversationKey) -> None:
         """The bot answered ``key`` in the thread ``thread_ts``: follow-ups there continue it."""
         self._opened[(channel, thread_ts)] = key
@@ -94,6 +108,18 @@ def well_formed(body: dict[str, Any], event: dict[str, Any]) -> bool:
 
 #: Message subtypes a person's own new message may have: a message that shares files.
 _USER_SUBTYPES = ("", "file_share")
+
+
+def message_author(event: dict[str, Any]) -> tuple[str, bool] | None:
+    """Who wrote a new message (user id, or bot id for a legacy bot message) and whether a bot
+    did; ``None`` for edits, deletions, system messages and anything without an author."""
+    subtype = event.get("subtype") or ""
+    if subtype not in (*_USER_SUBTYPES, "bot_message"):
+        return None
+    author = event.get("user") or event.get("bot_id")
+    if not author:
+        return None
+    return author, bool(event.get("bot_id")) or subtype == "bot_message"
 
 
 def is_user_message(event: dict[str, Any]) -> bool:

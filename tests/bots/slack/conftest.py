@@ -155,6 +155,35 @@ class SlackClient:
         assert status == 200
         return ts
 
+    async def message(
+        self,
+        text: str,
+        *,
+        channel: str = CHANNEL,
+        user: str = USER,
+        thread_ts: str | None = None,
+        ts: str | None = None,
+        **extra: Any,
+    ) -> str:
+        """A plain channel message (``message.channels``), no mention needed; returns its ts."""
+        ts = ts or next_ts()
+        event = {
+            "type": "message",
+            "channel_type": "channel",
+            "user": user,
+            "text": text,
+            "ts": ts,
+            "channel": channel,
+            "team": TEAM,
+            "event_ts": ts,
+            **extra,
+        }
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+        status, _ = await self.event(event)
+        assert status == 200
+        return ts
+
     @staticmethod
     def command_body(
         command: str, text: str, *, channel: str, user: str, rid: str, url: str

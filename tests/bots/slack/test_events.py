@@ -265,3 +265,158 @@ async def test_a_thread_of_an_allowed_channel_is_served(
     await wait_for(lambda: len(slack_api.ephemeral) == 1)
     assert slack_api.ephemeral[0]["text"] == "I am not enabled in this channel."
     assert chat_requests(llm) == 1
+
+
+# ------------------------------------------------------------ follow-ups without a mention
+
+
+async def test_a_thread_follow_up_without_a_mention_is_answered_in_the_thread(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    running = await make_bot()
+    root = next_ts()
+    await running.slack.mention("first question", thread_ts=root)
+    await wait_for(lambda: slack_api.texts(CHANNEL, root) == ["You said: first question"])
+
+    await running.slack.message("and a follow-up", thread_ts=root)
+
+    await wait_for(lambda: len(slack_api.texts(CHANNEL, root)) == 2)
+    assert slack_api.texts(CHANNEL, root)[1] == "You said: and a follow-up"
+    # The thread's own conversation goes on.
+    assert [m["content"] for m in sent_messages(llm)] == [
+        "first question",
+        "You said: first question",
+        "and a follow-up",
+    ]
+    assert slack_api.texts(CHANNEL) == []  # nothing at the top level
+
+
+async def test_a_top_level_answer_in_its_thread_takes_follow_ups_there(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    """Native streaming answers a top-level mention under the question: that thread is one the
+    bot answered in, and a follow-up there continues the channel's conversation."""
+    running = await make_bot(slack_streaming="native")
+    question = await running.slack.mention("top question")
+    await wait_for(lambda: slack_api.texts(CHANNEL, question) == ["You said: top question"])
+
+    await running.slack.message("more", thread_ts=question)
+
+    await wait_for(lambda: len(slack_api.texts(CHANNEL, question)) == 2)
+    assert [m["content"] for m in sent_messages(llm)][-1] == "more"
+    conversation = await running.engine.conversation(running.bot.threads.channel_key(CHANNEL))
+    assert [m.content for m in conversation.messages][-2:] == ["more", "You said: more"]
+
+
+async def test_messages_elsewhere_and_with_follow_ups_off_are_not_prompts(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    running = await make_bot()
+    answered, other = next_ts(), next_ts()
+    await running.slack.mention("question", thread_ts=answered)
+    await wait_for(lambda: len(slack_api.texts(CHANNEL, answered)) == 1)
+
+    await running.slack.message("in another thread", thread_ts=other)
+    await running.slack.message("at the top level")
+    await running.slack.message("elsewhere", channel=OTHER_CHANNEL)
+    await running.slack.mention("the real one", thread_ts=answered)
+    await wait_for(lambda: len(slack_api.texts(CHANNEL, answered)) == 2)
+    await running.bot.aclose()
+    assert chat_requests(llm) == 2
+    assert slack_api.texts(CHANNEL, other) == []
+    assert slack_api.texts(CHANNEL) == []
+    assert slack_api.texts(OTHER_CHANNEL) == []
+
+    off = await make_bot(follow_up_in_threads=False)
+    root = next_ts()
+    await off.slack.mention("question", thread_ts=root)
+    await wait_for(lambda: chat_requests(llm) == 3)
+    await off.slack.message("follow-up, ignored", thread_ts=root)
+    await off.slack.mention("mentioned again", thread_ts=root)
+    await wait_for(lambda: len(slack_api.texts(CHANNEL, root)) == 2)
+    await off.bot.aclose()
+    assert chat_requests(llm) == 4
+    assert sent_messages(llm)[-1]["content"] == "mentioned again"
+
+
+async def test_every_message_in_an_auto_reply_channel_is_a_prompt(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    running = await make_bot(auto_reply_channels=OTHER_CHANNEL)
+
+    await running.slack.message("no mention needed", channel=OTHER_CHANNEL)
+
+    await wait_for(lambda: slack_api.texts(OTHER_CHANNEL) == ["You said: no mention needed"])
+    await running.slack.message("not here", channel=CHANNEL)
+    await running.slack.message("second", channel=OTHER_CHANNEL)
+    await wait_for(lambda: len(slack_api.texts(OTHER_CHANNEL)) == 2)
+    await running.bot.aclose()
+    assert chat_requests(llm) == 2
+    assert slack_api.texts(CHANNEL) == []
+
+
+async def test_bot_messages_are_ignored_unless_allowed_and_its_own_always(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    running = await make_bot(auto_reply_channels=OTHER_CHANNEL)
+    root = next_ts()
+    await running.slack.mention("question", thread_ts=root)
+    await wait_for(lambda: len(slack_api.texts(CHANNEL, root)) == 1)
+
+    own = {"user": "UBOT", "bot_id": "BBOT"}
+    other_bot = {"user": "UOTHERBOT", "bot_id": "B2"}
+    await running.slack.message("my own answer", thread_ts=root, **own)
+    await running.slack.message("another bot", thread_ts=root, **other_bot)
+    await running.slack.message(
+        "legacy bot", channel=OTHER_CHANNEL, subtype="bot_message", user="", bot_id="B3"
+    )
+    await running.slack.message("own in auto", channel=OTHER_CHANNEL, **own)
+    await running.slack.message("the real one", thread_ts=root)
+    await wait_for(lambda: len(slack_api.texts(CHANNEL, root)) == 2)
+    await running.bot.aclose()
+    assert chat_requests(llm) == 2
+    assert slack_api.texts(OTHER_CHANNEL) == []
+
+    allowed = await make_bot(auto_reply_channels=OTHER_CHANNEL, allow_bots=True)
+    await allowed.slack.message("own, never", channel=OTHER_CHANNEL, **own)
+    await allowed.slack.message("another bot", channel=OTHER_CHANNEL, **other_bot)
+    await wait_for(lambda: slack_api.texts(OTHER_CHANNEL) == ["You said: another bot"])
+    await allowed.bot.aclose()
+    assert chat_requests(llm) == 3
+
+
+async def test_a_mention_that_is_also_a_message_event_is_answered_once(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    """Slack sends ``app_mention`` and ``message.channels`` for a mention (two event ids)."""
+    running = await make_bot(auto_reply_channels=OTHER_CHANNEL)
+    root = next_ts()
+    await running.slack.mention("first", thread_ts=root)
+    await wait_for(lambda: len(slack_api.texts(CHANNEL, root)) == 1)
+
+    for channel, thread in ((CHANNEL, root), (OTHER_CHANNEL, None)):
+        ts = await running.slack.message("<@UBOT> both", channel=channel, thread_ts=thread)
+        await running.slack.mention("both", channel=channel, thread_ts=thread, ts=ts)
+    await wait_for(lambda: chat_requests(llm) == 3)
+    await running.bot.aclose()
+    assert chat_requests(llm) == 3
+    assert slack_api.texts(CHANNEL, root) == ["You said: first", "You said: both"]
+    assert slack_api.texts(OTHER_CHANNEL) == ["You said: both"]
+
+
+async def test_the_per_user_rate_limit_applies_to_follow_ups(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    running = await make_bot(user_rate_limit=1, auto_reply_channels=OTHER_CHANNEL)
+    root = next_ts()
+    await running.slack.mention("question", thread_ts=root)
+    await wait_for(lambda: len(slack_api.texts(CHANNEL, root)) == 1)
+
+    await running.slack.message("follow-up", thread_ts=root)
+    await running.slack.message("auto", channel=OTHER_CHANNEL)
+
+    await wait_for(lambda: len(slack_api.ephemeral) == 2)
+    await running.bot.aclose()
+    assert chat_requests(llm) == 1
+    assert all("sending messages too fast" in e["text"] for e in slack_api.ephemeral)
+    assert {e["user"] for e in slack_api.ephemeral} == {USER}

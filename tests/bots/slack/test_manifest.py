@@ -30,8 +30,12 @@ def test_has_the_scopes_and_events_the_bot_uses_and_socket_mode_on() -> None:
     scopes = set(data["oauth_config"]["scopes"]["bot"])
     assert {"app_mentions:read", "chat:write", "commands", "im:history", "users:read"} <= scopes
     assert "files:read" in scopes  # files shared with a mention or a DM (bots/slack/files.py)
+    # Follow-ups without a mention, AUTO_REPLY_CHANNELS: channel messages and their history.
+    assert {"channels:history", "groups:history"} <= scopes
     assert set(data["settings"]["event_subscriptions"]["bot_events"]) == {
         "app_mention",
+        "message.channels",
+        "message.groups",
         "message.im",
     }
     assert data["settings"]["socket_mode_enabled"] is True
