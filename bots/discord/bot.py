@@ -16,6 +16,7 @@ import contextlib
 import logging
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable
 from typing import Any, TextIO, TypeVar
 
@@ -34,7 +35,7 @@ from core.commands import Command, execute, parse_command
 from core.conversations import ConversationKey
 from core.delivery import deliver
 from core.engine import ChatEngine, Refused, Reply
-from core.policy import Actor
+from core.policy import Actor, is_prompt
 from core.render import MessageSink, SinkRateLimited, StreamRenderer
 from core.split import split_message
 
@@ -63,7 +64,13 @@ PERMISSIONS = discord.Permissions(
     send_messages=True,
     send_messages_in_threads=True,
     read_message_history=True,
+    # DISCORD_THREAD_PER_QUESTION: a thread started from the question.
+    create_public_threads=True,
 )
+#: Threads the bot answered in that it remembers (follow-ups there need no mention).
+MAX_ANSWERED_THREADS = 10_000
+#: Discord's longest thread name.
+MAX_THREAD_NAME = 100
 #: Discord wants an interaction answered within 3 s: answer directly when the work is done by
 #: then, else defer ("thinking...") and edit the answer in afterwards.
 DEFER_AFTER = 2.0
@@ -178,6 +185,8 @@ class DiscordBot(discord.AutoShardedClient):
         self._active: dict[asyncio.Task[Any], Reply] = {}
         #: Posted reply message id -> its sink and reply, to stop quietly when it is deleted.
         self._live: dict[str, tuple[ChannelSink, Reply]] = {}
+        #: Threads the bot answered in (ids), the latest :data:`MAX_ANSWERED_THREADS`.
+        self._answered: OrderedDict[int, None] = OrderedDict()
 
     @property
     def streaming(self) -> int:
@@ -295,12 +304,44 @@ class DiscordBot(discord.AutoShardedClient):
             content = content.replace(f"<@&{role.id}>", f"@{role.name}")
         return content.strip()
 
+    def answered_in(self, channel: Any) -> None:
+        """Remember that the bot answered in ``channel`` when it is a thread."""
+        if isinstance(channel, discord.Thread):
+            self._answered[channel.id] = None
+            self._answered.move_to_end(channel.id)
+            while len(self._answered) > MAX_ANSWERED_THREADS:
+                self._answered.popitem(last=False)
+
+    def followed(self, channel: Any) -> bool:
+        """Whether ``channel`` is a thread the bot created or answered in."""
+        if not isinstance(channel, discord.Thread):
+            return False
+        me = self.user
+        return channel.id in self._answered or (me is not None and channel.owner_id == me.id)
+
+    def is_prompt(self, message: discord.Message) -> bool:
+        """Core's rule (:func:`core.policy.is_prompt`): a mention, a DM, a message in a thread
+        the bot answered in (``FOLLOW_UP_IN_THREADS``) or in an ``AUTO_REPLY_CHANNELS`` channel;
+        never the bot's own, other bots' only with ``ALLOW_BOTS``."""
+        me = self.user
+        if me is None:
+            return False
+        key, parent = conversation_keys(message.channel, message.channel.id)
+        return is_prompt(
+            self.engine.settings,
+            mention=self._addressed(message),
+            direct=message.guild is None,
+            followed_thread=self.followed(message.channel),
+            channel=key.channel,
+            parent=parent.channel if parent else None,
+            author_is_bot=message.author.bot,
+            author_is_self=message.author.id == me.id,
+        )
+
     async def on_message(self, message: discord.Message) -> None:
-        if message.author.bot or self.user is None:
-            return
         if message.type not in (discord.MessageType.default, discord.MessageType.reply):
             return
-        if message.guild is not None and not self._addressed(message):
+        if not self.is_prompt(message):
             return
         key, parent = conversation_keys(message.channel, message.channel.id)
         if self.engine.policy.refusal(None, key.channel, parent.channel if parent else None):
@@ -329,6 +370,11 @@ class DiscordBot(discord.AutoShardedClient):
                 text_of=self.prompt_text,
             )
         )
+        new_thread = self._thread_per_question(message)
+        if new_thread:
+            # Discord gives a thread started from a message the message's id: its conversation,
+            # under the channel's, is known before the thread exists (and only made if served).
+            key, parent = ConversationKey(PLATFORM, str(message.id)), key
         try:
             reply = await self.engine.submit(
                 key, context.text, actor=actor, parent=parent, attachments=context.attachments
@@ -336,8 +382,36 @@ class DiscordBot(discord.AutoShardedClient):
         except Refused as exc:
             await self._reply_text(message, exc.user_message)
             return
-        sink = ChannelSink(self.rest, key.channel, reply_to=str(message.id), guild_id=guild_id)
-        await self._stream(reply, sink, typing_channel=str(message.channel.id))
+        thread = await self._start_thread(message, text) if new_thread else None
+        if thread is not None:
+            sink = ChannelSink(self.rest, str(thread.id), guild_id=guild_id)
+            self.answered_in(thread)
+            await self._stream(reply, sink, typing_channel=str(thread.id))
+            return
+        self.answered_in(message.channel)
+        channel_id = str(message.channel.id)
+        sink = ChannelSink(self.rest, channel_id, reply_to=str(message.id), guild_id=guild_id)
+        await self._stream(reply, sink, typing_channel=channel_id)
+
+    def _thread_per_question(self, message: discord.Message) -> bool:
+        """DISCORD_THREAD_PER_QUESTION: a mention in a guild's text channel (not a thread, DM
+        or auto-reply message) is answered in a new thread started from it."""
+        return (
+            self.settings.discord_thread_per_question
+            and isinstance(message.channel, discord.TextChannel)
+            and self._addressed(message)
+        )
+
+    async def _start_thread(self, message: discord.Message, text: str) -> discord.Thread | None:
+        """A public thread from ``message``, named after the question (first 100 characters);
+        ``None`` when Discord refuses (no Create Public Threads permission, ...): the answer
+        then goes under the question in the channel."""
+        name = " ".join(text.split())[:MAX_THREAD_NAME] or "Question"
+        try:
+            return await message.create_thread(name=name)
+        except discord.HTTPException as exc:
+            log.warning("could not start a thread in %s: %s", message.channel.id, exc)
+            return None
 
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         """A streaming reply was deleted: stop generating, quietly, and send nothing more."""
@@ -495,6 +569,7 @@ class DiscordBot(discord.AutoShardedClient):
             await reply
             raise
         sink = InteractionSink(self.rest, str(interaction.application_id), interaction.token)
+        self.answered_in(interaction.channel)
         # Interaction endpoints are not bound to the bot-wide limit: no shared budget here.
         await self._stream(reply, sink, shared_budget=False)
 

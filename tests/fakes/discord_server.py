@@ -348,6 +348,7 @@ class FakeDiscordServer(LoopbackServer):
             ("PATCH", "/channels/{channel}/messages/{message}", self._edit_message),
             ("DELETE", "/channels/{channel}/messages/{message}", self._delete_message),
             ("POST", "/channels/{channel}/typing", self._typing),
+            ("POST", "/channels/{channel}/messages/{message}/threads", self._start_thread),
             ("POST", "/users/@me/channels", self._open_dm),
             ("POST", "/interactions/{id}/{token}/callback", self._callback),
             ("GET", "/webhooks/{app}/{token}/messages/{message}", self._webhook_get),
@@ -450,10 +451,11 @@ class FakeDiscordServer(LoopbackServer):
             "public_flags": 0,
         }
 
-    def add_user(self, name: str) -> str:
-        """A user (not yet a member of any guild); returns its id."""
+    def add_user(self, name: str, *, bot: bool = False) -> str:
+        """A user (not yet a member of any guild; ``bot``: another bot's account); returns its
+        id."""
         user_id = self._next_id()
-        self.users[user_id] = self._user_payload(user_id, name)
+        self.users[user_id] = self._user_payload(user_id, name, bot=bot)
         return user_id
 
     def add_guild(
@@ -511,9 +513,11 @@ class FakeDiscordServer(LoopbackServer):
         guild.roles[role_id] = self._role_payload(role_id, name, permissions, len(guild.roles))
         return role_id
 
-    def add_member(self, guild: FakeGuild, name: str, roles: list[str] | None = None) -> str:
+    def add_member(
+        self, guild: FakeGuild, name: str, roles: list[str] | None = None, *, bot: bool = False
+    ) -> str:
         """A new user who is a member of ``guild`` with ``roles``; returns the user id."""
-        user_id = self.add_user(name)
+        user_id = self.add_user(name, bot=bot)
         guild.members[user_id] = self._member_payload(self.users[user_id], roles or [])
         return user_id
 
@@ -535,14 +539,22 @@ class FakeDiscordServer(LoopbackServer):
         }
         return channel_id
 
-    def add_thread(self, guild: FakeGuild, parent_id: str, name: str = "thread") -> str:
-        thread_id = self._next_id()
+    def add_thread(
+        self,
+        guild: FakeGuild,
+        parent_id: str,
+        name: str = "thread",
+        *,
+        thread_id: str | None = None,
+        owner_id: str | None = None,
+    ) -> str:
+        thread_id = thread_id or self._next_id()
         guild.threads[thread_id] = {
             "id": thread_id,
             "type": 11,
             "guild_id": guild.id,
             "parent_id": parent_id,
-            "owner_id": str(self.owner["id"]),
+            "owner_id": owner_id or str(self.owner["id"]),
             "name": name,
             "last_message_id": None,
             "rate_limit_per_user": 0,
@@ -1137,6 +1149,29 @@ class FakeDiscordServer(LoopbackServer):
             return _error(404, 10008, "Unknown Message")
         message.deleted = True
         return web.Response(status=204)
+
+    async def _start_thread(self, request: web.Request) -> web.Response:
+        """``POST /channels/{channel}/messages/{message}/threads``: the bot starts a public
+        thread from a message; like Discord, the thread's id is the message's, one thread per
+        message, a name of 1 to 100 characters. Dispatched as THREAD_CREATE."""
+        channel_id = request.match_info["channel"]
+        message_id = request.match_info["message"]
+        guild = self._guild_of(channel_id)
+        if guild is None or channel_id not in guild.channels:
+            return _error(404, 10003, "Unknown Channel")
+        message = self.messages.get(message_id)
+        if message is None or message.channel_id != channel_id or message.deleted:
+            return _error(404, 10008, "Unknown Message")
+        if message_id in guild.threads:
+            return _error(400, 160004, "A thread has already been created for this message")
+        body = await request.json()
+        name = body.get("name")
+        if not isinstance(name, str) or not 1 <= len(name) <= 100:
+            return _json({"message": "Invalid Form Body", "code": 50035}, 400)
+        self.add_thread(guild, channel_id, name, thread_id=message_id, owner_id=self.bot_id)
+        payload = dict(guild.threads[message_id])
+        await self._dispatch("THREAD_CREATE", {**payload, "newly_created": True})
+        return _json(payload, 201)
 
     async def _typing(self, request: web.Request) -> web.Response:
         return web.Response(status=204)

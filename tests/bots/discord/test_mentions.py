@@ -221,3 +221,135 @@ async def test_a_fallback_answers_when_the_model_is_unavailable_and_the_note_say
     )
     chats = [r.json["model"] for r in llm.requests if r.method == "POST"]
     assert chats == ["alpha", "beta"]
+
+
+# ------------------------------------------------------------ follow-ups without a mention
+
+
+async def test_a_thread_follow_up_without_a_mention_is_answered(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    await start_bot()
+    server = world.server
+    first = await server.send_message(world.thread, world.alice, "question")
+    await answered(world, first, said("question"))
+
+    follow_up = await server.send_message(world.thread, world.bob, "and then?", mention_bot=False)
+
+    await answered(world, follow_up, said("and then?"))
+    assert [m["content"] for m in llm.requests[-1].json["messages"]] == [
+        "question",
+        said("question"),
+        "and then?",
+    ]
+
+
+async def test_threads_the_bot_did_not_answer_and_plain_channels_need_a_mention(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    server = world.server
+    other = server.add_thread(world.guild, world.random, "another thread")
+    await start_bot()
+    first = await server.send_message(world.thread, world.alice, "question")
+    await answered(world, first, said("question"))
+    await server.send_message(other, world.alice, "not for the bot", mention_bot=False)
+    await server.send_message(world.general, world.alice, "nor this", mention_bot=False)
+    last = await server.send_message(other, world.alice, "now you")
+    await answered(world, last, said("now you"))
+    assert len(llm.requests) == 2
+    assert server.bot_messages(world.general) == []
+
+
+async def test_follow_ups_off_a_thread_needs_a_mention(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    await start_bot(follow_up_in_threads=False)
+    server = world.server
+    first = await server.send_message(world.thread, world.alice, "question")
+    await answered(world, first, said("question"))
+    await server.send_message(world.thread, world.alice, "ignored", mention_bot=False)
+    last = await server.send_message(world.thread, world.alice, "mentioned")
+    await answered(world, last, said("mentioned"))
+    assert len(llm.requests) == 2
+
+
+async def test_every_message_in_an_auto_reply_channel_is_a_prompt(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    await start_bot(auto_reply_channels=world.random)
+    server = world.server
+    prompt = await server.send_message(world.random, world.alice, "no mention", mention_bot=False)
+    await answered(world, prompt, said("no mention"))
+    await server.send_message(world.general, world.alice, "not here", mention_bot=False)
+    last = await server.send_message(world.general, world.alice, "mentioned")
+    await answered(world, last, said("mentioned"))
+    assert len(llm.requests) == 2
+
+
+async def test_other_bots_only_when_allowed_and_never_its_own(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    server = world.server
+    robot = server.add_member(world.guild, "robot", bot=True)
+    bot = await start_bot(auto_reply_channels=world.random)
+    await server.send_message(world.random, robot, "beep", mention_bot=False)
+    await server.send_message(world.random, robot, "beep at you")
+    last = await server.send_message(world.random, world.alice, "a person")
+    await answered(world, last, said("a person"))
+    assert len(llm.requests) == 1  # the bot's own answer (dispatched too) started nothing
+    await bot.close()
+
+    await start_bot(auto_reply_channels=world.random, allow_bots=True)
+    beep = await server.send_message(world.random, robot, "beep", mention_bot=False)
+    await answered(world, beep, said("beep"))
+    assert len(llm.requests) == 2
+
+
+async def test_thread_per_question_answers_in_a_new_thread_named_after_it(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    bot = await start_bot(discord_thread_per_question=True)
+    server = world.server
+    question = "What is the tallest mountain on Earth, and how tall is it? " * 3
+    prompt = await server.send_message(world.general, world.alice, question)
+
+    await wait_for(lambda: prompt.id in world.guild.threads)
+    thread = world.guild.threads[prompt.id]
+    assert thread["name"] == " ".join(question.split())[:100]
+    assert thread["parent_id"] == world.general
+    await wait_for(
+        lambda: [m.content for m in server.bot_messages(prompt.id)] == [said(question.strip())]
+    )
+    assert server.bot_messages(world.general) == []
+    conversation = await bot.engine.conversation(ConversationKey("discord", prompt.id))
+    assert conversation.parent == ConversationKey("discord", world.general)
+
+    # The thread is its own conversation, and follow-ups there need no mention.
+    follow_up = await server.send_message(
+        prompt.id, world.bob, "and the second?", mention_bot=False
+    )
+    await wait_for(lambda: len(server.bot_messages(prompt.id)) == 2)
+    assert [m["content"] for m in llm.requests[-1].json["messages"]] == [
+        question.strip(),
+        said(question.strip()),
+        "and the second?",
+    ]
+    assert follow_up.channel_id == prompt.id
+    # A mention in the channel's other conversations: the channel's own history is untouched.
+    channel = await bot.engine.conversation(ConversationKey("discord", world.general))
+    assert channel.messages == []
+
+
+async def test_the_per_user_rate_limit_applies_to_follow_ups(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    await start_bot(user_rate_limit=1, auto_reply_channels=world.random)
+    server = world.server
+    first = await server.send_message(world.thread, world.alice, "question")
+    await answered(world, first, said("question"))
+    follow_up = await server.send_message(world.thread, world.alice, "more", mention_bot=False)
+    auto = await server.send_message(world.random, world.alice, "auto", mention_bot=False)
+    for message in (follow_up, auto):
+        await wait_for(lambda m=message: bool(server.replies_to(m)))
+        assert "sending messages too fast" in server.replies_to(message)[0].content
+    assert len(llm.requests) == 1
