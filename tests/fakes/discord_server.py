@@ -304,6 +304,8 @@ class FakeDiscordServer(LoopbackServer):
         self.guilds: dict[str, FakeGuild] = {}
         self.dm_channels: dict[str, str] = {}  # user id -> channel id
         self.messages: dict[str, StoredMessage] = {}
+        #: Set to refuse starting threads, as Discord does without Create Public Threads.
+        self.threads_forbidden = False
         self.interactions: dict[str, FakeInteraction] = {}
         self.commands: dict[str | None, list[dict[str, Any]]] = {}  # guild id (None: global)
         self.requests: list[_Recorded] = []
@@ -1162,6 +1164,8 @@ class FakeDiscordServer(LoopbackServer):
         message = self.messages.get(message_id)
         if message is None or message.channel_id != channel_id or message.deleted:
             return _error(404, 10008, "Unknown Message")
+        if self.threads_forbidden:
+            return _error(403, 50013, "Missing Permissions")
         if message_id in guild.threads:
             return _error(400, 160004, "A thread has already been created for this message")
         body = await request.json()

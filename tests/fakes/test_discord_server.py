@@ -247,3 +247,41 @@ async def test_resume_keeps_the_sessions_shard_and_refuses_an_unknown_session() 
                     "s": None,
                     "t": None,
                 }
+
+
+async def test_a_thread_started_from_a_message_takes_its_id_once_with_a_valid_name(
+    server: FakeDiscordServer, http: aiohttp.ClientSession
+) -> None:
+    guild = server.add_guild()
+    channel = server.add_channel(guild)
+    user = server.add_member(guild, "alice")
+    message = await server.send_message(channel, user, "a question")
+    url = f"{server.api_url}/channels/{channel}/messages/{message.id}/threads"
+
+    status, _, body = await call(http, "POST", url, {"name": "x" * 101})
+    assert status == 400
+    status, _, thread = await call(http, "POST", url, {"name": "a question"})
+    assert status == 201
+    assert (thread["id"], thread["parent_id"], thread["name"]) == (
+        message.id,
+        channel,
+        "a question",
+    )
+    assert thread["owner_id"] == server.bot_id
+    assert guild.threads[message.id]["name"] == "a question"
+    assert [d.event for d in server.dispatched][-1] == "THREAD_CREATE"
+    status, _, body = await call(http, "POST", url, {"name": "again"})
+    assert (status, body["code"]) == (400, 160004)
+    status, _, body = await call(
+        http, "POST", f"{server.api_url}/channels/{channel}/messages/999/threads", {"name": "n"}
+    )
+    assert (status, body["code"]) == (404, 10008)
+    server.threads_forbidden = True
+    other = await server.send_message(channel, user, "another")
+    status, _, body = await call(
+        http,
+        "POST",
+        f"{server.api_url}/channels/{channel}/messages/{other.id}/threads",
+        {"name": "n"},
+    )
+    assert (status, body["code"]) == (403, 50013)

@@ -335,7 +335,7 @@ async def test_thread_per_question_answers_in_a_new_thread_named_after_it(
         "and the second?",
     ]
     assert follow_up.channel_id == prompt.id
-    # A mention in the channel's other conversations: the channel's own history is untouched.
+    # The channel's own conversation is untouched.
     channel = await bot.engine.conversation(ConversationKey("discord", world.general))
     assert channel.messages == []
 
@@ -353,3 +353,13 @@ async def test_the_per_user_rate_limit_applies_to_follow_ups(
         await wait_for(lambda m=message: bool(server.replies_to(m)))
         assert "sending messages too fast" in server.replies_to(message)[0].content
     assert len(llm.requests) == 1
+
+
+async def test_thread_per_question_answers_in_the_channel_when_discord_refuses_the_thread(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    world.server.threads_forbidden = True
+    await start_bot(discord_thread_per_question=True)
+    prompt = await world.server.send_message(world.general, world.alice, "no threads here")
+    await answered(world, prompt, said("no threads here"))
+    assert prompt.id not in world.guild.threads
