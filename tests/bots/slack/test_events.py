@@ -371,6 +371,9 @@ async def test_bot_messages_are_ignored_unless_allowed_and_its_own_always(
         "legacy bot", channel=OTHER_CHANNEL, subtype="bot_message", user="", bot_id="B3"
     )
     await running.slack.message("own in auto", channel=OTHER_CHANNEL, **own)
+    bot_mention = {"type": "app_mention", "text": "<@UBOT> hi", "channel": CHANNEL, "team": TEAM}
+    status, _ = await running.slack.event({**bot_mention, **other_bot, "ts": next_ts()})
+    assert status == 200
     await running.slack.message("the real one", thread_ts=root)
     await wait_for(lambda: len(slack_api.texts(CHANNEL, root)) == 2)
     await running.bot.aclose()
