@@ -16,7 +16,7 @@ from typing import Any
 
 from core.conversations import ConversationKey
 
-__all__ = ["PLATFORM", "Place", "Threads", "is_user_message", "message_author", "well_formed"]
+__all__ = ["PLATFORM", "Place", "Threads", "message_author", "well_formed"]
 
 PLATFORM = "slack"
 
@@ -120,14 +120,3 @@ def message_author(event: dict[str, Any]) -> tuple[str, bool] | None:
     if not author:
         return None
     return author, bool(event.get("bot_id")) or subtype == "bot_message"
-
-
-def is_user_message(event: dict[str, Any]) -> bool:
-    """A DM a person wrote, with files or not (not an edit, a deletion, a bot's message or a
-    system message)."""
-    return (
-        event.get("channel_type") == "im"
-        and (event.get("subtype") or "") in _USER_SUBTYPES
-        and not event.get("bot_id")
-        and bool(event.get("user"))
-    )
