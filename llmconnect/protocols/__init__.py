@@ -375,6 +375,8 @@ async def _stream_sse(
                             watch.stop()
                             return
                         yield text
+                        if watch.expired:  # one read can hold many events: a slow caller's
+                            watch.raise_expired(call, "total")  # limit is checked per event
             watch.stop()
             for event, data in decoder.flush():
                 text = on_event(call, state, event, data)

@@ -232,7 +232,7 @@ async def test_the_time_limit_also_ends_a_reply_whose_reader_is_slow(
     llm_server.enqueue(Reply(deltas=[f"w{i} " for i in range(50)]))
     # Room for the first delta even on a busy machine (the limit counts from the request), and
     # a reader slow enough that 50 deltas could never all fit in it.
-    client = make_client(timeouts=Timeouts(idle=IDLE, max_duration=1.0))
+    client = make_client(timeouts=Timeouts(idle=2.0, max_duration=1.0))
     received: list[str] = []
 
     async def read_slowly() -> None:
