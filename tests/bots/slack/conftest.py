@@ -111,65 +111,20 @@ class SlackClient:
     async def event(self, event: dict[str, Any], **kwargs: Any) -> tuple[int, str]:
         return await self.post(self.event_body(event), "application/json", **kwargs)
 
-    async def mention(
+    async def _send(
         self,
+        kind: str,
         text: str,
-        *,
-        channel: str = CHANNEL,
-        user: str = USER,
-        thread_ts: str | None = None,
-        ts: str | None = None,
-    ) -> str:
-        """``@bot text`` in ``channel`` (in a thread when ``thread_ts``); returns its ts."""
-        ts = ts or next_ts()
-        event = {
-            "type": "app_mention",
-            "user": user,
-            "text": f"<@UBOT> {text}",
-            "ts": ts,
-            "channel": channel,
-            "team": TEAM,
-            "event_ts": ts,
-        }
-        if thread_ts:
-            event["thread_ts"] = thread_ts
-        status, _ = await self.event(event)
-        assert status == 200
-        return ts
-
-    async def dm(self, text: str, *, user: str = USER, thread_ts: str | None = None) -> str:
-        ts = next_ts()
-        event = {
-            "type": "message",
-            "channel_type": "im",
-            "user": user,
-            "text": text,
-            "ts": ts,
-            "channel": DM,
-            "team": TEAM,
-            "event_ts": ts,
-        }
-        if thread_ts:
-            event["thread_ts"] = thread_ts
-        status, _ = await self.event(event)
-        assert status == 200
-        return ts
-
-    async def message(
-        self,
-        text: str,
-        *,
-        channel: str = CHANNEL,
-        user: str = USER,
-        thread_ts: str | None = None,
-        ts: str | None = None,
+        channel: str,
+        user: str,
+        thread_ts: str | None,
+        ts: str | None,
         **extra: Any,
     ) -> str:
-        """A plain channel message (``message.channels``), no mention needed; returns its ts."""
+        """One signed event of ``kind`` from ``user`` in ``channel``; returns its ts."""
         ts = ts or next_ts()
-        event = {
-            "type": "message",
-            "channel_type": "channel",
+        event: dict[str, Any] = {
+            "type": kind,
             "user": user,
             "text": text,
             "ts": ts,
@@ -183,6 +138,35 @@ class SlackClient:
         status, _ = await self.event(event)
         assert status == 200
         return ts
+
+    async def mention(
+        self,
+        text: str,
+        *,
+        channel: str = CHANNEL,
+        user: str = USER,
+        thread_ts: str | None = None,
+        ts: str | None = None,
+    ) -> str:
+        """``@bot text`` in ``channel`` (in a thread when ``thread_ts``); returns its ts."""
+        return await self._send("app_mention", f"<@UBOT> {text}", channel, user, thread_ts, ts)
+
+    async def dm(self, text: str, *, user: str = USER, thread_ts: str | None = None) -> str:
+        return await self._send("message", text, DM, user, thread_ts, None, channel_type="im")
+
+    async def message(
+        self,
+        text: str,
+        *,
+        channel: str = CHANNEL,
+        user: str = USER,
+        thread_ts: str | None = None,
+        ts: str | None = None,
+        **extra: Any,
+    ) -> str:
+        """A plain channel message (``message.channels``), no mention needed; returns its ts."""
+        extra.setdefault("channel_type", "channel")
+        return await self._send("message", text, channel, user, thread_ts, ts, **extra)
 
     @staticmethod
     def command_body(
