@@ -341,6 +341,12 @@ class Settings(EnvSettings):
         "quoted block above the answer on Discord and Slack, a collapsed section on the web).",
     )
 
+    reply_buttons: bool = Field(
+        True,
+        description="Buttons on a reply (Discord, the web; Slack's actions block builds on the "
+        "same core): Stop while it streams, then Regenerate and 👍/👎 on the latest reply.",
+    )
+
     @field_validator("show_reasoning", mode="before")
     @classmethod
     def _show_reasoning(cls, value: object) -> object:
