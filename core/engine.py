@@ -751,6 +751,14 @@ class ChatEngine:
             await store.set_vote(key, reply_id, user, found.model or self.default_model, now)
         return now
 
+    async def vote_of(self, key: ConversationKey, reply_id: str, user: str) -> int:
+        """``user``'s vote on the reply ``reply_id`` (0: none, or a store that keeps none)."""
+        store = self.store
+        if not isinstance(store, FeedbackStore):
+            return 0
+        with _reaching_store(key):
+            return await store.vote_of(key, reply_id, user)
+
     async def feedback_of(self, key: ConversationKey) -> dict[str, Counts] | None:
         """``key``'s votes per model; ``None`` when the store keeps none."""
         store = self.store
