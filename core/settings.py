@@ -247,7 +247,8 @@ class Settings(EnvSettings):
     )
     admin_user_ids: CommaList = Field(
         default_factory=list,
-        description="User ids allowed to change model/system prompt (empty: everyone may).",
+        description="User ids allowed to change model/system prompt (empty: everyone may) and to "
+        "stop or regenerate anyone's reply with its buttons (empty: only the asker may).",
     )
     allowed_users: CommaList = Field(
         default_factory=list, description="Only these user ids may use the bot (empty: all)."
