@@ -182,17 +182,6 @@ class FakeInteraction:
     message_id: str | None = None
 
     @property
-    def ephemeral_answers(self) -> list[str]:
-        """The texts answered to the clicker alone: an ephemeral callback's, then follow-ups'
-        (see :meth:`FakeDiscordServer.interaction_messages` for the messages)."""
-        texts = [
-            str((c.get("data") or {}).get("content") or "")
-            for c in self.callbacks
-            if c.get("type") == 4 and int((c.get("data") or {}).get("flags") or 0) & _EPHEMERAL
-        ]
-        return texts
-
-    @property
     def responded(self) -> bool:
         return bool(self.callbacks)
 
