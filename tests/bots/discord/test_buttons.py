@@ -237,3 +237,23 @@ async def test_ask_answers_carry_the_buttons_too(
     llm.enqueue(Reply("regenerated"))
     await server.click(message, world.alice, button(message, Action.REGENERATE))
     await wait_for(lambda: message.content == "regenerated")
+
+
+async def test_a_long_answer_has_its_buttons_on_its_last_message_only(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    long = " ".join(f"word{i}" for i in range(450))  # past 2,000 characters: two messages
+    llm.enqueue(Reply(long))
+    await start_bot()
+    server = world.server
+    prompt = await server.send_message(world.general, world.alice, "long one")
+    await wait_for(
+        lambda: (
+            len(server.replies_to(prompt)) == 2
+            and actions(server.replies_to(prompt)[-1])
+            == [Action.REGENERATE, Action.UP, Action.DOWN]
+        )
+    )
+    first, last = server.replies_to(prompt)
+    assert first.components == []
+    assert " ".join([first.content, last.content]).split() == long.split()
