@@ -550,34 +550,25 @@ class AsyncAPIClient:
                     # (and so its HTTP response) now, not whenever the garbage collector runs.
                     async with aclosing(stream_reply(call, state)) as deltas:
                         async for delta in deltas:
-                            if delta.__class__ is Pieces:
-                                # Several things in one event, tool calls among them: rare.
-                                for piece in delta.pieces:
-                                    if piece.__class__ is RawCall:
-                                        tool_call = _tool_call(piece)
-                                        calls.append(tool_call)
+                            if delta.__class__ is not str:  # the one class test per delta
+                                if delta.__class__ is Pieces:  # tool calls among them: rare
+                                    events, held = _unpack(delta, held, outcome)
+                                    for kind, value in events:
                                         if kinds:
-                                            yield TOOL_CALL, tool_call
-                                        continue
-                                    for kind, text in _split_thought(piece):  # type: ignore[arg-type]
-                                        if kind is REASONING:
-                                            thoughts.append(text)
-                                            if kinds:
-                                                yield REASONING, text
-                                            continue
-                                        text, held = _valid_text(held + text)
-                                        if text:
-                                            parts.append(text)
-                                            yield (TEXT, text) if kinds else text
-                                continue
-                            if delta.__class__ is not str and isinstance(delta, Thought):
-                                thought = _valid_text(delta)[0] if not delta.isascii() else delta
-                                thoughts.append(str(thought))
-                                if kinds:
-                                    yield REASONING, str(thought)
-                                delta = delta.then
-                                if not delta:
+                                            yield kind, value
+                                        elif kind is TEXT:
+                                            yield value
                                     continue
+                                if isinstance(delta, Thought):
+                                    thought = (
+                                        _valid_text(delta)[0] if not delta.isascii() else delta
+                                    )
+                                    thoughts.append(str(thought))
+                                    if kinds:
+                                        yield REASONING, str(thought)
+                                    delta = delta.then
+                                    if not delta:
+                                        continue
                             if held or not delta.isascii():
                                 delta, held = _valid_text(held + delta)
                                 if not delta:
@@ -673,12 +664,28 @@ def _tool_call(raw: RawCall) -> ToolCall:
     return ToolCall(raw.id, raw.name, arguments, error, raw.signature)
 
 
-def _split_thought(piece: str) -> list[tuple[str, str]]:
-    """A piece of a :class:`Pieces` as ``(kind, text)``: a Thought's reasoning and its ``then``."""
-    if isinstance(piece, Thought):
-        out = [(REASONING, _valid_text(str(piece))[0])] if piece else []
-        return out + ([(TEXT, piece.then)] if piece.then else [])
-    return [(TEXT, piece)] if piece else []
+def _unpack(pieces: Pieces, held: str, outcome: _Outcome) -> tuple[list[tuple[str, Any]], str]:
+    """The events of a :class:`Pieces` delta, in order, each recorded in ``outcome`` as a
+    delta of its kind would be; and the high surrogate still held (see :func:`_valid_text`)."""
+    events: list[tuple[str, Any]] = []
+    for piece in pieces.pieces:
+        if isinstance(piece, RawCall):
+            call = _tool_call(piece)
+            outcome.calls.append(call)
+            events.append((TOOL_CALL, call))
+            continue
+        if isinstance(piece, Thought):
+            if piece:
+                thought = _valid_text(str(piece))[0]
+                outcome.reasoning.append(thought)
+                events.append((REASONING, thought))
+            piece = piece.then
+        if piece:
+            text, held = _valid_text(held + piece)
+            if text:
+                outcome.parts.append(text)
+                events.append((TEXT, text))
+    return events, held
 
 
 def _name_options(exc: InvalidRequestError, call: Call) -> None:
