@@ -848,8 +848,8 @@ def _gemini_parts(reply: Reply, ctx: _Context) -> _Parts:
 
 
 def _gemini_tool_parts(reply: Reply, ctx: _Context) -> _Parts:
-    """A reply with tool calls: its text, one response with every call, ``text_after``; the
-    last response carries the finish reason and usage."""
+    """A reply with tool calls: its reasoning, its text, one response with every call,
+    ``text_after``; the last response carries the finish reason and usage."""
     eol = "\r\n"
     deltas = _reply_deltas(reply, ctx)
     after = split_deltas(reply.text_after or "")
@@ -872,8 +872,9 @@ def _gemini_tool_parts(reply: Reply, ctx: _Context) -> _Parts:
         "totalTokenCount": prompt + completion,
     }
     error = {"error": {"code": 500, "message": _UPSTREAM_FAILURE, "status": "INTERNAL"}}
+    thoughts = [_gemini_thought(ctx, t) for t in _reasoning_deltas(reply)]
     return _Parts(
-        preamble=[],
+        preamble=[_sse(_dumps(t), eol=eol) for t in thoughts],
         deltas=[_sse(_dumps(b), eol=eol) for b in bodies],
         trailer=[],
         error=_sse(_dumps(error), eol=eol),

@@ -17,6 +17,7 @@ import pytest
 from llmconnect import (
     NOT_RUN,
     PROVIDERS,
+    REASONING,
     TEXT,
     TOOL_CALL,
     AsyncAPIClient,
@@ -498,3 +499,97 @@ def test_every_provider_row_states_its_tool_models() -> None:
         assert isinstance(spec.tool_models, tuple)
         assert isinstance(spec.no_tool_models, tuple)
         assert bool(spec.tool_models) is (spec.protocol != "echo")
+
+
+def _openai_sse(deltas: list[dict[str, Any]], finish: str | None) -> bytes:
+    chunks = [{"choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+    if finish is not None:
+        chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+    lines = [f"data: {json.dumps(c)}\n\n" for c in chunks] + ["data: [DONE]\n\n"]
+    return "".join(lines).encode()
+
+
+async def test_openai_calls_without_index_each_whole_in_one_chunk(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    """Some local servers send each call whole, without ``index``, and finish with ``stop``."""
+    entry = {"type": "function", "function": {"name": "get_weather", "arguments": '{"city":"A"}'}}
+    llm_server.set_stream(
+        _openai_sse(
+            [
+                {"role": "assistant", "content": ""},
+                {"content": "", "tool_calls": [{"id": "x1", **entry}]},
+                {"tool_calls": [{"id": "x2", **entry}]},
+            ],
+            "stop",
+        )
+    )
+    client = make_client("ollama", "llama3.1", env={})
+    stream = await client.chat("Weather?", stream=True, tools=TOOLS)
+    events = await _events(stream)
+    assert [(k, v.id) for k, v in events] == [(TOOL_CALL, "x1"), (TOOL_CALL, "x2")]
+    assert stream.finish_reason == "tool_calls"
+
+
+async def test_openai_calls_still_open_at_done_are_handed_out(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    """``[DONE]`` right after the last argument piece, no finish chunk: the calls are whole."""
+    llm_server.set_stream(
+        _openai_sse(
+            [
+                {"tool_calls": [{"index": 0, "id": "a", "function": {"name": "get_time"}}]},
+                {"tool_calls": [{"index": 0, "function": {"arguments": '{"ci'}}]},
+                {"tool_calls": [{"index": 0, "function": {"arguments": 'ty": "B"}'}}]},
+            ],
+            None,
+        )
+    )
+    client = make_client("openai", "gpt-4o-mini")
+    stream = await client.chat("Time?", stream=True, tools=TOOLS)
+    events = await _events(stream)
+    assert events == [(TOOL_CALL, ToolCall("a", "get_time", {"city": "B"}))]
+    assert stream.done
+
+
+async def test_a_call_without_a_name_is_an_error_call(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    llm_server.set_stream(
+        _openai_sse([{"tool_calls": [{"index": 0, "id": "a", "function": {}}]}], "tool_calls")
+    )
+    client = make_client("openai", "gpt-4o-mini")
+    await client.chat("?", tools=TOOLS)
+    (call,) = client.tool_calls
+    assert call.error == "the call names no tool"
+
+
+@pytest.mark.parametrize(
+    ("provider", "way"),
+    [
+        ("openai", {"reasoning_as": "reasoning_content"}),
+        ("openai", {"reasoning_as": "think"}),
+        ("anthropic", {}),
+        ("gemini", {}),
+    ],
+    ids=["reasoning_content", "think-tag", "anthropic", "gemini"],
+)
+async def test_reasoning_then_calls(
+    llm_server: FakeLLMServer, make_client: ClientMaker, provider: str, way: dict[str, Any]
+) -> None:
+    llm_server.enqueue(
+        Reply(reasoning=["Need ", "tools."], tool_calls=_two_calls(provider), **way),
+        Reply(text="Done."),
+    )
+    client = _client(make_client, provider)
+    stream = await client.chat("Weather and time?", stream=True, tools=TOOLS)
+    events = await _events(stream)
+    assert [k for k, _ in events] == [REASONING, REASONING, TOOL_CALL, TOOL_CALL]
+    assert stream.reasoning == "Need tools."
+    assert stream.text == ""
+    assert [c.arguments for c in stream.tool_calls] == [PARIS, {"city": "Oslo"}]
+    assert (
+        await client.send_tool_results([c.result("ok") for c in stream.tool_calls], tools=TOOLS)
+        == "Done."
+    )
+    assert "Need" not in json.dumps(llm_server.requests[-1].json)
