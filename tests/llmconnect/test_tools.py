@@ -20,6 +20,7 @@ from llmconnect import (
     REASONING,
     TEXT,
     TOOL_CALL,
+    APIClientFactory,
     AsyncAPIClient,
     ReplyStream,
     StreamInterruptedError,
@@ -593,3 +594,48 @@ async def test_reasoning_then_calls(
         == "Done."
     )
     assert "Need" not in json.dumps(llm_server.requests[-1].json)
+
+
+@pytest.mark.parametrize("provider", PROVIDER_IDS)
+async def test_a_result_left_out_is_answered_not_run_beside_the_others(
+    llm_server: FakeLLMServer, make_client: ClientMaker, provider: str
+) -> None:
+    llm_server.enqueue(Reply(tool_calls=_two_calls(provider)), Reply(text="ok"))
+    client = _client(make_client, provider)
+    await client.chat("Weather and time?", tools=TOOLS)
+    weather, _ = client.tool_calls
+    await client.send_tool_results([weather.result("sunny")], tools=TOOLS)
+    results = llm_server.requests[-1].tool_results()
+    assert [(r.name, r.content) for r in results] == [
+        ("get_weather", "sunny"),
+        ("get_time", f"Error: {NOT_RUN}" if provider == "openai" else NOT_RUN),
+    ]
+    # one results turn, right after the calls (Anthropic and Gemini: one user message)
+    if provider != "openai":
+        assert len({r.native for r in results}) == 1
+        assert llm_server.requests[-1].turns()[-1][0] == "user"
+
+
+async def test_a_result_for_no_call_is_left_out(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    """History trimmed between a call and its result: the orphan result is not sent."""
+    history = [
+        tool_results_turn([ToolResult("gone", "get_weather", "sunny")]),
+        {"role": "assistant", "content": "It is sunny."},
+    ]
+    llm_server.enqueue(Reply(text="ok"))
+    client = _client(make_client, "anthropic", messages=history)
+    assert await client.chat("And tomorrow?", tools=TOOLS) == "ok"
+    request = llm_server.requests[-1]
+    assert request.tool_results() == []
+    assert [m["role"] for m in request.json["messages"]] == ["assistant", "user"]
+
+
+async def test_echo_takes_no_tools() -> None:
+    client = APIClientFactory.create(model="echo", env={})
+    stream = await client.chat("hi there", stream=True, tools=TOOLS)
+    events = await _events(stream)
+    assert "".join(v for _, v in events) == "[echo] You said: hi there"
+    assert stream.tools_dropped
+    assert stream.tool_calls == []
