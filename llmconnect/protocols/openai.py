@@ -142,8 +142,9 @@ def _call_deltas(state: ReplyState, entries: Any, text: str | None) -> str | Non
                 if earlier < index:
                     done.append(calls.pop(earlier))
             current = calls[index] = RawCall(str(entry.get("id") or new_call_id()), "")
-        if function.get("name"):
-            current.name += str(function["name"])
+        name = function.get("name")
+        if name and name != current.name:  # once (OpenAI), in pieces, or repeated (some servers)
+            current.name += str(name)
         arguments = function.get("arguments")
         if isinstance(arguments, str):
             current.pieces.append(arguments)

@@ -639,3 +639,16 @@ async def test_echo_takes_no_tools() -> None:
     assert "".join(v for _, v in events) == "[echo] You said: hi there"
     assert stream.tools_dropped
     assert stream.tool_calls == []
+
+
+async def test_openai_name_repeated_in_every_piece_is_kept_once(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    def piece(arguments: str) -> dict[str, Any]:
+        function = {"name": "get_time", "arguments": arguments}
+        return {"tool_calls": [{"index": 0, "id": "a", "function": function}]}
+
+    llm_server.set_stream(_openai_sse([piece('{"city"'), piece(': "B"}')], "tool_calls"))
+    client = make_client("openai", "gpt-4o-mini")
+    await client.chat("Time?", tools=TOOLS)
+    assert client.tool_calls == [ToolCall("a", "get_time", {"city": "B"})]
