@@ -26,7 +26,9 @@ the ones you do not know), and ``stream.reasoning`` holds all of it once the rep
             print(text, end="") if kind == "text" else show_thinking(text)
     print(reply.reasoning)
 
-Reasoning never enters the history, so it is never sent back to the model. The client's
+Reasoning never enters the history, so it is never sent back to the model (one exception:
+Anthropic's signed thinking blocks of a turn that called tools, which Anthropic requires back with
+the calls; they travel opaquely on the turn's first :class:`~llmconnect.ToolCall`). The client's
 ``finish_reason``, ``usage`` and ``truncated`` are those of its last completed reply.
 
 Function calling (:mod:`llmconnect.tools`): pass ``tools=[Tool(...)]`` to :meth:`chat`; the model's

@@ -61,8 +61,9 @@ class ProviderSpec:
     vision_models: tuple[str, ...] = ()
     #: Model-id patterns of the models sent PDFs as documents; the others get the PDF's text.
     document_models: tuple[str, ...] = ()
-    #: Model-id patterns of the models that take tools (function calling); ``LLMCONNECT_TOOL_MODELS``
-    #: adds more. A model that matches none, or matches ``no_tool_models``, is sent no tools.
+    #: Model-id patterns of the models that take tools (function calling);
+    #: ``LLMCONNECT_TOOL_MODELS`` adds more. A model that matches none, or matches
+    #: ``no_tool_models``, is sent no tools.
     tool_models: tuple[str, ...] = ("*",)
     #: Model-id patterns of this provider's models known not to take tools.
     no_tool_models: tuple[str, ...] = ()

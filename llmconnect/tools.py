@@ -152,7 +152,8 @@ class ToolCall:
     ``error`` is set when the arguments the model sent were not a JSON object (then
     ``arguments`` is ``{}``): answer with an error result (``call.result(call.error,
     is_error=True)``) so the model can try again. ``signature`` is the provider's opaque data
-    that must travel back with the call (Gemini's ``thoughtSignature``); leave it as it is.
+    that must travel back with the call (Gemini's ``thoughtSignature``; Anthropic's signed
+    thinking blocks of the turn, on its first call); leave it as it is.
     """
 
     id: str

@@ -95,6 +95,9 @@ class ReplyState:
     calls: dict[int, RawCall] | None = None
     #: ``think`` as it was before :data:`THINK_CALLS` (OpenAI-compatible calls being read).
     think_before_calls: int = 0
+    #: Anthropic ``thinking``/``redacted_thinking`` blocks of a reply given tools, kept whole
+    #: (with their signatures) for its first tool call: Anthropic wants them back with the calls.
+    blocks: list[dict[str, Any]] | None = None
     #: Content held back by :func:`split_think` (what may be the start of ``<think>`` or
     #: ``</think>``); the client hands it out when the stream ends (:meth:`held_back`).
     held: str = ""

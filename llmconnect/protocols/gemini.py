@@ -26,6 +26,7 @@ from ..parts import Image, Part
 from ..tools import GENERATED_ID_PREFIX, Tool, ToolCall, ToolResult, new_call_id
 from ..transport import error_from_body
 from . import Call, Pieces, RawCall, ReplyState, Thought, b64, stream_sse
+from .anthropic import BLOCKS_PREFIX
 
 __all__ = ["build_body", "parts", "stream_reply"]
 
@@ -69,7 +70,7 @@ def _function_call(call: ToolCall) -> dict[str, Any]:
     if not call.id.startswith(GENERATED_ID_PREFIX):  # an id Gemini gave: it pairs the result
         function["id"] = call.id
     part: dict[str, Any] = {"functionCall": function}
-    if call.signature:
+    if call.signature and not call.signature.startswith(BLOCKS_PREFIX):  # Gemini's own only
         part["thoughtSignature"] = call.signature
     return part
 

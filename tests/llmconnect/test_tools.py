@@ -593,7 +593,9 @@ async def test_reasoning_then_calls(
         await client.send_tool_results([c.result("ok") for c in stream.tool_calls], tools=TOOLS)
         == "Done."
     )
-    assert "Need" not in json.dumps(llm_server.requests[-1].json)
+    sent = json.dumps(llm_server.requests[-1].json)
+    # never sent back, but for Anthropic's thinking block of a turn with calls (the next test)
+    assert ("Need" in sent) is (provider == "anthropic")
 
 
 @pytest.mark.parametrize("provider", PROVIDER_IDS)
@@ -652,3 +654,41 @@ async def test_openai_name_repeated_in_every_piece_is_kept_once(
     client = make_client("openai", "gpt-4o-mini")
     await client.chat("Time?", tools=TOOLS)
     assert client.tool_calls == [ToolCall("a", "get_time", {"city": "B"})]
+
+
+@pytest.mark.parametrize("ignore_stream", [False, True], ids=["streamed", "whole"])
+async def test_anthropic_thinking_blocks_go_back_with_the_calls(
+    llm_server: FakeLLMServer, make_client: ClientMaker, ignore_stream: bool
+) -> None:
+    """Extended thinking with tools: Anthropic wants the turn's thinking block, signature
+    intact, before its tool_use blocks; another protocol never gets it."""
+    llm_server.enqueue(
+        Reply(reasoning=["Need ", "tools."], tool_calls=TWO_CALLS, ignore_stream=ignore_stream),
+        Reply(text="Done."),
+        Reply(text="Also done."),
+    )
+    client = _client(make_client, "anthropic")
+    await client.chat("Weather and time?", tools=TOOLS)
+    first, second = client.tool_calls
+    assert second.signature is None
+    await client.send_tool_results([first.result("a"), second.result("b")], tools=TOOLS)
+    assistant = llm_server.requests[-1].json["messages"][1]
+    assert assistant["content"][0]["type"] == "thinking"
+    assert assistant["content"][0]["thinking"] == "Need tools."
+    assert assistant["content"][0]["signature"]  # the stand-in's signature, as it was sent
+    assert [b["type"] for b in assistant["content"][1:]] == ["tool_use", "tool_use"]
+    # the same history on Gemini: no Anthropic data in a thoughtSignature
+    gemini = _client(make_client, "gemini", messages=client.messages)
+    await gemini.chat("And?", tools=TOOLS)
+    sent = llm_server.requests[-1].tool_calls()
+    assert [c.signature for c in sent] == [None, None]
+
+
+async def test_anthropic_thinking_is_not_kept_without_tools(
+    llm_server: FakeLLMServer, make_client: ClientMaker
+) -> None:
+    llm_server.enqueue(Reply(reasoning=["Hm."], text="Hi."), Reply(text="Again."))
+    client = _client(make_client, "anthropic")
+    await client.chat("Hello")
+    await client.chat("Hello again")
+    assert "Hm." not in json.dumps(llm_server.requests[-1].json)
