@@ -4,22 +4,42 @@ Events: ``message_start`` (input usage), ``content_block_delta`` with ``text_del
 ``message_delta`` (``stop_reason``, cumulative ``usage.output_tokens``), ``message_stop``; ``ping``
 is ignored and ``event: error`` raises. Extended thinking arrives in ``thinking`` content blocks as
 ``thinking_delta.thinking`` (yielded as :class:`~llmconnect.protocols.Thought`); their
-``signature_delta`` is ignored. A server that ignores ``stream: true`` answers one
-``message`` object instead, read whole.
+``signature_delta`` matters only for a reply given tools (below). A server that ignores
+``stream: true`` answers one ``message`` object instead, read whole.
+
+Tool calls are ``tool_use`` content blocks: ``content_block_start`` (id, name), the arguments as
+``input_json_delta.partial_json`` pieces, ``content_block_stop`` (the call is whole: handed out
+then). Results go back as ``tool_result`` blocks of the next user message; ids are kept to the
+characters Anthropic accepts. With extended thinking, Anthropic wants the turn's ``thinking`` (and
+``redacted_thinking``) blocks back, signatures intact, before its ``tool_use`` blocks: for a reply
+given tools they are kept whole on its first call's ``signature`` (:data:`BLOCKS_PREFIX` and their
+JSON; the other protocols never send it).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator
-from json import JSONDecodeError, loads
+from json import JSONDecodeError, dumps, loads
 from typing import Any
 
 from ..errors import StreamInterruptedError
 from ..parts import Image, Part
+from ..tools import Tool, ToolCall, ToolResult, new_call_id
 from ..transport import error_from_body
-from . import END, Call, ReplyState, Thought, b64, stream_sse
+from . import END, Call, Pieces, RawCall, ReplyState, Thought, b64, stream_sse
 
-__all__ = ["ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS", "build_body", "content", "stream_reply"]
+__all__ = [
+    "ANTHROPIC_VERSION",
+    "BLOCKS_PREFIX",
+    "DEFAULT_MAX_TOKENS",
+    "build_body",
+    "content",
+    "stream_reply",
+]
+
+#: How a call's ``signature`` holds the thinking blocks of its turn (then their JSON list).
+BLOCKS_PREFIX = "anthropic-blocks:"
 
 ANTHROPIC_VERSION = "2023-06-01"
 #: The Messages API requires max_tokens; this is used when the caller sets none.
@@ -59,16 +79,70 @@ def content(value: str | list[Part]) -> str | list[dict[str, Any]]:
     return [_block(part) for part in value]
 
 
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def _id(value: str) -> str:
+    """A call id as Anthropic takes it (``^[a-zA-Z0-9_-]+$``): another provider's may hold more."""
+    return _ID_UNSAFE.sub("_", value) or "call"
+
+
+def tool(definition: Tool) -> dict[str, Any]:
+    encoded: dict[str, Any] = {"name": definition.name, "input_schema": definition.schema}
+    if definition.description:
+        encoded["description"] = definition.description
+    return encoded
+
+
+def _tool_use(call: ToolCall) -> dict[str, Any]:
+    return {"type": "tool_use", "id": _id(call.id), "name": call.name, "input": call.arguments}
+
+
+def _tool_result(result: ToolResult) -> dict[str, Any]:
+    block: dict[str, Any] = {
+        "type": "tool_result",
+        "tool_use_id": _id(result.call_id),
+        "content": result.content,
+    }
+    if result.is_error:
+        block["is_error"] = True
+    return block
+
+
+def _thinking(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    """The thinking blocks kept on a turn's first call (none when it came from elsewhere)."""
+    signature = calls[0].signature if calls else None
+    if not signature or not signature.startswith(BLOCKS_PREFIX):
+        return []
+    try:
+        blocks = loads(signature[len(BLOCKS_PREFIX) :])
+    except JSONDecodeError:
+        return []
+    return [b for b in blocks if isinstance(b, dict)] if isinstance(blocks, list) else []
+
+
+def _message(m: dict[str, Any], tools: bool) -> dict[str, Any]:
+    if tools and m["role"] == "tool":
+        return {"role": "user", "content": [_tool_result(r) for r in m["tool_results"]]}
+    if tools and "tool_calls" in m:
+        calls = m["tool_calls"]
+        text = m["content"] if m["content"].__class__ is str else ""
+        blocks = _thinking(calls) + ([{"type": "text", "text": text}] if text else [])
+        return {"role": m["role"], "content": blocks + [_tool_use(c) for c in calls]}
+    if m["content"].__class__ is str:
+        return m
+    return {"role": m["role"], "content": content(m["content"])}
+
+
 def build_body(call: Call) -> dict[str, Any]:
     options = dict(call.options)
+    tools = bool(call.tools)
     body: dict[str, Any] = {
         "model": call.model,
         "messages": [
-            m
-            if m["content"].__class__ is str
-            else {"role": m["role"], "content": content(m["content"])}
+            _message(m, tools)
             for m in call.messages
-            if m["role"] in ("user", "assistant")
+            if m["role"] in ("user", "assistant") or (tools and m["role"] == "tool")
         ],
         "max_tokens": options.pop("max_tokens", DEFAULT_MAX_TOKENS),
         "stream": True,
@@ -78,6 +152,8 @@ def build_body(call: Call) -> dict[str, Any]:
         body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
     if call.system:
         body["system"] = call.system
+    if call.tools:
+        body["tools"] = [tool(t) for t in call.tools]
     body.update(options)
     return body
 
@@ -107,9 +183,45 @@ def _take(call: Call, state: ReplyState, event: str, data: str) -> str | None:
         if kind == "text_delta":
             return delta.get("text")
         if kind == "thinking_delta":
-            return Thought.of(str(delta.get("thinking") or ""))
+            thinking = str(delta.get("thinking") or "")
+            if state.blocks:
+                state.blocks[-1]["thinking"] += thinking
+            return Thought.of(thinking)
+        if kind == "signature_delta":
+            if state.blocks:
+                state.blocks[-1]["signature"] += str(delta.get("signature") or "")
+            return None
+        if kind == "input_json_delta" and state.calls:
+            open_call = state.calls.get(payload.get("index", -1))
+            if open_call is not None:
+                open_call.pieces.append(str(delta.get("partial_json") or ""))
         return None
-    if kind == "message_start":
+    if kind == "content_block_start":
+        block = payload.get("content_block") or {}
+        if call.tools and block.get("type") in ("thinking", "redacted_thinking"):
+            if state.blocks is None:
+                state.blocks = []
+            if block["type"] == "thinking":
+                kept = {"type": "thinking", "thinking": "", "signature": ""}
+                kept["thinking"] = str(block.get("thinking") or "")
+                kept["signature"] = str(block.get("signature") or "")
+            else:
+                kept = {"type": "redacted_thinking", "data": str(block.get("data") or "")}
+            state.blocks.append(kept)
+        elif block.get("type") == "tool_use":
+            if state.calls is None:
+                state.calls = {}
+            started = RawCall(str(block.get("id") or new_call_id()), str(block.get("name") or ""))
+            if block.get("input"):  # streamed input starts as {} and comes in deltas
+                started.value = block["input"]
+            state.calls[payload.get("index", -1)] = started
+    elif kind == "content_block_stop":
+        if state.calls:
+            done = state.calls.pop(payload.get("index", -1), None)
+            if done is not None:
+                _keep_blocks(state, done)
+                return Pieces.of([done])
+    elif kind == "message_start":
         usage = (payload.get("message") or {}).get("usage") or {}
         state.usage = {
             "input_tokens": int(usage.get("input_tokens") or 0),
@@ -125,6 +237,13 @@ def _take(call: Call, state: ReplyState, event: str, data: str) -> str | None:
     elif kind == "error":
         raise error_from_body(call.provider, None, payload, secrets=call.secrets)
     return None
+
+
+def _keep_blocks(state: ReplyState, first: RawCall) -> None:
+    """The turn's thinking blocks onto its first call, which carries them back."""
+    if state.blocks:
+        first.signature = BLOCKS_PREFIX + dumps(state.blocks, ensure_ascii=False)
+        state.blocks = None
 
 
 def _take_json(call: Call, state: ReplyState, body: Any) -> str:
@@ -147,7 +266,24 @@ def _take_json(call: Call, state: ReplyState, body: Any) -> str:
     blocks = [block for block in content if isinstance(block, dict)]
     text = "".join(str(b.get("text") or "") for b in blocks if b.get("type") == "text")
     thinking = "".join(str(b.get("thinking") or "") for b in blocks if b.get("type") == "thinking")
-    return Thought.of(thinking, text) or ""
+    whole = Thought.of(thinking, text) or ""
+    calls: list[str | RawCall] = [
+        RawCall(
+            str(b.get("id") or new_call_id()),
+            str(b.get("name") or ""),
+            value=b["input"] if isinstance(b.get("input"), dict) else {},
+        )
+        for b in blocks
+        if b.get("type") == "tool_use"
+    ]
+    if calls and call.tools:
+        kept = [b for b in blocks if b.get("type") in ("thinking", "redacted_thinking")]
+        if kept:
+            state.blocks = kept
+            _keep_blocks(state, calls[0])  # type: ignore[arg-type]
+    if calls:
+        return Pieces.of([whole, *calls] if whole else calls)
+    return whole
 
 
 def stream_reply(call: Call, state: ReplyState) -> AsyncGenerator[str, None]:

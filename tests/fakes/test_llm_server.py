@@ -14,8 +14,11 @@ import pytest
 from tests.fakes.llm_server import (
     Fail,
     FakeLLMServer,
+    FakeToolCall,
     RawStream,
     ReceivedPart,
+    ReceivedToolCall,
+    ReceivedToolResult,
     Reply,
     openai_stream_body,
     split_deltas,
@@ -503,3 +506,245 @@ async def test_parts_are_read_alike_in_every_protocol_and_text_only_models_refus
     response = await client.post(server.anthropic_base_url + "/v1/messages", json=anthropic)
     assert response.status_code == 400
     assert server.requests[-1].parts() == [ReceivedPart("image", "image", url="https://x/c.png")]
+
+
+# --------------------------------------------------------------------------- tool calls
+
+CALLS = [
+    FakeToolCall("get_weather", {"city": "Paris"}, id="c1"),
+    FakeToolCall("get_time", {"city": "Oslo", "tz": True}, id="c2", pieces=4),
+]
+
+
+async def test_openai_tool_calls_arrive_in_pieces_one_index_after_another(
+    server: FakeLLMServer, client: httpx.AsyncClient
+) -> None:
+    server.enqueue(Reply(text="Checking.", tool_calls=CALLS, text_after=" Done."))
+    body = await _post_raw(client, server.openai_base_url + "/chat/completions", _openai_request())
+    chunks = [json.loads(d) for d in _data_lines(body)[:-1]]
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    entries = [e for d in deltas for e in d.get("tool_calls") or []]
+    heads = [e for e in entries if "id" in e]
+    assert [(h["index"], h["id"], h["function"]["name"]) for h in heads] == [
+        (0, "c1", "get_weather"),
+        (1, "c2", "get_time"),
+    ]
+    for index, call in enumerate(CALLS):
+        pieces = [e["function"]["arguments"] for e in entries if e["index"] == index]
+        assert len([p for p in pieces if p]) == call.pieces
+        assert json.loads("".join(pieces)) == call.arguments
+    indexes = [e["index"] for e in entries]
+    assert indexes == sorted(indexes)  # one call after the other
+    texts = [d.get("content") for d in deltas if d.get("content")]
+    assert "".join(texts) == "Checking. Done."
+    first_call = next(i for i, d in enumerate(deltas) if d.get("tool_calls"))
+    assert "".join(d.get("content") or "" for d in deltas[:first_call]) == "Checking."
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+async def test_anthropic_tool_use_blocks_with_input_json_deltas(
+    server: FakeLLMServer, client: httpx.AsyncClient
+) -> None:
+    server.enqueue(Reply(text="Checking.", tool_calls=CALLS))
+    payload = {"model": "fake-a", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    body = await _post_raw(client, server.anthropic_base_url + "/v1/messages", payload)
+    events = [json.loads(d) for d in _data_lines(body)]
+    starts = [e for e in events if e["type"] == "content_block_start"]
+    assert [s["content_block"]["type"] for s in starts] == ["text", "tool_use", "tool_use"]
+    assert [s["content_block"].get("id") for s in starts[1:]] == ["c1", "c2"]
+    for start, call in zip(starts[1:], CALLS, strict=True):
+        index = start["index"]
+        pieces = [
+            e["delta"]["partial_json"]
+            for e in events
+            if e["type"] == "content_block_delta" and e["index"] == index
+        ]
+        assert pieces[0] == ""
+        assert len(pieces) == call.pieces + 1
+        assert json.loads("".join(pieces)) == call.arguments
+        stop = next(
+            i for i, e in enumerate(events) if e == {"type": "content_block_stop", "index": index}
+        )
+        assert stop > max(
+            i
+            for i, e in enumerate(events)
+            if e.get("index") == index and e["type"] != "content_block_stop"
+        )
+    delta = next(e for e in events if e["type"] == "message_delta")
+    assert delta["delta"]["stop_reason"] == "tool_use"
+
+
+async def test_gemini_function_call_parts_in_one_response(
+    server: FakeLLMServer, client: httpx.AsyncClient
+) -> None:
+    server.enqueue(
+        Reply(
+            text="Checking.",
+            tool_calls=[FakeToolCall("get_weather", {"city": "Paris"}, signature="c2ln"), CALLS[1]],
+        )
+    )
+    payload = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    url = server.gemini_base_url + "/models/fake-a:streamGenerateContent?alt=sse"
+    body = await _post_raw(client, url, payload)
+    responses = [json.loads(d) for d in _data_lines(body)]
+    parts = [p for r in responses for p in r["candidates"][0]["content"]["parts"]]
+    assert "".join(p.get("text", "") for p in parts) == "Checking."
+    calls = [p for p in parts if "functionCall" in p]
+    assert calls == [
+        {
+            "functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
+            "thoughtSignature": "c2ln",
+        },
+        {"functionCall": {"name": "get_time", "args": {"city": "Oslo", "tz": True}, "id": "c2"}},
+    ]
+    assert len(responses[-1]["candidates"][0]["content"]["parts"]) == 2  # together, last
+    assert responses[-1]["candidates"][0]["finishReason"] == "STOP"
+    assert "usageMetadata" in responses[-1]
+
+
+async def test_malformed_arguments_are_sent_as_they_are(
+    server: FakeLLMServer, client: httpx.AsyncClient
+) -> None:
+    server.enqueue(Reply(tool_calls=[FakeToolCall("t", '{"city": "Par', pieces=2)]))
+    body = await _post_raw(client, server.openai_base_url + "/chat/completions", _openai_request())
+    chunks = [json.loads(d) for d in _data_lines(body)[:-1]]
+    pieces = [
+        e["function"]["arguments"]
+        for c in chunks
+        for e in c["choices"][0]["delta"].get("tool_calls") or []
+    ]
+    assert "".join(pieces) == '{"city": "Par'
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic", "gemini"])
+async def test_whole_bodies_carry_the_calls(
+    server: FakeLLMServer, client: httpx.AsyncClient, protocol: str
+) -> None:
+    server.enqueue(Reply(tool_calls=CALLS))
+    if protocol == "openai":
+        resp = await client.post(
+            server.openai_base_url + "/chat/completions", json=_openai_request(stream=False)
+        )
+        message = resp.json()["choices"][0]["message"]
+        assert message["content"] is None
+        assert [json.loads(c["function"]["arguments"]) for c in message["tool_calls"]] == [
+            c.arguments for c in CALLS
+        ]
+    elif protocol == "anthropic":
+        payload = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        resp = await client.post(server.anthropic_base_url + "/v1/messages", json=payload)
+        blocks = resp.json()["content"]
+        assert [b["type"] for b in blocks] == ["tool_use", "tool_use"]
+        assert [b["input"] for b in blocks] == [c.arguments for c in CALLS]
+    else:
+        payload = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+        resp = await client.post(server.gemini_base_url + "/models/m:generateContent", json=payload)
+        parts = resp.json()["candidates"][0]["content"]["parts"]
+        assert [p["functionCall"]["args"] for p in parts] == [c.arguments for c in CALLS]
+
+
+async def test_recorded_tool_results_read_alike_in_every_protocol(
+    server: FakeLLMServer, client: httpx.AsyncClient
+) -> None:
+    openai = {
+        "model": "m",
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}],
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+        ],
+    }
+    anthropic = {
+        "model": "m",
+        "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}],
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {
+                "role": "assistant",
+                "content": [
+                    {
+                        "type": "tool_use",
+                        "id": "c1",
+                        "name": "get_weather",
+                        "input": {"city": "Paris"},
+                    }
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "c1",
+                        "content": "sunny",
+                        "is_error": True,
+                    }
+                ],
+            },
+        ],
+    }
+    gemini = {
+        "tools": [{"functionDeclarations": [{"name": "get_weather"}]}],
+        "contents": [
+            {"role": "user", "parts": [{"text": "hi"}]},
+            {
+                "role": "model",
+                "parts": [
+                    {
+                        "functionCall": {"name": "get_weather", "args": {"city": "Paris"}},
+                        "thoughtSignature": "s",
+                    }
+                ],
+            },
+            {
+                "role": "user",
+                "parts": [
+                    {"functionResponse": {"name": "get_weather", "response": {"output": "sunny"}}}
+                ],
+            },
+        ],
+    }
+    await client.post(server.openai_base_url + "/chat/completions", json=openai)
+    await client.post(server.anthropic_base_url + "/v1/messages", json=anthropic)
+    await client.post(server.gemini_base_url + "/models/m:generateContent", json=gemini)
+    o, a, g = server.requests[-3:]
+    assert [r.tool_names() for r in (o, a, g)] == [["get_weather"]] * 3
+    assert o.tool_calls() == [ReceivedToolCall("c1", "get_weather", {"city": "Paris"})]
+    assert a.tool_calls() == [ReceivedToolCall("c1", "get_weather", {"city": "Paris"})]
+    assert g.tool_calls() == [ReceivedToolCall(None, "get_weather", {"city": "Paris"}, "s")]
+    assert o.tool_results() == [ReceivedToolResult("c1", "get_weather", "sunny", None, "tool")]
+    assert a.tool_results() == [
+        ReceivedToolResult("c1", "get_weather", "sunny", True, "user/tool_result")
+    ]
+    assert g.tool_results() == [
+        ReceivedToolResult(None, "get_weather", "sunny", False, "user/functionResponse")
+    ]
+    assert [p.kind for _, parts in a.turns() for p in parts] == ["text", "tool_call", "tool_result"]
+
+
+async def test_a_model_without_tools_refuses_a_request_that_declares_some(
+    server: FakeLLMServer, client: httpx.AsyncClient
+) -> None:
+    server.no_tool_models = {"fake-a"}
+    tools = [{"type": "function", "function": {"name": "t", "parameters": {}}}]
+    resp = await client.post(
+        server.openai_base_url + "/chat/completions",
+        json=_openai_request(stream=False, tools=tools),
+    )
+    assert resp.status_code == 400
+    assert "does not support tools" in resp.text
+    resp = await client.post(
+        server.openai_base_url + "/chat/completions", json=_openai_request(stream=False)
+    )
+    assert resp.status_code == 200
