@@ -44,7 +44,9 @@ async def test_native_stream_sends_markdown_chunks_and_ends_on_the_whole_answer(
 
     await running.slack.mention("show me", thread_ts=root)
 
+    # The whole text may arrive by appendStream before stopStream closes the stream.
     await wait_for(lambda: slack_api.texts(CHANNEL, root) == [answer])
+    await wait_for(lambda: bool(slack_api.calls_to("chat.stopStream")))
     [message] = slack_api.thread(CHANNEL, root)
     assert message.streamed
     assert not message.streaming
@@ -115,7 +117,9 @@ async def test_an_expired_stream_continues_by_chat_update_in_the_same_message(
 
     await running.slack.mention("take your time", thread_ts=root)
 
+    # The whole text may arrive by appendStream before stopStream closes the stream.
     await wait_for(lambda: slack_api.texts(CHANNEL, root) == [answer])
+    await wait_for(lambda: bool(slack_api.calls_to("chat.stopStream")))
     [message] = slack_api.thread(CHANNEL, root)
     assert message.streamed
     assert message.updates >= 1
