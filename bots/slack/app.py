@@ -21,7 +21,8 @@ import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.app.async_server import AsyncSlackAppServer
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncAssistant, AsyncBoltContext
+from slack_bolt.middleware.async_custom_middleware import AsyncCustomMiddleware
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -49,10 +50,10 @@ from .files import shared_files
 from .mrkdwn import escape, from_slack
 from .settings import SlackSettings
 from .sink import SlackSink
-from .status import ThreadStatus
+from .status import StatusLine, ThreadStatus
 from .streaming import NativeStreamRenderer
 
-__all__ = ["EVENTS_PATH", "SlackBot", "SlackConfigError"]
+__all__ = ["EVENTS_PATH", "HEARD_STATUS", "SlackBot", "SlackConfigError"]
 
 log = logging.getLogger("llmconnect.slack")
 
@@ -62,6 +63,12 @@ _ADMIN_TTL = 300.0  # seconds a workspace-admin lookup is trusted
 _TIMESTAMP_DIGITS = 16
 #: How long an event id is remembered: Slack retries a delivery three times within minutes.
 EVENT_MEMORY = 3600.0
+
+#: The thread's status from the moment a question arrives until the first text is in (Slack
+#: shows it after the app's name: "LLMConnect is thinking…").
+HEARD_STATUS = "is thinking…"
+#: Characters of the first question an assistant thread's title keeps.
+TITLE_MAX = 100
 
 #: bolt's ``next()`` in a middleware: go on to the next middleware, then the listener.
 Next = Callable[[], Awaitable[None]]
@@ -141,16 +148,36 @@ class SlackBot:
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
+        #: Assistant threads opened (``assistant_thread_started``) whose first question has not
+        #: come yet: it becomes the thread's title.
+        self._untitled: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._side_tasks: set[asyncio.Task[None]] = set()
         # The filters every event goes through are bolt listener middleware, in this order; one
         # that drops an event acknowledges it (200: Slack must not redeliver it) and stops there.
         self.app.event(
             "app_mention",
             middleware=[self._well_formed, self._in_a_channel, self._once, self._place],
         )(self._on_event)
-        self.app.event(
-            "message",
-            middleware=[self._well_formed, self._a_prompt, self._once, self._place],
-        )(self._on_event)
+        message_filters: list[Callable[..., Awaitable[Any]]] = [
+            self._well_formed,
+            self._a_prompt,
+            self._once,
+            self._place,
+        ]
+        self.app.event("message", middleware=message_filters)(self._on_event)
+        # Slack's AI-app surface (the assistant pane): bolt's assistant middleware. A message in
+        # an assistant thread (a DM thread) is a prompt like any DM, through the same filters.
+        assistant = AsyncAssistant(logger=_BOLT_LOG)
+        assistant.thread_started(self._on_thread_started)
+        assistant.thread_context_changed(self._on_thread_context_changed)
+        assistant.user_message(
+            self._on_event,
+            middleware=[  # type: ignore[arg-type]  # slack-bolt: a list is what it takes
+                AsyncCustomMiddleware(app_name=self.app.name, func=f, base_logger=_BOLT_LOG)
+                for f in message_filters
+            ],
+        )
+        self.app.assistant(assistant)
         for name in SLASH_COMMANDS:
             self.app.command(name)(self._on_command)
 
@@ -240,6 +267,8 @@ class SlackBot:
             await self._runner.cleanup()
             self._runner = None
         await self.budget_share.aclose()
+        for side in list(self._side_tasks):
+            side.cancel()
         for reply in self._tasks.values():
             reply.cancel()
         if self._tasks:  # deliveries write their final text; don't wait for ever on Slack
@@ -367,6 +396,15 @@ class SlackBot:
         parent = place.parent.channel if place.parent else None
         # Nothing is downloaded for a user the access lists refuse (submit says why).
         refused = self.engine.policy.refusal(actor, place.key.channel, parent)
+        # The first sign that the question was heard, at once: the thread's status (the LLM is
+        # asked once it is shown, see ChatEngine.submit's ``heard``).
+        status = None if refused else self._status_line(place)
+        heard = (
+            asyncio.get_running_loop().create_task(status.show(HEARD_STATUS))
+            if status is not None
+            else None
+        )
+        self._title(place, text)
         attachments = await self._shared_files(files) if files and not refused else []
         try:
             reply = await self.engine.submit(
@@ -375,11 +413,91 @@ class SlackBot:
                 actor=actor,
                 parent=place.parent,
                 attachments=attachments,
+                heard=heard,
             )
         except Refused as exc:
             await self._tell(place, exc.user_message, ephemeral=True)
+            await self._end_status(status, heard)
             return
-        self._spawn(self._deliver(place, reply), reply)
+        self._spawn(self._deliver(place, reply, status, heard), reply)
+
+    def _status_line(self, place: Place) -> StatusLine | None:
+        """The status of the thread the answer will be written in (``None`` for an answer at a
+        channel's top level: Slack's status belongs to a thread)."""
+        thread_ts = place.thread_ts or (place.anchor_ts if self.native(place) else None)
+        if thread_ts is None:
+            return None
+        statuses = self.budgets(place.team_id).statuses
+        return self.thread_status.line(statuses, place.channel, thread_ts)
+
+    async def _end_status(
+        self, status: StatusLine | None, heard: asyncio.Task[bool] | None
+    ) -> None:
+        """Clear the status once its call is done (a no-op when it is cleared already)."""
+        if status is None:
+            return
+        if heard is not None:
+            await asyncio.wait([heard])
+        await status.clear()
+
+    def _title(self, place: Place, text: str) -> None:
+        """The first question of an assistant thread the bot saw open becomes its title
+        (``assistant.threads.setTitle``, once; in the background: never before the status)."""
+        thread = (place.channel, place.thread_ts or "")
+        if thread not in self._untitled:
+            return
+        del self._untitled[thread]
+        title = " ".join(text.split())[:TITLE_MAX]
+        if not title:
+            return
+
+        async def set_title() -> None:
+            try:
+                await self.client.assistant_threads_setTitle(
+                    channel_id=thread[0], thread_ts=thread[1], title=title
+                )
+            except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+                log.info("assistant.threads.setTitle in %s failed: %s", thread[0], exc)
+
+        self._side_task(set_title())
+
+    def _side_task(self, coro: Coroutine[Any, Any, None]) -> None:
+        """A courtesy call in the background, kept until it ends (closing cancels it)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    # ------------------------------------------------------------------ assistant threads
+
+    async def _on_thread_started(self, event: dict[str, Any]) -> None:
+        """Someone opened a thread with the app in Slack's assistant pane: offer the suggested
+        prompts (``SLACK_SUGGESTED_PROMPTS``); its first question will be its title."""
+        opened = event.get("assistant_thread")
+        channel = opened.get("channel_id") if isinstance(opened, dict) else None
+        thread_ts = opened.get("thread_ts") if isinstance(opened, dict) else None
+        if not (isinstance(channel, str) and channel and isinstance(thread_ts, str) and thread_ts):
+            log.warning("Ignored an assistant_thread_started event without its thread")
+            return
+        self._untitled[(channel, thread_ts)] = None
+        while len(self._untitled) > UNTITLED_THREADS:
+            self._untitled.popitem(last=False)
+        prompts = self.settings.slack_suggested_prompts
+        if not prompts:
+            return
+        try:
+            await self.client.assistant_threads_setSuggestedPrompts(
+                channel_id=channel,
+                thread_ts=thread_ts,
+                prompts=[p.model_dump() for p in prompts],
+            )
+        except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+            log.info("assistant.threads.setSuggestedPrompts in %s failed: %s", channel, exc)
+
+    async def _on_thread_context_changed(self) -> None:
+        """The user switched channels with the assistant pane open. The bot does not read the
+        channel it was opened from, so there is nothing to keep; handled here because bolt's
+        default would store it by ``chat.update`` of the thread's first reply (the scarce
+        Tier 3 budget) after a ``conversations.replies`` read."""
 
     async def _shared_files(self, files: Sequence[Any]) -> list[Attachment]:
         """A message's files, downloaded with the bot token from SLACK_FILES_URL
@@ -506,7 +624,24 @@ class SlackBot:
         self._tasks[task] = reply
         task.add_done_callback(lambda t: self._tasks.pop(t, None))
 
-    async def _deliver(self, place: Place, reply: Reply) -> None:
+    async def _deliver(
+        self,
+        place: Place,
+        reply: Reply,
+        status: StatusLine | None = None,
+        heard: asyncio.Task[bool] | None = None,
+    ) -> None:
+        """Write ``reply`` where ``place`` says; ``status`` (the thread's, maybe shown by
+        ``heard``) is cleared once the first text is in, or when the reply ends without any."""
+        try:
+            await self._write(place, reply, status)
+        except asyncio.CancelledError:
+            if status is not None:
+                status.drop()
+            raise
+        await self._end_status(status, heard)
+
+    async def _write(self, place: Place, reply: Reply, status: StatusLine | None) -> None:
         interval = self.settings.slack_edit_interval
         budgets = self.budgets(place.team_id)
         edits = budgets.for_edits(place.channel)
@@ -533,12 +668,18 @@ class SlackBot:
                 fallback_budget=edits,
                 fallback_window=window,
                 clock=self.clock,
-                status=self.thread_status.line(budgets.statuses, place.channel, thread_ts),
+                status=status
+                or self.thread_status.line(budgets.statuses, place.channel, thread_ts),
             )
         else:
             if place.thread_ts is not None:
                 self.threads.answered(place.channel, place.thread_ts)
-            sink = SlackSink(self.edit_client, place.channel, thread_ts=place.thread_ts)
+            sink = SlackSink(
+                self.edit_client,
+                place.channel,
+                thread_ts=place.thread_ts,
+                after_first_post=status.clear if status is not None else None,
+            )
             renderer = StreamRenderer(
                 sink,
                 min_interval=interval,
@@ -633,6 +774,9 @@ class WorkspaceBudgets:
         """What a native stream takes: every call, start to stop, from the streams budget."""
         return SendBudgets(posts=(self.streams,), edits=(self.streams,))
 
+
+#: Opened assistant threads remembered until their first question (the oldest is forgotten).
+UNTITLED_THREADS = 10_000
 
 #: Channels whose post budget a workspace keeps (the least recently used one goes first).
 CHANNEL_BUDGETS = 1_000

@@ -71,6 +71,8 @@ class SlackSink:
 
     ``adopt_ts`` is an existing bot message to continue in: the first :meth:`post` edits it
     instead of posting (a native stream that expired goes on by edits in the same message).
+    ``after_first_post`` is awaited once the first message is posted (the thread's "is
+    thinking…" status is cleared when the first text is in).
     """
 
     def __init__(
@@ -81,8 +83,10 @@ class SlackSink:
         thread_ts: str | None = None,
         adopt_ts: str | None = None,
         max_len: int = UPDATE_MAX_LEN,
+        after_first_post: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.client = client
+        self._after_first_post = after_first_post
         self.channel = channel
         self.thread_ts = thread_ts
         self._adopt = adopt_ts
@@ -110,6 +114,9 @@ class SlackSink:
             ),
             idempotent=False,
         )
+        after, self._after_first_post = self._after_first_post, None
+        if after is not None:
+            await after()
         return response["ts"]
 
     async def edit(self, ref: Any, text: str) -> None:

@@ -33,11 +33,22 @@ from typing import Any, Literal
 from aiohttp import WSMsgType, web
 
 from .base import LoopbackServer
+from .journal import Journal
 
-__all__ = ["SLACK_LIMITS", "Call", "FakeSlackAPI", "Message", "MethodLimit", "SharedFile"]
+__all__ = [
+    "MAX_SUGGESTED_PROMPTS",
+    "SLACK_LIMITS",
+    "Call",
+    "FakeSlackAPI",
+    "Message",
+    "MethodLimit",
+    "SharedFile",
+]
 
 MAX_TEXT = 40_000
 MAX_MARKDOWN_PER_CALL = 12_000
+#: Suggested prompts one ``assistant.threads.setSuggestedPrompts`` call may set.
+MAX_SUGGESTED_PROMPTS = 4
 _GONE = "channel_not_found"
 
 
@@ -148,6 +159,16 @@ class FakeSlackAPI(LoopbackServer):
         #: (channel, thread_ts) -> the thread's status now ("": none), and every status set.
         self.statuses: dict[tuple[str, str], str] = {}
         self.status_history: dict[tuple[str, str], list[str]] = {}
+        #: (channel, thread_ts) -> the prompts ``assistant.threads.setSuggestedPrompts`` set last
+        #: (``[{"title", "message"}]``) and every title ``assistant.threads.setTitle`` set.
+        self.suggested_prompts: dict[tuple[str, str], list[dict[str, str]]] = {}
+        self.titles: dict[tuple[str, str], list[str]] = {}
+        #: Shared with other stand-ins: every Web API call, as ``("slack", method)``, on arrival.
+        self.journal: Journal | None = None
+        #: method -> a gate: a call of that method arrives (is recorded, then answered) only once
+        #: the gate is set, as if the network to Slack were slow; ``held`` counts those waiting.
+        self.hold: dict[str, asyncio.Event] = {}
+        self.held = 0
         self._ts = itertools.count(1)
         self._envelopes = itertools.count(1)
         self._sockets: list[web.WebSocketResponse] = []
@@ -274,6 +295,13 @@ class FakeSlackAPI(LoopbackServer):
 
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
+        gate = self.hold.get(method)
+        if gate is not None:
+            self.held += 1
+            try:
+                await gate.wait()
+            finally:
+                self.held -= 1
         args: dict[str, Any] = dict(request.query)
         raw = await request.read()
         if raw:
@@ -285,6 +313,8 @@ class FakeSlackAPI(LoopbackServer):
         token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else args.get("token")
         call = Call(method, args, token)
         self.calls.append(call)
+        if self.journal is not None:
+            self.journal.record("slack", method)
         expected = self.app_token if method == "apps.connections.open" else self.bot_token
         if token != expected:
             return self._error(call, "invalid_auth")
@@ -460,6 +490,51 @@ class FakeSlackAPI(LoopbackServer):
             return self._error(call, _GONE)
         self.statuses[(channel, thread_ts)] = status
         self.status_history.setdefault((channel, thread_ts), []).append(status)
+        return {}
+
+    def _assistant_thread(self, call: Call) -> tuple[str, str] | web.Response:
+        channel, thread_ts = call.args.get("channel_id"), call.args.get("thread_ts")
+        if not isinstance(channel, str) or not channel or not isinstance(thread_ts, str):
+            return self._error(call, "invalid_arguments")
+        if not thread_ts:
+            return self._error(call, "invalid_arguments")
+        if channel.startswith("CGONE"):
+            return self._error(call, _GONE)
+        return channel, thread_ts
+
+    def _m_assistant_threads_setSuggestedPrompts(self, call: Call) -> dict[str, Any] | web.Response:
+        """Slack's rules: 1 to :data:`MAX_SUGGESTED_PROMPTS` prompts, each with a ``title`` and
+        a ``message``."""
+        thread = self._assistant_thread(call)
+        if isinstance(thread, web.Response):
+            return thread
+        prompts = call.args.get("prompts")
+        if isinstance(prompts, str):
+            prompts = json.loads(prompts)
+        if (
+            not isinstance(prompts, list)
+            or not 1 <= len(prompts) <= MAX_SUGGESTED_PROMPTS
+            or not all(
+                isinstance(p, dict)
+                and isinstance(p.get("title"), str)
+                and isinstance(p.get("message"), str)
+                and p["title"]
+                and p["message"]
+                for p in prompts
+            )
+        ):
+            return self._error(call, "invalid_arguments")
+        self.suggested_prompts[thread] = prompts
+        return {}
+
+    def _m_assistant_threads_setTitle(self, call: Call) -> dict[str, Any] | web.Response:
+        thread = self._assistant_thread(call)
+        if isinstance(thread, web.Response):
+            return thread
+        title = call.args.get("title")
+        if not isinstance(title, str) or not title:
+            return self._error(call, "invalid_arguments")
+        self.titles.setdefault(thread, []).append(title)
         return {}
 
     # ------------------------------------------------------------------ files

@@ -44,7 +44,9 @@ async def test_native_stream_sends_markdown_chunks_and_ends_on_the_whole_answer(
 
     await running.slack.mention("show me", thread_ts=root)
 
-    await wait_for(lambda: slack_api.texts(CHANNEL, root) == [answer])
+    # The whole text may be appended before the stop: wait for the stop too.
+    await wait_for(lambda: len(slack_api.calls_to("chat.stopStream")) == 1)
+    assert slack_api.texts(CHANNEL, root) == [answer]
     [message] = slack_api.thread(CHANNEL, root)
     assert message.streamed
     assert not message.streaming
