@@ -15,6 +15,7 @@ from .catalogue import best_matches
 from .clock import wall_time
 from .conversations import ConversationKey, Status
 from .engine import HELP_TEXT, ChatEngine, Refused
+from .feedback import feedback_text
 from .policy import Actor
 from .usage import status_text
 
@@ -144,7 +145,10 @@ async def _run(
             f"Model: {current}. System prompt: {engine.system_of(conversation) or '(none)'}. "
             f"History: {kept} messages. {'A reply is streaming.' if running else 'Idle.'}"
         )
-        return CommandResult(f"{text}\n{await _usage_status(engine, key, actor, current)}")
+        usage = await _usage_status(engine, key, actor, current)
+        feedback = await engine.feedback_of(key)
+        votes = "" if feedback is None else f"\n{feedback_text(feedback)}"
+        return CommandResult(f"{text}\n{usage}{votes}")
     return CommandResult(f"Unknown command {name!r}. {HELP_TEXT}", ok=False)
 
 

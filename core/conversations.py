@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, NamedTuple, Protocol, TypeAlias
 
+from .feedback import Counts, MemoryFeedback
 from .usage import MemoryUsage, Tokens, UsageReport
 
 __all__ = [
@@ -167,6 +168,12 @@ class Message:
     #: An assistant reply's lines about its prompt's files (why one was skipped, a cut text
     #: file), shown under it (:func:`core.delivery.final_note`).
     notes: tuple[str, ...] = ()
+    #: An assistant reply's id (:attr:`core.engine.Reply.id`): what its buttons' action ids
+    #: name (:mod:`core.controls`); ``None`` in replies stored before it was recorded.
+    id: str | None = None
+    #: An assistant reply's asker (the user id that sent the prompt; ``None`` without one, e.g.
+    #: the web chat's operator): who may stop or regenerate it besides an admin.
+    user: str | None = None
 
     @property
     def text(self) -> str:
@@ -196,6 +203,10 @@ class Message:
             data["attachments"] = [a.to_dict() for a in self.attachments]
         if self.notes:
             data["notes"] = list(self.notes)
+        if self.id is not None:
+            data["id"] = self.id
+        if self.user is not None:
+            data["user"] = self.user
         return data
 
     @classmethod
@@ -211,6 +222,8 @@ class Message:
             unavailable=tuple(clean_text(str(m)) for m in data.get("unavailable") or ()),
             attachments=_attachments(data.get("attachments")),
             notes=tuple(clean_text(str(n)) for n in data.get("notes") or ()),
+            id=None if data.get("id") is None else clean_text(str(data["id"])),
+            user=None if data.get("user") is None else clean_text(str(data["user"])),
         )
 
     @property
@@ -429,6 +442,7 @@ class MemoryStore:
         self._items: OrderedDict[ConversationKey, Conversation] = OrderedDict()
         self.evicted = 0
         self._usage = MemoryUsage()
+        self._feedback = MemoryFeedback()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -458,11 +472,13 @@ class MemoryStore:
         while len(self._items) > self.max_conversations:
             gone, _ = self._items.popitem(last=False)
             self._usage.forget([gone])
+            self._feedback.forget([gone])
             self.evicted += 1
 
     async def delete(self, key: ConversationKey) -> None:
         self._items.pop(key, None)
         self._usage.forget([key])
+        self._feedback.forget([key])
 
     async def add_usage(
         self, key: ConversationKey, user: str | None, day: str, model: str, tokens: Tokens
@@ -472,6 +488,18 @@ class MemoryStore:
 
     async def read_usage(self, key: ConversationKey, user: str | None, day: str) -> UsageReport:
         return self._usage.read(key, user, day)
+
+    async def set_vote(
+        self, key: ConversationKey, reply_id: str, user: str, model: str, vote: int
+    ) -> None:
+        """A user's vote on a reply (a :class:`~core.feedback.FeedbackStore`)."""
+        self._feedback.set(key, reply_id, user, model, vote)
+
+    async def vote_of(self, key: ConversationKey, reply_id: str, user: str) -> int:
+        return self._feedback.get(key, reply_id, user)
+
+    async def read_feedback(self, key: ConversationKey) -> dict[str, Counts]:
+        return self._feedback.read(key)
 
     def keys(self) -> list[ConversationKey]:
         return list(self._items)

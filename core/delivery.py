@@ -13,12 +13,13 @@ import asyncio
 from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Protocol
+from typing import Any, Protocol
 
 from llmconnect import REASONING, TEXT
 
 from .budget import EditBudget, SendBudgets
 from .clock import Clock
+from .controls import final_controls, streaming_controls
 from .conversations import Status
 from .engine import ChatEngine, Reply
 from .fallback import fallback_line
@@ -49,7 +50,9 @@ class Renderer(Protocol):
     """What :func:`deliver_with` drives; :class:`~core.render.StreamRenderer` is one.
 
     ``feed`` must not wait on the network and raises :class:`SinkGone` once the platform message
-    is gone; ``finish(note)`` ends on the complete text (plus ``note`` on its own line).
+    is gone; ``finish(note)`` ends on the complete text (plus ``note`` on its own line). A
+    renderer that draws buttons takes ``finish(note, controls=...)`` (:mod:`core.controls`):
+    :func:`deliver_with` passes them when asked to (``controls=True``).
     """
 
     async def feed(self, delta: str) -> None: ...
@@ -247,9 +250,16 @@ async def deliver(
     clock: Clock | None = None,
     window_limit: int = 0,
     window_seconds: float = 0.0,
+    controls: bool = False,
+    reuse: Any = None,
 ) -> RenderResult:
     """Stream ``reply`` into ``sink`` and end on its complete text (plus a note, if any);
-    ``window_limit``/``window_seconds``: the platform's edit window (see StreamRenderer)."""
+    ``window_limit``/``window_seconds``: the platform's edit window (see StreamRenderer).
+
+    ``controls``: the message carries the reply's buttons (:mod:`core.controls`; ``sink`` is
+    a :class:`~core.render.ControlsSink`): Stop while it streams, Regenerate and 👍/👎 from
+    the final edit on. ``reuse``: render into this existing message (a ref ``sink.edit``
+    takes) instead of posting a new one: a regeneration replaces the old answer's text."""
     renderer = StreamRenderer(
         sink,
         min_interval=min_interval,
@@ -257,12 +267,18 @@ async def deliver(
         clock=clock,
         window_limit=window_limit,
         window_seconds=window_seconds,
+        controls=streaming_controls(reply.key, reply.id) if controls else None,
+        reuse=reuse,
     )
-    return await deliver_with(engine, reply, renderer)
+    return await deliver_with(engine, reply, renderer, controls=controls)
 
 
-async def deliver_with(engine: ChatEngine, reply: Reply, renderer: Renderer) -> RenderResult:
-    """Stream ``reply`` into ``renderer`` and end on its complete text (plus a note, if any).
+async def deliver_with(
+    engine: ChatEngine, reply: Reply, renderer: Renderer, *, controls: bool = False
+) -> RenderResult:
+    """Stream ``reply`` into ``renderer`` and end on its complete text (plus a note, if any);
+    with ``controls``, the final buttons go with the final text
+    (``renderer.finish(note, controls=core.controls.final_controls(reply))``).
 
     Records the reply's platform requests, budget wait and final lag in ``engine.metrics``, once,
     when it ends (nothing per delta)."""
@@ -283,7 +299,11 @@ async def deliver_with(engine: ChatEngine, reply: Reply, renderer: Renderer) -> 
                 await engine.stop(reply.key)
         await reply
         ended = engine.clock.now()
-        result = await renderer.finish(final_note(reply))
+        if controls:
+            finish: Any = renderer.finish
+            result = await finish(final_note(reply), controls=final_controls(reply))
+        else:
+            result = await renderer.finish(final_note(reply))
         return result
     except Exception:
         failed = True

@@ -66,6 +66,7 @@ from .conversations import (
     clean_text,
 )
 from .fallback import open_reply
+from .feedback import Counts, FeedbackStore
 from .logs import log_reply_end, new_reply_id, reply_context
 from .metrics import Metrics
 from .model_options import options_for
@@ -77,7 +78,15 @@ from .usage import Tokens, UsageReport, UsageStore, quota_refusal, utc_day
 if TYPE_CHECKING:
     from .attachments import Attachment
 
-__all__ = ["ChatEngine", "Refused", "Reply", "StoreUnavailable"]
+__all__ = [
+    "NOT_IN_HISTORY",
+    "NOT_LATEST",
+    "ONLY_ASKER",
+    "ChatEngine",
+    "Refused",
+    "Reply",
+    "StoreUnavailable",
+]
 
 log = logging.getLogger("llmconnect.engine")
 
@@ -92,6 +101,12 @@ NOT_SAVED = (
     "This answer could not be saved (the conversation store is unreachable): "
     "it will not be part of the conversation's history."
 )
+#: A reply's Stop or Regenerate pressed by someone else than its asker (or an admin).
+ONLY_ASKER = "Only the asker can do that."
+#: Regenerate pressed on a reply that a newer one (or a queued prompt) followed.
+NOT_LATEST = "Only the latest reply here can be regenerated."
+#: A control pressed on a reply that has left the history (trimmed, reset, evicted).
+NOT_IN_HISTORY = "That reply is no longer in this conversation's history."
 #: How long ``stop`` waits for a generation running in another process to end, polling.
 REMOTE_STOP_WAIT = 10.0
 REMOTE_STOP_POLL = 0.05
@@ -146,7 +161,9 @@ class Reply:
         "prompt",
         "reasoning",
         "reasoning_since",
+        "replaces",
         "started",
+        "stored",
         "task",
         "usage",
         "user",
@@ -179,6 +196,11 @@ class Reply:
         #: message), started before ``submit``: the LLM is asked once it is shown (or after
         #: :data:`HEARD_WAIT`).
         self.heard: asyncio.Future[Any] | None = None
+        #: A regeneration's: the id of the reply it replaces (:meth:`ChatEngine.regenerate`).
+        self.replaces: str | None = None
+        #: True once its turn is in the conversation (saved): the reply can be regenerated
+        #: and rated (a prompt stopped while queued never is).
+        self.stored = False
         self._on_end: Callable[[Reply], None] | None = None
         self._waiters: list[asyncio.Future[None]] = []
         self._final: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -563,7 +585,13 @@ class ChatEngine:
                 f"That message is {len(prompt):,} characters; the limit is {limit:,}. "
                 "Please shorten it."
             )
-        self._check_queue(key)  # before the rate limit: a refused prompt takes no slot
+        await self._check_limits(key, actor)
+        return prompt
+
+    async def _check_limits(self, key: ConversationKey, actor: Actor | None) -> None:
+        """:class:`Refused` when the queue is full, a daily token cap is reached or ``actor``
+        sends too fast (in that order: a refused prompt takes no rate-limit slot)."""
+        self._check_queue(key)
         await self._check_quota(key, actor)
         if actor is not None:
             settings = self.settings
@@ -575,7 +603,6 @@ class ChatEngine:
                 raise Refused(
                     f"You are sending messages too fast; try again in {math.ceil(wait)} s."
                 )
-        return prompt
 
     async def submit(
         self,
@@ -603,17 +630,34 @@ class ChatEngine:
             if self.cluster.shared and self._stop_listener is None:
                 await self._listen_for_stops()
             conversation = await self.conversation(key, parent)
+        stored = tuple(s for a in attachments if (s := a.stored()) is not None)
+        notes = tuple(a.note for a in attachments if a.note)
+        user = actor.user_id if actor is not None else None
+        return self._enqueue(key, conversation, prompt, user, parent, stored, notes, heard=heard)
+
+    def _enqueue(
+        self,
+        key: ConversationKey,
+        conversation: Conversation,
+        prompt: str,
+        user: str | None,
+        parent: ConversationKey | None,
+        attachments: tuple[MessageAttachment, ...] = (),
+        notes: tuple[str, ...] = (),
+        replaces: str | None = None,
+        heard: Awaitable[object] | None = None,
+    ) -> Reply:
+        """Queue a checked prompt (with its stored files) behind ``key``'s replies."""
         self._check_queue(key)  # again: other prompts may have been queued while this waited
         placeholder = Message("assistant", status=Status.PENDING)
         reply = Reply(key, placeholder, self.model_of(conversation))
         reply.prompt, reply.started, reply._on_end = prompt, self.clock.now(), self._ended
-        reply.user = actor.user_id if actor is not None else None
+        reply.user, reply.replaces = user, replaces
+        placeholder.id, placeholder.user = reply.id, user
+        reply.attachments, placeholder.notes = attachments, notes
         if heard is not None:
             reply.heard = asyncio.ensure_future(heard)
             reply.heard.add_done_callback(_ignore_failure)
-        if attachments:
-            reply.attachments = tuple(s for a in attachments if (s := a.stored()) is not None)
-            placeholder.notes = tuple(a.note for a in attachments if a.note)
         self._queues.setdefault(key, []).append(reply)
         lock = self._locks.setdefault(key, asyncio.Lock())
         task = asyncio.create_task(self._run(reply, prompt, lock, parent), name=f"reply {key}")
@@ -621,6 +665,125 @@ class ChatEngine:
         self._tasks[task] = reply
         task.add_done_callback(lambda t: self._task_done(reply, t))
         return reply
+
+    # ----------------------------------------------------------------- reply controls
+
+    async def find_reply(
+        self, key: ConversationKey, reply_id: str
+    ) -> tuple[Message | None, Message | None, bool]:
+        """``(the assistant message with id reply_id, the latest assistant message, whether a
+        prompt is queued or running here)`` of ``key``'s conversation as it is now (a running
+        reply included); ``(None, None, busy)`` when there is no conversation.
+        :class:`StoreUnavailable` when the store cannot be reached."""
+        conversation = await self.get(key)
+        for reply in self._queues.get(key, ()):
+            if reply.id == reply_id:
+                latest = reply.message if reply is self._queues[key][-1] else None
+                return reply.message, latest, True
+        if conversation is None:
+            return None, None, self.is_busy(key)
+        found = latest = None
+        for message in reversed(conversation.messages):
+            if message.role != "assistant":
+                continue
+            if latest is None:
+                latest = message
+            if message.id == reply_id:
+                found = message
+                break
+        return found, latest, self.is_busy(key)
+
+    async def regenerate(
+        self,
+        key: ConversationKey,
+        reply_id: str,
+        *,
+        actor: Actor | None = None,
+        parent: ConversationKey | None = None,
+    ) -> Reply:
+        """Ask the prompt of the reply ``reply_id`` again (with its files), the conversation's
+        current model answering; the old answer leaves the history first (so the model does not
+        see it). Returns the new :class:`Reply` at once, like :meth:`submit`.
+
+        :class:`Refused` when ``actor`` is neither the asker nor an admin
+        (:data:`ONLY_ASKER`), the reply is not the conversation's latest
+        (:data:`NOT_LATEST`) or has not ended, it has left the history, or a limit applies
+        (the access lists, the queue, the quotas, the per-user rate)."""
+        reason = self.policy.refusal(actor, key.channel, parent.channel if parent else None)
+        if reason:
+            raise Refused(reason)
+        with _reaching_store(key):
+            found, latest, busy = await self.find_reply(key, reply_id)
+            if found is None:
+                raise Refused(NOT_IN_HISTORY)
+            if not self.policy.may_control(actor, found.user):
+                raise Refused(ONLY_ASKER)
+            if found is not latest or (busy and found.status in FINAL):
+                raise Refused(NOT_LATEST)
+            if found.status not in FINAL:
+                raise Refused("This reply is still being written: stop it first.")
+            conversation = await self.conversation(key, parent)
+            asked = _asked(conversation, reply_id)
+            if asked is None:
+                raise Refused(NOT_IN_HISTORY)
+            await self._check_limits(key, actor)
+            if self.cluster.shared and self._stop_listener is None:
+                await self._listen_for_stops()
+        # The reply stays the asker's (they may stop it), whoever pressed the button.
+        return self._enqueue(
+            key,
+            conversation,
+            asked.content,
+            found.user,
+            parent,
+            asked.attachments,
+            found.notes,
+            replaces=reply_id,
+        )
+
+    async def stop_reply(self, key: ConversationKey, reply_id: str) -> bool:
+        """Stop the reply ``reply_id`` when it runs or waits its turn (here, or in another
+        process sharing the store); False when it has ended (or is unknown). Unlike
+        :meth:`stop`, never another reply of the conversation."""
+        for reply in self._queues.get(key, ()):
+            if reply.id == reply_id:
+                if reply is self._queues[key][0]:
+                    return await self.stop(key)
+                return reply.cancel()
+        if self.cluster.shared and key not in self._live:
+            with _reaching_store(key):
+                stored = await self.store.get(key)
+            last = _latest_answer(stored)
+            if last is not None and last.id == reply_id and last.status not in FINAL:
+                return await self.stop(key)
+        return False
+
+    async def vote(self, key: ConversationKey, reply_id: str, user: str, vote: int) -> int:
+        """``user``'s vote (:data:`core.feedback.UP`, :data:`~core.feedback.DOWN`) on the
+        reply ``reply_id``: the same vote again withdraws it, the other replaces it. Returns
+        the vote now kept (0: none). :class:`Refused` when the reply is not in the history (or
+        has not ended), or the store keeps no votes."""
+        store = self.store
+        if not isinstance(store, FeedbackStore):
+            raise Refused("Feedback is not kept by this store.")
+        with _reaching_store(key):
+            found, _, _ = await self.find_reply(key, reply_id)
+            if found is None or found.status not in FINAL:
+                raise Refused(
+                    NOT_IN_HISTORY if found is None else "This reply is still being written."
+                )
+            before = await store.vote_of(key, reply_id, user)
+            now = 0 if before == vote else vote
+            await store.set_vote(key, reply_id, user, found.model or self.default_model, now)
+        return now
+
+    async def feedback_of(self, key: ConversationKey) -> dict[str, Counts] | None:
+        """``key``'s votes per model; ``None`` when the store keeps none."""
+        store = self.store
+        if not isinstance(store, FeedbackStore):
+            return None
+        with _reaching_store(key):
+            return await store.read_feedback(key)
 
     def _ended(self, reply: Reply) -> None:
         log_reply_end(log, reply, self.clock.now(), content=self.settings.log_content)
@@ -695,6 +858,11 @@ class ChatEngine:
         placeholder = reply.message
         reply.model = self.model_of(conversation)
         reply_context(key, reply.id, reply.model)
+        if reply.replaces is not None and not _drop_answer(conversation, reply.replaces):
+            # A newer turn came in since Regenerate was pressed: nothing is replaced.
+            placeholder.finish(Status.ERROR, NOT_LATEST)
+            reply._finish()
+            return
         conversation.messages.append(Message("user", prompt, attachments=reply.attachments))
         history, content = _history_and_prompt(conversation, reply, settings.history_max_images)
         conversation.messages.append(placeholder)
@@ -709,6 +877,7 @@ class ChatEngine:
             placeholder.finish(Status.ERROR, STORE_FAILED)
             reply._finish()
             return
+        reply.stored = True
         self._last[key] = reply
         self._last.move_to_end(key)
         if len(self._last) > settings.max_conversations:
@@ -1029,6 +1198,39 @@ def _reaching_store(key: ConversationKey) -> Iterator[None]:
             "%s: the conversation store is unreachable (%s: %s)", key, type(exc).__name__, exc
         )
         raise StoreUnavailable() from None
+
+
+def _latest_answer(conversation: Conversation | None) -> Message | None:
+    if conversation is not None:
+        for message in reversed(conversation.messages):
+            if message.role == "assistant":
+                return message
+    return None
+
+
+def _asked(conversation: Conversation, reply_id: str) -> Message | None:
+    """The user message the reply ``reply_id`` answers, when that reply is the latest one."""
+    messages = conversation.messages
+    last = _latest_answer(conversation)
+    if last is None or last.id != reply_id:
+        return None
+    index = messages.index(last)
+    for message in reversed(messages[:index]):
+        if message.role == "user":
+            return message
+    return None
+
+
+def _drop_answer(conversation: Conversation, reply_id: str) -> bool:
+    """Remove the latest turn (its user message and answer) when its answer is ``reply_id`` and
+    has ended; False (nothing removed) otherwise."""
+    asked = _asked(conversation, reply_id)
+    last = _latest_answer(conversation)
+    if asked is None or last is None or last.status not in FINAL:
+        return False
+    messages = conversation.messages
+    del messages[messages.index(asked) :]
+    return True
 
 
 def _pointed_at(spec: ProviderSpec, env: Mapping[str, str], default_provider: str) -> bool:

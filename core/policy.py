@@ -61,6 +61,20 @@ class AccessPolicy:
             actor.platform_admin or actor.user_id in self.settings.admin_user_ids
         )
 
+    def may_control(self, actor: Actor | None, asker: str | None) -> bool:
+        """Whether ``actor`` may stop or regenerate a reply ``asker`` asked for (its buttons).
+
+        The asker may; so may an admin, and here only an explicit one (``ADMIN_USER_IDS`` or the
+        platform's own admin): unlike :meth:`is_admin`, an empty ``ADMIN_USER_IDS`` does not make
+        everyone one, or anyone could stop anyone's answer. No actor (the web chat: whoever
+        reaches the page is its operator) may; a reply without a recorded asker only admins.
+        """
+        if actor is None:
+            return True
+        if asker is not None and actor.user_id == asker:
+            return True
+        return actor.platform_admin or actor.user_id in self.settings.admin_user_ids
+
 
 class SlidingLog:
     """At most ``limit`` events per key in any ``window`` seconds: a log of event times per key.

@@ -11,6 +11,12 @@ that always carry the latest text, continuing in new messages at the platform's 
 on the complete text. :class:`~core.budget.EditBudget` shares a scope's request budget between
 all live renderers (:class:`~core.budget.SendBudgets` when posts and edits are limited apart).
 
+Buttons (:mod:`core.controls`): a renderer given ``controls`` calls the sink's ``post`` and
+``edit`` with a ``controls=`` keyword, so the buttons travel in the same request as the text
+(never a request of their own): the streaming controls (Stop) on the message being written,
+none on a message frozen full, the final controls (``finish(note, controls=...)``) on the last
+message in the final edit. Without ``controls`` the sink is called as before.
+
 Adapters implement :class:`MessageSink` and only classify what the platform answered:
 :class:`SinkRateLimited` (a 429), :class:`SinkTransient` (worth retrying), :class:`SinkGone` (the
 message is gone); anything else is fatal. The retry policy lives here, once.
@@ -22,17 +28,22 @@ import asyncio
 import math
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from core.budget import BudgetTicket, EditBudget, SendBudgets
 from core.clock import Clock, MonotonicClock
 from core.split import find_cut, open_fence
 
+if TYPE_CHECKING:
+    from core.controls import Control
+
 __all__ = [
     "TRANSIENT_RETRIES",
     "TRANSIENT_WAIT",
     "BufferedRenderer",
+    "ControlsSink",
     "MessageSink",
     "RenderResult",
     "SinkGone",
@@ -72,6 +83,19 @@ class MessageSink(Protocol):
     async def edit(self, ref: Any, text: str) -> None:
         """Replace the text of the message ``ref`` returned by :meth:`post`."""
         ...
+
+
+@runtime_checkable
+class ControlsSink(Protocol):
+    """A :class:`MessageSink` whose messages carry buttons (:mod:`core.controls`): ``controls``
+    is the message's complete set of buttons in that request (``()``: none, remove any)."""
+
+    @property
+    def max_len(self) -> int: ...
+
+    async def post(self, text: str, *, controls: Sequence[Control] = ()) -> Any: ...
+
+    async def edit(self, ref: Any, text: str, *, controls: Sequence[Control] = ()) -> None: ...
 
 
 class SinkRateLimited(Exception):
@@ -383,7 +407,9 @@ class StreamRenderer(BufferedRenderer):
     """
 
     __slots__ = (
+        "_controls",
         "_edits",
+        "_final_controls",
         "_frozen",
         "_last",
         "_marker",
@@ -394,6 +420,7 @@ class StreamRenderer(BufferedRenderer):
         "_refs",
         "_settled",
         "_shown",
+        "_shown_controls",
         "_sink",
         "_status",
         "_status_over",
@@ -405,7 +432,7 @@ class StreamRenderer(BufferedRenderer):
 
     def __init__(
         self,
-        sink: MessageSink,
+        sink: MessageSink | ControlsSink,
         *,
         min_interval: float,
         budget: EditBudget | SendBudgets | None = None,
@@ -413,6 +440,8 @@ class StreamRenderer(BufferedRenderer):
         marker: str = " ▌",
         window_limit: int = 0,
         window_seconds: float = 0.0,
+        controls: Sequence[Control] | None = None,
+        reuse: Any = None,
     ) -> None:
         if window_limit < 0 or window_seconds < 0:
             raise ValueError("window_limit and window_seconds must not be negative")
@@ -430,6 +459,18 @@ class StreamRenderer(BufferedRenderer):
         self._shown: list[str] = []  # text last sent to each posted message
         self._last: list[float] = []  # send time of each posted message's last update
         self._settled = 0  # messages below this index are frozen and show their final text
+        #: The buttons while streaming (``None``: this renderer draws none, the sink is called
+        #: without ``controls``), and those last sent to each posted message.
+        self._controls = None if controls is None else tuple(controls)
+        self._final_controls: tuple[Control, ...] = ()  # finish(controls=...)
+        self._shown_controls: list[tuple[Control, ...] | None] = []
+        if reuse is not None:
+            # Render into a message that exists (a regenerated reply): its first update is an
+            # edit, due at once, whatever the message shows now.
+            self._refs.append(reuse)
+            self._shown.append("")
+            self._shown_controls.append(None)
+            self._last.append(-math.inf)
         #: Messages whose final edit is owed to the edit budgets (their reserve). The first is
         #: owed from the start: a burst of questions reserves its finals before the first words
         #: arrive, not one post at a time while earlier replies spend the window on interim edits.
@@ -449,6 +490,15 @@ class StreamRenderer(BufferedRenderer):
         self._window_seconds = float(window_seconds)
         self._status: str | None = None  # see show_status
         self._status_over = False
+
+    async def finish(
+        self, note: str | None = None, *, controls: Sequence[Control] = ()
+    ) -> RenderResult:
+        """:meth:`BufferedRenderer.finish`; ``controls`` are the last message's buttons from
+        the final edit on (ignored by a renderer made without ``controls``)."""
+        if not self._finishing:
+            self._final_controls = tuple(controls)
+        return await super().finish(note)
 
     # -- a status line before the text --------------------------------------------------------
 
@@ -532,7 +582,7 @@ class StreamRenderer(BufferedRenderer):
             self._absorb()  # send what arrived while we queued
         if k in self._owing and (self._finishing or k < len(self._frozen)):
             self._settle(k)  # its final has its slot: the reserve is free again
-        await self._send(k, self._desired(k))
+        await self._send(k, self._desired(k), self._desired_controls(k))
         return False
 
     def _settle(self, k: int) -> None:
@@ -561,19 +611,25 @@ class StreamRenderer(BufferedRenderer):
 
     # -- sending -----------------------------------------------------------------------------
 
-    async def _send(self, k: int, text: str) -> None:
-        """Post message ``k`` or edit it to ``text``; a 429 or a transient failure is waited out
-        here and the next step sends the latest text."""
+    async def _send(self, k: int, text: str, controls: tuple[Control, ...] | None) -> None:
+        """Post message ``k`` or edit it to ``text`` (and ``controls``); a 429 or a transient
+        failure is waited out here and the next step sends the latest text."""
         posted = k < len(self._refs)
-        if posted and self._shown[k] == text:
+        if posted and self._shown[k] == text and self._shown_controls[k] == controls:
             return
         started = self._clock.now()
         ref: Any = None
+        sink: Any = self._sink
         try:
-            if posted:
-                await self._sink.edit(self._refs[k], text)
+            if controls is None:
+                if posted:
+                    await sink.edit(self._refs[k], text)
+                else:
+                    ref = await sink.post(text)
+            elif posted:
+                await sink.edit(self._refs[k], text, controls=controls)
             else:
-                ref = await self._sink.post(text)
+                ref = await sink.post(text, controls=controls)
         except SinkRateLimited as exc:
             await self._wait_out_rate_limit(exc, post=not posted)
             return
@@ -582,8 +638,10 @@ class StreamRenderer(BufferedRenderer):
             return
         self._transient_streak = 0
         if posted:
+            self._shown_controls[k] = controls
             self._record_edit(k, text, started)
             return
+        self._shown_controls.append(controls)
         self._record_post(ref, text, started)
         if not (self._finishing or k < len(self._frozen)):
             self._owe(k)  # its final edit is to come: hold a slot for it
@@ -632,6 +690,21 @@ class StreamRenderer(BufferedRenderer):
 
     # -- what to send ------------------------------------------------------------------------
 
+    def _desired_controls(self, k: int) -> tuple[Control, ...] | None:
+        """The buttons message ``k`` should carry now: the streaming ones on the message being
+        written, the final ones on the last message once finishing, none on a full one."""
+        if self._controls is None:
+            return None
+        if k < len(self._frozen):
+            return ()
+        return self._final_controls if self._finishing else self._controls
+
+    def _current(self, k: int) -> bool:
+        """Message ``k`` shows what it should (text and buttons)."""
+        return self._shown[k] == self._desired(k) and (
+            self._shown_controls[k] == self._desired_controls(k)
+        )
+
     def _desired(self, k: int) -> str:
         """What message ``k`` should show now."""
         if k < len(self._frozen):
@@ -657,7 +730,7 @@ class StreamRenderer(BufferedRenderer):
                 if now < best_due:
                     best_k, best_due = k, now
                 break
-            if shown[k] != self._desired(k):
+            if not self._current(k):
                 if windowed and (self._finishing or k < frozen_count):
                     due = max(room, now)  # a final goes as soon as the platform allows it
                 else:

@@ -15,6 +15,10 @@ UTC day) and ``usage:user:<json [platform, user]>:<YYYY-MM-DD>`` (a user's) expi
 ``USAGE_DAY_EXPIRY`` seconds (two days) after their last count; ``usage:conv:<json key>:total``
 expires with ``ttl`` like the conversation and goes when the conversation is evicted.
 
+Votes on replies (:mod:`core.feedback`): ``feedback:<json key>``, a hash whose fields are
+``[reply id, user]`` (JSON) and values ``[vote, model]`` (JSON): one field per user per reply,
+so a vote is one ``HSET``/``HDEL``; it expires with ``ttl`` and goes with the conversation.
+
 The lock expires after ``lock_expiry`` seconds unless renewed; the holder renews it every third
 of that while its generation runs, so a crashed worker blocks a channel for at most
 ``lock_expiry`` seconds. Should a renewal find the lock taken by someone else (this process
@@ -39,6 +43,7 @@ from redis.asyncio.lock import Lock as RedisLock
 from redis.exceptions import LockError, LockNotOwnedError, RedisError
 
 from ..conversations import Conversation, ConversationKey, load_conversation, new_conversation
+from ..feedback import Counts
 from ..usage import DAY_SECONDS, Tokens, UsageReport
 
 if TYPE_CHECKING:
@@ -135,7 +140,7 @@ class RedisStore:
     async def delete(self, key: ConversationKey) -> None:
         name = self._name("conv", key)
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(name)
+            pipe.delete(name, self._name("feedback", key))
             pipe.zrem(self._index, name)
             await pipe.execute()
 
@@ -170,7 +175,9 @@ class RedisStore:
             if evicted:
                 conv, usage = f"{self.prefix}conv:".encode(), f"{self.prefix}usage:conv:".encode()
                 totals = [usage + name[len(conv) :] + b":total" for name, _ in evicted]
-                await self.client.delete(*[name for name, _ in evicted], *totals)
+                votes = f"{self.prefix}feedback:".encode()
+                feedback = [votes + name[len(conv) :] for name, _ in evicted]
+                await self.client.delete(*[name for name, _ in evicted], *totals, *feedback)
 
     # ----------------------------------------------------------------- token usage
 
@@ -212,6 +219,39 @@ class RedisStore:
             conversation_total=counts[1],
             user_day=counts[2] if user is not None else None,
         )
+
+    # ----------------------------------------------------------------- feedback
+
+    async def set_vote(
+        self, key: ConversationKey, reply_id: str, user: str, model: str, vote: int
+    ) -> None:
+        """A user's vote on a reply (a :class:`~core.feedback.FeedbackStore`): one hash field
+        per user per reply."""
+        name = self._name("feedback", key)
+        field = json.dumps([reply_id, user], separators=(",", ":"))
+        if not vote:
+            await self.client.hdel(name, field)
+            return
+        value = json.dumps([1 if vote > 0 else -1, model], separators=(",", ":"))
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(name, field, value)
+            if self.ttl > 0:
+                pipe.pexpire(name, int(self.ttl * 1000))
+            await pipe.execute()
+
+    async def vote_of(self, key: ConversationKey, reply_id: str, user: str) -> int:
+        field = json.dumps([reply_id, user], separators=(",", ":"))
+        raw = await self.client.hget(self._name("feedback", key), field)
+        return 0 if raw is None else int(json.loads(raw)[0])
+
+    async def read_feedback(self, key: ConversationKey) -> dict[str, Counts]:
+        raw = await self.client.hgetall(self._name("feedback", key))
+        counts: dict[str, list[int]] = {}
+        for value in raw.values():
+            vote, model = json.loads(value)
+            pair = counts.setdefault(str(model), [0, 0])
+            pair[0 if int(vote) > 0 else 1] += 1
+        return {model: Counts(*pair) for model, pair in counts.items()}
 
     async def aclose(self) -> None:
         await self.client.aclose()

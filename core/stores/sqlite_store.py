@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..conversations import Conversation, ConversationKey, load_conversation, new_conversation
+from ..feedback import Counts
 from ..usage import DAY_SECONDS, Tokens, UsageReport, utc_day
 from . import StoreURLError
 
@@ -56,6 +57,15 @@ CREATE TABLE IF NOT EXISTS usage (
     input_tokens INTEGER NOT NULL,
     output_tokens INTEGER NOT NULL,
     PRIMARY KEY (kind, platform, ident, day, model)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS feedback (
+    platform TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    reply_id TEXT NOT NULL,
+    user TEXT NOT NULL,
+    model TEXT NOT NULL,
+    vote INTEGER NOT NULL,
+    PRIMARY KEY (platform, channel, reply_id, user)
 ) WITHOUT ROWID;
 """
 
@@ -206,6 +216,10 @@ class SqliteStore:
             "DELETE FROM usage WHERE kind = 'conv' AND day = '' AND NOT EXISTS (SELECT 1 FROM "
             "conversations c WHERE c.platform = usage.platform AND c.channel = usage.ident)"
         )
+        db.execute(
+            "DELETE FROM feedback WHERE NOT EXISTS (SELECT 1 FROM conversations c WHERE "
+            "c.platform = feedback.platform AND c.channel = feedback.channel)"
+        )
 
     def _add_usage(
         self, key: ConversationKey, user: str | None, day: str, model: str, tokens: Tokens
@@ -246,10 +260,56 @@ class SqliteStore:
         )
 
     def _remove(self, key: ConversationKey) -> None:
-        self._conn().execute(
+        db = self._conn()
+        db.execute(
             "DELETE FROM conversations WHERE platform = ? AND channel = ?",
             (key.platform, key.channel),
         )
+        db.execute(
+            "DELETE FROM feedback WHERE platform = ? AND channel = ?", (key.platform, key.channel)
+        )
+
+    def _set_vote(
+        self, key: ConversationKey, reply_id: str, user: str, model: str, vote: int
+    ) -> None:
+        db = self._conn()
+        if not vote:
+            db.execute(
+                "DELETE FROM feedback WHERE platform = ? AND channel = ? AND reply_id = ? "
+                "AND user = ?",
+                (key.platform, key.channel, reply_id, user),
+            )
+            return
+        db.execute(
+            "INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT "
+            "(platform, channel, reply_id, user) DO UPDATE SET vote = excluded.vote, "
+            "model = excluded.model",
+            (key.platform, key.channel, reply_id, user, model, 1 if vote > 0 else -1),
+        )
+
+    def _vote_of(self, key: ConversationKey, reply_id: str, user: str) -> int:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT vote FROM feedback WHERE platform = ? AND channel = ? AND reply_id = ? "
+                "AND user = ?",
+                (key.platform, key.channel, reply_id, user),
+            )
+            .fetchone()
+        )
+        return 0 if row is None else int(row[0])
+
+    def _read_feedback(self, key: ConversationKey) -> dict[str, Counts]:
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT model, SUM(vote > 0), SUM(vote < 0) FROM feedback WHERE platform = ? "
+                "AND channel = ? GROUP BY model",
+                (key.platform, key.channel),
+            )
+            .fetchall()
+        )
+        return {str(m): Counts(int(up), int(down)) for m, up, down in rows}
 
     def _count(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM conversations").fetchone()[0])
@@ -309,6 +369,19 @@ class SqliteStore:
 
     async def read_usage(self, key: ConversationKey, user: str | None, day: str) -> UsageReport:
         return await self._call(self._read_usage, key, user, day)
+
+    async def set_vote(
+        self, key: ConversationKey, reply_id: str, user: str, model: str, vote: int
+    ) -> None:
+        """A user's vote on a reply (a :class:`~core.feedback.FeedbackStore`): one row per
+        user per reply."""
+        await self._call(self._set_vote, key, reply_id, user, model, vote)
+
+    async def vote_of(self, key: ConversationKey, reply_id: str, user: str) -> int:
+        return await self._call(self._vote_of, key, reply_id, user)
+
+    async def read_feedback(self, key: ConversationKey) -> dict[str, Counts]:
+        return await self._call(self._read_feedback, key)
 
     async def count(self) -> int:
         """How many conversations the file holds (idle ones not yet pruned included)."""

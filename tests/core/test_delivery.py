@@ -394,3 +394,57 @@ async def test_closing_shown_events_while_the_model_thinks(
     assert reply.text == "Answer"
     again = [event async for event in shown_events(engine, reply)]  # a late observer
     assert again == [("text", "Answer")]
+
+
+async def test_with_controls_stop_rides_while_streaming_and_the_final_edit_carries_the_rest(
+    make_engine: EngineMaker,
+) -> None:
+    from core.controls import final_controls, streaming_controls
+    from tests.core.test_render import ControlsRecordingSink
+
+    clock = FakeClock()
+    engine = make_engine(options={"words": 300})
+    sink = ControlsRecordingSink(clock=clock)
+
+    reply = await engine.submit(KEY, "tell me a story")
+    result = await clock.run(
+        deliver(engine, reply, sink, min_interval=1.0, clock=clock, controls=True)
+    )
+
+    stop = tuple(c.action_id for c in streaming_controls(KEY, reply.id))
+    final = tuple(c.action_id for c in final_controls(reply))
+    assert len(final) == 3
+    assert sink.calls[0][3] == stop
+    assert all(call[3] == stop for call in sink.calls[:-1])
+    assert sink.calls[-1][2:] == (echo_text("tell me a story", 300), final)
+    assert result.posts + result.edits == len(sink.calls)
+
+
+async def test_a_regeneration_renders_into_the_old_message(make_engine: EngineMaker) -> None:
+    from core.controls import Action, action_id, press
+    from tests.core.test_render import ControlsRecordingSink
+
+    clock = FakeClock()
+    engine = make_engine()
+    sink = ControlsRecordingSink(clock=clock)
+    first = await engine.submit(KEY, "again please")
+    done = await clock.run(deliver(engine, first, sink, min_interval=0, clock=clock, controls=True))
+
+    pressed = await press(engine, KEY, action_id(Action.REGENERATE, KEY, first.id), None)
+    assert pressed.reply is not None
+    again = await clock.run(
+        deliver(
+            engine,
+            pressed.reply,
+            sink,
+            min_interval=0,
+            clock=clock,
+            controls=True,
+            reuse=done.refs[-1],
+        )
+    )
+
+    assert again.refs == done.refs
+    assert again.posts == 0
+    assert sink.messages == [echo_text("again please")]
+    assert all(pressed.reply.id in button for button in sink.buttons[0])

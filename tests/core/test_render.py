@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,10 +15,12 @@ from hypothesis import strategies as st
 
 from core.budget import EditBudget, SendBudgets
 from core.clock import Clock, FakeClock, MonotonicClock
+from core.controls import Action, Control
 from core.render import (
     TRANSIENT_RETRIES,
     TRANSIENT_WAIT,
     BufferedRenderer,
+    ControlsSink,
     MessageSink,
     RenderResult,
     SinkGone,
@@ -956,3 +959,100 @@ async def test_a_renderer_that_stops_gives_back_the_finals_it_owed() -> None:
     assert updates.owed == 1
     await closed.aclose()  # shutdown: no final will come
     assert updates.owed == 0
+
+
+# -- buttons (core.controls) ride on the text's own requests --------------------------------------
+
+
+class ControlsRecordingSink(RecordingSink):
+    """A RecordingSink whose messages carry buttons: each call records the action ids sent."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.buttons: list[tuple[str, ...]] = []  # per message, as last sent
+        self.calls: list[tuple[str, int, str, tuple[str, ...]]] = []
+
+    async def post(self, text: str, *, controls: Sequence[Control] = ()) -> int:
+        ref = await super().post(text)
+        self.buttons.append(tuple(c.action_id for c in controls))
+        self.calls.append(("post", ref, text, self.buttons[ref]))
+        return ref
+
+    async def edit(self, ref: Any, text: str, *, controls: Sequence[Control] = ()) -> None:
+        await super().edit(ref, text)
+        self.buttons[ref] = tuple(c.action_id for c in controls)
+        self.calls.append(("edit", ref, text, self.buttons[ref]))
+
+
+STOP = Control(Action.STOP, "llmc:stop:0123456789ab:00000000", "Stop", "⏹", "danger")
+REGEN = Control(
+    Action.REGENERATE, "llmc:regen:0123456789ab:00000000", "Regenerate", "🔄", "secondary"
+)
+UP = Control(Action.UP, "llmc:up:0123456789ab:00000000", "", "👍", "secondary")
+
+
+async def test_stop_rides_on_the_posts_and_the_final_edit_swaps_it_for_the_final_buttons() -> None:
+    clock = FakeClock()
+    sink = ControlsRecordingSink(clock=clock)
+    assert isinstance(sink, ControlsSink)
+    r = StreamRenderer(sink, min_interval=1.0, clock=clock, controls=(STOP,))
+    await r.feed("Hel")
+    await clock.settle()
+    await r.feed("lo")
+    result = await clock.run(r.finish(controls=(REGEN, UP)))
+    assert sink.calls == [
+        ("post", 0, "Hel" + MARKER, (STOP.action_id,)),
+        ("edit", 0, "Hello", (REGEN.action_id, UP.action_id)),
+    ]
+    assert (result.posts, result.edits) == (1, 1)  # no request for the buttons alone
+
+
+async def test_a_final_edit_goes_for_the_buttons_even_when_the_text_is_unchanged() -> None:
+    clock = FakeClock()
+    sink = ControlsRecordingSink(clock=clock)
+    r = StreamRenderer(sink, min_interval=1.0, clock=clock, controls=(STOP,), marker="")
+    await r.feed("Done")
+    await clock.settle()
+    await clock.run(r.finish(controls=(REGEN,)))
+    assert sink.calls[-1] == ("edit", 0, "Done", (REGEN.action_id,))
+    assert sink.edits == 1
+
+
+async def test_a_message_frozen_full_loses_its_buttons_in_its_final_edit() -> None:
+    clock = FakeClock()
+    sink = ControlsRecordingSink(20, clock=clock)
+    r = StreamRenderer(sink, min_interval=1.0, clock=clock, controls=(STOP,))
+    await r.feed("word " * 3)
+    await clock.settle()
+    await r.feed("word " * 6)
+    result = await clock.run(r.finish(controls=(REGEN,)))
+    assert len(result.refs) >= 2
+    assert sink.buttons[:-1] == [()] * (len(result.refs) - 1)
+    assert sink.buttons[-1] == (REGEN.action_id,)
+    assert sink.posts + sink.edits == result.posts + result.edits
+    for _, _ref, text, _buttons in sink.calls:
+        assert text  # no call sent buttons without text
+
+
+async def test_without_controls_the_sink_is_called_as_before() -> None:
+    clock, sink, r = make()  # RecordingSink.post/edit take no controls keyword
+    await r.feed("x")
+    result = await clock.run(r.finish(controls=(REGEN,)))
+    assert sink.messages == ["x"]
+    assert result.posts == 1
+
+
+async def test_reuse_renders_into_an_existing_message_with_edits_only() -> None:
+    clock = FakeClock()
+    sink = ControlsRecordingSink(clock=clock)
+    old = await sink.post("old answer", controls=(REGEN,))
+    sink.calls.clear()
+    r = StreamRenderer(sink, min_interval=1.0, clock=clock, controls=(STOP,), reuse=old)
+    await r.feed("new")
+    await clock.settle()
+    result = await clock.run(r.finish(controls=(UP,)))
+    assert sink.calls == [
+        ("edit", 0, "new" + MARKER, (STOP.action_id,)),
+        ("edit", 0, "new", (UP.action_id,)),
+    ]
+    assert (result.refs, result.posts, result.edits) == ((old,), 0, 2)

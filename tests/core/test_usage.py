@@ -255,6 +255,7 @@ async def test_status_shows_tokens_cost_price_and_the_users_day(
         "about $0.09.",
         "Price of local/fake: $10000 / $5000 per million input / output tokens (approximate).",
         "Your tokens today: 22 of 100; resets in 3 h 12 min (00:00 UTC).",
+        "Feedback here: none yet.",
     ]
     await clock.advance(MIDNIGHT - clock.wall())
     lines = (await execute(engine, KEY, Command("status"), ALICE)).text.splitlines()
@@ -272,4 +273,5 @@ async def test_status_without_a_price_or_caps(local_engine: EngineMaker) -> None
         "Tokens here today (UTC): 11 (7 in, 4 out); in total: 11 (7 in, 4 out).",
         "Price of local/fake: not known (MODEL_PRICES sets it).",
         "Daily limit here: 11 of 50 tokens used; resets in 3 h 12 min (00:00 UTC).",
+        "Feedback here: none yet.",
     ]

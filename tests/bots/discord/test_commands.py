@@ -170,6 +170,7 @@ async def test_daily_token_limit_refuses_until_midnight_utc_and_status_shows_usa
         "about $0.09.",
         "Price of local/alpha: $10000 / $5000 per million input / output tokens (approximate).",
         "Your tokens today: 11 of 11; resets in 3 h 12 min (00:00 UTC).",
+        "Feedback here: none yet.",
     ]
 
     clock.set_wall(MIDNIGHT)  # 00:00 UTC: a new day

@@ -50,6 +50,7 @@ async def test_daily_token_limit_refuses_until_midnight_utc_and_status_shows_usa
         "Price of local/alpha: not known (MODEL_PRICES sets it).",
         "Daily limit here: 11 of 11 tokens used; resets in 3 h 12 min (00:00 UTC).",
         "Your tokens today: 11 of 1,000; resets in 3 h 12 min (00:00 UTC).",
+        "Feedback here: none yet.",
     ]
     assert slack_api.bot_token not in status["text"]
 

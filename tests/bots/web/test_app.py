@@ -310,6 +310,7 @@ async def test_the_daily_limit_refuses_says_when_it_resets_and_status_shows_the_
         "about $0.09.",
         "Price of local/fake: $10000 / $5000 per million input / output tokens (approximate).",
         "Daily limit here: 11 of 11 tokens used; resets in 3 h 12 min (00:00 UTC).",
+        "Feedback here: none yet.",
     ]
     assert body["usage"] == {
         "day": "2026-12-02",

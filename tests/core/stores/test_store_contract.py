@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from core.conversations import ConversationKey, Message, MessageAttachment, Status
+from core.feedback import DOWN, UP, Counts, FeedbackStore
 from core.stores.redis_store import USAGE_DAY_EXPIRY, RedisStore
 from core.usage import Tokens, UsageStore
 
@@ -108,6 +109,27 @@ async def test_the_model_that_answered_and_the_unavailable_ones_round_trip(
         ("openai/gpt-4o-mini", ("groq/llama",)),
         (None, ()),
         ("groq/llama", ()),
+    ]
+
+
+async def test_a_replys_id_and_asker_round_trip(make_store: StoreMaker):
+    store = await make_store()
+    conversation = await store.get_or_create(KEY)
+    conversation.messages = [
+        Message("user", "hi"),
+        Message("assistant", "hello", id="0123456789ab", user="U1"),
+        Message("user", "old"),
+        Message("assistant", "from before ids were kept"),
+    ]
+    await store.save(conversation)
+    reopened = store if make_store.backend == "memory" else await make_store()  # type: ignore[attr-defined]
+    stored = await reopened.get(KEY)
+    assert stored is not None
+    assert [(m.id, m.user) for m in stored.messages] == [
+        (None, None),
+        ("0123456789ab", "U1"),
+        (None, None),
+        (None, None),
     ]
 
 
@@ -364,3 +386,58 @@ async def test_daily_counts_do_not_outlive_the_next_days(make_store: StoreMaker)
     assert old.user_day == {}
     assert old.conversation_total == {"m/1": Tokens(3, 3)}
     assert (await store.read_usage(KEY, "u1", DAY)).user_day == {"m/1": Tokens(2, 2)}
+
+
+# -- feedback on replies (core.feedback.FeedbackStore) ---------------------------------------------
+
+
+async def test_votes_are_one_per_user_per_reply_changeable_and_counted_per_model(
+    make_store: StoreMaker,
+):
+    store = await make_store()
+    assert isinstance(store, FeedbackStore)
+    await store.save(await store.get_or_create(KEY))
+    await store.set_vote(KEY, "r1", "u1", "m/1", UP)
+    await store.set_vote(KEY, "r1", "u1", "m/1", UP)  # the same vote again: still one
+    await store.set_vote(KEY, "r1", "u2", "m/1", UP)
+    await store.set_vote(KEY, "r1", "u2", "m/1", DOWN)  # changed
+    await store.set_vote(KEY, "r2", "u1", "m/2", DOWN)
+    await store.set_vote(key(1), "r9", "u1", "m/1", UP)  # another conversation
+    assert await store.read_feedback(KEY) == {"m/1": Counts(1, 1), "m/2": Counts(0, 1)}
+    assert await store.vote_of(KEY, "r1", "u2") == DOWN
+    assert await store.vote_of(KEY, "r1", "u3") == 0
+    await store.set_vote(KEY, "r1", "u2", "m/1", 0)  # withdrawn
+    assert await store.vote_of(KEY, "r1", "u2") == 0
+    assert await store.read_feedback(KEY) == {"m/1": Counts(1, 0), "m/2": Counts(0, 1)}
+    assert await store.read_feedback(ConversationKey("test", "quiet")) == {}
+
+
+async def test_vote_keys_with_separators_do_not_collide(make_store: StoreMaker):
+    store = await make_store()
+    await store.set_vote(ConversationKey("a:b", "c"), "r:1", "u", "m/1", UP)  # type: ignore[attr-defined]
+    await store.set_vote(ConversationKey("a", "b:c"), "r", "1:u", "m/1", DOWN)  # type: ignore[attr-defined]
+    assert await store.read_feedback(ConversationKey("a:b", "c")) == {"m/1": Counts(1, 0)}  # type: ignore[attr-defined]
+    assert await store.vote_of(ConversationKey("a", "b:c"), "r", "1:u") == DOWN  # type: ignore[attr-defined]
+    assert await store.vote_of(ConversationKey("a", "b:c"), "r:1", "u") == 0  # type: ignore[attr-defined]
+
+
+async def test_votes_survive_a_restart(make_store: StoreMaker):
+    if make_store.backend == "memory":  # type: ignore[attr-defined]
+        pytest.skip("the memory store is this process only")
+    first = await make_store()
+    await first.save(await first.get_or_create(KEY))
+    await first.set_vote(KEY, "r1", "u1", "m/1", DOWN)  # type: ignore[attr-defined]
+    second = await make_store()
+    assert await second.read_feedback(KEY) == {"m/1": Counts(0, 1)}  # type: ignore[attr-defined]
+
+
+async def test_votes_go_with_their_conversation(make_store: StoreMaker):
+    store = await make_store(max_conversations=1)
+    await store.save(await store.get_or_create(key(0)))
+    await store.set_vote(key(0), "r", "u", "m/1", UP)  # type: ignore[attr-defined]
+    await store.save(await store.get_or_create(key(1)))
+    await store.set_vote(key(1), "r", "u", "m/1", UP)  # type: ignore[attr-defined]
+    await settle(store)  # key(0) evicted
+    assert await store.read_feedback(key(0)) == {}  # type: ignore[attr-defined]
+    await store.delete(key(1))
+    assert await store.read_feedback(key(1)) == {}  # type: ignore[attr-defined]
