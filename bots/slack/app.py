@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
@@ -39,6 +40,7 @@ from core.budget import EditBudget, SendBudgets
 from core.clock import Clock, MonotonicClock
 from core.cluster import BudgetShare
 from core.commands import Command, CommandResult, execute, parse_command
+from core.controls import ACTION_ID_PATTERN, Action, parse_action_id, press, streaming_controls
 from core.delivery import deliver_with
 from core.engine import ChatEngine, Refused, Reply
 from core.policy import Actor, is_prompt
@@ -178,6 +180,8 @@ class SlackBot:
             ],
         )
         self.app.assistant(assistant)
+        # The buttons on replies (core.controls): a click is a ``block_actions`` payload.
+        self.app.action(re.compile(ACTION_ID_PATTERN))(self._on_action)
         for name in SLASH_COMMANDS:
             self.app.command(name)(self._on_command)
 
@@ -467,6 +471,65 @@ class SlackBot:
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
 
+    # ------------------------------------------------------------------ buttons
+
+    async def _on_action(
+        self,
+        ack: AsyncAck,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        respond: Any,
+        context: AsyncBoltContext,
+    ) -> None:
+        """A click on a reply's button (``block_actions``, HTTP or Socket Mode): acknowledged at
+        once, then carried out by core's :func:`~core.controls.press` in the conversation of the
+        clicked message. A refusal ("only the asker can do that") and a vote's thanks go to the
+        clicker alone (ephemeral, by the payload's ``response_url``); a regeneration is written
+        into the same message."""
+        await ack()
+        clicked = _clicked(body, action)
+        if clicked is None:
+            log.warning("Ignored a block_actions payload without its message or user")
+            return
+        team_id, channel, user, ts, thread_ts, action_id = clicked
+        pressed = parse_action_id(action_id)
+        if pressed is None:
+            return
+        place = self.threads.place(
+            team_id=team_id or context.team_id or "",
+            channel=channel,
+            user_id=user,
+            ts=ts,
+            thread_ts=thread_ts,
+        )
+        # The message's conversation: the thread's, or (a top-level question answered in its
+        # thread, remembered or not after a restart) the channel's; the id's hash says which.
+        key, parent = place.key, place.parent
+        channel_key = Threads.channel_key(channel)
+        if not pressed.belongs_to(key) and pressed.belongs_to(channel_key):
+            key, parent = channel_key, None
+        actor = Actor(user)
+        admins = self.engine.settings.admin_user_ids
+        if pressed.action in (Action.STOP, Action.REGENERATE) and user not in admins:
+            actor = Actor(user, platform_admin=await self._workspace_admin(user))
+        result = await press(self.engine, key, pressed, actor, parent=parent)
+        if result.text:
+            await self._tell_clicker(respond, place, result.text)
+        if result.reply is not None:
+            again = Place(place.team_id, channel, user, key, parent, thread_ts=thread_ts)
+            self._spawn(self._deliver(again, result.reply, reuse=ts), result.reply)
+
+    async def _tell_clicker(self, respond: Any, place: Place, text: str) -> None:
+        """A short answer only the clicker sees: by the click's ``response_url`` (works where
+        the bot was not invited), else ``chat.postEphemeral``."""
+        if respond is not None and getattr(respond, "response_url", None):
+            try:
+                await respond(text=escape(text), response_type="ephemeral", replace_original=False)
+                return
+            except (SlackClientError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+                log.info("Could not answer a click by its response_url: %s", exc)
+        await self._tell(place, text, ephemeral=True)
+
     # ------------------------------------------------------------------ assistant threads
 
     async def _on_thread_started(self, event: dict[str, Any]) -> None:
@@ -630,25 +693,36 @@ class SlackBot:
         reply: Reply,
         status: StatusLine | None = None,
         heard: asyncio.Task[bool] | None = None,
+        *,
+        reuse: str | None = None,
     ) -> None:
-        """Write ``reply`` where ``place`` says; ``status`` (the thread's, maybe shown by
-        ``heard``) is cleared once the first text is in, or when the reply ends without any."""
+        """Write ``reply`` where ``place`` says (into message ``reuse`` when given: a
+        regeneration); ``status`` (the thread's, maybe shown by ``heard``) is cleared once the
+        first text is in, or when the reply ends without any."""
         try:
-            await self._write(place, reply, status)
+            await self._write(place, reply, status, reuse)
         except asyncio.CancelledError:
             if status is not None:
                 status.drop()
             raise
         await self._end_status(status, heard)
 
-    async def _write(self, place: Place, reply: Reply, status: StatusLine | None) -> None:
+    async def _write(
+        self, place: Place, reply: Reply, status: StatusLine | None, reuse: str | None = None
+    ) -> None:
+        """The reply's buttons (core.controls) ride on the same requests as its text: Stop on
+        each post and update while it streams by ``chat.update``, then Regenerate/👍/👎 on the
+        final update; a native stream cannot carry blocks until ``chat.stopStream``, so it has
+        no Stop and gets the final buttons there. A regeneration (``reuse``) is written by
+        ``chat.update`` into the clicked message."""
         interval = self.settings.slack_edit_interval
+        controls = streaming_controls(reply.key, reply.id)
         budgets = self.budgets(place.team_id)
         edits = budgets.for_edits(place.channel)
         gap = self.settings.slack_final_update_gap
         window = (1 if gap > 0 else 0, gap)  # one update per ``gap`` of a reply's message
         renderer: NativeStreamRenderer | StreamRenderer
-        if self.native(place):
+        if reuse is None and self.native(place):
             thread_ts = place.thread_ts or place.anchor_ts
             assert thread_ts is not None
             if place.thread_ts is None:
@@ -670,6 +744,7 @@ class SlackBot:
                 clock=self.clock,
                 status=status
                 or self.thread_status.line(budgets.statuses, place.channel, thread_ts),
+                controls=controls,
             )
         else:
             if place.thread_ts is not None:
@@ -687,9 +762,11 @@ class SlackBot:
                 clock=self.clock,
                 window_limit=window[0],
                 window_seconds=window[1],
+                controls=controls,
+                reuse=reuse,
             )
         try:
-            await deliver_with(self.engine, reply, renderer)
+            await deliver_with(self.engine, reply, renderer, controls=True)
         except asyncio.CancelledError:
             await renderer.aclose()
             raise
@@ -785,6 +862,30 @@ CHANNEL_BUDGETS = 1_000
 #: Slack when the call arrives; a call that took longer to arrive than the one a window later
 #: would otherwise land inside Slack's window.
 WINDOW_MARGIN = 0.5
+
+
+def _clicked(
+    body: dict[str, Any], action: dict[str, Any]
+) -> tuple[str, str, str, str, str | None, str] | None:
+    """(team, channel, user, message ts, its thread ts, action id) of a ``block_actions``
+    payload; ``None`` when a field is missing or not a string."""
+
+    def part(value: object, name: str) -> object:
+        return value.get(name) if isinstance(value, dict) else None
+
+    container, message = body.get("container"), body.get("message")
+    user = part(body.get("user"), "id")
+    team = part(body.get("team"), "id") or part(body.get("user"), "team_id") or ""
+    channel = part(body.get("channel"), "id") or part(container, "channel_id")
+    ts = part(message, "ts") or part(container, "message_ts")
+    thread_ts = part(message, "thread_ts") or part(container, "thread_ts")
+    action_id = action.get("action_id") if isinstance(action, dict) else None
+    fields = (team, channel, user, ts, action_id)
+    if not all(isinstance(f, str) for f in fields) or not all(fields[1:]):
+        return None
+    if thread_ts is not None and not isinstance(thread_ts, str):
+        return None
+    return str(team), str(channel), str(user), str(ts), thread_ts, str(action_id)
 
 
 def _per_minute(rate: float, clock: Clock, *, reserve: bool = False) -> EditBudget:

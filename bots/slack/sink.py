@@ -11,8 +11,8 @@ is the renderer's decision, not the sink's.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -20,7 +20,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from core.render import SinkGone, SinkRateLimited, SinkTransient
 
+from .blocks import message_blocks
 from .mrkdwn import to_mrkdwn
+
+if TYPE_CHECKING:
+    from core.controls import Control
 
 __all__ = ["GONE_ERRORS", "UPDATE_MAX_LEN", "SlackSink", "retry_after", "translate_error"]
 
@@ -95,20 +99,26 @@ class SlackSink:
     def __repr__(self) -> str:
         return f"SlackSink(channel={self.channel!r}, thread_ts={self.thread_ts!r})"
 
-    async def post(self, text: str) -> Any:
+    async def post(self, text: str, *, controls: Sequence[Control] | None = None) -> Any:
+        """Post ``text``; with ``controls`` (a renderer that draws buttons: even ``()``), the
+        text goes in section blocks with an ``actions`` block of the buttons under it, in the
+        same request (:mod:`~bots.slack.blocks`)."""
         if self._adopt is not None:
             ts, self._adopt = self._adopt, None
             try:
-                await self.edit(ts, text)
+                await self.edit(ts, text, controls=controls)
             except BaseException:
                 self._adopt = ts  # not shown yet: the renderer's retry edits it again
                 raise
             return ts
+        mrkdwn = to_mrkdwn(text)
+        blocks = None if controls is None else message_blocks(mrkdwn, controls)
         response = await self._call(
             lambda: self.client.chat_postMessage(
                 channel=self.channel,
                 thread_ts=self.thread_ts,
-                text=to_mrkdwn(text),
+                text=mrkdwn,
+                blocks=blocks,
                 unfurl_links=False,
                 unfurl_media=False,
             ),
@@ -119,9 +129,15 @@ class SlackSink:
             await after()
         return response["ts"]
 
-    async def edit(self, ref: Any, text: str) -> None:
+    async def edit(self, ref: Any, text: str, *, controls: Sequence[Control] | None = None) -> None:
+        """Edit message ``ref`` to ``text`` (and, with ``controls``, exactly these buttons:
+        ``()`` removes them), in one ``chat.update``."""
+        mrkdwn = to_mrkdwn(text)
+        blocks = None if controls is None else message_blocks(mrkdwn, controls)
         await self._call(
-            lambda: self.client.chat_update(channel=self.channel, ts=ref, text=to_mrkdwn(text)),
+            lambda: self.client.chat_update(
+                channel=self.channel, ts=ref, text=mrkdwn, blocks=blocks
+            ),
             idempotent=True,
         )
 

@@ -47,6 +47,12 @@ __all__ = [
 
 MAX_TEXT = 40_000
 MAX_MARKDOWN_PER_CALL = 12_000
+#: Block Kit limits Slack enforces on what the bot sends (``invalid_blocks`` past them).
+MAX_BLOCKS = 50
+MAX_SECTION_TEXT = 3_000
+MAX_ACTIONS_ELEMENTS = 25
+MAX_ACTION_ID = 255
+MAX_BUTTON_TEXT = 75
 #: Suggested prompts one ``assistant.threads.setSuggestedPrompts`` call may set.
 MAX_SUGGESTED_PROMPTS = 4
 _GONE = "channel_not_found"
@@ -101,6 +107,28 @@ class Message:
     appends: int = 0
     history: list[str] = field(default_factory=list)  # every visible text, in order
     last_update: float = -1e9
+    #: The message's Block Kit blocks (``None``: none; ``chat.stopStream`` blocks go under the
+    #: streamed text) and every set of button action ids it showed, in order.
+    blocks: list[dict[str, Any]] | None = None
+    button_history: list[list[str]] = field(default_factory=list)
+
+    @property
+    def buttons(self) -> list[str]:
+        """The action ids of the buttons it shows now."""
+        return [
+            element["action_id"]
+            for block in self.blocks or []
+            if block.get("type") == "actions"
+            for element in block.get("elements", [])
+            if element.get("type") == "button"
+        ]
+
+    @property
+    def block_text(self) -> str:
+        """The text of its section blocks, joined by line breaks."""
+        return "\n".join(
+            block["text"]["text"] for block in self.blocks or [] if block.get("type") == "section"
+        )
 
 
 #: What Slack's file host answers a download without the right token: a sign-in page, 200.
@@ -395,6 +423,50 @@ class FakeSlackAPI(LoopbackServer):
         admin = user in self.admins
         return {"user": {"id": user, "team_id": self.team_id, "is_admin": admin, "is_owner": False}}
 
+    @staticmethod
+    def _blocks(args: dict[str, Any]) -> list[dict[str, Any]] | bool | None:
+        """The call's ``blocks`` (``None`` when absent), or False when Slack would refuse them
+        (``invalid_blocks``): too many, a section text empty or too long, a button without an
+        ``action_id``, one too long or repeated, a button text too long."""
+        blocks = args.get("blocks")
+        if blocks is None:
+            return None
+        if isinstance(blocks, str):
+            blocks = json.loads(blocks)
+        if not isinstance(blocks, list) or len(blocks) > MAX_BLOCKS:
+            return False
+        seen: set[str] = set()
+        for block in blocks:
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind == "section":
+                text = (block.get("text") or {}).get("text")
+                if not isinstance(text, str) or not 1 <= len(text) <= MAX_SECTION_TEXT:
+                    return False
+            elif kind == "actions":
+                elements = block.get("elements")
+                if not isinstance(elements, list) or not 1 <= len(elements) <= MAX_ACTIONS_ELEMENTS:
+                    return False
+                for element in elements:
+                    action_id = element.get("action_id")
+                    label = (element.get("text") or {}).get("text")
+                    if (
+                        element.get("type") != "button"
+                        or not isinstance(action_id, str)
+                        or not 1 <= len(action_id) <= MAX_ACTION_ID
+                        or action_id in seen
+                        or not isinstance(label, str)
+                        or not 1 <= len(label) <= MAX_BUTTON_TEXT
+                    ):
+                        return False
+                    seen.add(action_id)
+            else:
+                return False
+        return blocks
+
+    def _set_blocks(self, message: Message, blocks: list[dict[str, Any]] | None) -> None:
+        message.blocks = blocks
+        message.button_history.append(message.buttons)
+
     def _m_chat_postMessage(self, call: Call) -> dict[str, Any] | web.Response:
         text = call.args.get("text") or ""
         channel = call.args.get("channel", "")
@@ -402,7 +474,12 @@ class FakeSlackAPI(LoopbackServer):
             return self._error(call, _GONE)
         if len(text) > MAX_TEXT:
             return self._error(call, "msg_too_long")
+        blocks = self._blocks(call.args)
+        if blocks is False:
+            return self._error(call, "invalid_blocks")
         message = Message(channel, self._next_ts(), text, call.args.get("thread_ts") or None)
+        if isinstance(blocks, list):
+            self._set_blocks(message, blocks)
         self._store(message)
         return {"channel": channel, "ts": message.ts, "message": {"text": text, "ts": message.ts}}
 
@@ -417,6 +494,9 @@ class FakeSlackAPI(LoopbackServer):
         text = call.args.get("text") or ""
         if len(text) > MAX_TEXT:
             return self._error(call, "msg_too_long")
+        blocks = self._blocks(call.args)
+        if blocks is False:
+            return self._error(call, "invalid_blocks")
         now = time.monotonic()
         wait = message.last_update + self.update_interval - now
         if wait > 0:
@@ -428,6 +508,8 @@ class FakeSlackAPI(LoopbackServer):
         message.streaming = False
         message.updates += 1
         message.history.append(text)
+        if isinstance(blocks, list):  # absent: the message keeps the blocks it had
+            self._set_blocks(message, blocks)
         return {"channel": message.channel, "ts": message.ts, "text": text}
 
     def _m_chat_startStream(self, call: Call) -> dict[str, Any] | web.Response:
@@ -476,6 +558,11 @@ class FakeSlackAPI(LoopbackServer):
         message = self._streaming(call)
         if isinstance(message, web.Response):
             return message
+        blocks = self._blocks(call.args)
+        if blocks is False:
+            return self._error(call, "invalid_blocks")
+        if isinstance(blocks, list):  # shown under the streamed text
+            self._set_blocks(message, blocks)
         message.text += self._stream_text(call.args)
         message.streaming = False
         message.history.append(message.text)
