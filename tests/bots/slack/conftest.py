@@ -30,7 +30,7 @@ from core.engine import ChatEngine
 from core.settings import Settings, load_settings
 from tests.fakes.journal import Journal
 from tests.fakes.llm_server import FakeLLMServer
-from tests.fakes.slack_api import FakeSlackAPI
+from tests.fakes.slack_api import FakeSlackAPI, Message
 
 SECRET = "test-signing-secret-0123456789"
 TEAM = "T0001"
@@ -198,6 +198,70 @@ class SlackClient:
         """A plain channel message (``message.channels``), no mention needed; returns its ts."""
         extra.setdefault("channel_type", "channel")
         return await self._send("message", text, channel, user, thread_ts, ts, **extra)
+
+    def click_payload(
+        self, message: Message, action_id: str, *, user: str = USER, rid: str
+    ) -> dict[str, Any]:
+        """The ``block_actions`` payload of ``user`` clicking button ``action_id`` on the bot's
+        ``message``, as Slack sends it (``response_url`` on the stand-in, id ``rid``)."""
+        [element] = [
+            e
+            for block in message.blocks or []
+            if block.get("type") == "actions"
+            for e in block["elements"]
+            if e["action_id"] == action_id
+        ]
+        container: dict[str, Any] = {
+            "type": "message",
+            "message_ts": message.ts,
+            "channel_id": message.channel,
+            "is_ephemeral": False,
+        }
+        shown: dict[str, Any] = {
+            "type": "message",
+            "user": "UBOT",
+            "bot_id": "BBOT",
+            "ts": message.ts,
+            "text": message.text,
+            "blocks": message.blocks,
+        }
+        if message.thread_ts:
+            container["thread_ts"] = shown["thread_ts"] = message.thread_ts
+        return {
+            "type": "block_actions",
+            "user": {"id": user, "username": "someone", "team_id": TEAM},
+            "api_app_id": "A0001",
+            "token": "unused-verification-token",
+            "container": container,
+            "trigger_id": f"trigger-{rid}",
+            "team": {"id": TEAM, "domain": "fake"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "channel": {"id": message.channel, "name": "general"},
+            "message": shown,
+            "response_url": self.slack.response_url(rid),
+            "actions": [
+                {
+                    "action_id": action_id,
+                    "block_id": "llmc_controls",
+                    "text": element["text"],
+                    "value": element.get("value", ""),
+                    "type": "button",
+                    "action_ts": str(time.time()),
+                }
+            ],
+        }
+
+    async def click(
+        self, message: Message, action_id: str, *, user: str = USER, **kwargs: Any
+    ) -> tuple[str, int, str]:
+        """A signed ``block_actions`` request (form field ``payload``, as Slack posts it);
+        returns the response_url id, the HTTP status and body."""
+        rid = f"r{next(_ids)}"
+        payload = self.click_payload(message, action_id, user=user, rid=rid)
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        status, answer = await self.post(body, "application/x-www-form-urlencoded", **kwargs)
+        return rid, status, answer
 
     @staticmethod
     def command_body(

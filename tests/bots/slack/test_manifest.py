@@ -52,3 +52,13 @@ def test_the_assistant_pane_is_declared_with_the_default_suggested_prompts() -> 
     assert view["assistant_description"]
     assert view["suggested_prompts"] == [p.model_dump() for p in DEFAULT_SUGGESTED_PROMPTS]
     assert len(view["suggested_prompts"]) <= MAX_SUGGESTED_PROMPTS
+
+
+def test_interactivity_is_on_for_the_reply_buttons() -> None:
+    interactivity = manifest()["settings"]["interactivity"]
+    assert interactivity["is_enabled"] is True
+    # Socket Mode delivers clicks itself; HTTP mode needs the events URL as request_url
+    # (the header says so): bolt takes clicks at the same path as events.
+    assert "request_url" not in interactivity
+    header = MANIFEST.read_text().split("display_information:")[0]
+    assert "under settings.interactivity" in header
