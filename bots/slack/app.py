@@ -408,7 +408,8 @@ class SlackBot:
             if status is not None
             else None
         )
-        self._title(place, text)
+        if not refused:
+            self._title(place, text)
         attachments = await self._shared_files(files) if files and not refused else []
         try:
             reply = await self.engine.submit(
