@@ -768,6 +768,9 @@ async def test_the_pending_reply_shows_before_the_llm_is_asked_and_a_refusal_tak
         await expect(reply).to_have_attribute("data-status", "complete", timeout=WAIT)
         await expect(reply.locator(".body")).to_have_text("You said: are you there")
         assert seen == ["pending"]
+        await expect(page.locator("#status")).to_have_attribute(
+            "data-status", "complete", timeout=WAIT
+        )
 
         await send(page, "x" * 51)  # over MAX_INPUT_CHARS: refused, and taken back
         await expect(page.locator("#notice")).to_contain_text("the limit is 50", timeout=WAIT)
