@@ -723,6 +723,7 @@ class SlackBot:
         gap = self.settings.slack_final_update_gap
         window = (1 if gap > 0 else 0, gap)  # one update per ``gap`` of a reply's message
         renderer: NativeStreamRenderer | StreamRenderer
+        sink: SlackSink | None = None
         if reuse is None and self.native(place):
             thread_ts = place.thread_ts or place.anchor_ts
             assert thread_ts is not None
@@ -766,9 +767,15 @@ class SlackBot:
                 controls=controls,
                 reuse=reuse,
             )
+        clearing = None
         try:
             await deliver_with(self.engine, reply, renderer, controls=True)
+            clearing = sink.after_first_post_task if sink is not None else None
+            if clearing is not None:
+                await asyncio.wait([clearing])  # the status clear, before the reply counts as done
         except asyncio.CancelledError:
+            if sink is not None and sink.after_first_post_task is not None:
+                sink.after_first_post_task.cancel()
             await renderer.aclose()
             raise
         except Exception as exc:  # a reply that could not be shown must not kill the bot

@@ -11,6 +11,7 @@ is the renderer's decision, not the sink's.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -75,8 +76,9 @@ class SlackSink:
 
     ``adopt_ts`` is an existing bot message to continue in: the first :meth:`post` edits it
     instead of posting (a native stream that expired goes on by edits in the same message).
-    ``after_first_post`` is awaited once the first message is posted (the thread's "is
-    thinking…" status is cleared when the first text is in).
+    ``after_first_post`` runs once the first message is posted, in the background
+    (:attr:`after_first_post_task`): the thread's "is thinking…" status is cleared when the first
+    text is in.
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class SlackSink:
     ) -> None:
         self.client = client
         self._after_first_post = after_first_post
+        self.after_first_post_task: asyncio.Future[None] | None = None
         self.channel = channel
         self.thread_ts = thread_ts
         self._adopt = adopt_ts
@@ -126,7 +129,9 @@ class SlackSink:
         )
         after, self._after_first_post = self._after_first_post, None
         if after is not None:
-            await after()
+            # In the background: the text's next update never waits for it (a status clear may
+            # wait for its budget's slot).
+            self.after_first_post_task = asyncio.ensure_future(after())
         return response["ts"]
 
     async def edit(self, ref: Any, text: str, *, controls: Sequence[Control] | None = None) -> None:
