@@ -30,13 +30,14 @@ from enum import StrEnum
 from typing import Literal
 
 from .conversations import ConversationKey, Status
-from .engine import NOT_IN_HISTORY, ONLY_ASKER, ChatEngine, Refused, Reply
+from .engine import NOT_IN_HISTORY, ONLY_ASKER, ChatEngine, Refused, Reply, StoreUnavailable
 from .feedback import DOWN, UP, vote_name
 from .policy import Actor
 
 __all__ = [
     "ACTION_ID_PATTERN",
     "ACTION_PREFIX",
+    "OPERATOR",
     "Action",
     "Control",
     "Press",
@@ -47,6 +48,7 @@ __all__ = [
     "parse_action_id",
     "press",
     "streaming_controls",
+    "voter",
 ]
 
 ACTION_PREFIX = "llmc"
@@ -123,6 +125,15 @@ def _control(action: Action, key: ConversationKey, reply_id: str) -> Control:
     return Control(action, action_id(action, key, reply_id), label, emoji, style)
 
 
+#: Who votes for a request without an actor (the web chat has no users: its operator).
+OPERATOR = "operator"
+
+
+def voter(actor: Actor | None) -> str:
+    """The user id a vote is kept under."""
+    return actor.user_id if actor is not None else OPERATOR
+
+
 def streaming_controls(key: ConversationKey, reply_id: str) -> tuple[Control, ...]:
     """What a reply's message carries while it is written: Stop."""
     return (_control(Action.STOP, key, reply_id),)
@@ -145,13 +156,16 @@ class PressResult:
 
     ``text``: a short answer for the presser only (ephemeral; ``""``: nothing to say, the
     message itself shows the effect). ``reply``: a regeneration to render into the same
-    message (its first edit replaces the old text and buttons). ``ok``: False for a refusal.
+    message (its first edit replaces the old text and buttons). ``ok``: False for a refusal;
+    ``unavailable``: the refusal is the store being unreachable (try again shortly: the web
+    answers 503).
     """
 
     text: str
     ok: bool = True
     reply: Reply | None = None
     vote: int = 0
+    unavailable: bool = False
 
 
 async def press(
@@ -175,7 +189,8 @@ async def press(
     try:
         return await _press(engine, key, pressed, actor, parent)
     except Refused as exc:
-        return PressResult(exc.user_message, ok=False)
+        unavailable = isinstance(exc, StoreUnavailable)
+        return PressResult(exc.user_message, ok=False, unavailable=unavailable)
 
 
 async def _press(
@@ -198,8 +213,7 @@ async def _press(
             return PressResult("")
         return PressResult("This reply has already ended.", ok=False)
     wanted = UP if pressed.action is Action.UP else DOWN
-    # The web chat has no users: its operator votes as one.
-    user = actor.user_id if actor is not None else "operator"
+    user = voter(actor)
     vote = await engine.vote(key, pressed.reply_id, user, wanted)
     if vote:
         return PressResult(f"Thanks for the feedback: {vote_name(vote)}.", vote=vote)

@@ -21,7 +21,7 @@ from .budget import EditBudget, SendBudgets
 from .clock import Clock
 from .controls import final_controls, streaming_controls
 from .conversations import Status
-from .engine import ChatEngine, Reply
+from .engine import NOT_LATEST, ChatEngine, Reply
 from .fallback import fallback_line
 from .render import MessageSink, RenderResult, SinkGone, StreamRenderer
 
@@ -299,6 +299,11 @@ async def deliver_with(
                 await engine.stop(reply.key)
         await reply
         ended = engine.clock.now()
+        if _untouched(reply):
+            # A regeneration that never ran (stopped while queued, or a newer turn came first):
+            # the message keeps the answer it shows, which is still the history's.
+            result = await renderer.finish(None)
+            return result
         if controls:
             finish: Any = renderer.finish
             result = await finish(final_note(reply), controls=final_controls(reply))
@@ -313,6 +318,14 @@ async def deliver_with(
         if result is not None and not result.gone and ended is not None:
             lag = engine.clock.now() - ended
         _record(engine, reply, renderer, result, failed=failed, lag=lag)
+
+
+def _untouched(reply: Reply) -> bool:
+    """A regeneration that ended without replacing anything: cancelled before it ran, or refused
+    under the lock because a newer turn came first (:data:`~core.engine.NOT_LATEST`)."""
+    if reply.replaces is None or reply.stored:
+        return False
+    return reply.status is Status.CANCELLED or reply.error == NOT_LATEST
 
 
 async def _feed_shown(engine: ChatEngine, reply: Reply, renderer: Renderer) -> None:

@@ -777,6 +777,14 @@ class ChatEngine:
             await store.set_vote(key, reply_id, user, found.model or self.default_model, now)
         return now
 
+    async def vote_of(self, key: ConversationKey, reply_id: str, user: str) -> int:
+        """``user``'s vote on the reply ``reply_id`` (0: none, or a store that keeps none)."""
+        store = self.store
+        if not isinstance(store, FeedbackStore):
+            return 0
+        with _reaching_store(key):
+            return await store.vote_of(key, reply_id, user)
+
     async def feedback_of(self, key: ConversationKey) -> dict[str, Counts] | None:
         """``key``'s votes per model; ``None`` when the store keeps none."""
         store = self.store
@@ -1208,28 +1216,36 @@ def _latest_answer(conversation: Conversation | None) -> Message | None:
     return None
 
 
+def _asked_at(conversation: Conversation, reply_id: str) -> int | None:
+    """The index of the user message the reply ``reply_id`` answers, when that reply is the
+    latest one (by identity, not equality: two turns may look alike)."""
+    answer: int | None = None
+    for index in range(len(conversation.messages) - 1, -1, -1):
+        message = conversation.messages[index]
+        if answer is None:
+            if message.role == "assistant":
+                if message.id != reply_id:
+                    return None
+                answer = index
+        elif message.role == "user":
+            return index
+    return None
+
+
 def _asked(conversation: Conversation, reply_id: str) -> Message | None:
     """The user message the reply ``reply_id`` answers, when that reply is the latest one."""
-    messages = conversation.messages
-    last = _latest_answer(conversation)
-    if last is None or last.id != reply_id:
-        return None
-    index = messages.index(last)
-    for message in reversed(messages[:index]):
-        if message.role == "user":
-            return message
-    return None
+    index = _asked_at(conversation, reply_id)
+    return None if index is None else conversation.messages[index]
 
 
 def _drop_answer(conversation: Conversation, reply_id: str) -> bool:
     """Remove the latest turn (its user message and answer) when its answer is ``reply_id`` and
     has ended; False (nothing removed) otherwise."""
-    asked = _asked(conversation, reply_id)
+    index = _asked_at(conversation, reply_id)
     last = _latest_answer(conversation)
-    if asked is None or last is None or last.status not in FINAL:
+    if index is None or last is None or last.status not in FINAL:
         return False
-    messages = conversation.messages
-    del messages[messages.index(asked) :]
+    del conversation.messages[index:]
     return True
 
 

@@ -247,7 +247,8 @@ class Settings(EnvSettings):
     )
     admin_user_ids: CommaList = Field(
         default_factory=list,
-        description="User ids allowed to change model/system prompt (empty: everyone may).",
+        description="User ids allowed to change model/system prompt (empty: everyone may) and to "
+        "stop or regenerate anyone's reply with its buttons (empty: only the asker may).",
     )
     allowed_users: CommaList = Field(
         default_factory=list, description="Only these user ids may use the bot (empty: all)."
@@ -339,6 +340,12 @@ class Settings(EnvSettings):
         description="What a reasoning model's thinking shows: off (nothing), status (a "
         "'💭 thinking… (12 s)' line until the answer starts), full (the thinking itself: a "
         "quoted block above the answer on Discord and Slack, a collapsed section on the web).",
+    )
+
+    reply_buttons: bool = Field(
+        True,
+        description="Buttons on a reply (Discord, the web; Slack's actions block builds on the "
+        "same core): Stop while it streams, then Regenerate and 👍/👎 on the latest reply.",
     )
 
     @field_validator("show_reasoning", mode="before")

@@ -7,6 +7,9 @@ A thin translation layer over ``core``: a Discord event becomes a :class:`Conver
 :class:`~core.budget.EditBudget` (Discord allows 50 requests/s per bot); each message is edited at
 most once per ``DISCORD_EDIT_INTERVAL``; the final edit goes as soon as the channel's edit window
 (``DISCORD_CHANNEL_EDITS`` per ``DISCORD_CHANNEL_EDIT_WINDOW``, Discord's ~5 per 5 s) has room.
+
+With ``REPLY_BUTTONS`` a reply carries its buttons (:mod:`bots.discord.buttons`) in those same
+requests; a click is :meth:`DiscordBot.on_control`, which hands it to :func:`core.controls.press`.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from core.budget import EditBudget
 from core.catalogue import best_matches
 from core.cluster import BudgetShare
 from core.commands import Command, execute, parse_command
+from core.controls import press
 from core.conversations import ConversationKey
 from core.delivery import deliver
 from core.engine import ChatEngine, Refused, Reply
@@ -40,6 +44,7 @@ from core.policy import Actor, is_prompt
 from core.render import MessageSink, SinkRateLimited, StreamRenderer
 from core.split import split_message
 
+from .buttons import ControlButton
 from .context import Context, gather_context
 from .rest import DiscordRest, DiscordRestError
 from .settings import DiscordSettings
@@ -209,6 +214,9 @@ class DiscordBot(discord.AutoShardedClient):
         token = self.http.token
         assert token is not None
         self.rest.open(SecretStr(token))
+        # Every reply button, of any message ever posted (no view per message: restarts keep
+        # them working).
+        self.add_dynamic_items(ControlButton)
         await self.budget_share.start()
         await self.sync_commands()
         if self.application_id is not None:
@@ -478,9 +486,11 @@ class DiscordBot(discord.AutoShardedClient):
         *,
         typing: Typing | None = None,
         shared_budget: bool = True,
+        reuse: str | None = None,
     ) -> None:
         """Deliver ``reply`` into ``sink``; the typing indicator (started when the question
-        arrived) shows until the first post."""
+        arrived) shows until the first post. ``reuse``: the message to render into instead of
+        posting (a regeneration)."""
         task = asyncio.current_task()
         assert task is not None
         self._active[task] = reply
@@ -494,6 +504,8 @@ class DiscordBot(discord.AutoShardedClient):
             posted.append(message_id)
 
         sink.on_post = on_post
+        if reuse is not None:
+            on_post(reuse)  # deleted meanwhile: stop quietly, as for a posted one
         try:
             await deliver(
                 self.engine,
@@ -504,6 +516,8 @@ class DiscordBot(discord.AutoShardedClient):
                 clock=self.engine.clock,
                 window_limit=self.settings.discord_channel_edits,
                 window_seconds=self.settings.discord_channel_edit_window,
+                controls=self.engine.settings.reply_buttons,
+                reuse=reuse,
             )
         except DiscordRestError as exc:
             # Discord refused the message (missing permission, ...): nobody can see the reply.
@@ -611,6 +625,37 @@ class DiscordBot(discord.AutoShardedClient):
         self.answered_in(interaction.channel)
         # Interaction endpoints are not bound to the bot-wide limit: no shared budget here.
         await self._stream(reply, sink, shared_budget=False)
+
+    # ----------------------------------------------------------------- reply buttons
+
+    async def on_control(self, interaction: discord.Interaction[Any], action_id: str) -> None:
+        """A reply button was clicked (:class:`~bots.discord.buttons.ControlButton`): the
+        core decides (:func:`core.controls.press`); a refusal or a thank-you goes to the
+        clicker alone (ephemeral), Stop shows on the message itself (its final edit), and a
+        regeneration streams into the clicked message."""
+        key, parent, actor = self.interaction_context(interaction)
+        work = press(self.engine, key, action_id, actor, parent=parent)
+        task = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait({task}, timeout=DEFER_AFTER)
+        if not done:
+            await interaction.response.defer()  # a click: "deferred update", nothing shown
+        result = await task
+        if result.text and interaction.response.is_done():
+            # Deferred: the original response is the clicked message; a follow-up only.
+            await interaction.followup.send(result.text, ephemeral=True, allowed_mentions=_NONE)
+        elif result.text:
+            await interaction.response.send_message(
+                result.text, ephemeral=True, allowed_mentions=_NONE
+            )
+        elif not interaction.response.is_done():
+            await interaction.response.defer()
+        message = interaction.message
+        if result.reply is None or message is None:
+            return
+        guild_id = str(interaction.guild_id) if interaction.guild_id is not None else None
+        sink = ChannelSink(self.rest, str(message.channel.id), guild_id=guild_id)
+        self.answered_in(interaction.channel)
+        await self._stream(result.reply, sink, reuse=str(message.id))
 
     def model_choices(self, current: str) -> list[app_commands.Choice[str]]:
         """Autocomplete for /model: the 25 available models that best match what was typed

@@ -4,7 +4,8 @@
 reference) and further messages continue in the channel. :class:`InteractionSink` answers a slash
 command: its first message is the deferred interaction response (``@original``), further ones are
 follow-ups. Both send ``allowed_mentions`` that ping nobody on every create and every edit, and
-only classify Discord's answers in the renderer's terms: 404 → :class:`~core.render.SinkGone`
+carry the reply's buttons (:mod:`bots.discord.buttons`) in the same create or edit as the text
+when the renderer passes ``controls``, and only classify Discord's answers in the renderer's terms: 404 → :class:`~core.render.SinkGone`
 (the message was deleted: stop quietly), 429 → :class:`~core.render.SinkRateLimited` (raised by
 :class:`~.rest.DiscordRest`), a 5xx or an unreachable Discord on a request safe to repeat →
 :class:`~core.render.SinkTransient`; anything else is fatal. The renderer decides on retries.
@@ -12,11 +13,13 @@ only classify Discord's answers in the renderer's terms: 404 → :class:`~core.r
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from core.controls import Control
 from core.render import SinkGone, SinkTransient
 
+from .buttons import components_of
 from .rest import (
     NO_MENTIONS,
     DiscordNotFound,
@@ -72,6 +75,15 @@ class _Sink:
             self.on_post(message_id)
 
 
+def _payload(text: str, controls: Sequence[Control] | None) -> dict[str, Any]:
+    """A create or edit body: the text, nobody pinged, and the buttons when given (``()``
+    removes them; ``None`` leaves the message's as they are)."""
+    payload: dict[str, Any] = {"content": text, "allowed_mentions": NO_MENTIONS}
+    if controls is not None:
+        payload["components"] = components_of(controls)
+    return payload
+
+
 class ChannelSink(_Sink):
     """A reply in a channel, thread or DM; the first message references ``reply_to``."""
 
@@ -89,8 +101,8 @@ class ChannelSink(_Sink):
         self.guild_id = guild_id
         self.posted: list[str] = []
 
-    async def post(self, text: str) -> str:
-        payload: dict[str, Any] = {"content": text, "allowed_mentions": NO_MENTIONS}
+    async def post(self, text: str, *, controls: Sequence[Control] | None = None) -> str:
+        payload = _payload(text, controls)
         if not self.posted and self.reply_to is not None:
             reference: dict[str, Any] = {
                 "message_id": self.reply_to,
@@ -108,8 +120,8 @@ class ChannelSink(_Sink):
         self._posted(message_id)
         return message_id
 
-    async def edit(self, ref: Any, text: str) -> None:
-        payload = {"content": text, "allowed_mentions": NO_MENTIONS}
+    async def edit(self, ref: Any, text: str, *, controls: Sequence[Control] | None = None) -> None:
+        payload = _payload(text, controls)
         await self._call(
             lambda: self.rest.edit_message(self.channel_id, str(ref), payload), idempotent=True
         )
@@ -130,8 +142,8 @@ class InteractionSink(_Sink):
     def __repr__(self) -> str:  # the interaction token is a credential for 15 minutes
         return f"InteractionSink(application_id={self.application_id!r})"
 
-    async def post(self, text: str) -> str:
-        payload: dict[str, Any] = {"content": text, "allowed_mentions": NO_MENTIONS}
+    async def post(self, text: str, *, controls: Sequence[Control] | None = None) -> str:
+        payload = _payload(text, controls)
         if not self._original:
             await self._call(
                 lambda: self.rest.edit_webhook_message(
@@ -152,8 +164,8 @@ class InteractionSink(_Sink):
         self._posted(message_id)
         return message_id
 
-    async def edit(self, ref: Any, text: str) -> None:
-        payload = {"content": text, "allowed_mentions": NO_MENTIONS}
+    async def edit(self, ref: Any, text: str, *, controls: Sequence[Control] | None = None) -> None:
+        payload = _payload(text, controls)
         await self._call(
             lambda: self.rest.edit_webhook_message(
                 self.application_id, self.token, str(ref), payload

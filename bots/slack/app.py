@@ -717,7 +717,8 @@ class SlackBot:
         no Stop and gets the final buttons there. A regeneration (``reuse``) is written by
         ``chat.update`` into the clicked message."""
         interval = self.settings.slack_edit_interval
-        controls = streaming_controls(reply.key, reply.id)
+        buttons = self.engine.settings.reply_buttons  # REPLY_BUTTONS
+        controls = streaming_controls(reply.key, reply.id) if buttons else None
         budgets = self.budgets(place.team_id)
         edits = budgets.for_edits(place.channel)
         gap = self.settings.slack_final_update_gap
@@ -769,7 +770,7 @@ class SlackBot:
             )
         clearing = None
         try:
-            await deliver_with(self.engine, reply, renderer, controls=True)
+            await deliver_with(self.engine, reply, renderer, controls=buttons)
             clearing = sink.after_first_post_task if sink is not None else None
             if clearing is not None:
                 await asyncio.wait([clearing])  # the status clear, before the reply counts as done

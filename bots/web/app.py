@@ -18,7 +18,10 @@ Content-Security-Policy; the page renders LLM output as Markdown from escaped te
 (``static/app.js``), so HTML in a reply is shown, never run. Bounds: request bodies
 (``WEB_MAX_BODY_BYTES``, FastAPI's ``max_body_size``: 413, counted while reading, chunked or
 not) and open reply streams per client address (``WEB_MAX_STREAMS``, :mod:`bots.web.limits`).
-Every JSON answer is valid UTF-8 (a lone surrogate is sent as U+FFFD), a validation error names
+Reply buttons (``REPLY_BUTTONS``, :mod:`core.controls`): ``POST
+/chat/{conv_id}/replies/{reply_id}/{stop|regenerate|up|down}``, behind the same guard as every
+change; the page shows Stop on the reply being written and Regenerate, 👍 and 👎 on the latest
+one. A regeneration is followed like a new prompt (``bot-stream``). Every JSON answer is valid UTF-8 (a lone surrogate is sent as U+FFFD), a validation error names
 fields, never echoes the input, and a store that cannot be reached is a 503, on every route.
 """
 
@@ -31,7 +34,7 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 # FastAPI's own SSE support (``fastapi.sse``, FastAPI >= 0.135): maintained with FastAPI, encodes
 # each event, sends keep-alive comments and stops the generator when the client goes away.
@@ -48,6 +51,7 @@ from bots.health import Health, health_routes
 from core.attachments import Attachment, AttachmentLimits, prepare_all_async
 from core.clock import Clock
 from core.commands import Command, execute
+from core.controls import OPERATOR, Action, Press, key_hash, press
 from core.conversations import Conversation, ConversationKey, Message, clean_text
 from core.delivery import REASONING, STATUS, TEXT, final_note, shown_events
 from core.engine import ChatEngine, Refused, Reply, StoreUnavailable
@@ -65,6 +69,15 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 _TITLE_CHARS = 60
 
 ConvId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+ReplyId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{1,32}$")]
+#: The buttons' names in the URL.
+ACTIONS = {
+    "stop": Action.STOP,
+    "regenerate": Action.REGENERATE,
+    "up": Action.UP,
+    "down": Action.DOWN,
+}
+ActionName = Literal["stop", "regenerate", "up", "down"]
 
 
 class WebJSON(JSONResponse):
@@ -111,10 +124,31 @@ class WebChat:
         channel lists do."""
         key = self.key(conv_id)
         reply = await self.engine.submit(key, text, attachments=attachments)
+        self._follow(key, reply)
+        return reply
+
+    async def press(self, conv_id: str, reply_id: str, action: Action) -> dict[str, Any]:
+        """A reply button (:func:`core.controls.press`, as the operator: no actor). A
+        regeneration is followed like a prompt (``bot-stream`` shows it). :class:`Refused`
+        (:class:`StoreUnavailable`) when the core refuses."""
+        key = self.key(conv_id)
+        result = await press(self.engine, key, Press(action, reply_id, key_hash(key)), None)
+        if not result.ok:
+            raise StoreUnavailable(result.text) if result.unavailable else Refused(result.text)
+        if result.reply is not None:
+            self._follow(key, result.reply)
+        return {
+            "id": conv_id,
+            "reply_id": reply_id,
+            "text": result.text,
+            "vote": result.vote,
+            "regenerating": result.reply is not None,
+        }
+
+    def _follow(self, key: ConversationKey, reply: Reply) -> None:
         self._live.setdefault(key, deque()).append(reply)
         if reply.task is not None:
             reply.task.add_done_callback(lambda _: self._forget(key, reply))
-        return reply
 
     def _forget(self, key: ConversationKey, reply: Reply) -> None:
         live = self._live.get(key)
@@ -173,6 +207,10 @@ class WebChat:
             if conversation
             else []
         )
+        # The latest reply's buttons: which vote the page has given it.
+        latest = next((m for m in reversed(messages) if m["role"] == "assistant"), None)
+        if latest is not None and latest.get("id"):
+            latest["vote"] = await self.engine.vote_of(key, str(latest["id"]), OPERATOR)
         return {
             "id": conv_id,
             "title": _title(conversation),
@@ -180,6 +218,7 @@ class WebChat:
             if conversation
             else self.engine.default_model,
             "busy": self.busy(key),
+            "buttons": self.engine.settings.reply_buttons,
             "messages": messages,
         }
 
@@ -295,6 +334,7 @@ def _end_event(reply: Reply, busy: bool, show_reasoning: str) -> dict[str, Any]:
         "model": reply.model,
         "busy": busy,
         "created_at": reply.message.created_at,
+        "reply_id": reply.id,
     }
     if show_reasoning == "full" and reply.reasoning:
         end["reasoning"] = reply.reasoning_text
@@ -456,18 +496,25 @@ def create_app(
 
     @app.get("/chat/{conv_id}/bot-stream", response_class=EventSourceResponse)
     async def bot_stream(conv_id: ConvId) -> AsyncIterator[ServerSentEvent]:
-        """``start`` (status, model), ``delta`` (text; a late observer's first one is the text
+        """``start`` (status, model, ``reply_id``, and ``replaces``: the reply a regeneration
+        replaces), ``delta`` (text; a late observer's first one is the text
         so far), ``status`` (``SHOW_REASONING=status``: the thinking line, until the first
         delta), ``reasoning`` (``full``: a piece of the model's thinking), ``end`` (final status,
         content, error, the note to show under the reply, whether another reply is queued, the
-        reply's ``created_at`` and, with ``full``, its whole ``reasoning``)."""
+        reply's ``created_at``, its ``reply_id`` and, with ``full``, its whole ``reasoning``)."""
         key = web.key(conv_id)
         reply = web.follow(key)
         if reply is None:
             yield ServerSentEvent(event="end", data={"status": "idle", "busy": False})
             return
         yield ServerSentEvent(
-            event="start", data={"status": str(reply.status), "model": reply.model}
+            event="start",
+            data={
+                "status": str(reply.status),
+                "model": reply.model,
+                "reply_id": reply.id,
+                "replaces": reply.replaces,
+            },
         )
         async for kind, chunk in web.paced(reply):
             if kind == TEXT:
@@ -506,6 +553,22 @@ def create_app(
     @app.post("/chat/{conv_id}/stop", response_class=WebJSON)
     async def stop(conv_id: ConvId) -> dict[str, Any]:
         return {"id": conv_id, "stopped": await engine.stop(web.key(conv_id))}
+
+    @app.post(
+        "/chat/{conv_id}/replies/{reply_id}/{action}",
+        response_class=WebJSON,
+        response_model=None,
+    )
+    async def reply_button(
+        conv_id: ConvId, reply_id: ReplyId, action: ActionName
+    ) -> dict[str, Any] | JSONResponse:
+        """A reply's button: ``stop`` (that reply only), ``regenerate`` (the latest reply:
+        asked again, followed by ``bot-stream``), ``up``/``down`` (the operator's vote; the
+        same again withdraws it). ``{"id", "reply_id", "text", "vote", "regenerating"}``; a
+        refusal is 400 with ``{"error"}`` (503: the store is unreachable)."""
+        if web.closing and action == "regenerate":
+            return _error("The server is shutting down.", 503)
+        return await web.press(conv_id, reply_id, ACTIONS[action])
 
     @app.post("/chat/{conv_id}/reset", response_class=WebJSON)
     async def reset(conv_id: ConvId) -> dict[str, Any]:

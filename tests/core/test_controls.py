@@ -363,3 +363,18 @@ async def test_the_web_operator_may_press_everything(make_engine: EngineMaker) -
     result = await press(engine, KEY, action_id(Action.REGENERATE, KEY, reply.id), None)
     assert result.reply is not None
     await result.reply
+
+
+async def test_regenerate_drops_only_the_latest_of_two_alike_turns(
+    make_engine: EngineMaker,
+) -> None:
+    engine = make_engine()
+    await (await engine.submit(KEY, "same", actor=ASKER))
+    latest = await (await engine.submit(KEY, "same", actor=ASKER))
+    result = await press(engine, KEY, action_id(Action.REGENERATE, KEY, latest.id), ASKER)
+    assert result.reply is not None
+    new = await result.reply
+    conversation = await engine.conversation(KEY)
+    assert [m.role for m in conversation.messages] == ["user", "assistant"] * 2
+    assert conversation.messages[-1].id == new.id
+    assert conversation.messages[1].id != latest.id

@@ -448,3 +448,36 @@ async def test_a_regeneration_renders_into_the_old_message(make_engine: EngineMa
     assert again.posts == 0
     assert sink.messages == [echo_text("again please")]
     assert all(pressed.reply.id in button for button in sink.buttons[0])
+
+
+async def test_a_regeneration_stopped_before_it_ran_leaves_the_message_as_it_was(
+    make_engine: EngineMaker,
+) -> None:
+    from core.controls import Action, action_id, press
+    from tests.core.test_render import ControlsRecordingSink
+
+    clock = FakeClock()
+    engine = make_engine()
+    sink = ControlsRecordingSink(clock=clock)
+    first = await engine.submit(KEY, "keep me")
+    done = await clock.run(deliver(engine, first, sink, min_interval=0, clock=clock, controls=True))
+    shown = (list(sink.messages), list(sink.buttons))
+
+    pressed = await press(engine, KEY, action_id(Action.REGENERATE, KEY, first.id), None)
+    assert pressed.reply is not None
+    pressed.reply.cancel()  # before it ran
+    again = await clock.run(
+        deliver(
+            engine,
+            pressed.reply,
+            sink,
+            min_interval=0,
+            clock=clock,
+            controls=True,
+            reuse=done.refs[-1],
+        )
+    )
+
+    assert (again.posts, again.edits) == (0, 0)
+    assert (sink.messages, sink.buttons) == shown
+    assert (await engine.conversation(KEY)).messages[-1].id == first.id

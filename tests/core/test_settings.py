@@ -49,6 +49,15 @@ def test_comma_lists_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     assert s.allowed_roles == []
 
 
+def test_reply_buttons_are_on_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().reply_buttons is True
+    monkeypatch.setenv("REPLY_BUTTONS", "false")
+    assert load_settings().reply_buttons is False
+    monkeypatch.setenv("REPLY_BUTTONS", "maybe")
+    with pytest.raises(SettingsError):
+        load_settings()
+
+
 def test_comma_lists_as_overrides() -> None:
     assert load_settings(allowed_users="a, b").allowed_users == ["a", "b"]
     assert load_settings(allowed_users=["a", "b"]).allowed_users == ["a", "b"]

@@ -8,8 +8,8 @@ bot). This server speaks enough of both protocols for that; point discord.py at 
 
 Gateway (``/gateway``): HELLO → (client) heartbeats and IDENTIFY → READY, then one GUILD_CREATE per
 guild; tests then dispatch MESSAGE_CREATE (:meth:`send_message`), INTERACTION_CREATE
-(:meth:`slash`, :meth:`autocomplete`) and MESSAGE_DELETE (:meth:`delete_message`), all as TEXT
-frames. REST (``/api/v10``): login, command sync, message create/edit/delete, typing, interaction
+(:meth:`slash`, :meth:`autocomplete`, and a button click: :meth:`click`, type 3) and
+MESSAGE_DELETE (:meth:`delete_message`), all as TEXT frames. REST (``/api/v10``): login, command sync, message create/edit/delete, typing, interaction
 callbacks, webhook edits and follow-ups. Every REST answer is JSON with ``Content-Type:
 application/json`` exactly (discord.py compares the header).
 
@@ -25,7 +25,15 @@ which shards each event reached.
 Rate limits, answered the way Discord does: per-channel buckets for message creates and edits
 (``X-RateLimit-*`` headers on every answer; 429 with ``retry_after``, ``global: false``) and a
 bot-wide sliding window over every bot-authenticated request except interaction endpoints (429
-with ``global: true`` and ``X-RateLimit-Global``). 429s carry a ``Via`` header (without it
+with ``global: true`` and ``X-RateLimit-Global``).
+
+Message components: a message keeps the ``components`` (action rows of buttons) its create or
+last edit carried (an edit without the field keeps them, ``[]`` removes them), checked as Discord
+does (at most 5 rows of 5 buttons, a ``custom_id`` of 1 to 100 characters, unique in the
+message: else 400 Invalid Form Body). :meth:`click` presses a button the message shows (only
+one it shows: a click on a removed button is a test error); the interaction's callbacks are
+recorded (type 4 with ``flags`` 64: an ephemeral answer, stored as a message; 6: deferred update;
+7: the clicked message updated), and its ``@original`` is the clicked message. 429s carry a ``Via`` header (without it
 discord.py assumes a Cloudflare ban). :meth:`inject_429` forces 429s for fault tests.
 """
 
@@ -82,6 +90,30 @@ def _error(status: int, code: int, message: str) -> web.Response:
     return _json({"message": message, "code": code}, status)
 
 
+def _valid_components(rows: Any) -> bool:
+    """Discord's rules for buttons: at most 5 action rows (type 1) of at most 5 buttons (type
+    2), each with a label or an emoji and a ``custom_id`` of 1 to 100 characters, unique."""
+    if rows is None:
+        return True
+    if not isinstance(rows, list) or len(rows) > 5:
+        return False
+    seen: set[str] = set()
+    for row in rows:
+        buttons = row.get("components") if isinstance(row, dict) else None
+        if row.get("type") != 1 or not isinstance(buttons, list) or not 1 <= len(buttons) <= 5:
+            return False
+        for button in buttons:
+            custom_id = button.get("custom_id") if isinstance(button, dict) else None
+            if button.get("type") != 2 or not isinstance(custom_id, str):
+                return False
+            if not 1 <= len(custom_id) <= 100 or custom_id in seen:
+                return False
+            if not (button.get("label") or button.get("emoji")):
+                return False
+            seen.add(custom_id)
+    return True
+
+
 # --------------------------------------------------------------------------- records
 
 
@@ -105,10 +137,21 @@ class StoredMessage:
     #: A forwarded message's snapshot (``content``, ``attachments``); its reference is the
     #: forwarded message's (``type`` 1).
     snapshot: dict[str, Any] | None = None
+    #: Its action rows of buttons, as last sent.
+    components: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ephemeral(self) -> bool:
         return bool(self.flags & _EPHEMERAL)
+
+    @property
+    def buttons(self) -> list[dict[str, Any]]:
+        """Its buttons, row by row."""
+        return [b for row in self.components for b in row.get("components", [])]
+
+    @property
+    def custom_ids(self) -> list[str]:
+        return [str(b.get("custom_id")) for b in self.buttons]
 
 
 @dataclass
@@ -128,7 +171,7 @@ class FakeInteraction:
 
     id: str
     token: str
-    type: int  # 2: slash command, 4: autocomplete
+    type: int  # 2: slash command, 3: a button click (name: its custom_id), 4: autocomplete
     name: str
     channel_id: str
     user_id: str
@@ -136,6 +179,8 @@ class FakeInteraction:
     callbacks: list[dict[str, Any]] = field(default_factory=list)
     original_id: str | None = None
     followup_ids: list[str] = field(default_factory=list)
+    #: A click's message (the one whose button was pressed).
+    message_id: str | None = None
 
     @property
     def responded(self) -> bool:
@@ -688,7 +733,7 @@ class FakeDiscordServer(LoopbackServer):
             "embeds": [],
             "pinned": False,
             "flags": message.flags,
-            "components": [],
+            "components": list(message.components),
         }
         if message.reference:
             payload["message_reference"] = message.reference
@@ -788,8 +833,6 @@ class FakeDiscordServer(LoopbackServer):
         interaction = FakeInteraction(
             self._next_id(), secrets.token_urlsafe(24), kind, name, channel_id, user_id, options
         )
-        self.interactions[interaction.id] = interaction
-        self._tokens[interaction.token] = interaction
         data: dict[str, Any] = {
             "id": command_id,
             "name": name,
@@ -801,6 +844,39 @@ class FakeDiscordServer(LoopbackServer):
         }
         if scope is not None:
             data["guild_id"] = scope
+        await self._dispatch_interaction(interaction, data)
+        return interaction
+
+    async def click(self, message: StoredMessage, user_id: str, custom_id: str) -> FakeInteraction:
+        """``user_id`` presses the button ``custom_id`` on ``message`` (INTERACTION_CREATE type
+        3, ``MESSAGE_COMPONENT``, with the message as Discord sends it)."""
+        message = self.messages[message.id]
+        assert not message.deleted, "a deleted message has no buttons to press"
+        assert custom_id in message.custom_ids, f"{custom_id!r} is not on the message"
+        interaction = FakeInteraction(
+            self._next_id(),
+            secrets.token_urlsafe(24),
+            3,
+            custom_id,
+            message.channel_id,
+            user_id,
+            {},
+            message_id=message.id,
+        )
+        data = {"custom_id": custom_id, "component_type": 2}
+        await self._dispatch_interaction(interaction, data, self._message_payload(message))
+        return interaction
+
+    async def _dispatch_interaction(
+        self,
+        interaction: FakeInteraction,
+        data: dict[str, Any],
+        message: dict[str, Any] | None = None,
+    ) -> None:
+        channel_id, user_id, kind = interaction.channel_id, interaction.user_id, interaction.type
+        guild = self._guild_of(channel_id)
+        self.interactions[interaction.id] = interaction
+        self._tokens[interaction.token] = interaction
         payload: dict[str, Any] = {
             "id": interaction.id,
             "application_id": self.application_id,
@@ -826,8 +902,9 @@ class FakeDiscordServer(LoopbackServer):
             payload["member"] = member
         else:
             payload["user"] = self.users[user_id]
+        if message is not None:
+            payload["message"] = message
         await self._dispatch("INTERACTION_CREATE", payload)
-        return interaction
 
     def _permissions(self, guild: FakeGuild, user_id: str) -> int:
         if user_id == guild.owner_id:
@@ -1072,6 +1149,7 @@ class FakeDiscordServer(LoopbackServer):
             reference=body.get("message_reference"),
             interaction_id=interaction.id if interaction else None,
             payloads=[body],
+            components=list(body.get("components") or []),
         )
         self.messages[message.id] = message
         return message
@@ -1079,12 +1157,18 @@ class FakeDiscordServer(LoopbackServer):
     def _edit(self, message: StoredMessage, body: dict[str, Any]) -> None:
         if "content" in body:
             message.content = str(body["content"] or "")
+        if "components" in body:
+            message.components = list(body["components"] or [])
         message.flags &= ~_LOADING
         message.edits += 1
         message.payloads.append(body)
 
     @staticmethod
     def _too_long(body: dict[str, Any]) -> web.Response | None:
+        """400 Invalid Form Body for content over 2,000 characters or components Discord
+        refuses (see the module doc)."""
+        if not _valid_components(body.get("components")):
+            return _json({"message": "Invalid Form Body", "code": 50035}, 400)
         if len(str(body.get("content") or "")) > 2000:
             return _json(
                 {
@@ -1207,10 +1291,17 @@ class FakeDiscordServer(LoopbackServer):
         if interaction.responded:
             return _error(400, 40060, "Interaction has already been acknowledged.")
         body = await request.json()
-        interaction.callbacks.append(body)
         kind = body.get("type")
         data = body.get("data") or {}
+        if (error := self._too_long(data)) is not None:
+            return error
+        interaction.callbacks.append(body)
         resource: dict[str, Any] = {"type": kind}
+        if kind in (6, 7) and interaction.message_id is not None:
+            # A click's deferred update or update: the clicked message is the response.
+            interaction.original_id = interaction.message_id
+            if kind == 7:
+                self._edit(self.messages[interaction.message_id], data)
         if kind in (4, 5):
             flags = int(data.get("flags") or 0) | (_LOADING if kind == 5 else 0)
             message = self._store(

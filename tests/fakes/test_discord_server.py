@@ -285,3 +285,39 @@ async def test_a_thread_started_from_a_message_takes_its_id_once_with_a_valid_na
         {"name": "n"},
     )
     assert (status, body["code"]) == (403, 50013)
+
+
+def _row(*custom_ids: str) -> list[dict[str, Any]]:
+    buttons = [{"type": 2, "style": 2, "label": "x", "custom_id": c} for c in custom_ids]
+    return [{"type": 1, "components": buttons}]
+
+
+async def test_components_are_kept_checked_and_clickable_while_shown(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with FakeDiscordServer(edit_limit=None) as server:
+        await _components(server, http)
+
+
+async def _components(server: FakeDiscordServer, http: aiohttp.ClientSession) -> None:
+    guild = server.add_guild()
+    channel = server.add_channel(guild)
+    user = server.add_member(guild, "alice")
+    url = f"{server.api_url}/channels/{channel}/messages"
+    status, _, created = await call(http, "POST", url, {"content": "a", "components": _row("s")})
+    assert status == 200
+    assert created["components"] == _row("s")
+    message = server.messages[created["id"]]
+    for bad in (_row("x" * 101), _row("d", "d"), _row(*"abcdef"), [{"type": 2}]):
+        status, _, _ = await call(http, "PATCH", f"{url}/{message.id}", {"components": bad})
+        assert status == 400
+    await call(http, "PATCH", f"{url}/{message.id}", {"content": "b"})  # no field: kept
+    assert message.custom_ids == ["s"]
+    click = await server.click(message, user, "s")
+    assert (click.type, click.name, click.message_id) == (3, "s", message.id)
+    answer = f"{server.api_url}/interactions/{click.id}/{click.token}/callback"
+    status, _, _ = await call(http, "POST", answer, {"type": 7, "data": {"components": []}})
+    assert status == 204
+    assert message.components == []  # an update edits the clicked message
+    with pytest.raises(AssertionError):
+        await server.click(message, user, "s")  # no longer shown

@@ -165,7 +165,12 @@ async def test_state_changes_from_another_origin_are_refused(make_web: ServeWeb)
     other = "http://127.0.0.1:1"  # another port of the same host: same site, another origin
     async with client_for(server.url) as client:
         await chat_with_history(client, "kept", "remember this")
+        reply = (await client.get("/chat/kept")).json()["messages"][-1]["id"]
+        button = f"/chat/kept/replies/{reply}"
         attempts = [
+            await client.post(f"{button}/regenerate", headers={"Origin": other}),
+            await client.post(f"{button}/up", headers={"Sec-Fetch-Site": "cross-site"}),
+            await client.post(f"{button}/down"),  # not a browser, and no JSON body
             await client.post("/chat/kept/reset", headers={"Origin": other}),
             await client.post("/chat/kept/reset", headers={"Origin": "null"}),
             await client.post("/chat/kept/reset", headers={"Sec-Fetch-Site": "same-site"}),
@@ -183,6 +188,8 @@ async def test_state_changes_from_another_origin_are_refused(make_web: ServeWeb)
         assert response.status_code == 403, response.text
         assert "refused" in response.json()["error"]
     assert len(state["messages"]) == 2
+    assert state["messages"][-1]["id"] == reply  # not regenerated
+    assert state["messages"][-1]["vote"] == 0  # nor rated
     assert [c["id"] for c in listed] == ["kept"]
 
 

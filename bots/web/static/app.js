@@ -29,6 +29,7 @@
     busy: false,
     modelChanges: 0, // bumped on every model pick; an older server answer must not undo it
     files: [], // files to send with the next message: { file, name, kind, url (an image's data URL) }
+    buttons: true, // REPLY_BUTTONS: Stop on the reply being written, Regenerate/👍/👎 on the latest
   };
 
   // ------------------------------------------------------------------ Markdown, safely
@@ -294,6 +295,78 @@
     note.hidden = !msg.note;
   }
 
+  // ------------------------------------------------------------------ reply buttons
+
+  const BUTTONS = {
+    stop: { text: "⏹ Stop", title: "Stop this reply" },
+    regenerate: { text: "🔄 Regenerate", title: "Ask again for a new answer" },
+    up: { text: "👍", title: "Good answer" },
+    down: { text: "👎", title: "Bad answer" },
+  };
+
+  // A reply's buttons (the server decides what they do: core/controls.py): "streaming" shows
+  // Stop, "final" Regenerate and, for a complete answer with text, 👍 and 👎 (pressed: the vote
+  // given); "none" clears them. Only the latest reply gets the final ones.
+  function paintControls(el, mode, msg = {}) {
+    let box = el.querySelector(".controls");
+    if (!box) {
+      box = document.createElement("div");
+      box.className = "controls";
+      el.append(box);
+    }
+    const id = el.dataset.replyId;
+    const names = !state.buttons || !id ? [] : mode === "streaming" ? ["stop"] : mode === "final" ? ["regenerate"] : [];
+    if (mode === "final" && names.length && msg.status === "complete" && msg.content) names.push("up", "down");
+    box.replaceChildren(
+      ...names.map((name) => {
+        const b = document.createElement("button");
+        b.type = "button";
+        b.className = `ctl ctl-${name}`;
+        b.dataset.action = name;
+        b.textContent = BUTTONS[name].text;
+        b.title = BUTTONS[name].title;
+        b.setAttribute("aria-label", BUTTONS[name].title);
+        if (name === "up" || name === "down") {
+          b.setAttribute("aria-pressed", String(msg.vote === (name === "up" ? 1 : -1)));
+        }
+        return b;
+      }),
+    );
+    box.hidden = names.length === 0;
+  }
+
+  async function pressControl(el, action) {
+    const id = el.dataset.replyId;
+    if (!id) return;
+    notice("");
+    let result;
+    try {
+      result = await api("POST", `/chat/${encodeURIComponent(state.id)}/replies/${encodeURIComponent(id)}/${action}`);
+    } catch (err) {
+      notice(err.message);
+      return;
+    }
+    if (result.regenerating) {
+      // The new answer streams into this very message.
+      closeStream();
+      state.streamEl = el;
+      state.streamText = "";
+      el.querySelector(".body").textContent = "";
+      el.querySelector(".note").hidden = true;
+      delete el.dataset.replyId;
+      paintControls(el, "none");
+      setStatus("pending");
+      openStream();
+    } else if (action === "up" || action === "down") {
+      for (const b of el.querySelectorAll(".ctl-up, .ctl-down")) {
+        b.setAttribute("aria-pressed", String(result.vote === (b.dataset.action === "up" ? 1 : -1)));
+      }
+      info(result.text);
+    } else if (result.text) {
+      info(result.text);
+    }
+  }
+
   // A file chip: an image's thumbnail (a same-origin URL or a data: URL: the CSP allows no other)
   // or a 📄, then the name as text.
   function fileChip(file) {
@@ -375,6 +448,7 @@
   function messageEl(msg) {
     const el = document.createElement("article");
     el.className = `msg ${msg.role === "user" ? "user" : "assistant"}`;
+    if (msg.role === "assistant" && msg.id) el.dataset.replyId = msg.id;
     const meta = document.createElement("div");
     meta.className = "meta";
     meta.textContent = msg.role === "user" ? "you" : msg.model || "assistant";
@@ -412,6 +486,7 @@
     const box = $("messages");
     box.replaceChildren();
     state.streamEl = null;
+    state.buttons = conv.buttons !== false;
     let last = null;
     for (const msg of conv.messages) {
       const el = appendMessage(msg);
@@ -420,6 +495,9 @@
     if (last && (last.msg.status === "pending" || last.msg.status === "streaming")) {
       state.streamEl = last.el;
       state.streamText = last.msg.content;
+      paintControls(last.el, "streaming");
+    } else if (last && !conv.busy) {
+      paintControls(last.el, "final", last.msg);
     }
     box.scrollTop = box.scrollHeight;
     if (withModel) renderModels(conv.model);
@@ -477,6 +555,8 @@
       const d = JSON.parse(e.data);
       if (!state.streamEl) state.streamEl = appendMessage({ role: "assistant", content: "", status: d.status, model: d.model });
       state.streamEl.querySelector(".meta").textContent = d.model;
+      if (d.reply_id) state.streamEl.dataset.replyId = d.reply_id;
+      paintControls(state.streamEl, "streaming");
       state.streamText = "";
       state.streamThought = "";
       setStatus(d.status);
@@ -707,6 +787,11 @@
   });
   $("model").addEventListener("change", setModel);
   $("stop").addEventListener("click", () => post("stop"));
+  $("messages").addEventListener("click", (e) => {
+    const button = e.target.closest("button.ctl");
+    const el = button && button.closest("article.msg");
+    if (el) pressControl(el, button.dataset.action);
+  });
   $("reset").addEventListener("click", () => post("reset"));
   $("usage").addEventListener("click", showStatus);
   $("new-chat").addEventListener("click", async () => {

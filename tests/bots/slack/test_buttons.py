@@ -267,3 +267,20 @@ async def test_over_socket_mode_a_click_is_acked_and_stops_the_reply(
     await wait_for(lambda: llm.open_streams == 0)
     await wait_for(lambda: actions(message) == [Action.REGENERATE])
     assert socket_bot.engine.replies(socket_bot.threads.channel_key(CHANNEL)) == []
+
+
+async def test_without_reply_buttons_answers_carry_no_blocks(
+    make_bot: BotMaker, slack_api: FakeSlackAPI
+) -> None:
+    running = await make_bot(slack_streaming="update", reply_buttons=False)
+    await running.slack.mention("plain")
+    message = await only_message(slack_api)
+    await wait_for(lambda: running.bot._tasks == {} and message.text == "You said: plain")
+    assert message.blocks is None
+    assert all("blocks" not in c.args for c in slack_api.calls)
+
+    root = next_ts()
+    native = await make_bot(reply_buttons=False)
+    await native.slack.mention("streamed", thread_ts=root)
+    await wait_for(lambda: len(slack_api.calls_to("chat.stopStream")) == 1)
+    assert "blocks" not in slack_api.calls_to("chat.stopStream")[0].args

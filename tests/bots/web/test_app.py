@@ -373,6 +373,7 @@ PROTECTED = [
     ("POST", "/chat/a/model"),
     ("POST", "/chat/a/stop"),
     ("POST", "/chat/a/reset"),
+    ("POST", "/chat/a/replies/0123456789ab/up"),
     ("GET", "/chat/a/status"),
     ("GET", "/nonexistent"),
 ]
@@ -848,3 +849,121 @@ async def test_a_pdf_reaches_anthropic_as_a_document_and_a_text_model_as_its_tex
     ]
     assert content.startswith("summarise\n\n")
     assert "Revenue grew by nine percent" in content
+
+
+# -- reply buttons (core.controls) -----------------------------------------------------------------
+
+
+async def test_the_reply_being_written_is_stopped_by_its_own_button(make_web: ServeWeb) -> None:
+    server = await make_web(options={"delay": 0.05})
+    async with client_for(server) as client:
+        await client.post("/chat/b1/send-message", json={"text": LONG_PROMPT})
+        started: dict[str, Any] = {}
+        ended: dict[str, Any] = {}
+        async for event in events(client, "b1"):
+            if event.event == "start":
+                started = json.loads(event.data)
+            elif event.event == "delta" and not ended.get("pressed"):
+                rid = started["reply_id"]
+                stop = await client.post(f"/chat/b1/replies/{rid}/stop", json={})
+                assert stop.status_code == 200
+                assert stop.json() == {
+                    "id": "b1",
+                    "reply_id": rid,
+                    "text": "",
+                    "vote": 0,
+                    "regenerating": False,
+                }
+                ended["pressed"] = True
+            elif event.event == "end":
+                ended = json.loads(event.data)
+        again = await client.post(f"/chat/b1/replies/{started['reply_id']}/stop", json={})
+    assert ended["status"] == "cancelled"
+    assert ended["reply_id"] == started["reply_id"]
+    assert again.status_code == 400
+    assert again.json() == {"error": "This reply has already ended."}
+
+
+async def test_regenerate_asks_again_without_the_old_answer_and_streams_the_new_one(
+    make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    server = await make_web(
+        env={"LOCAL_BASE_URL": llm_server.openai_base_url}, llmconnect_model="local/fake"
+    )
+    llm_server.enqueue(Reply("the first try"), Reply("the second try"))
+    async with client_for(server) as client:
+        await client.post("/chat/b2/send-message", json={"text": "make it good"})
+        _, first = await collect(client, "b2")
+        state = (await client.get("/chat/b2")).json()
+        rid = state["messages"][-1]["id"]
+        assert rid == first["reply_id"]
+        pressed = await client.post(f"/chat/b2/replies/{rid}/regenerate", json={})
+        deltas, second = await collect(client, "b2")
+        after = (await client.get("/chat/b2")).json()
+    assert pressed.status_code == 200
+    assert pressed.json()["regenerating"] is True
+    assert "".join(deltas) == second["content"] == "the second try"
+    assert second["reply_id"] != rid
+    sent = llm_server.requests[-1].json["messages"]
+    assert [m["content"] for m in sent] == ["make it good"]
+    assert [(m["role"], m["content"]) for m in after["messages"]] == [
+        ("user", "make it good"),
+        ("assistant", "the second try"),
+    ]
+
+
+async def test_only_the_latest_reply_regenerates_and_votes_are_counted_in_status(
+    make_web: ServeWeb,
+) -> None:
+    server = await make_web()
+    async with client_for(server) as client:
+        await client.post("/chat/b3/send-message", json={"text": "one"})
+        await collect(client, "b3")
+        await client.post("/chat/b3/send-message", json={"text": "two"})
+        await collect(client, "b3")
+        messages = (await client.get("/chat/b3")).json()["messages"]
+        old, new = messages[1]["id"], messages[3]["id"]
+        stale = await client.post(f"/chat/b3/replies/{old}/regenerate", json={})
+        up = await client.post(f"/chat/b3/replies/{new}/up", json={})
+        state = (await client.get("/chat/b3")).json()
+        down = await client.post(f"/chat/b3/replies/{new}/down", json={})
+        withdrawn = await client.post(f"/chat/b3/replies/{new}/down", json={})
+        await client.post(f"/chat/b3/replies/{old}/up", json={})
+        status = (await client.get("/chat/b3/status")).json()
+        unknown = await client.post("/chat/b3/replies/0123456789ab/up", json={})
+        bad = await client.post(f"/chat/b3/replies/{new}/explode", json={})
+    assert (stale.status_code, stale.json()) == (
+        400,
+        {"error": "Only the latest reply here can be regenerated."},
+    )
+    assert (up.json()["vote"], up.json()["text"]) == (1, "Thanks for the feedback: 👍.")
+    assert state["messages"][-1]["vote"] == 1
+    assert state["buttons"] is True
+    assert down.json()["vote"] == -1
+    assert (withdrawn.json()["vote"], withdrawn.json()["text"]) == (0, "Your 👎 was withdrawn.")
+    assert status["text"].endswith("Feedback here: echo/echo 👍 1 👎 0.")
+    assert unknown.status_code == 400
+    assert bad.status_code == 422
+
+
+async def test_reply_buttons_follow_the_cross_site_guard_and_the_token(make_web: ServeWeb) -> None:
+    server = await make_web(auth_token=TOKEN)
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    async with client_for(server, headers=bearer) as client:
+        await client.post("/chat/b4/send-message", json={"text": "hi"})
+        _, end = await collect(client, "b4")
+        rid = end["reply_id"]
+        foreign = await client.post(
+            f"/chat/b4/replies/{rid}/regenerate", headers={"Origin": "http://evil.example"}
+        )
+        cross = await client.post(
+            f"/chat/b4/replies/{rid}/up", headers={"Sec-Fetch-Site": "cross-site"}
+        )
+        ok = await client.post(f"/chat/b4/replies/{rid}/up")
+        state = (await client.get("/chat/b4")).json()
+    async with client_for(server) as anonymous:
+        refused = await anonymous.post(f"/chat/b4/replies/{rid}/up", json={})
+    assert (foreign.status_code, cross.status_code) == (403, 403)
+    assert ok.status_code == 200
+    assert refused.status_code == 401
+    assert state["messages"][-1]["id"] == rid  # the refused regeneration never ran

@@ -781,3 +781,65 @@ async def test_the_pending_reply_shows_before_the_llm_is_asked_and_a_refusal_tak
     finally:
         llm_server.on_request = None
         await page.unroute("**/send-message")
+
+
+# -- reply buttons --------------------------------------------------------------------------------
+
+
+async def test_the_reply_buttons_stop_regenerate_and_rate(page: Page, make_web: ServeWeb) -> None:
+    server = await make_web(options={"delay": 0.05})
+    await open_chat(page, server, "buttons")
+    await send(page, PROMPT)
+    reply = last_reply(page)
+    # While it is written: Stop on the reply, and only Stop.
+    await expect(reply.locator(".body")).to_contain_text("[echo]", timeout=WAIT)
+    await expect(reply.locator("button.ctl")).to_have_count(1, timeout=WAIT)
+    await reply.locator("button.ctl-stop").click()
+    await expect(page.locator("#status")).to_have_text("stopped", timeout=WAIT)
+    await expect(reply.locator(".note")).to_have_text("⏹ stopped")
+    shown = await reply.locator(".body").inner_text()
+    assert echo_text(PROMPT).startswith(shown.strip())
+    # Stopped: Regenerate, but nothing to rate.
+    await expect(reply.locator("button.ctl")).to_have_text(["🔄 Regenerate"], timeout=WAIT)
+
+    await reply.locator("button.ctl-regenerate").click()
+    await expect(page.locator("#status")).to_have_text("complete", timeout=WAIT)
+    reply = last_reply(page)
+    await expect(reply.locator(".body")).to_have_text(echo_text(PROMPT), timeout=WAIT)
+    await expect(page.locator("#messages .msg")).to_have_count(2)  # replaced, not added
+    await expect(reply.locator("button.ctl")).to_have_text(["🔄 Regenerate", "👍", "👎"])
+
+    await reply.locator("button.ctl-up").click()
+    await expect(reply.locator("button.ctl-up")).to_have_attribute("aria-pressed", "true")
+    await expect(page.locator("#notice")).to_have_text("Thanks for the feedback: 👍.")
+    await reply.locator("button.ctl-down").click()
+    await expect(reply.locator("button.ctl-down")).to_have_attribute("aria-pressed", "true")
+    await expect(reply.locator("button.ctl-up")).to_have_attribute("aria-pressed", "false")
+    counts = await server.engine.feedback_of(server.web.key("buttons"))
+    assert counts is not None
+    assert {m: (c.up, c.down) for m, c in counts.items()} == {"echo/echo": (0, 1)}
+    # The vote shows again after a reload.
+    await page.reload()
+    await expect(last_reply(page).locator("button.ctl-down")).to_have_attribute(
+        "aria-pressed", "true", timeout=WAIT
+    )
+
+
+async def test_only_the_latest_reply_carries_buttons(page: Page, make_web: ServeWeb) -> None:
+    server = await make_web()
+    await open_chat(page, server, "latest")
+    for prompt in ("one", "two"):
+        await send(page, prompt)
+        await expect(page.locator("#status")).to_have_text("complete", timeout=WAIT)
+    replies = page.locator("#messages .msg.assistant")
+    await expect(replies).to_have_count(2)
+    await expect(replies.nth(0).locator("button.ctl")).to_have_count(0)
+    await expect(replies.nth(1).locator("button.ctl")).to_have_count(3)
+
+
+async def test_without_reply_buttons_the_page_shows_none(page: Page, make_web: ServeWeb) -> None:
+    server = await make_web(reply_buttons=False)
+    await open_chat(page, server, "plain")
+    await send(page, "hello")
+    await expect(page.locator("#status")).to_have_text("complete", timeout=WAIT)
+    await expect(last_reply(page).locator("button.ctl")).to_have_count(0)

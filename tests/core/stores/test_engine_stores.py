@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from core.clock import FakeClock
+from core.controls import Action, action_id, press
 from core.conversations import Conversation, ConversationKey, MemoryStore, Message, Status
-from core.engine import INTERRUPTED, ChatEngine, Refused
+from core.engine import INTERRUPTED, ONLY_ASKER, ChatEngine, Refused
+from core.feedback import Counts
 from core.policy import Actor
 from core.settings import SettingsError, load_settings
 from core.stores import LocalLocks, open_store
@@ -169,6 +171,42 @@ async def test_reset_waits_for_a_generation_in_another_process(redis_url: str):
     assert stored.messages == []
     await streaming.aclose()
     await resetting.aclose()
+    for store in (one, two):
+        keys = [k async for k in store.client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await store.client.delete(*keys)
+        await store.aclose()
+
+
+async def test_reply_buttons_pressed_in_another_process(redis_url: str):
+    """Two workers on one Redis: a reply streaming in one is stopped by its Stop pressed in the
+    other (a stranger's press refused), then regenerated and rated from there."""
+    prefix = f"test:{uuid.uuid4().hex}:"
+    one = RedisStore(redis_url, prefix=prefix)
+    two = RedisStore(redis_url, prefix=prefix)
+    streaming, other = engine_on(one, delay=0.01, words=200), engine_on(two)
+    asker, stranger = Actor("U1"), Actor("U2")
+    reply = await streaming.submit(KEY, "busy", actor=asker)
+    await wait_for(lambda: reply.status is Status.STREAMING and reply.text != "")
+    await wait_for(lambda: reply.stored)
+    stop = action_id(Action.STOP, KEY, reply.id)
+
+    refused = await press(other, KEY, stop, stranger)
+    regenerate = await press(other, KEY, action_id(Action.REGENERATE, KEY, reply.id), asker)
+    stopped = await press(other, KEY, stop, asker)
+
+    assert refused.text == ONLY_ASKER
+    assert regenerate.text == "This reply is still being written: stop it first."
+    assert stopped.ok
+    assert reply.done
+    assert reply.status is Status.CANCELLED
+    again = await press(other, KEY, action_id(Action.REGENERATE, KEY, reply.id), asker)
+    assert again.reply is not None
+    assert (await again.reply).status is Status.COMPLETE
+    await press(streaming, KEY, action_id(Action.UP, KEY, again.reply.id), stranger)
+    assert await other.feedback_of(KEY) == {"echo/echo": Counts(1, 0)}
+    await streaming.aclose()
+    await other.aclose()
     for store in (one, two):
         keys = [k async for k in store.client.scan_iter(match=f"{prefix}*")]
         if keys:
