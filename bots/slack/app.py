@@ -7,6 +7,10 @@ core calls (:mod:`bots.slack.events` says where a message belongs), answers thro
 (:mod:`bots.slack.streaming`), and runs the transports: bolt's own aiohttp app (behind a check
 of the signature and the body that bolt's handler lacks), or bolt's Socket Mode client. The event
 filters (well-formed, DM or channel, once) and the place lookup are bolt listener middleware.
+Slack's assistant pane goes through bolt's ``AsyncAssistant`` (suggested prompts, titles; its
+questions through the same filters), every question in a thread gets the "is thinking…" status
+before the LLM is asked, and the reply buttons' clicks (``block_actions``) go to core's
+:func:`~core.controls.press`.
 """
 
 from __future__ import annotations
