@@ -19,7 +19,15 @@ import math
 import os
 import unicodedata
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -102,6 +110,9 @@ NOT_IN_HISTORY = "That reply is no longer in this conversation's history."
 #: How long ``stop`` waits for a generation running in another process to end, polling.
 REMOTE_STOP_WAIT = 10.0
 REMOTE_STOP_POLL = 0.05
+#: Seconds a reply waits for its front end's first sign (``submit(heard=...)``) before the LLM
+#: is asked anyway: a platform that is slow to show it must not hold the answer back.
+HEARD_WAIT = 1.0
 #: At most this many models are named after "Available:" in a refused model's answer.
 LISTED_IN_REFUSAL = 10
 
@@ -142,6 +153,7 @@ class Reply:
         "deltas",
         "error_kind",
         "first_token",
+        "heard",
         "id",
         "key",
         "message",
@@ -180,6 +192,10 @@ class Reply:
         self.reasoning_since: float | None = None
         #: Why it failed, for logs: the LLMError's class name, ``store`` or ``not_saved``.
         self.error_kind: str | None = None
+        #: The front end's first sign that it heard the question (typing, a status, a pending
+        #: message), started before ``submit``: the LLM is asked once it is shown (or after
+        #: :data:`HEARD_WAIT`).
+        self.heard: asyncio.Future[Any] | None = None
         #: A regeneration's: the id of the reply it replaces (:meth:`ChatEngine.regenerate`).
         self.replaces: str | None = None
         #: True once its turn is in the conversation (saved): the reply can be regenerated
@@ -596,8 +612,14 @@ class ChatEngine:
         actor: Actor | None = None,
         parent: ConversationKey | None = None,
         attachments: Sequence[Attachment] = (),
+        heard: Awaitable[object] | None = None,
     ) -> Reply:
         """Queue a prompt; returns at once with the observable :class:`Reply`.
+
+        ``heard``: the front end's first visible sign that it heard the question (started when
+        the question arrived): the LLM is asked only once it is done, so the sign comes first,
+        or after :data:`HEARD_WAIT` seconds. Its failure is the front end's; it never fails the
+        reply, nor does a refusal cancel it.
 
         ``attachments`` (:mod:`core.attachments`): the ones read go with the prompt to the model
         and stay in its user message; every file's note (a skipped one's reason) is a line of the
@@ -611,7 +633,7 @@ class ChatEngine:
         stored = tuple(s for a in attachments if (s := a.stored()) is not None)
         notes = tuple(a.note for a in attachments if a.note)
         user = actor.user_id if actor is not None else None
-        return self._enqueue(key, conversation, prompt, user, parent, stored, notes)
+        return self._enqueue(key, conversation, prompt, user, parent, stored, notes, heard=heard)
 
     def _enqueue(
         self,
@@ -623,6 +645,7 @@ class ChatEngine:
         attachments: tuple[MessageAttachment, ...] = (),
         notes: tuple[str, ...] = (),
         replaces: str | None = None,
+        heard: Awaitable[object] | None = None,
     ) -> Reply:
         """Queue a checked prompt (with its stored files) behind ``key``'s replies."""
         self._check_queue(key)  # again: other prompts may have been queued while this waited
@@ -632,6 +655,9 @@ class ChatEngine:
         reply.user, reply.replaces = user, replaces
         placeholder.id, placeholder.user = reply.id, user
         reply.attachments, placeholder.notes = attachments, notes
+        if heard is not None:
+            reply.heard = asyncio.ensure_future(heard)
+            reply.heard.add_done_callback(_ignore_failure)
         self._queues.setdefault(key, []).append(reply)
         lock = self._locks.setdefault(key, asyncio.Lock())
         task = asyncio.create_task(self._run(reply, prompt, lock, parent), name=f"reply {key}")
@@ -875,6 +901,7 @@ class ChatEngine:
         stream: ReplyStream | None = None
         error: str | None = None
         try:
+            await self._wait_heard(reply)
             # The first event apart (the fallbacks: the next model answers only before it).
             stream, events, first = await self._open(
                 reply, content, history, conversation, settings
@@ -932,6 +959,18 @@ class ChatEngine:
             finally:
                 # Final once stored: whoever awaits the reply (or shuts down) finds it saved.
                 reply._finish()
+
+    async def _wait_heard(self, reply: Reply) -> None:
+        """Until the front end's first sign is shown, at most :data:`HEARD_WAIT` seconds (on the
+        engine clock); the sign itself is never cancelled from here."""
+        heard = reply.heard
+        if heard is None or heard.done():
+            return
+        timer = asyncio.ensure_future(self.clock.sleep(HEARD_WAIT))
+        try:
+            await asyncio.wait((heard, timer), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
 
     # ----------------------------------------------------------------- usage and quotas
 
@@ -1146,6 +1185,12 @@ class ChatEngine:
             await asyncio.wait([listener])
         if self._owns_store:
             await close_store(self.store)
+
+
+def _ignore_failure(future: asyncio.Future[Any]) -> None:
+    """A front end's sign that failed is its own affair (it logs it): read it, quietly."""
+    if not future.cancelled() and future.exception() is not None:
+        log.debug("a front end's first sign failed: %r", future.exception())
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any, TextIO, TypeVar
 
 import aiohttp
@@ -127,6 +128,15 @@ def actor_of(user: discord.abc.User, permissions: discord.Permissions | None = N
         roles = frozenset(str(role.id) for role in user.roles if not role.is_default())
         admin = (permissions or user.guild_permissions).manage_guild
     return Actor(str(user.id), roles, platform_admin=admin)
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """ "typing..." being shown in a channel: the task that renews it, and a future done once
+    the first indicator was sent (or skipped): the reply's ``heard``."""
+
+    task: asyncio.Task[None]
+    shown: asyncio.Future[None]
 
 
 class DiscordBot(discord.AutoShardedClient):
@@ -365,6 +375,9 @@ class DiscordBot(discord.AutoShardedClient):
         # Its files, a forward's snapshot, the reply chain (bots/discord/context.py); nothing is
         # downloaded for a user the access lists refuse (submit says why).
         refused = self.engine.policy.refusal(actor, key.channel, parent.channel if parent else None)
+        # The first sign that the question was heard, at once: "typing..." where it was asked
+        # (the LLM is asked once it is shown, see ChatEngine.submit's ``heard``).
+        typing = None if refused else self._start_typing(str(message.channel.id))
         context = (
             Context(text, [])
             if refused
@@ -385,21 +398,30 @@ class DiscordBot(discord.AutoShardedClient):
             key, parent = ConversationKey(PLATFORM, str(message.id)), key
         try:
             reply = await self.engine.submit(
-                key, context.text, actor=actor, parent=parent, attachments=context.attachments
+                key,
+                context.text,
+                actor=actor,
+                parent=parent,
+                attachments=context.attachments,
+                heard=typing.shown if typing is not None else None,
             )
         except Refused as exc:
+            if typing is not None:
+                typing.task.cancel()
             await self._reply_text(message, exc.user_message)
             return
         thread = await self._start_thread(message, text) if new_thread else None
         if thread is not None:
+            if typing is not None:  # the answer goes to the new thread: typing there
+                typing.task.cancel()
             sink = ChannelSink(self.rest, str(thread.id), guild_id=guild_id)
             self.answered_in(thread)
-            await self._stream(reply, sink, typing_channel=str(thread.id))
+            await self._stream(reply, sink, typing=self._start_typing(str(thread.id)))
             return
         self.answered_in(message.channel)
         channel_id = str(message.channel.id)
         sink = ChannelSink(self.rest, channel_id, reply_to=str(message.id), guild_id=guild_id)
-        await self._stream(reply, sink, typing_channel=channel_id)
+        await self._stream(reply, sink, typing=typing)
 
     def _thread_per_question(self, message: discord.Message) -> bool:
         """DISCORD_THREAD_PER_QUESTION: a mention in a guild's text channel (not a thread, DM
@@ -462,21 +484,21 @@ class DiscordBot(discord.AutoShardedClient):
         reply: Reply,
         sink: ChannelSink | InteractionSink,
         *,
-        typing_channel: str | None = None,
+        typing: Typing | None = None,
         shared_budget: bool = True,
         reuse: str | None = None,
     ) -> None:
-        """Deliver ``reply`` into ``sink``; the typing indicator shows until the first post.
-        ``reuse``: the message to render into instead of posting (a regeneration)."""
+        """Deliver ``reply`` into ``sink``; the typing indicator (started when the question
+        arrived) shows until the first post. ``reuse``: the message to render into instead of
+        posting (a regeneration)."""
         task = asyncio.current_task()
         assert task is not None
         self._active[task] = reply
-        typing: asyncio.Task[None] | None = None
         posted: list[str] = []
 
         def on_post(message_id: str) -> None:
             if typing is not None:
-                typing.cancel()
+                typing.task.cancel()
             if isinstance(sink, ChannelSink):
                 self._live[message_id] = (sink, reply)
             posted.append(message_id)
@@ -484,8 +506,6 @@ class DiscordBot(discord.AutoShardedClient):
         sink.on_post = on_post
         if reuse is not None:
             on_post(reuse)  # deleted meanwhile: stop quietly, as for a posted one
-        if typing_channel is not None:
-            typing = asyncio.create_task(self._typing(typing_channel))
         try:
             await deliver(
                 self.engine,
@@ -506,25 +526,37 @@ class DiscordBot(discord.AutoShardedClient):
             await reply
         finally:
             if typing is not None:
-                typing.cancel()
+                typing.task.cancel()
             for message_id in posted:
                 self._live.pop(message_id, None)
             self._active.pop(task, None)
 
-    async def _typing(self, channel_id: str) -> None:
-        """Show "typing..." until cancelled (at the first post), renewing it while it lasts.
+    def _start_typing(self, channel_id: str) -> Typing:
+        """Start showing "typing..." in ``channel_id`` now (see :meth:`_typing`)."""
+        shown: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        return Typing(asyncio.create_task(self._typing(channel_id, shown)), shown)
+
+    async def _typing(self, channel_id: str, shown: asyncio.Future[None] | None = None) -> None:
+        """Show "typing..." until cancelled (at the first post), renewing it while it lasts;
+        ``shown`` is done once the first attempt is over (shown, skipped or failed).
 
         A courtesy, never at the cost of content: sent only when the bot-wide budget has a slot
         free right now.
         """
-        while True:
-            ticket = self.budget.request()
-            if ticket.granted:
-                with contextlib.suppress(DiscordRestError, SinkRateLimited):
-                    await self.rest.trigger_typing(channel_id)
-            else:
-                ticket.cancel()
-            await self.engine.clock.sleep(TYPING_REFRESH)
+        try:
+            while True:
+                ticket = self.budget.request()
+                if ticket.granted:
+                    with contextlib.suppress(DiscordRestError, SinkRateLimited):
+                        await self.rest.trigger_typing(channel_id)
+                else:
+                    ticket.cancel()
+                if shown is not None and not shown.done():
+                    shown.set_result(None)
+                await self.engine.clock.sleep(TYPING_REFRESH)
+        finally:
+            if shown is not None and not shown.done():
+                shown.set_result(None)
 
     # ----------------------------------------------------------------- slash commands
 
@@ -569,19 +601,26 @@ class DiscordBot(discord.AutoShardedClient):
     async def ask(self, interaction: discord.Interaction[Any], prompt: str) -> None:
         """/ask: the answer streams into the interaction's response."""
         key, parent, actor = self.interaction_context(interaction)
-        submit = self.engine.submit(key, prompt, actor=actor, parent=parent)
+        # The first sign is Discord's "thinking..." (the deferred response): the LLM is asked
+        # once it is shown (ChatEngine.submit's ``heard``).
+        deferred: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        submit = self.engine.submit(key, prompt, actor=actor, parent=parent, heard=deferred)
         try:
-            reply = await self._soon(interaction, submit, ephemeral=False)
-        except Refused as exc:
-            await self.answer(interaction, exc.user_message, ephemeral=True)
-            return
-        try:
-            if not interaction.response.is_done():
-                await interaction.response.defer(thinking=True)
-        except discord.HTTPException:
-            reply.cancel()  # the interaction expired: nobody would see the answer
-            await reply
-            raise
+            try:
+                reply = await self._soon(interaction, submit, ephemeral=False)
+            except Refused as exc:
+                await self.answer(interaction, exc.user_message, ephemeral=True)
+                return
+            try:
+                if not interaction.response.is_done():
+                    await interaction.response.defer(thinking=True)
+            except discord.HTTPException:
+                reply.cancel()  # the interaction expired: nobody would see the answer
+                await reply
+                raise
+        finally:
+            if not deferred.done():
+                deferred.set_result(None)
         sink = InteractionSink(self.rest, str(interaction.application_id), interaction.token)
         self.answered_in(interaction.channel)
         # Interaction endpoints are not bound to the bot-wide limit: no shared budget here.

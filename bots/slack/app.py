@@ -7,12 +7,17 @@ core calls (:mod:`bots.slack.events` says where a message belongs), answers thro
 (:mod:`bots.slack.streaming`), and runs the transports: bolt's own aiohttp app (behind a check
 of the signature and the body that bolt's handler lacks), or bolt's Socket Mode client. The event
 filters (well-formed, DM or channel, once) and the place lookup are bolt listener middleware.
+Slack's assistant pane goes through bolt's ``AsyncAssistant`` (suggested prompts, titles; its
+questions through the same filters), every question in a thread gets the "is thinking…" status
+before the LLM is asked, and the reply buttons' clicks (``block_actions``) go to core's
+:func:`~core.controls.press`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
@@ -21,7 +26,8 @@ import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.app.async_server import AsyncSlackAppServer
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncAssistant, AsyncBoltContext
+from slack_bolt.middleware.async_custom_middleware import AsyncCustomMiddleware
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -38,6 +44,7 @@ from core.budget import EditBudget, SendBudgets
 from core.clock import Clock, MonotonicClock
 from core.cluster import BudgetShare
 from core.commands import Command, CommandResult, execute, parse_command
+from core.controls import ACTION_ID_PATTERN, Action, parse_action_id, press, streaming_controls
 from core.delivery import deliver_with
 from core.engine import ChatEngine, Refused, Reply
 from core.policy import Actor, is_prompt
@@ -49,10 +56,10 @@ from .files import shared_files
 from .mrkdwn import escape, from_slack
 from .settings import SlackSettings
 from .sink import SlackSink
-from .status import ThreadStatus
+from .status import StatusLine, ThreadStatus
 from .streaming import NativeStreamRenderer
 
-__all__ = ["EVENTS_PATH", "SlackBot", "SlackConfigError"]
+__all__ = ["EVENTS_PATH", "HEARD_STATUS", "SlackBot", "SlackConfigError"]
 
 log = logging.getLogger("llmconnect.slack")
 
@@ -62,6 +69,12 @@ _ADMIN_TTL = 300.0  # seconds a workspace-admin lookup is trusted
 _TIMESTAMP_DIGITS = 16
 #: How long an event id is remembered: Slack retries a delivery three times within minutes.
 EVENT_MEMORY = 3600.0
+
+#: The thread's status from the moment a question arrives until the first text is in (Slack
+#: shows it after the app's name: "LLMConnect is thinking…").
+HEARD_STATUS = "is thinking…"
+#: Characters of the first question an assistant thread's title keeps.
+TITLE_MAX = 100
 
 #: bolt's ``next()`` in a middleware: go on to the next middleware, then the listener.
 Next = Callable[[], Awaitable[None]]
@@ -141,16 +154,38 @@ class SlackBot:
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
+        #: Assistant threads opened (``assistant_thread_started``) whose first question has not
+        #: come yet: it becomes the thread's title.
+        self._untitled: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._side_tasks: set[asyncio.Task[None]] = set()
         # The filters every event goes through are bolt listener middleware, in this order; one
         # that drops an event acknowledges it (200: Slack must not redeliver it) and stops there.
         self.app.event(
             "app_mention",
             middleware=[self._well_formed, self._in_a_channel, self._once, self._place],
         )(self._on_event)
-        self.app.event(
-            "message",
-            middleware=[self._well_formed, self._a_prompt, self._once, self._place],
-        )(self._on_event)
+        message_filters: list[Callable[..., Awaitable[Any]]] = [
+            self._well_formed,
+            self._a_prompt,
+            self._once,
+            self._place,
+        ]
+        self.app.event("message", middleware=message_filters)(self._on_event)
+        # Slack's AI-app surface (the assistant pane): bolt's assistant middleware. A message in
+        # an assistant thread (a DM thread) is a prompt like any DM, through the same filters.
+        assistant = AsyncAssistant(logger=_BOLT_LOG)
+        assistant.thread_started(self._on_thread_started)
+        assistant.thread_context_changed(self._on_thread_context_changed)
+        assistant.user_message(
+            self._on_event,
+            middleware=[  # type: ignore[arg-type]  # slack-bolt: a list is what it takes
+                AsyncCustomMiddleware(app_name=self.app.name, func=f, base_logger=_BOLT_LOG)
+                for f in message_filters
+            ],
+        )
+        self.app.assistant(assistant)
+        # The buttons on replies (core.controls): a click is a ``block_actions`` payload.
+        self.app.action(re.compile(ACTION_ID_PATTERN))(self._on_action)
         for name in SLASH_COMMANDS:
             self.app.command(name)(self._on_command)
 
@@ -240,6 +275,8 @@ class SlackBot:
             await self._runner.cleanup()
             self._runner = None
         await self.budget_share.aclose()
+        for side in list(self._side_tasks):
+            side.cancel()
         for reply in self._tasks.values():
             reply.cancel()
         if self._tasks:  # deliveries write their final text; don't wait for ever on Slack
@@ -367,6 +404,16 @@ class SlackBot:
         parent = place.parent.channel if place.parent else None
         # Nothing is downloaded for a user the access lists refuse (submit says why).
         refused = self.engine.policy.refusal(actor, place.key.channel, parent)
+        # The first sign that the question was heard, at once: the thread's status (the LLM is
+        # asked once it is shown, see ChatEngine.submit's ``heard``).
+        status = None if refused else self._status_line(place)
+        heard = (
+            asyncio.get_running_loop().create_task(status.show(HEARD_STATUS))
+            if status is not None
+            else None
+        )
+        if not refused:
+            self._title(place, text)
         attachments = await self._shared_files(files) if files and not refused else []
         try:
             reply = await self.engine.submit(
@@ -375,11 +422,150 @@ class SlackBot:
                 actor=actor,
                 parent=place.parent,
                 attachments=attachments,
+                heard=heard,
             )
         except Refused as exc:
             await self._tell(place, exc.user_message, ephemeral=True)
+            await self._end_status(status, heard)
             return
-        self._spawn(self._deliver(place, reply), reply)
+        self._spawn(self._deliver(place, reply, status, heard), reply)
+
+    def _status_line(self, place: Place) -> StatusLine | None:
+        """The status of the thread the answer will be written in (``None`` for an answer at a
+        channel's top level: Slack's status belongs to a thread)."""
+        thread_ts = place.thread_ts or (place.anchor_ts if self.native(place) else None)
+        if thread_ts is None:
+            return None
+        statuses = self.budgets(place.team_id).statuses
+        return self.thread_status.line(statuses, place.channel, thread_ts)
+
+    async def _end_status(
+        self, status: StatusLine | None, heard: asyncio.Task[bool] | None
+    ) -> None:
+        """Clear the status once its call is done (a no-op when it is cleared already)."""
+        if status is None:
+            return
+        if heard is not None:
+            await asyncio.wait([heard])
+        await status.clear()
+
+    def _title(self, place: Place, text: str) -> None:
+        """The first question of an assistant thread the bot saw open becomes its title
+        (``assistant.threads.setTitle``, once; in the background: never before the status)."""
+        thread = (place.channel, place.thread_ts or "")
+        if thread not in self._untitled:
+            return
+        del self._untitled[thread]
+        title = " ".join(text.split())[:TITLE_MAX]
+        if not title:
+            return
+
+        async def set_title() -> None:
+            try:
+                await self.client.assistant_threads_setTitle(
+                    channel_id=thread[0], thread_ts=thread[1], title=title
+                )
+            except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+                log.info("assistant.threads.setTitle in %s failed: %s", thread[0], exc)
+
+        self._side_task(set_title())
+
+    def _side_task(self, coro: Coroutine[Any, Any, None]) -> None:
+        """A courtesy call in the background, kept until it ends (closing cancels it)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    # ------------------------------------------------------------------ buttons
+
+    async def _on_action(
+        self,
+        ack: AsyncAck,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        respond: Any,
+        context: AsyncBoltContext,
+    ) -> None:
+        """A click on a reply's button (``block_actions``, HTTP or Socket Mode): acknowledged at
+        once, then carried out by core's :func:`~core.controls.press` in the conversation of the
+        clicked message. A refusal ("only the asker can do that") and a vote's thanks go to the
+        clicker alone (ephemeral, by the payload's ``response_url``); a regeneration is written
+        into the same message."""
+        await ack()
+        clicked = _clicked(body, action)
+        if clicked is None:
+            log.warning("Ignored a block_actions payload without its message or user")
+            return
+        team_id, channel, user, ts, thread_ts, action_id = clicked
+        pressed = parse_action_id(action_id)
+        if pressed is None:
+            return
+        place = self.threads.place(
+            team_id=team_id or context.team_id or "",
+            channel=channel,
+            user_id=user,
+            ts=ts,
+            thread_ts=thread_ts,
+        )
+        # The message's conversation: the thread's, or (a top-level question answered in its
+        # thread, remembered or not after a restart) the channel's; the id's hash says which.
+        key, parent = place.key, place.parent
+        channel_key = Threads.channel_key(channel)
+        if not pressed.belongs_to(key) and pressed.belongs_to(channel_key):
+            key, parent = channel_key, None
+        actor = Actor(user)
+        admins = self.engine.settings.admin_user_ids
+        if pressed.action in (Action.STOP, Action.REGENERATE) and user not in admins:
+            actor = Actor(user, platform_admin=await self._workspace_admin(user))
+        result = await press(self.engine, key, pressed, actor, parent=parent)
+        if result.text:
+            await self._tell_clicker(respond, place, result.text)
+        if result.reply is not None:
+            again = Place(place.team_id, channel, user, key, parent, thread_ts=thread_ts)
+            self._spawn(self._deliver(again, result.reply, reuse=ts), result.reply)
+
+    async def _tell_clicker(self, respond: Any, place: Place, text: str) -> None:
+        """A short answer only the clicker sees: by the click's ``response_url`` (works where
+        the bot was not invited), else ``chat.postEphemeral``."""
+        if respond is not None and getattr(respond, "response_url", None):
+            try:
+                await respond(text=escape(text), response_type="ephemeral", replace_original=False)
+                return
+            except (SlackClientError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+                log.info("Could not answer a click by its response_url: %s", exc)
+        await self._tell(place, text, ephemeral=True)
+
+    # ------------------------------------------------------------------ assistant threads
+
+    async def _on_thread_started(self, event: dict[str, Any]) -> None:
+        """Someone opened a thread with the app in Slack's assistant pane: offer the suggested
+        prompts (``SLACK_SUGGESTED_PROMPTS``); its first question will be its title."""
+        opened = event.get("assistant_thread")
+        channel = opened.get("channel_id") if isinstance(opened, dict) else None
+        thread_ts = opened.get("thread_ts") if isinstance(opened, dict) else None
+        if not (isinstance(channel, str) and channel and isinstance(thread_ts, str) and thread_ts):
+            log.warning("Ignored an assistant_thread_started event without its thread")
+            return
+        self._untitled[(channel, thread_ts)] = None
+        while len(self._untitled) > UNTITLED_THREADS:
+            self._untitled.popitem(last=False)
+        prompts = self.settings.slack_suggested_prompts
+        if not prompts:
+            return
+        try:
+            await self.client.assistant_threads_setSuggestedPrompts(
+                channel_id=channel,
+                thread_ts=thread_ts,
+                prompts=[p.model_dump() for p in prompts],
+            )
+        except (SlackClientError, aiohttp.ClientError, TimeoutError) as exc:
+            log.info("assistant.threads.setSuggestedPrompts in %s failed: %s", channel, exc)
+
+    async def _on_thread_context_changed(self) -> None:
+        """The user switched channels with the assistant pane open. The bot does not read the
+        channel it was opened from, so there is nothing to keep; handled here because bolt's
+        default would store it by ``chat.update`` of the thread's first reply (the scarce
+        Tier 3 budget) after a ``conversations.replies`` read."""
 
     async def _shared_files(self, files: Sequence[Any]) -> list[Attachment]:
         """A message's files, downloaded with the bot token from SLACK_FILES_URL
@@ -506,14 +692,44 @@ class SlackBot:
         self._tasks[task] = reply
         task.add_done_callback(lambda t: self._tasks.pop(t, None))
 
-    async def _deliver(self, place: Place, reply: Reply) -> None:
+    async def _deliver(
+        self,
+        place: Place,
+        reply: Reply,
+        status: StatusLine | None = None,
+        heard: asyncio.Task[bool] | None = None,
+        *,
+        reuse: str | None = None,
+    ) -> None:
+        """Write ``reply`` where ``place`` says (into message ``reuse`` when given: a
+        regeneration); ``status`` (the thread's, maybe shown by ``heard``) is cleared once the
+        first text is in, or when the reply ends without any."""
+        try:
+            await self._write(place, reply, status, reuse)
+        except asyncio.CancelledError:
+            if status is not None:
+                status.drop()
+            raise
+        await self._end_status(status, heard)
+
+    async def _write(
+        self, place: Place, reply: Reply, status: StatusLine | None, reuse: str | None = None
+    ) -> None:
+        """The reply's buttons (core.controls) ride on the same requests as its text: Stop on
+        each post and update while it streams by ``chat.update``, then Regenerate/👍/👎 on the
+        final update; a native stream cannot carry blocks until ``chat.stopStream``, so it has
+        no Stop and gets the final buttons there. A regeneration (``reuse``) is written by
+        ``chat.update`` into the clicked message."""
         interval = self.settings.slack_edit_interval
+        buttons = self.engine.settings.reply_buttons  # REPLY_BUTTONS
+        controls = streaming_controls(reply.key, reply.id) if buttons else None
         budgets = self.budgets(place.team_id)
         edits = budgets.for_edits(place.channel)
         gap = self.settings.slack_final_update_gap
         window = (1 if gap > 0 else 0, gap)  # one update per ``gap`` of a reply's message
         renderer: NativeStreamRenderer | StreamRenderer
-        if self.native(place):
+        sink: SlackSink | None = None
+        if reuse is None and self.native(place):
             thread_ts = place.thread_ts or place.anchor_ts
             assert thread_ts is not None
             if place.thread_ts is None:
@@ -533,12 +749,19 @@ class SlackBot:
                 fallback_budget=edits,
                 fallback_window=window,
                 clock=self.clock,
-                status=self.thread_status.line(budgets.statuses, place.channel, thread_ts),
+                status=status
+                or self.thread_status.line(budgets.statuses, place.channel, thread_ts),
+                controls=controls,
             )
         else:
             if place.thread_ts is not None:
                 self.threads.answered(place.channel, place.thread_ts)
-            sink = SlackSink(self.edit_client, place.channel, thread_ts=place.thread_ts)
+            sink = SlackSink(
+                self.edit_client,
+                place.channel,
+                thread_ts=place.thread_ts,
+                after_first_post=status.clear if status is not None else None,
+            )
             renderer = StreamRenderer(
                 sink,
                 min_interval=interval,
@@ -546,10 +769,18 @@ class SlackBot:
                 clock=self.clock,
                 window_limit=window[0],
                 window_seconds=window[1],
+                controls=controls,
+                reuse=reuse,
             )
+        clearing = None
         try:
-            await deliver_with(self.engine, reply, renderer)
+            await deliver_with(self.engine, reply, renderer, controls=buttons)
+            clearing = sink.after_first_post_task if sink is not None else None
+            if clearing is not None:
+                await asyncio.wait([clearing])  # the status clear, before the reply counts as done
         except asyncio.CancelledError:
+            if sink is not None and sink.after_first_post_task is not None:
+                sink.after_first_post_task.cancel()
             await renderer.aclose()
             raise
         except Exception as exc:  # a reply that could not be shown must not kill the bot
@@ -634,6 +865,9 @@ class WorkspaceBudgets:
         return SendBudgets(posts=(self.streams,), edits=(self.streams,))
 
 
+#: Opened assistant threads remembered until their first question (the oldest is forgotten).
+UNTITLED_THREADS = 10_000
+
 #: Channels whose post budget a workspace keeps (the least recently used one goes first).
 CHANNEL_BUDGETS = 1_000
 
@@ -641,6 +875,30 @@ CHANNEL_BUDGETS = 1_000
 #: Slack when the call arrives; a call that took longer to arrive than the one a window later
 #: would otherwise land inside Slack's window.
 WINDOW_MARGIN = 0.5
+
+
+def _clicked(
+    body: dict[str, Any], action: dict[str, Any]
+) -> tuple[str, str, str, str, str | None, str] | None:
+    """(team, channel, user, message ts, its thread ts, action id) of a ``block_actions``
+    payload; ``None`` when a field is missing or not a string."""
+
+    def part(value: object, name: str) -> object:
+        return value.get(name) if isinstance(value, dict) else None
+
+    container, message = body.get("container"), body.get("message")
+    user = part(body.get("user"), "id")
+    team = part(body.get("team"), "id") or part(body.get("user"), "team_id") or ""
+    channel = part(body.get("channel"), "id") or part(container, "channel_id")
+    ts = part(message, "ts") or part(container, "message_ts")
+    thread_ts = part(message, "thread_ts") or part(container, "thread_ts")
+    action_id = action.get("action_id") if isinstance(action, dict) else None
+    fields = (team, channel, user, ts, action_id)
+    if not all(isinstance(f, str) for f in fields) or not all(fields[1:]):
+        return None
+    if thread_ts is not None and not isinstance(thread_ts, str):
+        return None
+    return str(team), str(channel), str(user), str(ts), thread_ts, str(action_id)
 
 
 def _per_minute(rate: float, clock: Clock, *, reserve: bool = False) -> EditBudget:

@@ -2,13 +2,53 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 
 from core.settings import CommaList, EnvSettings
 
-__all__ = ["SlackSettings"]
+__all__ = ["DEFAULT_SUGGESTED_PROMPTS", "MAX_SUGGESTED_PROMPTS", "SlackSettings", "SuggestedPrompt"]
+
+#: Slack shows at most this many suggested prompts in an assistant thread.
+MAX_SUGGESTED_PROMPTS = 4
+
+
+class SuggestedPrompt(BaseModel):
+    """One suggested prompt: the ``title`` Slack shows and the ``message`` a click sends."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    title: str = Field(min_length=1)
+    message: str = Field(min_length=1)
+
+
+DEFAULT_SUGGESTED_PROMPTS = (
+    SuggestedPrompt(
+        title="Explain something simply",
+        message="Explain the idea I name next in plain words, with one example.",
+    ),
+    SuggestedPrompt(
+        title="Summarize a text",
+        message="Summarize the text I paste next in five short bullet points.",
+    ),
+    SuggestedPrompt(
+        title="Review some code",
+        message="Review the code I paste next: what does it do, and what would you change?",
+    ),
+)
+
+
+def _prompts(value: Any) -> Any:
+    """``SLACK_SUGGESTED_PROMPTS`` from the environment: JSON, a list whose items are a text
+    (title and message alike) or ``{"title", "message"}``."""
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip() else []
+    if isinstance(value, list):
+        return [{"title": v, "message": v} if isinstance(v, str) else v for v in value]
+    return value
 
 
 class SlackSettings(EnvSettings):
@@ -73,6 +113,13 @@ class SlackSettings(EnvSettings):
         "(Tier 3: about 50/min): the thinking status of native streams. An update is skipped "
         "when no call is free at once; clearing a status always keeps its slot.",
     )
+    slack_suggested_prompts: Annotated[list[SuggestedPrompt], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_SUGGESTED_PROMPTS),
+        max_length=MAX_SUGGESTED_PROMPTS,
+        description="Prompts Slack suggests when someone opens a thread with the app in its "
+        'assistant pane, JSON: ["Summarize this", {"title": "Explain", "message": "Explain '
+        "...\"}] (at most 4, Slack's limit; a text is title and message at once; [] for none).",
+    )
     slack_http_host: str = Field(
         "0.0.0.0",
         description="Address Slack's HTTP requests (/slack/events) are served on when Slack "
@@ -98,6 +145,11 @@ class SlackSettings(EnvSettings):
         "update of a message per second), instead of SLACK_EDIT_INTERVAL (0: finals wait the "
         "interval too).",
     )
+
+    @field_validator("slack_suggested_prompts", mode="before")
+    @classmethod
+    def _suggested_prompts(cls, value: Any) -> Any:
+        return _prompts(value)
 
     @field_validator("slack_files_url")
     @classmethod

@@ -11,8 +11,9 @@ is the renderer's decision, not the sink's.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -20,7 +21,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from core.render import SinkGone, SinkRateLimited, SinkTransient
 
+from .blocks import message_blocks
 from .mrkdwn import to_mrkdwn
+
+if TYPE_CHECKING:
+    from core.controls import Control
 
 __all__ = ["GONE_ERRORS", "UPDATE_MAX_LEN", "SlackSink", "retry_after", "translate_error"]
 
@@ -71,6 +76,9 @@ class SlackSink:
 
     ``adopt_ts`` is an existing bot message to continue in: the first :meth:`post` edits it
     instead of posting (a native stream that expired goes on by edits in the same message).
+    ``after_first_post`` runs once the first message is posted, in the background
+    (:attr:`after_first_post_task`): the thread's "is thinking…" status is cleared when the first
+    text is in.
     """
 
     def __init__(
@@ -81,8 +89,11 @@ class SlackSink:
         thread_ts: str | None = None,
         adopt_ts: str | None = None,
         max_len: int = UPDATE_MAX_LEN,
+        after_first_post: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.client = client
+        self._after_first_post = after_first_post
+        self.after_first_post_task: asyncio.Future[None] | None = None
         self.channel = channel
         self.thread_ts = thread_ts
         self._adopt = adopt_ts
@@ -91,30 +102,47 @@ class SlackSink:
     def __repr__(self) -> str:
         return f"SlackSink(channel={self.channel!r}, thread_ts={self.thread_ts!r})"
 
-    async def post(self, text: str) -> Any:
+    async def post(self, text: str, *, controls: Sequence[Control] | None = None) -> Any:
+        """Post ``text``; with ``controls`` (a renderer that draws buttons: even ``()``), the
+        text goes in section blocks with an ``actions`` block of the buttons under it, in the
+        same request (:mod:`~bots.slack.blocks`)."""
         if self._adopt is not None:
             ts, self._adopt = self._adopt, None
             try:
-                await self.edit(ts, text)
+                await self.edit(ts, text, controls=controls)
             except BaseException:
                 self._adopt = ts  # not shown yet: the renderer's retry edits it again
                 raise
             return ts
+        mrkdwn = to_mrkdwn(text)
+        blocks = None if controls is None else message_blocks(mrkdwn, controls)
         response = await self._call(
             lambda: self.client.chat_postMessage(
                 channel=self.channel,
                 thread_ts=self.thread_ts,
-                text=to_mrkdwn(text),
+                text=mrkdwn,
+                blocks=blocks,
                 unfurl_links=False,
                 unfurl_media=False,
             ),
             idempotent=False,
         )
+        after, self._after_first_post = self._after_first_post, None
+        if after is not None:
+            # In the background: the text's next update never waits for it (a status clear may
+            # wait for its budget's slot).
+            self.after_first_post_task = asyncio.ensure_future(after())
         return response["ts"]
 
-    async def edit(self, ref: Any, text: str) -> None:
+    async def edit(self, ref: Any, text: str, *, controls: Sequence[Control] | None = None) -> None:
+        """Edit message ``ref`` to ``text`` (and, with ``controls``, exactly these buttons:
+        ``()`` removes them), in one ``chat.update``."""
+        mrkdwn = to_mrkdwn(text)
+        blocks = None if controls is None else message_blocks(mrkdwn, controls)
         await self._call(
-            lambda: self.client.chat_update(channel=self.channel, ts=ref, text=to_mrkdwn(text)),
+            lambda: self.client.chat_update(
+                channel=self.channel, ts=ref, text=mrkdwn, blocks=blocks
+            ),
             idempotent=True,
         )
 

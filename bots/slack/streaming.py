@@ -31,8 +31,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -44,7 +44,11 @@ from core.clock import Clock
 from core.render import BufferedRenderer, MessageSink, RenderResult, SinkGone, StreamRenderer
 from core.split import find_cut
 
+from .blocks import actions_block
 from .safe_markdown import SafeMarkdown, safe_markdown
+
+if TYPE_CHECKING:
+    from core.controls import Control
 from .sink import GONE_ERRORS
 from .status import StatusLine
 
@@ -102,6 +106,7 @@ class NativeStreamRenderer(BufferedRenderer):
         clock: Clock | None = None,
         max_len: int = NATIVE_MAX_LEN,
         status: StatusLine | None = None,
+        controls: Sequence[Control] | None = None,
     ) -> None:
         super().__init__(min_interval=min_interval, budget=budget, clock=clock)
         self._fallback_budget = budget if fallback_budget is None else fallback_budget
@@ -129,6 +134,11 @@ class NativeStreamRenderer(BufferedRenderer):
         self._status_line: str | None = None  # the latest line not yet sent
         self._status_at = -math.inf  # when the last line was sent
         self._status_over = False  # text came (or the reply ended): no more status
+        #: The buttons while streaming (``None``: no buttons). A stream cannot carry them
+        #: (``chat.startStream``/``appendStream`` take no blocks): only a fallback to edits
+        #: shows them; the final ones go on ``chat.stopStream``'s blocks.
+        self._controls = None if controls is None else tuple(controls)
+        self._final_controls: tuple[Control, ...] = ()
 
     def __repr__(self) -> str:
         return f"NativeStreamRenderer(channel={self.channel!r}, thread_ts={self.thread_ts!r})"
@@ -172,9 +182,15 @@ class NativeStreamRenderer(BufferedRenderer):
         else:
             await super().feed(delta)
 
-    async def finish(self, note: str | None = None) -> RenderResult:
-        """Stop the stream(s) on the complete text, ``note`` on its own last line; clear the
-        thread's status if it is still up."""
+    async def finish(
+        self, note: str | None = None, *, controls: Sequence[Control] = ()
+    ) -> RenderResult:
+        """Stop the stream(s) on the complete text, ``note`` on its own last line, ``controls``
+        (a renderer made with ``controls``) as an ``actions`` block under the last message (in
+        ``chat.stopStream``, or in the fallback's final edit); clear the thread's status if it
+        is still up."""
+        if self._controls is not None:
+            self._final_controls = tuple(controls)
         try:
             streamed = await super().finish(note)
         except Exception:  # not on cancellation: aclose() gives the status up without a call
@@ -183,7 +199,9 @@ class NativeStreamRenderer(BufferedRenderer):
         await self._end_status()
         if self._fallback is None:
             return streamed
-        edited = await self._fallback.finish(None if self._noted else note)
+        edited = await self._fallback.finish(
+            None if self._noted else note, controls=self._final_controls
+        )
         return RenderResult(
             streamed.refs + edited.refs,
             streamed.texts + edited.texts,
@@ -319,7 +337,8 @@ class NativeStreamRenderer(BufferedRenderer):
             return False
         if self._finishing:
             if body or self._stream is not None:
-                await self._stop(body[self._sent :])
+                final = self._final_controls
+                await self._stop(body[self._sent :], [actions_block(final)] if final else None)
                 self._texts.append(body)
             return True
         stream = await self._open()
@@ -341,9 +360,9 @@ class NativeStreamRenderer(BufferedRenderer):
             )
         return self._stream
 
-    async def _stop(self, text: str) -> None:
+    async def _stop(self, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
         stream = await self._open()
-        await stream.stop(markdown_text=text or None)
+        await stream.stop(markdown_text=text or None, blocks=blocks)
         self._started = True
         self._refs.append(stream.ts)
         self._stream = None
@@ -362,6 +381,7 @@ class NativeStreamRenderer(BufferedRenderer):
             clock=self._clock,
             window_limit=self._fallback_window[0],
             window_seconds=self._fallback_window[1],
+            controls=self._controls,
         )
         self._fallback = renderer
         await renderer.feed(self._body)

@@ -11,7 +11,7 @@ import pytest
 
 from core.clock import FakeClock
 from core.conversations import ConversationKey, Status
-from core.engine import HELP_TEXT, ChatEngine, Refused, Reply
+from core.engine import HEARD_WAIT, HELP_TEXT, ChatEngine, Refused, Reply
 from core.policy import Actor
 from llmconnect.protocols.echo import echo_reply
 from tests.fakes.llm_server import Fail, FakeLLMServer
@@ -914,3 +914,51 @@ async def test_a_pdf_reaches_a_text_model_as_its_text(
     (content,) = [m["content"] for m in sent_messages(llm_server) if m["role"] == "user"]
     assert content.startswith("sum up\n\n")
     assert "Quarterly numbers" in content
+
+
+async def test_the_llm_is_asked_only_once_the_front_ends_first_sign_is_shown(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    # On a fake clock: HEARD_WAIT never runs out by itself here.
+    engine = local_engine(clock=FakeClock())
+    shown = asyncio.get_running_loop().create_future()
+    reply = await engine.submit(KEY, "hello", heard=shown)
+    await wait_for(lambda: reply.message.status is Status.STREAMING)
+    for _ in range(20):
+        await asyncio.sleep(0)  # every turn the reply's task could use to ask
+    assert llm_server.requests == []
+
+    shown.set_result(True)
+    await reply
+    assert reply.status is Status.COMPLETE
+    assert len(llm_server.requests) == 1
+
+
+async def test_a_sign_that_never_comes_holds_the_llm_back_heard_wait_at_most(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    clock = FakeClock()
+    engine = local_engine(clock=clock)
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    reply = await engine.submit(KEY, "hello", heard=never)
+    await wait_for(lambda: reply.message.status is Status.STREAMING)
+    await clock.advance(HEARD_WAIT - 0.01)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert llm_server.requests == []
+
+    await clock.advance(0.01)
+    await reply
+    assert reply.status is Status.COMPLETE
+    assert not never.done()  # the front end's own: never cancelled by the engine
+    never.cancel()
+
+
+async def test_a_failed_sign_does_not_fail_the_reply(local_engine: EngineMaker) -> None:
+    async def fails() -> None:
+        raise RuntimeError("the platform refused the typing indicator")
+
+    reply = await local_engine().submit(KEY, "hello", heard=asyncio.ensure_future(fails()))
+    await reply
+    assert reply.status is Status.COMPLETE
+    assert reply.text == "You said: hello"

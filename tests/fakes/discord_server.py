@@ -54,6 +54,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from .base import LoopbackServer
+from .journal import Journal
 
 __all__ = [
     "ADMINISTRATOR",
@@ -354,6 +355,12 @@ class FakeDiscordServer(LoopbackServer):
         self.interactions: dict[str, FakeInteraction] = {}
         self.commands: dict[str | None, list[dict[str, Any]]] = {}  # guild id (None: global)
         self.requests: list[_Recorded] = []
+        #: Shared with other stand-ins: every REST request as ``("discord", "METHOD /path")``.
+        self.journal: Journal | None = None
+        #: path -> a gate: a REST request to that path arrives (is recorded, then answered) only
+        #: once the gate is set, as if the network were slow; ``held`` counts those waiting.
+        self.hold: dict[str, asyncio.Event] = {}
+        self.held = 0
         self.rate_limited: list[RateLimitEvent] = []
         self.identified = 0
         #: (shard id, count) of every connection that identified, once it got READY and its
@@ -981,6 +988,13 @@ class FakeDiscordServer(LoopbackServer):
         if request.path == "/gateway" or request.path.startswith("/attachments/"):
             response: web.StreamResponse = await handler(request)
             return response
+        gate = self.hold.get(request.path)
+        if gate is not None:  # a slow network: the request arrives once the gate is set
+            self.held += 1
+            try:
+                await gate.wait()
+            finally:
+                self.held -= 1
         raw = await request.read()
         try:
             body = json.loads(raw) if raw else None
@@ -990,6 +1004,8 @@ class FakeDiscordServer(LoopbackServer):
         self.requests.append(
             _Recorded(request.method, request.path, dict(request.query), body, auth)
         )
+        if self.journal is not None:
+            self.journal.record("discord", f"{request.method} {request.path}")
         exempt = "/interactions/" in request.path or "/webhooks/" in request.path
         if not exempt:
             if auth != f"Bot {self.token}":

@@ -50,13 +50,14 @@ import http
 import itertools
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import web
 
 from .base import LoopbackServer
+from .journal import Journal
 
 __all__ = [
     "Fail",
@@ -1176,6 +1177,11 @@ class FakeLLMServer(LoopbackServer):
         self.host = host
         self.port = port
         self.requests: list[RecordedRequest] = []
+        #: Shared with other stand-ins: every request's path, as ``("llm", path)``, on arrival.
+        self.journal: Journal | None = None
+        #: Awaited with each request on its arrival, before it is answered (a test looks at what
+        #: the front end shows at the moment the LLM is asked).
+        self.on_request: Callable[[RecordedRequest], Awaitable[None]] | None = None
         self.open_streams = 0
         self.disconnects = 0
         self._queue: list[Action] = []
@@ -1276,6 +1282,10 @@ class FakeLLMServer(LoopbackServer):
         )
         self.requests.append(recorded)
         request[_RECORDED] = recorded
+        if self.journal is not None:
+            self.journal.record("llm", request.path)
+        if self.on_request is not None:
+            await self.on_request(recorded)
         response: web.StreamResponse = await handler(request)
         return response
 

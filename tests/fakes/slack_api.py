@@ -33,11 +33,28 @@ from typing import Any, Literal
 from aiohttp import WSMsgType, web
 
 from .base import LoopbackServer
+from .journal import Journal
 
-__all__ = ["SLACK_LIMITS", "Call", "FakeSlackAPI", "Message", "MethodLimit", "SharedFile"]
+__all__ = [
+    "MAX_SUGGESTED_PROMPTS",
+    "SLACK_LIMITS",
+    "Call",
+    "FakeSlackAPI",
+    "Message",
+    "MethodLimit",
+    "SharedFile",
+]
 
 MAX_TEXT = 40_000
 MAX_MARKDOWN_PER_CALL = 12_000
+#: Block Kit limits Slack enforces on what the bot sends (``invalid_blocks`` past them).
+MAX_BLOCKS = 50
+MAX_SECTION_TEXT = 3_000
+MAX_ACTIONS_ELEMENTS = 25
+MAX_ACTION_ID = 255
+MAX_BUTTON_TEXT = 75
+#: Suggested prompts one ``assistant.threads.setSuggestedPrompts`` call may set.
+MAX_SUGGESTED_PROMPTS = 4
 _GONE = "channel_not_found"
 
 
@@ -90,6 +107,28 @@ class Message:
     appends: int = 0
     history: list[str] = field(default_factory=list)  # every visible text, in order
     last_update: float = -1e9
+    #: The message's Block Kit blocks (``None``: none; ``chat.stopStream`` blocks go under the
+    #: streamed text) and every set of button action ids it showed, in order.
+    blocks: list[dict[str, Any]] | None = None
+    button_history: list[list[str]] = field(default_factory=list)
+
+    @property
+    def buttons(self) -> list[str]:
+        """The action ids of the buttons it shows now."""
+        return [
+            element["action_id"]
+            for block in self.blocks or []
+            if block.get("type") == "actions"
+            for element in block.get("elements", [])
+            if element.get("type") == "button"
+        ]
+
+    @property
+    def block_text(self) -> str:
+        """The text of its section blocks, joined by line breaks."""
+        return "\n".join(
+            block["text"]["text"] for block in self.blocks or [] if block.get("type") == "section"
+        )
 
 
 #: What Slack's file host answers a download without the right token: a sign-in page, 200.
@@ -148,6 +187,16 @@ class FakeSlackAPI(LoopbackServer):
         #: (channel, thread_ts) -> the thread's status now ("": none), and every status set.
         self.statuses: dict[tuple[str, str], str] = {}
         self.status_history: dict[tuple[str, str], list[str]] = {}
+        #: (channel, thread_ts) -> the prompts ``assistant.threads.setSuggestedPrompts`` set last
+        #: (``[{"title", "message"}]``) and every title ``assistant.threads.setTitle`` set.
+        self.suggested_prompts: dict[tuple[str, str], list[dict[str, str]]] = {}
+        self.titles: dict[tuple[str, str], list[str]] = {}
+        #: Shared with other stand-ins: every Web API call, as ``("slack", method)``, on arrival.
+        self.journal: Journal | None = None
+        #: method -> a gate: a call of that method arrives (is recorded, then answered) only once
+        #: the gate is set, as if the network to Slack were slow; ``held`` counts those waiting.
+        self.hold: dict[str, asyncio.Event] = {}
+        self.held = 0
         self._ts = itertools.count(1)
         self._envelopes = itertools.count(1)
         self._sockets: list[web.WebSocketResponse] = []
@@ -274,6 +323,13 @@ class FakeSlackAPI(LoopbackServer):
 
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
+        gate = self.hold.get(method)
+        if gate is not None:
+            self.held += 1
+            try:
+                await gate.wait()
+            finally:
+                self.held -= 1
         args: dict[str, Any] = dict(request.query)
         raw = await request.read()
         if raw:
@@ -285,6 +341,8 @@ class FakeSlackAPI(LoopbackServer):
         token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else args.get("token")
         call = Call(method, args, token)
         self.calls.append(call)
+        if self.journal is not None:
+            self.journal.record("slack", method)
         expected = self.app_token if method == "apps.connections.open" else self.bot_token
         if token != expected:
             return self._error(call, "invalid_auth")
@@ -365,6 +423,50 @@ class FakeSlackAPI(LoopbackServer):
         admin = user in self.admins
         return {"user": {"id": user, "team_id": self.team_id, "is_admin": admin, "is_owner": False}}
 
+    @staticmethod
+    def _blocks(args: dict[str, Any]) -> list[dict[str, Any]] | bool | None:
+        """The call's ``blocks`` (``None`` when absent), or False when Slack would refuse them
+        (``invalid_blocks``): too many, a section text empty or too long, a button without an
+        ``action_id``, one too long or repeated, a button text too long."""
+        blocks = args.get("blocks")
+        if blocks is None:
+            return None
+        if isinstance(blocks, str):
+            blocks = json.loads(blocks)
+        if not isinstance(blocks, list) or len(blocks) > MAX_BLOCKS:
+            return False
+        seen: set[str] = set()
+        for block in blocks:
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind == "section":
+                text = (block.get("text") or {}).get("text")
+                if not isinstance(text, str) or not 1 <= len(text) <= MAX_SECTION_TEXT:
+                    return False
+            elif kind == "actions":
+                elements = block.get("elements")
+                if not isinstance(elements, list) or not 1 <= len(elements) <= MAX_ACTIONS_ELEMENTS:
+                    return False
+                for element in elements:
+                    action_id = element.get("action_id")
+                    label = (element.get("text") or {}).get("text")
+                    if (
+                        element.get("type") != "button"
+                        or not isinstance(action_id, str)
+                        or not 1 <= len(action_id) <= MAX_ACTION_ID
+                        or action_id in seen
+                        or not isinstance(label, str)
+                        or not 1 <= len(label) <= MAX_BUTTON_TEXT
+                    ):
+                        return False
+                    seen.add(action_id)
+            else:
+                return False
+        return blocks
+
+    def _set_blocks(self, message: Message, blocks: list[dict[str, Any]] | None) -> None:
+        message.blocks = blocks
+        message.button_history.append(message.buttons)
+
     def _m_chat_postMessage(self, call: Call) -> dict[str, Any] | web.Response:
         text = call.args.get("text") or ""
         channel = call.args.get("channel", "")
@@ -372,7 +474,12 @@ class FakeSlackAPI(LoopbackServer):
             return self._error(call, _GONE)
         if len(text) > MAX_TEXT:
             return self._error(call, "msg_too_long")
+        blocks = self._blocks(call.args)
+        if blocks is False:
+            return self._error(call, "invalid_blocks")
         message = Message(channel, self._next_ts(), text, call.args.get("thread_ts") or None)
+        if isinstance(blocks, list):
+            self._set_blocks(message, blocks)
         self._store(message)
         return {"channel": channel, "ts": message.ts, "message": {"text": text, "ts": message.ts}}
 
@@ -387,6 +494,9 @@ class FakeSlackAPI(LoopbackServer):
         text = call.args.get("text") or ""
         if len(text) > MAX_TEXT:
             return self._error(call, "msg_too_long")
+        blocks = self._blocks(call.args)
+        if blocks is False:
+            return self._error(call, "invalid_blocks")
         now = time.monotonic()
         wait = message.last_update + self.update_interval - now
         if wait > 0:
@@ -398,6 +508,8 @@ class FakeSlackAPI(LoopbackServer):
         message.streaming = False
         message.updates += 1
         message.history.append(text)
+        if isinstance(blocks, list):  # absent: the message keeps the blocks it had
+            self._set_blocks(message, blocks)
         return {"channel": message.channel, "ts": message.ts, "text": text}
 
     def _m_chat_startStream(self, call: Call) -> dict[str, Any] | web.Response:
@@ -446,6 +558,11 @@ class FakeSlackAPI(LoopbackServer):
         message = self._streaming(call)
         if isinstance(message, web.Response):
             return message
+        blocks = self._blocks(call.args)
+        if blocks is False:
+            return self._error(call, "invalid_blocks")
+        if isinstance(blocks, list):  # shown under the streamed text
+            self._set_blocks(message, blocks)
         message.text += self._stream_text(call.args)
         message.streaming = False
         message.history.append(message.text)
@@ -460,6 +577,51 @@ class FakeSlackAPI(LoopbackServer):
             return self._error(call, _GONE)
         self.statuses[(channel, thread_ts)] = status
         self.status_history.setdefault((channel, thread_ts), []).append(status)
+        return {}
+
+    def _assistant_thread(self, call: Call) -> tuple[str, str] | web.Response:
+        channel, thread_ts = call.args.get("channel_id"), call.args.get("thread_ts")
+        if not isinstance(channel, str) or not channel or not isinstance(thread_ts, str):
+            return self._error(call, "invalid_arguments")
+        if not thread_ts:
+            return self._error(call, "invalid_arguments")
+        if channel.startswith("CGONE"):
+            return self._error(call, _GONE)
+        return channel, thread_ts
+
+    def _m_assistant_threads_setSuggestedPrompts(self, call: Call) -> dict[str, Any] | web.Response:
+        """Slack's rules: 1 to :data:`MAX_SUGGESTED_PROMPTS` prompts, each with a ``title`` and
+        a ``message``."""
+        thread = self._assistant_thread(call)
+        if isinstance(thread, web.Response):
+            return thread
+        prompts = call.args.get("prompts")
+        if isinstance(prompts, str):
+            prompts = json.loads(prompts)
+        if (
+            not isinstance(prompts, list)
+            or not 1 <= len(prompts) <= MAX_SUGGESTED_PROMPTS
+            or not all(
+                isinstance(p, dict)
+                and isinstance(p.get("title"), str)
+                and isinstance(p.get("message"), str)
+                and p["title"]
+                and p["message"]
+                for p in prompts
+            )
+        ):
+            return self._error(call, "invalid_arguments")
+        self.suggested_prompts[thread] = prompts
+        return {}
+
+    def _m_assistant_threads_setTitle(self, call: Call) -> dict[str, Any] | web.Response:
+        thread = self._assistant_thread(call)
+        if isinstance(thread, web.Response):
+            return thread
+        title = call.args.get("title")
+        if not isinstance(title, str) or not title:
+            return self._error(call, "invalid_arguments")
+        self.titles.setdefault(thread, []).append(title)
         return {}
 
     # ------------------------------------------------------------------ files

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from tests.fakes.journal import Journal
 from tests.fakes.slack_api import SLACK_LIMITS, FakeSlackAPI, MethodLimit
 
 
@@ -91,3 +93,79 @@ async def test_method_limits_count_per_channel_and_per_workspace() -> None:
 def test_slack_limits_name_the_methods_a_reply_sends() -> None:
     assert {"chat.postMessage", "chat.update", "chat.appendStream"} <= set(SLACK_LIMITS)
     assert SLACK_LIMITS["chat.update"] == (MethodLimit(50, 60.0),)
+
+
+async def test_suggested_prompts_follow_slacks_rules_and_titles_are_kept(
+    slack: FakeSlackAPI,
+) -> None:
+    web = client(slack)
+    four = [{"title": f"t{n}", "message": f"m{n}"} for n in range(4)]
+    await web.assistant_threads_setSuggestedPrompts(channel_id="D1", thread_ts="1.0", prompts=four)
+    assert slack.suggested_prompts[("D1", "1.0")] == four
+    for bad in ([*four, {"title": "t5", "message": "m5"}], [], [{"title": "t"}]):
+        with pytest.raises(SlackApiError, match="invalid_arguments"):
+            await web.assistant_threads_setSuggestedPrompts(
+                channel_id="D1", thread_ts="2.0", prompts=bad
+            )
+    assert ("D1", "2.0") not in slack.suggested_prompts
+
+    await web.assistant_threads_setTitle(channel_id="D1", thread_ts="1.0", title="First")
+    await web.assistant_threads_setTitle(channel_id="D1", thread_ts="1.0", title="Second")
+    assert slack.titles[("D1", "1.0")] == ["First", "Second"]
+    with pytest.raises(SlackApiError, match="invalid_arguments"):
+        await web.assistant_threads_setTitle(channel_id="D1", thread_ts="1.0", title="")
+
+
+async def test_blocks_are_kept_checked_and_their_buttons_recorded(slack: FakeSlackAPI) -> None:
+    web = client(slack)
+    section = {"type": "section", "text": {"type": "mrkdwn", "text": "hi"}}
+
+    def buttons(*ids: str) -> dict[str, object]:
+        elements = [
+            {"type": "button", "action_id": i, "text": {"type": "plain_text", "text": "b"}}
+            for i in ids
+        ]
+        return {"type": "actions", "elements": elements}
+
+    posted = await web.chat_postMessage(channel="C1", text="hi", blocks=[section, buttons("a")])
+    await web.chat_update(channel="C1", ts=posted["ts"], text="hi!", blocks=[section])
+    await web.chat_update(channel="C1", ts=posted["ts"], text="hi!!")  # no blocks: kept
+    [message] = slack.thread("C1")
+    assert message.button_history == [["a"], []]
+    assert message.block_text == "hi"
+    for bad in (
+        [{"type": "section", "text": {"type": "mrkdwn", "text": "x" * 3001}}],
+        [buttons("a", "a")],  # an action id twice
+        [buttons("x" * 256)],
+        [section] * 51,
+    ):
+        with pytest.raises(SlackApiError, match="invalid_blocks"):
+            await web.chat_postMessage(channel="C1", text="x", blocks=bad)
+
+    started = await web.chat_startStream(channel="D1", thread_ts="1.0", markdown_text="Hi")
+    await web.chat_stopStream(channel="D1", ts=started["ts"], blocks=[buttons("z")])
+    [streamed] = slack.thread("D1", "1.0")
+    assert (streamed.text, streamed.buttons) == ("Hi", ["z"])
+
+
+async def test_a_held_method_arrives_when_released_and_the_journal_keeps_the_order(
+    slack: FakeSlackAPI,
+) -> None:
+    journal = slack.journal = Journal()
+    gate = slack.hold["assistant.threads.setStatus"] = asyncio.Event()
+    web = client(slack)
+    held = asyncio.ensure_future(
+        web.assistant_threads_setStatus(channel_id="C1", thread_ts="1.0", status="is thinking…")
+    )
+    for _ in range(100):
+        if slack.held:
+            break
+        await asyncio.sleep(0.01)
+    assert slack.held == 1
+    await web.auth_test()
+    assert slack.statuses == {}
+    gate.set()
+    await held
+    assert journal.entries == [("slack", "auth.test"), ("slack", "assistant.threads.setStatus")]
+    assert journal.first("slack", "assistant.threads.setStatus") == 1
+    assert slack.statuses[("C1", "1.0")] == "is thinking…"

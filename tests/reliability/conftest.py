@@ -28,6 +28,7 @@ from tests.fakes.slack_api import FakeSlackAPI
 
 # The adapter tests' fixtures, reused by name (``llm`` is the same stand-in in both).
 no_machine_settings = slack_fixtures.no_machine_settings
+journal = slack_fixtures.journal
 llm = slack_fixtures.llm
 slack_api = slack_fixtures.slack_api
 make_bot = slack_fixtures.make_bot

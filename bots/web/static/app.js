@@ -642,28 +642,34 @@
     const files = state.files;
     if ((!text && !files.length) || state.busy) return;
     notice("");
-    $("send").disabled = true;
     let body = { text };
     if (files.length) {
       body = new FormData();
       body.append("text", text);
       for (const f of files) body.append("files", f.file, f.name);
     }
+    // The first sign that the question was heard comes before the request leaves: the question
+    // and a pending reply show at once (taken back if the server refuses), so the page shows it
+    // before the LLM is even asked.
+    const before = $("status").dataset.status || "idle";
+    const attachments = files.map((f) => ({ name: f.name, kind: f.kind, url: f.url }));
+    const asked = appendMessage({ role: "user", content: text, status: "complete", attachments });
+    const pending = appendMessage({ role: "assistant", content: "", status: "pending" });
+    setStatus("pending");
     try {
       await api("POST", `/chat/${encodeURIComponent(state.id)}/send-message`, body);
     } catch (err) {
+      asked.remove();
+      pending.remove();
+      setStatus(before);
       notice(err.message);
-      $("send").disabled = false;
       return;
     }
     input.value = "";
     state.files = [];
     paintPending();
-    const attachments = files.map((f) => ({ name: f.name, kind: f.kind, url: f.url }));
-    appendMessage({ role: "user", content: text, status: "complete", attachments });
-    state.streamEl = appendMessage({ role: "assistant", content: "", status: "pending" });
+    state.streamEl = pending;
     state.streamText = "";
-    setStatus("pending");
     openStream();
     renderList().catch(() => {});
   }

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from core.clock import FakeClock
 from core.conversations import ConversationKey, Status
 from core.delivery import EMPTY_NOTE
 from core.split import split_message
 from tests.fakes.discord_server import StoredMessage
+from tests.fakes.journal import Journal
 from tests.fakes.llm_server import Fail, FakeLLMServer, Reply
 
 from .conftest import BotStarter, World, wait_for
@@ -363,3 +367,34 @@ async def test_thread_per_question_answers_in_the_channel_when_discord_refuses_t
     prompt = await world.server.send_message(world.general, world.alice, "no threads here")
     await answered(world, prompt, said("no threads here"))
     assert prompt.id not in world.guild.threads
+
+
+async def test_typing_reaches_discord_before_the_llm_is_asked(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    # Discord is slow to take the typing indicator (held at the stand-in's door); the bot runs on
+    # a fake clock, so the engine's HEARD_WAIT never runs out while it is held. The order is read
+    # off one journal both stand-ins write on each request's arrival.
+    server = world.server
+    journal = server.journal = llm.journal = Journal()
+    typing_path = f"/api/v10/channels/{world.general}/typing"
+    gate = server.hold[typing_path] = asyncio.Event()
+    clock = FakeClock()
+    bot = await start_bot(clock=clock)
+    prompt = await server.send_message(world.general, world.alice, "are you there")
+    await wait_for(lambda: server.held == 1)
+    await wait_for(lambda: any(r.status is Status.STREAMING for r in bot.engine._last.values()))
+    await asyncio.sleep(0.05)  # room for a request that should not come (it would be recorded)
+    try:
+        assert llm.requests == []
+    finally:
+        gate.set()
+
+    await wait_for(lambda: bool(llm.requests))
+    assert journal.first("discord", f"POST {typing_path}") < journal.first("llm")
+    for _ in range(200):
+        if [m.content for m in server.replies_to(prompt)] == [said("are you there")]:
+            break
+        await clock.advance(0.5)
+        await asyncio.sleep(0.01)
+    assert [m.content for m in server.replies_to(prompt)] == [said("are you there")]

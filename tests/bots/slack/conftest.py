@@ -28,8 +28,9 @@ from bots.slack import EVENTS_PATH, SlackBot, SlackSettings
 from core.clock import Clock
 from core.engine import ChatEngine
 from core.settings import Settings, load_settings
+from tests.fakes.journal import Journal
 from tests.fakes.llm_server import FakeLLMServer
-from tests.fakes.slack_api import FakeSlackAPI
+from tests.fakes.slack_api import FakeSlackAPI, Message
 
 SECRET = "test-signing-secret-0123456789"
 TEAM = "T0001"
@@ -154,6 +155,36 @@ class SlackClient:
     async def dm(self, text: str, *, user: str = USER, thread_ts: str | None = None) -> str:
         return await self._send("message", text, DM, user, thread_ts, None, channel_type="im")
 
+    @staticmethod
+    def thread_started_event(
+        thread_ts: str, *, user: str = USER, channel: str = DM
+    ) -> dict[str, Any]:
+        """``assistant_thread_started``: ``user`` opened a thread with the app in Slack's assistant
+        pane (the app's DM ``channel``), from channel ``CHANNEL``."""
+        return {
+            "type": "assistant_thread_started",
+            "assistant_thread": {
+                "user_id": user,
+                "context": {"channel_id": CHANNEL, "team_id": TEAM, "enterprise_id": None},
+                "channel_id": channel,
+                "thread_ts": thread_ts,
+            },
+            "event_ts": next_ts(),
+        }
+
+    async def thread_started(self, *, user: str = USER) -> str:
+        """Open an assistant thread (as Slack does, with the app's first message as its root);
+        returns the thread's ts."""
+        thread_ts = next_ts()
+        status, _ = await self.event(self.thread_started_event(thread_ts, user=user))
+        assert status == 200
+        return thread_ts
+
+    async def assistant_message(self, text: str, thread_ts: str, *, user: str = USER) -> str:
+        """A question typed in an assistant thread: a ``message.im`` in the app's DM, in the
+        thread; returns its ts."""
+        return await self.dm(text, user=user, thread_ts=thread_ts)
+
     async def message(
         self,
         text: str,
@@ -167,6 +198,70 @@ class SlackClient:
         """A plain channel message (``message.channels``), no mention needed; returns its ts."""
         extra.setdefault("channel_type", "channel")
         return await self._send("message", text, channel, user, thread_ts, ts, **extra)
+
+    def click_payload(
+        self, message: Message, action_id: str, *, user: str = USER, rid: str
+    ) -> dict[str, Any]:
+        """The ``block_actions`` payload of ``user`` clicking button ``action_id`` on the bot's
+        ``message``, as Slack sends it (``response_url`` on the stand-in, id ``rid``)."""
+        [element] = [
+            e
+            for block in message.blocks or []
+            if block.get("type") == "actions"
+            for e in block["elements"]
+            if e["action_id"] == action_id
+        ]
+        container: dict[str, Any] = {
+            "type": "message",
+            "message_ts": message.ts,
+            "channel_id": message.channel,
+            "is_ephemeral": False,
+        }
+        shown: dict[str, Any] = {
+            "type": "message",
+            "user": "UBOT",
+            "bot_id": "BBOT",
+            "ts": message.ts,
+            "text": message.text,
+            "blocks": message.blocks,
+        }
+        if message.thread_ts:
+            container["thread_ts"] = shown["thread_ts"] = message.thread_ts
+        return {
+            "type": "block_actions",
+            "user": {"id": user, "username": "someone", "team_id": TEAM},
+            "api_app_id": "A0001",
+            "token": "unused-verification-token",
+            "container": container,
+            "trigger_id": f"trigger-{rid}",
+            "team": {"id": TEAM, "domain": "fake"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "channel": {"id": message.channel, "name": "general"},
+            "message": shown,
+            "response_url": self.slack.response_url(rid),
+            "actions": [
+                {
+                    "action_id": action_id,
+                    "block_id": "llmc_controls",
+                    "text": element["text"],
+                    "value": element.get("value", ""),
+                    "type": "button",
+                    "action_ts": str(time.time()),
+                }
+            ],
+        }
+
+    async def click(
+        self, message: Message, action_id: str, *, user: str = USER, **kwargs: Any
+    ) -> tuple[str, int, str]:
+        """A signed ``block_actions`` request (form field ``payload``, as Slack posts it);
+        returns the response_url id, the HTTP status and body."""
+        rid = f"r{next(_ids)}"
+        payload = self.click_payload(message, action_id, user=user, rid=rid)
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        status, answer = await self.post(body, "application/x-www-form-urlencoded", **kwargs)
+        return rid, status, answer
 
     @staticmethod
     def command_body(
@@ -219,14 +314,22 @@ BotMaker = Callable[..., Awaitable[Running]]
 
 
 @pytest.fixture
-async def slack_api() -> AsyncIterator[FakeSlackAPI]:
+def journal() -> Journal:
+    """The order in which the Slack and LLM stand-ins received their requests."""
+    return Journal()
+
+
+@pytest.fixture
+async def slack_api(journal: Journal) -> AsyncIterator[FakeSlackAPI]:
     async with FakeSlackAPI(admins=("U0ADMIN",)) as api:
+        api.journal = journal
         yield api
 
 
 @pytest.fixture
-async def llm() -> AsyncIterator[FakeLLMServer]:
+async def llm(journal: Journal) -> AsyncIterator[FakeLLMServer]:
     async with FakeLLMServer(models=["alpha", "beta"]) as server:
+        server.journal = journal
         yield server
 
 
@@ -248,6 +351,19 @@ def slack_settings(api: FakeSlackAPI, **overrides: Any) -> tuple[Settings, Slack
     }
     values.update(overrides)
     return load_settings(**values), load_settings(SlackSettings, **values)
+
+
+@pytest.fixture
+async def socket_bot(slack_api: FakeSlackAPI, llm: FakeLLMServer) -> AsyncIterator[SlackBot]:
+    # No signing secret: Socket Mode needs none (there is no inbound HTTP to verify).
+    settings, slack = slack_settings(slack_api, slack_signing_secret=None)
+    async with httpx.AsyncClient() as http:
+        engine = ChatEngine(settings, env={"LOCAL_BASE_URL": llm.openai_base_url}, http_client=http)
+        async with SlackBot(slack, engine) as bot:
+            await bot.start_socket_mode()
+            await slack_api.wait_connected()
+            yield bot
+        await engine.aclose()
 
 
 @pytest.fixture

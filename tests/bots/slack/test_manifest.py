@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from bots.slack.commands import SLASH_COMMANDS
+from bots.slack.settings import DEFAULT_SUGGESTED_PROMPTS, MAX_SUGGESTED_PROMPTS
 
 MANIFEST = Path(__file__).resolve().parents[3] / "bots" / "slack" / "manifest.yaml"
 
@@ -34,9 +35,30 @@ def test_has_the_scopes_and_events_the_bot_uses_and_socket_mode_on() -> None:
     assert {"channels:history", "groups:history"} <= scopes
     assert set(data["settings"]["event_subscriptions"]["bot_events"]) == {
         "app_mention",
+        "assistant_thread_started",
+        "assistant_thread_context_changed",
         "message.channels",
         "message.groups",
         "message.im",
     }
     assert data["settings"]["socket_mode_enabled"] is True
     assert data["features"]["bot_user"]["display_name"]
+
+
+def test_the_assistant_pane_is_declared_with_the_default_suggested_prompts() -> None:
+    data = manifest()
+    assert "assistant:write" in set(data["oauth_config"]["scopes"]["bot"])
+    view = data["features"]["assistant_view"]
+    assert view["assistant_description"]
+    assert view["suggested_prompts"] == [p.model_dump() for p in DEFAULT_SUGGESTED_PROMPTS]
+    assert len(view["suggested_prompts"]) <= MAX_SUGGESTED_PROMPTS
+
+
+def test_interactivity_is_on_for_the_reply_buttons() -> None:
+    interactivity = manifest()["settings"]["interactivity"]
+    assert interactivity["is_enabled"] is True
+    # Socket Mode delivers clicks itself; HTTP mode needs the events URL as request_url
+    # (the header says so): bolt takes clicks at the same path as events.
+    assert "request_url" not in interactivity
+    header = MANIFEST.read_text().split("display_information:")[0]
+    assert "under settings.interactivity" in header

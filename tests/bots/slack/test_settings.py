@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from bots.slack.settings import SlackSettings
+from bots.slack.settings import DEFAULT_SUGGESTED_PROMPTS, MAX_SUGGESTED_PROMPTS, SlackSettings
 from core.settings import SettingsError, load_settings
 
 
@@ -80,3 +80,32 @@ def test_the_file_host_defaults_to_slacks_and_refuses_what_is_not_a_host_url(
     monkeypatch.setenv("SLACK_FILES_URL", "ftp://files.slack.com")
     with pytest.raises(SettingsError, match=r"SLACK_FILES_URL: .*expected https://host"):
         load_settings(SlackSettings)
+
+
+def test_suggested_prompts_default_parse_json_and_stop_at_slacks_four() -> None:
+    assert load_settings(SlackSettings).slack_suggested_prompts == list(DEFAULT_SUGGESTED_PROMPTS)
+    assert 1 <= len(DEFAULT_SUGGESTED_PROMPTS) <= MAX_SUGGESTED_PROMPTS == 4
+    four = '["a", {"title": "B", "message": "bee"}, "c", "d"]'
+    prompts = load_settings(SlackSettings, slack_suggested_prompts=four).slack_suggested_prompts
+    assert [(p.title, p.message) for p in prompts] == [
+        ("a", "a"),
+        ("B", "bee"),
+        ("c", "c"),
+        ("d", "d"),
+    ]
+    assert load_settings(SlackSettings, slack_suggested_prompts="[]").slack_suggested_prompts == []
+    for bad in (
+        '["a", "b", "c", "d", "e"]',  # five: Slack takes four at most
+        '[{"title": "", "message": "x"}]',
+        '[{"title": "t"}]',
+        "not json",
+        '{"title": "t", "message": "m"}',
+    ):
+        with pytest.raises(SettingsError, match="SLACK_SUGGESTED_PROMPTS"):
+            load_settings(SlackSettings, slack_suggested_prompts=bad)
+
+
+def test_suggested_prompts_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLACK_SUGGESTED_PROMPTS", '["Plan my week", "Fix my regex"]')
+    prompts = load_settings(SlackSettings).slack_suggested_prompts
+    assert [p.message for p in prompts] == ["Plan my week", "Fix my regex"]

@@ -3,9 +3,6 @@ websocket, acks every envelope and answers over the Web API."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import httpx
 import pytest
 
 from bots.slack import SlackBot, SlackConfigError
@@ -14,19 +11,6 @@ from tests.fakes.llm_server import FakeLLMServer
 from tests.fakes.slack_api import FakeSlackAPI
 
 from .conftest import CHANNEL, TEAM, USER, next_ts, slack_settings, wait_for
-
-
-@pytest.fixture
-async def socket_bot(slack_api: FakeSlackAPI, llm: FakeLLMServer) -> AsyncIterator[SlackBot]:
-    # No signing secret: Socket Mode needs none (there is no inbound HTTP to verify).
-    settings, slack = slack_settings(slack_api, slack_signing_secret=None)
-    async with httpx.AsyncClient() as http:
-        engine = ChatEngine(settings, env={"LOCAL_BASE_URL": llm.openai_base_url}, http_client=http)
-        async with SlackBot(slack, engine) as bot:
-            await bot.start_socket_mode()
-            await slack_api.wait_connected()
-            yield bot
-        await engine.aclose()
 
 
 async def test_connects_with_the_app_token_and_answers_a_mention(

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from bots.slack.app import HEARD_STATUS
 from core.clock import FakeClock
 from core.conversations import Status
 from core.delivery import STOPPED_NOTE, thinking_line
@@ -89,7 +90,9 @@ async def thinker(
 
 
 def lines(*seconds: int) -> list[str]:
-    return [thinking_line(s) for s in seconds]
+    """The statuses of a thread up to the thinking lines of ``seconds``: the status the question
+    got the moment it arrived, then a line per second the model thought."""
+    return [HEARD_STATUS, *(thinking_line(s) for s in seconds)]
 
 
 async def test_the_status_counts_the_seconds_and_is_cleared_once_the_first_text_is_in(
@@ -165,9 +168,10 @@ async def test_updates_come_at_most_once_per_edit_interval(
     for _ in range(4):  # a line a second; at most one update per 1.5 s: t=0, ≥1.5, ≥3
         await t.tick()
         await asyncio.sleep(0.02)  # an update under way reaches the stand-in
-    await wait_for(lambda: len(t.statuses()) >= 2)
+    await wait_for(lambda: len(t.statuses()) >= 3)
 
-    shown = t.statuses()
+    heard, *shown = t.statuses()
+    assert heard == HEARD_STATUS
     assert 2 <= len(shown) <= 3
     seconds = [int(line.split("(")[1].split(" ")[0]) for line in shown]
     assert seconds[0] == 0
@@ -179,18 +183,19 @@ async def test_updates_come_at_most_once_per_edit_interval(
 async def test_status_updates_are_skipped_when_the_status_budget_has_no_slot_free(
     make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
 ) -> None:
-    # Two calls a minute: the first line takes one, its clear is owed the other; every later
-    # line finds no free slot and is skipped (not queued), and the answer does not wait for it.
+    # Two calls a minute: the status set when the question came takes one, its clear is owed
+    # the other; every thinking line finds no free slot and is skipped (not queued), and the
+    # answer does not wait for it.
     t = await thinker(make_bot, slack_api, llm, slack_status_rate=2)
-    await wait_for(lambda: t.statuses() == lines(0))
+    await wait_for(lambda: t.statuses() == lines())
     await t.tick(3.0)
     await asyncio.sleep(0.05)
-    assert t.statuses() == lines(0)
+    assert t.statuses() == lines()
 
     await t.answer_and_end()
 
     assert slack_api.texts(CHANNEL, t.root) == [ANSWER]
-    assert t.statuses() == [*lines(0), ""]  # the clear had its slot
+    assert t.statuses() == [*lines(), ""]  # the clear had its slot
     assert [c for c in slack_api.calls if c.status == 429] == []
 
 

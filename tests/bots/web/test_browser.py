@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, Locator, Page, async_playwright, expect
+from playwright.async_api import Browser, Locator, Page, Route, async_playwright, expect
 
 from core.delivery import final_note
 from core.fences import closes, opens
 from tests.bots.web.conftest import ServeWeb, WebServer, echo_text
-from tests.fakes.llm_server import Fail, FakeLLMServer, Reply
+from tests.fakes.llm_server import Fail, FakeLLMServer, RecordedRequest, Reply
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -722,6 +722,65 @@ async def test_a_file_dropped_on_the_chat_or_pasted_is_sent_with_the_message(
     ]
     assert content == "two files\n\ndrop.txt\n```txt\ndropped text\n```\n\np.py\n```py\nx = 5\n```"
     await expect(page.locator("#messages .msg.user").last.locator(".file-chip")).to_have_count(2)
+
+
+async def test_the_pending_reply_shows_before_the_llm_is_asked_and_a_refusal_takes_it_back(
+    page: Page, make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    server = await make_web(
+        env={"LOCAL_BASE_URL": llm_server.openai_base_url},
+        llmconnect_model="local/fake",
+        max_input_chars=50,
+    )
+    seen: list[object] = []
+
+    async def look(request: RecordedRequest) -> None:
+        # At the moment the LLM stand-in receives a chat request: what does the page show?
+        if request.protocol is None:
+            return  # the model list
+        seen.append(
+            await page.evaluate(
+                """() => {
+                    const el = [...document.querySelectorAll('#messages .msg.assistant')].pop();
+                    return el ? el.dataset.status : null;
+                }"""
+            )
+        )
+
+    async def slow_answer(route: Route) -> None:
+        # The network back to the page is slow: the server's answer to send-message reaches the
+        # page only after the LLM was asked (or refused), so what the page showed then was shown
+        # before the answer came.
+        response = await route.fetch()
+        if response.ok:
+            for _ in range(2000):
+                if seen:
+                    break
+                await asyncio.sleep(0.01)
+        await route.fulfill(response=response)
+
+    llm_server.on_request = look
+    await page.route("**/send-message", slow_answer)
+    try:
+        await open_chat(page, server, "heard", model="local/fake")
+        await send(page, "are you there")
+        reply = last_reply(page)
+        await expect(reply).to_have_attribute("data-status", "complete", timeout=WAIT)
+        await expect(reply.locator(".body")).to_have_text("You said: are you there")
+        assert seen == ["pending"]
+        await expect(page.locator("#status")).to_have_attribute(
+            "data-status", "complete", timeout=WAIT
+        )
+
+        await send(page, "x" * 51)  # over MAX_INPUT_CHARS: refused, and taken back
+        await expect(page.locator("#notice")).to_contain_text("the limit is 50", timeout=WAIT)
+        await expect(page.locator("#messages .msg.user .body")).to_have_text(["are you there"])
+        await expect(page.locator("#messages .msg.assistant")).to_have_count(1)
+        await expect(page.locator("#status")).to_have_attribute("data-status", "complete")
+        assert seen == ["pending"]
+    finally:
+        llm_server.on_request = None
+        await page.unroute("**/send-message")
 
 
 # -- reply buttons --------------------------------------------------------------------------------
