@@ -238,6 +238,9 @@ class Conversation:
     parent: ConversationKey | None = None
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
+    #: The MCP servers whose tools this conversation may use (``/tools enable|disable``);
+    #: ``None``: the configured ``MCP_DEFAULT_SERVERS``.
+    tools: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able snapshot, for stores that keep conversations outside this process."""
@@ -249,6 +252,7 @@ class Conversation:
             "parent": None if self.parent is None else list(self.parent),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            **({} if self.tools is None else {"tools": list(self.tools)}),
         }
 
     @classmethod
@@ -257,6 +261,7 @@ class Conversation:
         by an older version) is repaired with U+FFFD (:func:`clean_text`)."""
         parent = data.get("parent")
         model, system = data.get("model"), data.get("system")
+        tools = data.get("tools")
         return cls(
             key=ConversationKey(*map(clean_text, data["key"])),
             model=None if model is None else clean_text(str(model)),
@@ -265,6 +270,7 @@ class Conversation:
             parent=None if parent is None else ConversationKey(*map(clean_text, parent)),
             created_at=float(data.get("created_at") or 0.0),
             updated_at=float(data.get("updated_at") or 0.0),
+            tools=tuple(clean_text(str(t)) for t in tools) if isinstance(tools, list) else None,
         )
 
     def llm_history(self) -> list[dict[str, str]]:
@@ -411,13 +417,14 @@ class ConversationStore(Protocol):
 async def new_conversation(
     store: ConversationStore, key: ConversationKey, parent: ConversationKey | None
 ) -> Conversation:
-    """A new, unsaved conversation; a thread starts with its parent channel's model and system
-    prompt (read from ``store``) and a history of its own."""
+    """A new, unsaved conversation; a thread starts with its parent channel's model, system
+    prompt and tool servers (read from ``store``) and a history of its own."""
     conversation = Conversation(key, parent=parent)
     if parent is not None:
         source = await store.get(parent)
         if source is not None:
             conversation.model, conversation.system = source.model, source.system
+            conversation.tools = source.tools
     return conversation
 
 

@@ -59,6 +59,7 @@ from .conversations import (
 )
 from .fallback import open_reply
 from .logs import log_reply_end, new_reply_id, reply_context
+from .mcp import McpManager
 from .metrics import Metrics
 from .model_options import options_for
 from .policy import AccessPolicy, Actor
@@ -92,7 +93,7 @@ LISTED_IN_REFUSAL = 10
 
 HELP_TEXT = (
     "Ask me anything: mention me with your question. Commands: help, model [name], "
-    "models [filter], reset, system [text|clear], stop, status."
+    "models [filter], reset, system [text|clear], stop, status, tools."
 )
 
 
@@ -309,6 +310,7 @@ class ChatEngine:
         options: Mapping[str, Any] | None = None,
         cluster: Cluster | None = None,
         metrics: Metrics | None = None,
+        mcp: McpManager | None = None,
     ) -> None:
         self.settings = settings
         #: Prometheus metrics (``GET /metrics``), recorded per reply, never per delta.
@@ -353,6 +355,13 @@ class ChatEngine:
         )
         #: ``LLMCONNECT_FALLBACK_MODELS`` as ``provider/model`` names.
         self.fallback_models = _fallbacks(settings, self.env)
+        #: ``MCP_SERVERS``: connected by :meth:`start`, closed by :meth:`aclose`.
+        self.mcp = mcp if mcp is not None else McpManager(settings.mcp_server_configs())
+
+    async def start(self) -> None:
+        """What runs beside the generations: the MCP servers connect in the background (their
+        tools are offered once they have listed them). Idempotent; the runner calls it."""
+        self.mcp.start()
 
     def update_settings(self, settings: Settings) -> None:
         """Use ``settings`` from the next prompt on (a configuration reload): the default model,
@@ -513,6 +522,32 @@ class ChatEngine:
             conversation.model = full
             await self.store.save(conversation)
         return full
+
+    def tool_servers_of(self, conversation: Conversation) -> list[str]:
+        """The MCP servers ``conversation`` may use: its own choice (``/tools``), else
+        ``MCP_DEFAULT_SERVERS``; only configured ones, in ``MCP_SERVERS``' order."""
+        chosen = conversation.tools
+        if chosen is None:
+            chosen = tuple(self.settings.mcp_default_servers)
+        return [name for name in self.mcp.names if name in chosen]
+
+    async def set_tool_server(self, key: ConversationKey, name: str, enabled: bool) -> list[str]:
+        """Enable or disable MCP server ``name`` in ``key``'s conversation; the servers it may
+        use now. :class:`Refused` for a server that is not configured."""
+        name = clean_text(name).strip()
+        if name not in self.mcp.names:
+            known = ", ".join(self.mcp.names) or "none configured (MCP_SERVERS)"
+            raise Refused(f"No tool server {name!r}. Servers: {known}.")
+        with _reaching_store(key):
+            conversation = await self.conversation(key)
+            servers = self.tool_servers_of(conversation)
+            if enabled and name not in servers:
+                servers.append(name)
+            elif not enabled and name in servers:
+                servers.remove(name)
+            conversation.tools = tuple(n for n in self.mcp.names if n in servers)
+            await self.store.save(conversation)
+        return list(conversation.tools)
 
     async def set_system(self, key: ConversationKey, text: str | None) -> None:
         with _reaching_store(key):
@@ -856,6 +891,7 @@ class ChatEngine:
                 stored = await self.store.get(conversation.key)
                 if stored is not None:
                     conversation.model, conversation.system = stored.model, stored.system
+                    conversation.tools = stored.tools
             await self.store.save(conversation)
         except Exception as exc:
             # The user has seen the answer: it must not look "complete" (remembered) when the
@@ -953,7 +989,8 @@ class ChatEngine:
         await self.store.save(conversation)
 
     async def aclose(self) -> None:
-        """Shutdown: cancel every generation; each ends in a final state."""
+        """Shutdown: cancel every generation; each ends in a final state; the MCP servers
+        close after them (a generation's tool call ends first)."""
         await self.catalogue.aclose()
         tasks = list(self._tasks)
         for task in tasks:
@@ -968,6 +1005,7 @@ class ChatEngine:
         if listener is not None:
             listener.cancel()
             await asyncio.wait([listener])
+        await self.mcp.aclose()
         if self._owns_store:
             await close_store(self.store)
 

@@ -86,6 +86,11 @@ class SetModel(BaseModel):
     model: str
 
 
+class SetToolServer(BaseModel):
+    server: str
+    enabled: bool
+
+
 class WebChat:
     """What the web front end keeps besides the engine: its conversations and its live replies."""
 
@@ -502,6 +507,33 @@ def create_app(
     async def set_model(conv_id: ConvId, body: SetModel) -> dict[str, Any]:
         model = await engine.set_model(web.key(conv_id), body.model)
         return {"id": conv_id, "model": model}
+
+    @app.get("/chat/{conv_id}/tools", response_class=WebJSON, response_model=None)
+    async def tools(conv_id: ConvId) -> dict[str, Any] | JSONResponse:
+        """What ``tools`` says on Discord and Slack (``text``), and as data: each MCP server,
+        whether this conversation may use it, its status and its tools (``server.tool``)."""
+        key = web.key(conv_id)
+        result = await execute(engine, key, Command("tools"))
+        if not result.ok:
+            return _error(result.text, 400)
+        enabled = engine.tool_servers_of(await engine.conversation(key))
+        servers = [
+            {
+                "name": state.name,
+                "enabled": state.name in enabled,
+                "status": str(state.status),
+                "tools": [t.name for t in state.tools],
+            }
+            for state in engine.mcp.states.values()
+        ]
+        return {"id": conv_id, "text": result.text, "servers": servers}
+
+    @app.post("/chat/{conv_id}/tools", response_class=WebJSON)
+    async def set_tools(conv_id: ConvId, body: SetToolServer) -> dict[str, Any]:
+        """Enable or disable one MCP server in this conversation (the web chat's owner, who
+        holds ``WEB_AUTH_TOKEN`` when set, may: as for the model)."""
+        servers = await engine.set_tool_server(web.key(conv_id), body.server, body.enabled)
+        return {"id": conv_id, "servers": servers}
 
     @app.post("/chat/{conv_id}/stop", response_class=WebJSON)
     async def stop(conv_id: ConvId) -> dict[str, Any]:

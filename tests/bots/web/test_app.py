@@ -18,6 +18,7 @@ from core.conversations import Status
 from core.delivery import EMPTY_NOTE, STOPPED_NOTE, final_note
 from tests.bots.web.conftest import ServeWeb, WebServer, echo_text
 from tests.fakes.llm_server import Fail, FakeLLMServer, Reply
+from tests.fakes.mcp_server import stdio_servers
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -373,6 +374,8 @@ PROTECTED = [
     ("POST", "/chat/a/stop"),
     ("POST", "/chat/a/reset"),
     ("GET", "/chat/a/status"),
+    ("GET", "/chat/a/tools"),
+    ("POST", "/chat/a/tools"),
     ("GET", "/nonexistent"),
 ]
 
@@ -847,3 +850,39 @@ async def test_a_pdf_reaches_anthropic_as_a_document_and_a_text_model_as_its_tex
     ]
     assert content.startswith("summarise\n\n")
     assert "Revenue grew by nine percent" in content
+
+
+async def test_tools_lists_the_servers_and_enables_one_for_the_conversation(
+    make_web: ServeWeb,
+) -> None:
+    server = await make_web(mcp_servers=stdio_servers("files"))
+    await server.engine.start()
+    await server.engine.mcp.wait_ready()
+    async with client_for(server) as client:
+        before = (await client.get("/chat/t/tools")).json()
+        enabled = await client.post("/chat/t/tools", json={"server": "files", "enabled": True})
+        after = (await client.get("/chat/t/tools")).json()
+        other = (await client.get("/chat/u/tools")).json()
+        unknown = await client.post("/chat/t/tools", json={"server": "nope", "enabled": True})
+    assert before["servers"] == [
+        {
+            "name": "files",
+            "enabled": False,
+            "status": "ready",
+            "tools": [
+                "files.add",
+                "files.echo",
+                "files.slow",
+                "files.fail",
+                "files.env",
+                "files.die",
+            ],
+        }
+    ]
+    assert before["text"].splitlines()[1] == "• files — 6 tools"
+    assert enabled.json() == {"id": "t", "servers": ["files"]}
+    assert after["servers"][0]["enabled"] is True
+    assert after["text"].splitlines()[1] == "✓ files — 6 tools"
+    assert other["servers"][0]["enabled"] is False
+    assert unknown.status_code == 400
+    assert unknown.json()["error"] == "No tool server 'nope'. Servers: files."
