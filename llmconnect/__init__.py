@@ -16,12 +16,18 @@ name means in an environment (provider spec, model id, base URL, whether a key i
 A message may carry parts: ``await client.chat(["What is this?", Image(png_bytes)])`` with
 :class:`Image` (bytes or an https URL) and :class:`Document` (PDF bytes); :func:`supports_images`
 and :func:`supports_documents` say which models take them as such (the others get notes and text).
+
+Function calling: ``await client.chat("Weather?", stream=True, tools=[Tool(...)])``; the model's
+calls are ``("tool_call", ToolCall)`` events and ``reply.tool_calls``, answered with
+``client.send_tool_results([call.result("...")], stream=True, tools=...)``
+(:mod:`llmconnect.tools`, docs/tools.md); :func:`supports_tools` says which models take tools.
 """
 
 from .catalog import list_models, provider_status
 from .client import (
     REASONING,
     TEXT,
+    TOOL_CALL,
     APIClientFactory,
     AsyncAPIClient,
     ChatMessage,
@@ -67,15 +73,28 @@ from .providers import (
     validate_model_id,
 )
 from .sse import SSEDecoder
+from .tools import (
+    NOT_RUN,
+    TOOL_MODELS_VARIABLE,
+    Tool,
+    ToolCall,
+    ToolResult,
+    assistant_turn,
+    supports_tools,
+    tool_results_turn,
+)
 from .transport import RetryPolicy, Timeouts, aclose_shared_clients
 
 __all__ = [
     "DEFAULT_MAX_DOCUMENT_CHARS",
     "GENERIC_VISION_MODELS",
     "IMAGE_TYPES",
+    "NOT_RUN",
     "PROVIDERS",
     "REASONING",
     "TEXT",
+    "TOOL_CALL",
+    "TOOL_MODELS_VARIABLE",
     "VISION_MODELS_VARIABLE",
     "APIClientFactory",
     "AsyncAPIClient",
@@ -104,8 +123,12 @@ __all__ = [
     "StreamInterruptedError",
     "TimeLimitError",
     "Timeouts",
+    "Tool",
+    "ToolCall",
+    "ToolResult",
     "Usage",
     "aclose_shared_clients",
+    "assistant_turn",
     "base_url_variable",
     "document_text",
     "list_models",
@@ -114,6 +137,8 @@ __all__ = [
     "resolve",
     "supports_documents",
     "supports_images",
+    "supports_tools",
+    "tool_results_turn",
     "validate_model_id",
 ]
 

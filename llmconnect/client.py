@@ -29,6 +29,15 @@ the ones you do not know), and ``stream.reasoning`` holds all of it once the rep
 Reasoning never enters the history, so it is never sent back to the model. The client's
 ``finish_reason``, ``usage`` and ``truncated`` are those of its last completed reply.
 
+Function calling (:mod:`llmconnect.tools`): pass ``tools=[Tool(...)]`` to :meth:`chat`; the model's
+calls come as ``("tool_call", ToolCall)`` events, whole, between the text events, and in
+``reply.tool_calls`` once the reply is over (``finish_reason == "tool_calls"``). Send their results
+with :meth:`AsyncAPIClient.send_tool_results` (``tools=`` again), which streams the model's next
+turn the same way; repeat while it makes calls. Without ``tools=`` nothing changes: no tool field
+is sent and ``events()`` yields only text and reasoning. A model that does not take tools
+(:func:`~llmconnect.supports_tools`) is sent none: the reply goes on without them and
+``reply.tools_dropped`` says so.
+
 The client holds its own in-memory history (a list of ``{"role", "content"}`` dicts, a content
 being a ``str`` or, for a turn sent with parts, the list of parts: :class:`ChatMessage`). A reply is
 atomic for the history: only a completed reply adds the user turn and the full assistant turn; an
@@ -51,7 +60,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, S
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, TypedDict, overload
+from typing import Any, Literal, NotRequired, TypedDict, overload
 
 import httpx
 from pydantic import SecretStr
@@ -67,15 +76,27 @@ from .parts import (
     normalize_content,
     prepare_messages,
 )
-from .protocols import Call, ReplyState, Thought, protocol
+from .protocols import Call, Pieces, RawCall, ReplyState, Thought, protocol
 from .protocols.echo import OPTIONS as ECHO_OPTIONS
 from .providers import ModelRef, ProviderSpec, base_url_variable, resolve, validate_model_id
 from .sse import DEFAULT_MAX_EVENT_BYTES
+from .tools import (
+    Tool,
+    ToolCall,
+    ToolResult,
+    encode_tool_turns,
+    has_tool_turns,
+    normalize_tool_keys,
+    parse_arguments,
+    tool_results_turn,
+    tools_for,
+)
 from .transport import RetryPolicy, Timeouts
 
 __all__ = [
     "REASONING",
     "TEXT",
+    "TOOL_CALL",
     "APIClientFactory",
     "AsyncAPIClient",
     "ChatMessage",
@@ -83,9 +104,11 @@ __all__ = [
     "Usage",
 ]
 
-#: The kinds of :meth:`ReplyStream.events`: a piece of the answer, a piece of the reasoning.
+#: The kinds of :meth:`ReplyStream.events`: a piece of the answer, a piece of the reasoning, a
+#: tool call the model made (its value a :class:`~llmconnect.ToolCall`; only with ``tools=``).
 TEXT = "text"
 REASONING = "reasoning"
+TOOL_CALL = "tool_call"
 
 log = logging.getLogger("llmconnect")
 
@@ -110,10 +133,14 @@ def _valid_text(text: str) -> tuple[str, str]:
 class ChatMessage(TypedDict):
     """One history entry: ``{"role": "user" | "assistant", "content": ...}``, the content a
     ``str`` or, for a user turn sent with parts, the list of parts as given
-    (``["text", Image(...), Document(...)]``)."""
+    (``["text", Image(...), Document(...)]``). An assistant turn that called tools also holds
+    ``tool_calls``; their results are a ``{"role": "tool", "content": "", "tool_results":
+    [...]}`` turn (:func:`~llmconnect.assistant_turn`, :func:`~llmconnect.tool_results_turn`)."""
 
     role: str
     content: Content
+    tool_calls: NotRequired[list[ToolCall]]
+    tool_results: NotRequired[list[ToolResult]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +167,9 @@ class _Outcome:
     finish_reason: str | None = None
     usage: Usage | None = None
     done: bool = False
+    calls: list[ToolCall] = field(default_factory=list)
+    #: Tools were given but not sent: the model does not take them.
+    tools_dropped: bool = False
 
 
 class ReplyStream:
@@ -157,9 +187,17 @@ class ReplyStream:
 
     __slots__ = ("_deltas", "_outcome")
 
-    def __init__(self, client: AsyncAPIClient, user_msg: Content) -> None:
+    def __init__(
+        self,
+        client: AsyncAPIClient,
+        user_msg: Content,
+        tools: Sequence[Tool] | None = None,
+        *,
+        turn: dict[str, Any] | None = None,
+    ) -> None:
         self._outcome = _Outcome()
-        self._deltas: AsyncGenerator[Any, None] = client._reply(user_msg, self._outcome)
+        new_turn = turn if turn is not None else {"role": "user", "content": user_msg}
+        self._deltas: AsyncGenerator[Any, None] = client._reply(new_turn, self._outcome, tools)
 
     @property
     def text(self) -> str:
@@ -192,16 +230,32 @@ class ReplyStream:
         """The reply stopped at the token limit (``finish_reason == "length"``)."""
         return self._outcome.finish_reason == "length"
 
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """The tool calls the model made, in order (so far; all of them once :attr:`done`).
+        Answer each with a :class:`~llmconnect.ToolResult`
+        (:meth:`AsyncAPIClient.send_tool_results`)."""
+        return list(self._outcome.calls)
+
+    @property
+    def tools_dropped(self) -> bool:
+        """Tools were given, but the model does not take them (:func:`~llmconnect.supports_tools`):
+        the request carried none."""
+        return self._outcome.tools_dropped
+
     def __aiter__(self) -> AsyncIterator[str]:
         return self._deltas
 
     def __anext__(self) -> Awaitable[str]:
         return self._deltas.__anext__()
 
-    def events(self) -> AsyncIterator[tuple[str, str]]:
-        """Every piece of the reply as ``(kind, text)``: ``("text", delta)`` for the answer,
-        ``("reasoning", delta)`` for the model's thinking. Other kinds may be added (tool
-        calls...): skip what you do not know. Instead of iterating the stream itself, not after.
+    def events(self) -> AsyncIterator[tuple[str, Any]]:
+        """Every piece of the reply as ``(kind, value)``: ``("text", delta)`` for the answer,
+        ``("reasoning", delta)`` for the model's thinking (both ``str``), and, for a reply
+        given ``tools=``, ``("tool_call", ToolCall)`` for each call once it is whole. Other
+        kinds may be added: skip what you do not know. Instead of iterating the stream itself,
+        not after. (Iterating the stream itself yields the text alone; the calls are then in
+        :attr:`tool_calls`.)
         """
         if self._outcome.started and not self._outcome.kinds:
             raise RuntimeError("events() after the text deltas were read")
@@ -247,16 +301,14 @@ class AsyncAPIClient:
         supports_images: bool | None = None,
         supports_documents: bool | None = None,
         max_document_chars: int = DEFAULT_MAX_DOCUMENT_CHARS,
+        supports_tools: bool | None = None,
     ) -> None:
         validate_model_id(ref.model)
         self.ref = ref
         self.spec = spec
         self.base_url = base_url
         self._api_key = api_key
-        self.messages: list[ChatMessage] = [
-            {"role": str(m["role"]), "content": normalize_content(m["content"])}
-            for m in messages or ()
-        ]
+        self.messages: list[ChatMessage] = [_history_entry(m) for m in messages or ()]
         self.system = system
         self.http_client = http_client
         self.timeouts = timeouts or Timeouts()
@@ -275,6 +327,11 @@ class AsyncAPIClient:
         )
         #: Most characters of a document's text sent to a model that does not read documents.
         self.max_document_chars = max_document_chars
+        #: The model is sent tools (the provider row's ``tool_models``/``no_tool_models`` and
+        #: ``LLMCONNECT_TOOL_MODELS``: :func:`~llmconnect.supports_tools`); else they are dropped.
+        self.supports_tools = (
+            tools_for(spec, ref.model, os.environ) if supports_tools is None else supports_tools
+        )
         #: The outcome of the last reply that completed (the client's ``finish_reason``...).
         self._last: _Outcome | None = None
         #: A reply is streaming: the history is one conversation, one reply at a time.
@@ -304,6 +361,11 @@ class AsyncAPIClient:
         """The last reply stopped at the token limit (``finish_reason == "length"``)."""
         return self.finish_reason == "length"
 
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """The tool calls of the last completed reply (``[]`` when it made none)."""
+        return list(self._last.calls) if self._last else []
+
     def __repr__(self) -> str:
         return f"AsyncAPIClient(model={self.model!r}, messages={len(self.messages)})"
 
@@ -311,12 +373,30 @@ class AsyncAPIClient:
         self.messages.clear()
 
     @overload
-    async def chat(self, user_msg: str | Sequence[Part], stream: Literal[False] = ...) -> str: ...
+    async def chat(
+        self,
+        user_msg: str | Sequence[Part],
+        stream: Literal[False] = ...,
+        *,
+        tools: Sequence[Tool] | None = ...,
+    ) -> str: ...
 
     @overload
-    async def chat(self, user_msg: str | Sequence[Part], stream: Literal[True]) -> ReplyStream: ...
+    async def chat(
+        self,
+        user_msg: str | Sequence[Part],
+        stream: Literal[True],
+        *,
+        tools: Sequence[Tool] | None = ...,
+    ) -> ReplyStream: ...
 
-    async def chat(self, user_msg: str | Sequence[Part], stream: bool = False) -> str | ReplyStream:
+    async def chat(
+        self,
+        user_msg: str | Sequence[Part],
+        stream: bool = False,
+        *,
+        tools: Sequence[Tool] | None = None,
+    ) -> str | ReplyStream:
         """Send ``user_msg``; the reply text, or with ``stream=True`` a :class:`ReplyStream`
         (an async iterator of its deltas that then holds the reply's outcome).
 
@@ -327,34 +407,91 @@ class AsyncAPIClient:
 
         Close the stream (``aclose()``, leave ``async with``) or cancel the task to stop: the
         HTTP response is closed at once.
+
+        ``tools``: the functions the model may call this turn (:class:`~llmconnect.Tool`); its
+        calls are ``("tool_call", ToolCall)`` events and :attr:`ReplyStream.tool_calls`, answered
+        with :meth:`send_tool_results`. Without stream, the text is returned and the calls are
+        in :attr:`tool_calls`.
         """
-        reply = ReplyStream(self, normalize_content(user_msg))
+        reply = ReplyStream(self, normalize_content(user_msg), tools)
         if stream:
             return reply
         async for _ in reply:
             pass
         return reply.text
 
-    def _turns(self, user_msg: Content) -> list[dict[str, Any]]:
-        """The history and the new turn, parts converted for this model (:func:`prepare_messages`)."""
-        turns: list[Mapping[str, Any]] = [*self.messages, {"role": "user", "content": user_msg}]
-        return prepare_messages(
+    @overload
+    async def send_tool_results(
+        self,
+        results: Sequence[ToolResult],
+        stream: Literal[False] = ...,
+        *,
+        tools: Sequence[Tool] | None = ...,
+    ) -> str: ...
+
+    @overload
+    async def send_tool_results(
+        self,
+        results: Sequence[ToolResult],
+        stream: Literal[True],
+        *,
+        tools: Sequence[Tool] | None = ...,
+    ) -> ReplyStream: ...
+
+    async def send_tool_results(
+        self,
+        results: Sequence[ToolResult],
+        stream: bool = False,
+        *,
+        tools: Sequence[Tool] | None = None,
+    ) -> str | ReplyStream:
+        """Send the results of the last reply's tool calls and get the model's next turn, like
+        :meth:`chat` (which it is, with a ``tool`` turn instead of a user turn): its text, or a
+        :class:`ReplyStream`, which may make more calls. Give the same ``tools`` again (the
+        model may call more; some providers refuse tool turns without them).
+
+        One result per call (``call.result(text)``, ``is_error=True`` for a failure); a call
+        left out is answered ``NOT_RUN`` as an error when the history is sent. As for a user
+        turn, the history takes the results only when the reply completes.
+        """
+        reply = ReplyStream(self, "", tools, turn=tool_results_turn(results))
+        if stream:
+            return reply
+        async for _ in reply:
+            pass
+        return reply.text
+
+    def _turns(self, turn: Mapping[str, Any], native_tools: bool = False) -> list[dict[str, Any]]:
+        """The history and the new turn, parts converted for this model (:func:`prepare_messages`)
+        and tool turns made sendable (:func:`~llmconnect.tools.encode_tool_turns`)."""
+        turns: list[Mapping[str, Any]] = [*self.messages, turn]
+        prepared = prepare_messages(
             turns,
             images=self.supports_images,
             documents=self.supports_documents,
             max_document_chars=self.max_document_chars,
         )
+        if has_tool_turns(prepared):
+            prepared = encode_tool_turns(prepared, native=native_tools)
+        return prepared
 
-    def _must_extract(self, user_msg: Content) -> bool:
+    def _must_extract(self, turn: Mapping[str, Any]) -> bool:
         """A document must become text for this model: pypdf's work, done off the event loop."""
-        for content in (*(m["content"] for m in self.messages), user_msg):
+        for content in (*(m["content"] for m in self.messages), turn["content"]):
             if not isinstance(content, str):
                 for part in content:
                     if isinstance(part, Document) and not (self.supports_documents and part.is_pdf):
                         return True
         return False
 
-    def _call(self, user_msg: Content, turns: list[dict[str, Any]] | None = None) -> Call:
+    def _call(
+        self,
+        turn: Content | Mapping[str, Any],
+        turns: list[dict[str, Any]] | None = None,
+        tools: list[Tool] | None = None,
+    ) -> Call:
+        if not isinstance(turn, Mapping):
+            turn = {"role": "user", "content": turn}
         options = self.options
         if self.spec.protocol != "echo" and not options.keys().isdisjoint(ECHO_OPTIONS):
             # echo's pacing and length (benchmarks set them for every model): no provider's.
@@ -364,35 +501,46 @@ class AsyncAPIClient:
             model=self.ref.model,
             base_url=self.base_url,
             api_key=self._api_key.get_secret_value() if self._api_key else None,
-            messages=self._turns(user_msg) if turns is None else turns,
+            messages=self._turns(turn, bool(tools)) if turns is None else turns,
             system=self.system,
             options=options,
             http=self.http_client,
             timeouts=self.timeouts,
             stream_usage=self.spec.stream_options,
             max_event_bytes=self.max_event_bytes,
+            tools=tools,
         )
 
-    async def _reply(self, user_msg: Content, outcome: _Outcome) -> AsyncGenerator[Any, None]:
+    async def _reply(
+        self, turn: dict[str, Any], outcome: _Outcome, tools: Sequence[Tool] | None = None
+    ) -> AsyncGenerator[Any, None]:
         # One generator for retries, the history commit and the reply's outcome: every extra
         # async-generator layer costs on each delta (see benchmarks/stream_decode.py). It yields
-        # text deltas, or (kind, text) tuples when ``outcome.kinds`` (ReplyStream.events).
+        # text deltas, or (kind, value) tuples when ``outcome.kinds`` (ReplyStream.events).
         if self._streaming:
             raise RuntimeError("this client is already streaming a reply; await it first")
         self._streaming = True
         outcome.started = True
         kinds = outcome.kinds
         try:
+            sent_tools: list[Tool] | None = None
+            if tools:
+                if self.supports_tools:
+                    sent_tools = _checked_tools(tools)
+                else:
+                    outcome.tools_dropped = True
+                    log.info("%s takes no tools: %d not sent", self.model, len(tools))
             turns = None
-            if self._must_extract(user_msg):
-                turns = await asyncio.to_thread(self._turns, user_msg)
-            call = self._call(user_msg, turns)
+            if self._must_extract(turn):
+                turns = await asyncio.to_thread(self._turns, turn, bool(sent_tools))
+            call = self._call(turn, turns, sent_tools)
             limit = self.timeouts.max_duration
             # One deadline for the whole reply, retries included.
             call.deadline = None if limit is None else time.monotonic() + limit
             stream_reply = protocol(self.spec.protocol)
             parts = outcome.parts
             thoughts = outcome.reasoning
+            calls = outcome.calls
             attempt = 0
             while True:
                 state = ReplyState()
@@ -402,6 +550,26 @@ class AsyncAPIClient:
                     # (and so its HTTP response) now, not whenever the garbage collector runs.
                     async with aclosing(stream_reply(call, state)) as deltas:
                         async for delta in deltas:
+                            if delta.__class__ is Pieces:
+                                # Several things in one event, tool calls among them: rare.
+                                for piece in delta.pieces:
+                                    if piece.__class__ is RawCall:
+                                        tool_call = _tool_call(piece)
+                                        calls.append(tool_call)
+                                        if kinds:
+                                            yield TOOL_CALL, tool_call
+                                        continue
+                                    for kind, text in _split_thought(piece):  # type: ignore[arg-type]
+                                        if kind is REASONING:
+                                            thoughts.append(text)
+                                            if kinds:
+                                                yield REASONING, text
+                                            continue
+                                        text, held = _valid_text(held + text)
+                                        if text:
+                                            parts.append(text)
+                                            yield (TEXT, text) if kinds else text
+                                continue
                             if delta.__class__ is not str and isinstance(delta, Thought):
                                 thought = _valid_text(delta)[0] if not delta.isascii() else delta
                                 thoughts.append(str(thought))
@@ -416,6 +584,13 @@ class AsyncAPIClient:
                                     continue
                             parts.append(delta)
                             yield (TEXT, delta) if kinds else delta
+                    if state.calls:  # a stream that ended without its finish chunk
+                        for piece in state.calls.values():
+                            tool_call = _tool_call(piece)
+                            calls.append(tool_call)
+                            if kinds:
+                                yield TOOL_CALL, tool_call
+                        state.calls.clear()
                     tail = state.held_back()  # what the <think> splitter still held
                     if isinstance(tail, Thought):
                         thoughts.append(str(tail))
@@ -434,7 +609,13 @@ class AsyncAPIClient:
                     if isinstance(exc, InvalidRequestError) and exc.status == 400:
                         _name_options(exc, call)
                     # Retry only before the first delta reached the caller: never duplicate text.
-                    if parts or thoughts or not exc.retryable or attempt >= self.retry.max_retries:
+                    if (
+                        parts
+                        or thoughts
+                        or calls
+                        or not exc.retryable
+                        or attempt >= self.retry.max_retries
+                    ):
                         raise
                     delay = self.retry.delay(attempt, getattr(exc, "retry_after", None))
                     if call.deadline is not None and time.monotonic() + delay >= call.deadline:
@@ -444,8 +625,13 @@ class AsyncAPIClient:
                         "%s (retry %d/%d in %.2fs)", exc, attempt, self.retry.max_retries, delay
                     )
                     await self.retry.sleep(delay)
-            self.messages.append({"role": "user", "content": user_msg})
-            self.messages.append({"role": "assistant", "content": "".join(parts)})
+            self.messages.append(turn)  # type: ignore[arg-type]
+            answer: ChatMessage = {"role": "assistant", "content": "".join(parts)}
+            if calls:
+                answer["tool_calls"] = list(calls)
+                if state.finish_reason == "stop":  # Gemini says STOP; some servers too
+                    state.finish_reason = "tool_calls"
+            self.messages.append(answer)
             outcome.finish_reason = state.finish_reason
             outcome.usage = (
                 Usage(state.usage.get("input_tokens", 0), state.usage.get("output_tokens", 0))
@@ -456,6 +642,43 @@ class AsyncAPIClient:
             self._last = outcome
         finally:
             self._streaming = False
+
+
+def _history_entry(message: Mapping[str, Any]) -> ChatMessage:
+    entry: dict[str, Any] = {
+        "role": str(message["role"]),
+        "content": normalize_content(message.get("content") or ""),
+    }
+    if "tool_calls" in message or "tool_results" in message:
+        normalize_tool_keys(message, entry)
+    return entry  # type: ignore[return-value]
+
+
+def _checked_tools(tools: Sequence[Tool]) -> list[Tool]:
+    checked = list(tools)
+    for tool in checked:
+        if not isinstance(tool, Tool):
+            raise TypeError(f"not a Tool: {type(tool).__name__}")
+    names = [tool.name for tool in checked]
+    if len(set(names)) != len(names):
+        raise ValueError("two tools with the same name")
+    return checked
+
+
+def _tool_call(raw: RawCall) -> ToolCall:
+    """A finished call as the caller sees it: its arguments parsed, once."""
+    arguments, error = parse_arguments(raw.value if raw.value is not None else "".join(raw.pieces))
+    if not raw.name and error is None:
+        error = "the call names no tool"
+    return ToolCall(raw.id, raw.name, arguments, error, raw.signature)
+
+
+def _split_thought(piece: str) -> list[tuple[str, str]]:
+    """A piece of a :class:`Pieces` as ``(kind, text)``: a Thought's reasoning and its ``then``."""
+    if isinstance(piece, Thought):
+        out = [(REASONING, _valid_text(str(piece))[0])] if piece else []
+        return out + ([(TEXT, piece.then)] if piece.then else [])
+    return [(TEXT, piece)] if piece else []
 
 
 def _name_options(exc: InvalidRequestError, call: Call) -> None:
@@ -534,4 +757,5 @@ class APIClientFactory:
             supports_images=images_for(spec, ref.model, env),
             supports_documents=documents_for(spec, ref.model),
             max_document_chars=max_document_chars,
+            supports_tools=tools_for(spec, ref.model, env),
         )

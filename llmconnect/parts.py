@@ -200,8 +200,8 @@ def normalize_content(content: str | Sequence[Part]) -> Content:
 # --------------------------------------------------------------------------- capabilities
 
 
-def _patterns(env: Mapping[str, str]) -> list[str]:
-    raw = env.get(VISION_MODELS_VARIABLE) or ""
+def _patterns(env: Mapping[str, str], variable: str = VISION_MODELS_VARIABLE) -> list[str]:
+    raw = env.get(variable) or ""
     return [p.strip().lower() for p in raw.split(",") if p.strip()]
 
 
@@ -361,5 +361,11 @@ def prepare_messages(
         content = message["content"]
         if not isinstance(content, str):
             content = _convert(content, images, documents, max_document_chars)
-        prepared.append({"role": message["role"], "content": content})
+        turn = {"role": message["role"], "content": content}
+        if "tool_calls" in message or "tool_results" in message:
+            # Tool turns (``llmconnect.tools``) travel on; the protocol encodes them.
+            for key in ("tool_calls", "tool_results"):
+                if key in message:
+                    turn[key] = message[key]
+        prepared.append(turn)
     return prepared

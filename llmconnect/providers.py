@@ -61,13 +61,25 @@ class ProviderSpec:
     vision_models: tuple[str, ...] = ()
     #: Model-id patterns of the models sent PDFs as documents; the others get the PDF's text.
     document_models: tuple[str, ...] = ()
+    #: Model-id patterns of the models that take tools (function calling); ``LLMCONNECT_TOOL_MODELS``
+    #: adds more. A model that matches none, or matches ``no_tool_models``, is sent no tools.
+    tool_models: tuple[str, ...] = ("*",)
+    #: Model-id patterns of this provider's models known not to take tools.
+    no_tool_models: tuple[str, ...] = ()
 
 
 PROVIDERS: Mapping[str, ProviderSpec] = {
     spec.name: spec
     for spec in (
         ProviderSpec(
-            "echo", "echo", "", (), "echo", needs_key=False, label="Offline echo (no network)"
+            "echo",
+            "echo",
+            "",
+            (),
+            "echo",
+            needs_key=False,
+            label="Offline echo (no network)",
+            tool_models=(),
         ),
         ProviderSpec(
             "openai",
@@ -91,6 +103,15 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
             ),
             # ``file`` content parts (PDF): OpenAI's own API, its vision models.
             document_models=("gpt-4o*", "gpt-4.1*", "gpt-5*", "o1", "o1-2*", "o3*", "o4*"),
+            no_tool_models=(
+                "o1-mini*",
+                "o1-preview*",
+                "chatgpt-4o*",
+                "gpt-3.5-turbo-instruct*",
+                "*-search-*",
+                "*audio*",
+                "*realtime*",
+            ),
         ),
         ProviderSpec(
             "groq",
@@ -101,6 +122,7 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
             label="Groq",
             key_prefixes=("gsk_",),
             suggested=1,  # a free tier, and fast
+            no_tool_models=("*guard*", "whisper*", "*tts*"),
         ),
         ProviderSpec(
             "aimlapi",
@@ -159,6 +181,28 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
             "llama3.2",
             needs_key=False,
             label="Ollama",
+            # Ollama answers 400 "does not support tools" for the others: the families whose
+            # templates take tools (``ollama.com/search?c=tools``); LLMCONNECT_TOOL_MODELS adds.
+            tool_models=(
+                "llama3.1*",
+                "llama3.2*",
+                "llama3.3*",
+                "llama4*",
+                "qwen2.5*",
+                "qwen3*",
+                "qwq*",
+                "mistral*",
+                "mixtral*",
+                "command-r*",
+                "granite3*",
+                "hermes3*",
+                "firefunction*",
+                "smollm2*",
+                "deepseek-r1*",
+                "gpt-oss*",
+                "devstral*",
+                "magistral*",
+            ),
         ),
         ProviderSpec(
             "lmstudio",
@@ -180,6 +224,7 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
             suggested=3,
             vision_models=("claude-*",),
             document_models=("claude-*",),
+            tool_models=("claude-*",),
         ),
         ProviderSpec(
             "gemini",
@@ -192,6 +237,9 @@ PROVIDERS: Mapping[str, ProviderSpec] = {
             suggested=4,
             vision_models=("gemini-*", "gemma-3*"),
             document_models=("gemini-*",),
+            # Gemma on the Gemini API has no function calling.
+            tool_models=("gemini-*",),
+            no_tool_models=("gemini-*-tts*", "gemini-*-image*", "*embedding*"),
         ),
     )
 }

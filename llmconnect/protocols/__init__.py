@@ -29,6 +29,7 @@ from ..errors import (
     TimeLimitError,
 )
 from ..sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
+from ..tools import Tool
 from ..transport import Timeouts, open_stream, shared_http_client
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
     "Call",
     "EventFn",
     "JsonFn",
+    "Pieces",
+    "RawCall",
     "ReplyState",
     "StreamFn",
     "Thought",
@@ -67,6 +70,10 @@ class Call:
     #: When the whole reply must be over (``time.monotonic()``), from ``timeouts.max_duration``.
     deadline: float | None = None
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    #: Tools offered to the model (``None``: none; the request carries no tool field). When set,
+    #: ``messages`` may hold tool turns (``tool_calls`` on an assistant turn, ``role: "tool"``
+    #: turns with ``tool_results``), each protocol encodes them its own way.
+    tools: list[Tool] | None = None
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -83,6 +90,11 @@ class ReplyState:
     #: until the content shows whether it opens with the tag, ``THINK_INSIDE`` within it,
     #: ``THINK_DONE`` after it (or when there was none): from then on content is plain text.
     think: int = 0
+    #: Tool calls still arriving, by the protocol's index (OpenAI-compatible ``tool_calls[i]``,
+    #: Anthropic's content block index); ``None`` until the first one starts.
+    calls: dict[int, RawCall] | None = None
+    #: ``think`` as it was before :data:`THINK_CALLS` (OpenAI-compatible calls being read).
+    think_before_calls: int = 0
     #: Content held back by :func:`split_think` (what may be the start of ``<think>`` or
     #: ``</think>``); the client hands it out when the stream ends (:meth:`held_back`).
     held: str = ""
@@ -94,6 +106,48 @@ class ReplyState:
         if not held:
             return ""
         return Thought(held) if self.think == THINK_INSIDE else held
+
+
+@dataclass(slots=True, eq=False)
+class RawCall:
+    """A tool call as a protocol read it: the client makes it a :class:`~llmconnect.ToolCall`
+    once it is complete (arguments parsed once, never per chunk)."""
+
+    id: str
+    name: str
+    #: The JSON text of the arguments, in the pieces it arrived in.
+    pieces: list[str] = field(default_factory=list)
+    #: Arguments sent whole, as an object (Gemini, a non-streamed reply).
+    value: dict[str, Any] | None = None
+    signature: str | None = None
+
+
+class Pieces(str):
+    """Several things one event carried, in order: text (``str``), reasoning (:class:`Thought`)
+    and finished tool calls (:class:`RawCall`). Yielded like a delta (its own ``str`` value means
+    nothing); rare, so the plain-text path keeps its one class test per delta."""
+
+    pieces: list[str | RawCall]
+
+    @classmethod
+    def of(cls, pieces: list[str | RawCall]) -> Pieces:
+        made = cls("<pieces>")
+        made.pieces = pieces
+        return made
+
+
+def finished_calls(state: ReplyState, before: str | None = None) -> str | None:
+    """Every call of ``state.calls`` (they are complete: the reply finished, or the next one
+    began), in index order, after ``before`` (the event's text, if any): a :class:`Pieces`."""
+    if state.think == THINK_CALLS:
+        state.think = state.think_before_calls
+    calls = state.calls
+    if not calls:
+        return before
+    pieces: list[str | RawCall] = [before] if before else []
+    pieces += [calls[index] for index in sorted(calls)]
+    calls.clear()
+    return Pieces.of(pieces)
 
 
 class Thought(str):
@@ -122,6 +176,9 @@ THINK_INSIDE: Final = 1
 THINK_DONE: Final = 2
 #: Just after ``</think>``: the whitespace that separates it from the answer is dropped.
 THINK_AFTER: Final = 3
+#: OpenAI-compatible tool calls are being read: the next content closes them. Set as ``think``
+#: so the text path, which tests ``think`` already, pays nothing more per chunk.
+THINK_CALLS: Final = 4
 _OPEN = "<think>"
 _CLOSE = "</think>"
 

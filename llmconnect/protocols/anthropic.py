@@ -6,18 +6,25 @@ is ignored and ``event: error`` raises. Extended thinking arrives in ``thinking`
 ``thinking_delta.thinking`` (yielded as :class:`~llmconnect.protocols.Thought`); their
 ``signature_delta`` is ignored. A server that ignores ``stream: true`` answers one
 ``message`` object instead, read whole.
+
+Tool calls are ``tool_use`` content blocks: ``content_block_start`` (id, name), the arguments as
+``input_json_delta.partial_json`` pieces, ``content_block_stop`` (the call is whole: handed out
+then). Results go back as ``tool_result`` blocks of the next user message; ids are kept to the
+characters Anthropic accepts.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator
 from json import JSONDecodeError, loads
 from typing import Any
 
 from ..errors import StreamInterruptedError
 from ..parts import Image, Part
+from ..tools import Tool, ToolCall, ToolResult, new_call_id
 from ..transport import error_from_body
-from . import END, Call, ReplyState, Thought, b64, stream_sse
+from . import END, Call, Pieces, RawCall, ReplyState, Thought, b64, stream_sse
 
 __all__ = ["ANTHROPIC_VERSION", "DEFAULT_MAX_TOKENS", "build_body", "content", "stream_reply"]
 
@@ -59,16 +66,57 @@ def content(value: str | list[Part]) -> str | list[dict[str, Any]]:
     return [_block(part) for part in value]
 
 
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def _id(value: str) -> str:
+    """A call id as Anthropic takes it (``^[a-zA-Z0-9_-]+$``): another provider's may hold more."""
+    return _ID_UNSAFE.sub("_", value) or "call"
+
+
+def tool(definition: Tool) -> dict[str, Any]:
+    encoded: dict[str, Any] = {"name": definition.name, "input_schema": definition.schema}
+    if definition.description:
+        encoded["description"] = definition.description
+    return encoded
+
+
+def _tool_use(call: ToolCall) -> dict[str, Any]:
+    return {"type": "tool_use", "id": _id(call.id), "name": call.name, "input": call.arguments}
+
+
+def _tool_result(result: ToolResult) -> dict[str, Any]:
+    block: dict[str, Any] = {
+        "type": "tool_result",
+        "tool_use_id": _id(result.call_id),
+        "content": result.content,
+    }
+    if result.is_error:
+        block["is_error"] = True
+    return block
+
+
+def _message(m: dict[str, Any], tools: bool) -> dict[str, Any]:
+    if tools and m["role"] == "tool":
+        return {"role": "user", "content": [_tool_result(r) for r in m["tool_results"]]}
+    if tools and "tool_calls" in m:
+        text = m["content"] if m["content"].__class__ is str else ""
+        blocks = [{"type": "text", "text": text}] if text else []
+        return {"role": m["role"], "content": blocks + [_tool_use(c) for c in m["tool_calls"]]}
+    if m["content"].__class__ is str:
+        return m
+    return {"role": m["role"], "content": content(m["content"])}
+
+
 def build_body(call: Call) -> dict[str, Any]:
     options = dict(call.options)
+    tools = bool(call.tools)
     body: dict[str, Any] = {
         "model": call.model,
         "messages": [
-            m
-            if m["content"].__class__ is str
-            else {"role": m["role"], "content": content(m["content"])}
+            _message(m, tools)
             for m in call.messages
-            if m["role"] in ("user", "assistant")
+            if m["role"] in ("user", "assistant") or (tools and m["role"] == "tool")
         ],
         "max_tokens": options.pop("max_tokens", DEFAULT_MAX_TOKENS),
         "stream": True,
@@ -78,6 +126,8 @@ def build_body(call: Call) -> dict[str, Any]:
         body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
     if call.system:
         body["system"] = call.system
+    if call.tools:
+        body["tools"] = [tool(t) for t in call.tools]
     body.update(options)
     return body
 
@@ -108,8 +158,26 @@ def _take(call: Call, state: ReplyState, event: str, data: str) -> str | None:
             return delta.get("text")
         if kind == "thinking_delta":
             return Thought.of(str(delta.get("thinking") or ""))
+        if kind == "input_json_delta" and state.calls:
+            open_call = state.calls.get(payload.get("index", -1))
+            if open_call is not None:
+                open_call.pieces.append(str(delta.get("partial_json") or ""))
         return None
-    if kind == "message_start":
+    if kind == "content_block_start":
+        block = payload.get("content_block") or {}
+        if block.get("type") == "tool_use":
+            if state.calls is None:
+                state.calls = {}
+            started = RawCall(str(block.get("id") or new_call_id()), str(block.get("name") or ""))
+            if block.get("input"):  # streamed input starts as {} and comes in deltas
+                started.value = block["input"]
+            state.calls[payload.get("index", -1)] = started
+    elif kind == "content_block_stop":
+        if state.calls:
+            done = state.calls.pop(payload.get("index", -1), None)
+            if done is not None:
+                return Pieces.of([done])
+    elif kind == "message_start":
         usage = (payload.get("message") or {}).get("usage") or {}
         state.usage = {
             "input_tokens": int(usage.get("input_tokens") or 0),
@@ -147,7 +215,19 @@ def _take_json(call: Call, state: ReplyState, body: Any) -> str:
     blocks = [block for block in content if isinstance(block, dict)]
     text = "".join(str(b.get("text") or "") for b in blocks if b.get("type") == "text")
     thinking = "".join(str(b.get("thinking") or "") for b in blocks if b.get("type") == "thinking")
-    return Thought.of(thinking, text) or ""
+    whole = Thought.of(thinking, text) or ""
+    calls: list[str | RawCall] = [
+        RawCall(
+            str(b.get("id") or new_call_id()),
+            str(b.get("name") or ""),
+            value=b["input"] if isinstance(b.get("input"), dict) else {},
+        )
+        for b in blocks
+        if b.get("type") == "tool_use"
+    ]
+    if calls:
+        return Pieces.of([whole, *calls] if whole else calls)
+    return whole
 
 
 def stream_reply(call: Call, state: ReplyState) -> AsyncGenerator[str, None]:

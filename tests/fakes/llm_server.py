@@ -26,6 +26,17 @@ request carried in any protocol as :class:`ReceivedPart` s (text, image, documen
 from base64, ``native`` the protocol's own block type), so a test asserts the same thing for each
 protocol; ``req.json`` keeps the native shape. A model in ``text_only_models`` answers 400 to a
 request with any non-text part, as a real text-only model does.
+
+Tool calls: ``Reply(tool_calls=[FakeToolCall("get_weather", {"city": "Paris"}), ...])`` streams
+them after the reply's text (none by default then) and before ``text_after``, each protocol its
+own way: OpenAI-compatible ``delta.tool_calls`` (id and name first, the arguments' JSON in
+``pieces`` chunks, the calls one index after another, finish ``tool_calls``), Anthropic
+``tool_use`` blocks with ``input_json_delta`` pieces (stop reason ``tool_use``), Gemini
+``functionCall`` parts (all calls in one response, arguments whole, finish ``STOP``). A ``str``
+as arguments is sent as it is (malformed JSON for tests). :meth:`RecordedRequest.tool_results`,
+:meth:`RecordedRequest.tool_calls` and :meth:`RecordedRequest.tool_names` read what a request
+carried in any protocol (``req.json`` keeps the native shape). A model in ``no_tool_models``
+answers 400 "does not support tools" to a request that declares tools, as Ollama does.
 """
 
 from __future__ import annotations
@@ -50,8 +61,11 @@ from .base import LoopbackServer
 __all__ = [
     "Fail",
     "FakeLLMServer",
+    "FakeToolCall",
     "RawStream",
     "ReceivedPart",
+    "ReceivedToolCall",
+    "ReceivedToolResult",
     "RecordedRequest",
     "Reply",
     "openai_stream_body",
@@ -71,6 +85,40 @@ _UPSTREAM_FAILURE = "upstream failure"
 
 
 # --------------------------------------------------------------------------- actions
+
+
+@dataclass
+class FakeToolCall:
+    """A tool call a :class:`Reply` makes."""
+
+    name: str
+    #: An object is sent as JSON; a ``str`` as it is (malformed JSON, a non-object...).
+    arguments: dict[str, Any] | str = field(default_factory=dict)
+    #: The call's id (default ``call_fake<n>`` / ``toolu_fake<n>``; Gemini sends none unless
+    #: given).
+    id: str | None = None
+    #: How many chunks the arguments' JSON is split into (OpenAI-compatible, Anthropic).
+    pieces: int = 3
+    #: Gemini's ``thoughtSignature`` on the part.
+    signature: str | None = None
+
+    def json(self) -> str:
+        return self.arguments if isinstance(self.arguments, str) else _dumps(self.arguments)
+
+    def split(self) -> list[str]:
+        """The arguments' JSON in ``pieces`` nearly equal chunks."""
+        text = self.json()
+        size = -(-len(text) // max(self.pieces, 1)) or 1
+        return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+    def object(self) -> Any:
+        """The arguments as an object (a JSON value for a str that parses, else the str)."""
+        if isinstance(self.arguments, str):
+            try:
+                return json.loads(self.arguments)
+            except ValueError:
+                return self.arguments
+        return self.arguments
 
 
 @dataclass
@@ -106,6 +154,10 @@ class Reply:
     #: reasoning, in every protocol) is written, then the stream waits (a model still thinking).
     #: Only without ``write_sizes``.
     text_gate: asyncio.Event | None = None
+    #: Tool calls made after the text (which is ``""`` by default then): see the module doc.
+    tool_calls: list[FakeToolCall] | None = None
+    #: Text streamed after the tool calls.
+    text_after: str | None = None
 
 
 @dataclass
@@ -202,6 +254,122 @@ class RecordedRequest:
         """The parts of the ``index``-th user turn (default: the last one, the new prompt)."""
         return [parts for role, parts in self.turns() if role == "user"][index]
 
+    def _messages(self) -> list[dict[str, Any]]:
+        body = self.json if isinstance(self.json, dict) else {}
+        key = "contents" if self.protocol == "gemini" else "messages"
+        return [m for m in body.get(key) or [] if isinstance(m, dict)]
+
+    def tool_names(self) -> list[str]:
+        """The names of the tools the request declared (any protocol)."""
+        body = self.json if isinstance(self.json, dict) else {}
+        tools = body.get("tools") or []
+        if self.protocol == "gemini":
+            return [str(d.get("name")) for t in tools for d in t.get("functionDeclarations") or []]
+        if self.protocol == "openai":
+            return [str((t.get("function") or {}).get("name")) for t in tools]
+        return [str(t.get("name")) for t in tools]
+
+    def tool_calls(self) -> list[ReceivedToolCall]:
+        """Every tool call the request's assistant turns carried back, in order."""
+        calls: list[ReceivedToolCall] = []
+        for message in self._messages():
+            if self.protocol == "openai":
+                for call in message.get("tool_calls") or []:
+                    function = call.get("function") or {}
+                    arguments = json.loads(function.get("arguments") or "{}")
+                    calls.append(ReceivedToolCall(call.get("id"), function.get("name"), arguments))
+            elif self.protocol == "anthropic":
+                for block in _blocks(message.get("content")):
+                    if block.get("type") == "tool_use":
+                        calls.append(
+                            ReceivedToolCall(block.get("id"), block.get("name"), block.get("input"))
+                        )
+            else:
+                for part in message.get("parts") or []:
+                    if "functionCall" in part:
+                        function = part["functionCall"]
+                        calls.append(
+                            ReceivedToolCall(
+                                function.get("id"),
+                                function.get("name"),
+                                function.get("args"),
+                                part.get("thoughtSignature"),
+                            )
+                        )
+        return calls
+
+    def tool_results(self) -> list[ReceivedToolResult]:
+        """Every tool result the request carried, in order, whatever the protocol: OpenAI's
+        ``role: tool`` messages (no error flag there: ``is_error`` None; the name is the one
+        of the call with that id), Anthropic's ``tool_result`` blocks, Gemini's
+        ``functionResponse`` parts (``output`` or ``error``)."""
+        results: list[ReceivedToolResult] = []
+        names = {c.id: c.name for c in self.tool_calls()}
+        for message in self._messages():
+            role = str(message.get("role"))
+            if self.protocol == "openai":
+                if role == "tool":
+                    call_id = message.get("tool_call_id")
+                    text = _text_of(message.get("content"))
+                    results.append(
+                        ReceivedToolResult(call_id, names.get(call_id), text, None, role)
+                    )
+            elif self.protocol == "anthropic":
+                for block in _blocks(message.get("content")):
+                    if block.get("type") == "tool_result":
+                        call_id = block.get("tool_use_id")
+                        results.append(
+                            ReceivedToolResult(
+                                call_id,
+                                names.get(call_id),
+                                _text_of(block.get("content")),
+                                bool(block.get("is_error")),
+                                f"{role}/tool_result",
+                            )
+                        )
+            else:
+                for part in message.get("parts") or []:
+                    if "functionResponse" in part:
+                        response = part["functionResponse"]
+                        value = response.get("response") or {}
+                        error = "error" in value
+                        results.append(
+                            ReceivedToolResult(
+                                response.get("id"),
+                                response.get("name"),
+                                str(value.get("error") if error else value.get("output")),
+                                error,
+                                f"{role}/functionResponse",
+                            )
+                        )
+        return results
+
+
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    return [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+
+
+@dataclass(frozen=True)
+class ReceivedToolCall:
+    """A tool call an assistant turn of a request carried back (any protocol)."""
+
+    id: str | None
+    name: str | None
+    arguments: Any
+    signature: str | None = None
+
+
+@dataclass(frozen=True)
+class ReceivedToolResult:
+    """A tool result a request carried (any protocol); ``native`` says where it was
+    (``tool``, ``user/tool_result``, ``user/functionResponse``)."""
+
+    call_id: str | None
+    name: str | None
+    content: str
+    is_error: bool | None
+    native: str
+
 
 #: Where the middleware leaves a request's :class:`RecordedRequest` for the handlers.
 _RECORDED = web.RequestKey("recorded", RecordedRequest)
@@ -274,10 +442,16 @@ def _anthropic_part(block: Any) -> ReceivedPart:
             data=_b64(source.get("data")),
             name=block.get("title"),
         )
+    if kind in ("tool_use", "tool_result"):
+        return ReceivedPart("tool_call" if kind == "tool_use" else "tool_result", kind)
     return ReceivedPart(kind, kind)
 
 
 def _gemini_part(part: Any) -> ReceivedPart:
+    if "functionCall" in part:
+        return ReceivedPart("tool_call", "functionCall")
+    if "functionResponse" in part:
+        return ReceivedPart("tool_result", "functionResponse")
     if "text" in part:
         return ReceivedPart("text", "text", text=part["text"])
     for native in ("inline_data", "inlineData"):
@@ -360,12 +534,31 @@ def _sse(data: str, *, event: str | None = None, eol: str = "\n") -> bytes:
 
 
 def _reply_text(reply: Reply, ctx: _Context) -> str:
-    """The full answer text: explicit text, joined deltas, or the echo default."""
+    """The full answer text: explicit text, joined deltas, or the echo default (none for a
+    reply that calls tools)."""
     if reply.text is not None:
         return reply.text
     if reply.deltas is not None:
         return "".join(reply.deltas)
+    if reply.tool_calls:
+        return ""
     return f"You said: {ctx.prompt}"
+
+
+def _call_id(protocol: Protocol, call: FakeToolCall, index: int) -> str | None:
+    if call.id is not None:
+        return call.id
+    if protocol == "gemini":
+        return None
+    return f"{'toolu' if protocol == 'anthropic' else 'call'}_fake{index}"
+
+
+def _finish(protocol: Protocol, reply: Reply) -> str:
+    if reply.finish_reason:
+        return reply.finish_reason
+    if reply.tool_calls and protocol != "gemini":
+        return "tool_calls" if protocol == "openai" else "tool_use"
+    return _DEFAULT_FINISH[protocol]
 
 
 def _reply_deltas(reply: Reply, ctx: _Context) -> list[str]:
@@ -417,7 +610,20 @@ def _openai_parts(reply: Reply, ctx: _Context) -> _Parts:
         preamble += [chunk({"content": t}, None) for t in pieces]
     elif thinking:
         preamble += [chunk({"content": None, reply.reasoning_as: t}, None) for t in thinking]
-    trailer = [chunk({}, reply.finish_reason or _DEFAULT_FINISH["openai"])]
+    tools: list[bytes] = []
+    for index, call in enumerate(reply.tool_calls or []):
+        head = {
+            "index": index,
+            "id": _call_id("openai", call, index),
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
+        tools.append(chunk({"content": None, "tool_calls": [head]}, None))
+        for piece in call.split():
+            entry = {"index": index, "function": {"arguments": piece}}
+            tools.append(chunk({"tool_calls": [entry]}, None))
+    after = split_deltas(reply.text_after or "")
+    trailer = [chunk({}, _finish("openai", reply))]
     if ctx.include_usage:
         usage = {
             "id": "chatcmpl-fake",
@@ -436,7 +642,9 @@ def _openai_parts(reply: Reply, ctx: _Context) -> _Parts:
     error = {"error": {"message": _UPSTREAM_FAILURE, "type": "server_error", "code": None}}
     return _Parts(
         preamble=preamble,
-        deltas=[chunk({"content": d}, None) for d in deltas],
+        deltas=[chunk({"content": d}, None) for d in deltas]
+        + tools
+        + [chunk({"content": d}, None) for d in after],
         trailer=trailer,
         error=_sse(_dumps(error), eol=eol),
         eol=eol,
@@ -462,7 +670,7 @@ def _anthropic_parts(reply: Reply, ctx: _Context) -> _Parts:
         "stop_sequence": None,
         "usage": {"input_tokens": prompt, "output_tokens": 1},
     }
-    stop = reply.finish_reason or _DEFAULT_FINISH["anthropic"]
+    stop = _finish("anthropic", reply)
     error = {"error": {"type": "overloaded_error", "message": "Overloaded"}}
     thinking = _reasoning_deltas(reply)
     preamble = [ev("message_start", {"message": message})]
@@ -481,6 +689,8 @@ def _anthropic_parts(reply: Reply, ctx: _Context) -> _Parts:
         preamble.append(ev("content_block_delta", {"index": 0, "delta": signature}))
         preamble.append(ev("content_block_stop", {"index": 0}))
         index = 1
+    if reply.tool_calls:
+        return _anthropic_tool_parts(reply, ev, preamble, index, deltas, stop, completion)
     preamble += [
         ev("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}}),
         ev("ping", {}),
@@ -505,6 +715,73 @@ def _anthropic_parts(reply: Reply, ctx: _Context) -> _Parts:
         error=ev("error", error),
         eol=eol,
     )
+
+
+def _anthropic_tool_parts(
+    reply: Reply,
+    ev: Callable[[str, dict[str, Any]], bytes],
+    preamble: list[bytes],
+    index: int,
+    deltas: list[str],
+    stop: str,
+    completion: int,
+) -> _Parts:
+    """A reply with tool calls: a text block if there is text, a ``tool_use`` block per call
+    (input in ``input_json_delta`` pieces), a text block for ``text_after``."""
+    events: list[bytes] = []
+
+    def text_block(texts: list[str]) -> None:
+        nonlocal index
+        if not texts:
+            return
+        block = {"type": "text", "text": ""}
+        events.append(ev("content_block_start", {"index": index, "content_block": block}))
+        events.extend(
+            ev("content_block_delta", {"index": index, "delta": {"type": "text_delta", "text": t}})
+            for t in texts
+        )
+        events.append(ev("content_block_stop", {"index": index}))
+        index += 1
+
+    text_block(deltas)
+    for n, call in enumerate(reply.tool_calls or []):
+        block = {"type": "tool_use", "id": _call_id("anthropic", call, n), "name": call.name}
+        events.append(
+            ev("content_block_start", {"index": index, "content_block": {**block, "input": {}}})
+        )
+        for piece in ["", *call.split()]:  # Anthropic opens with an empty piece
+            delta = {"type": "input_json_delta", "partial_json": piece}
+            events.append(ev("content_block_delta", {"index": index, "delta": delta}))
+        events.append(ev("content_block_stop", {"index": index}))
+        index += 1
+    text_block(split_deltas(reply.text_after or ""))
+    error = {"error": {"type": "overloaded_error", "message": "Overloaded"}}
+    return _Parts(
+        preamble=[*preamble, ev("ping", {})],
+        deltas=events,
+        trailer=[
+            ev(
+                "message_delta",
+                {
+                    "delta": {"stop_reason": stop, "stop_sequence": None},
+                    "usage": {"output_tokens": completion},
+                },
+            ),
+            ev("message_stop", {}),
+        ],
+        error=ev("error", error),
+        eol="\r\n" if reply.crlf else "\n",
+    )
+
+
+def _gemini_call_part(call: FakeToolCall) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": call.name, "args": call.object()}
+    if call.id is not None:
+        function["id"] = call.id
+    part: dict[str, Any] = {"functionCall": function}
+    if call.signature is not None:
+        part["thoughtSignature"] = call.signature
+    return part
 
 
 def _gemini_response(
@@ -538,6 +815,8 @@ def _gemini_thought(ctx: _Context, text: str) -> dict[str, Any]:
 def _gemini_parts(reply: Reply, ctx: _Context) -> _Parts:
     """Gemini SSE: ``data:`` lines with CRLF; the last delta carries finish + usage."""
     eol = "\r\n"
+    if reply.tool_calls:
+        return _gemini_tool_parts(reply, ctx)
     deltas = _reply_deltas(reply, ctx) or [""]  # a finishing event is always sent
     usage = _usage(reply, [d for d in deltas if d])
     finish = reply.finish_reason or _DEFAULT_FINISH["gemini"]
@@ -565,6 +844,40 @@ def _gemini_parts(reply: Reply, ctx: _Context) -> _Parts:
     error = {"error": {"code": 500, "message": _UPSTREAM_FAILURE, "status": "INTERNAL"}}
     return _Parts(
         preamble=thinking, deltas=events, trailer=[], error=_sse(_dumps(error), eol=eol), eol=eol
+    )
+
+
+def _gemini_tool_parts(reply: Reply, ctx: _Context) -> _Parts:
+    """A reply with tool calls: its text, one response with every call, ``text_after``; the
+    last response carries the finish reason and usage."""
+    eol = "\r\n"
+    deltas = _reply_deltas(reply, ctx)
+    after = split_deltas(reply.text_after or "")
+    bodies = [_gemini_response(ctx, d, None, None) for d in deltas]
+    calls = [_gemini_call_part(c) for c in reply.tool_calls or []]
+    bodies.append(
+        {
+            "candidates": [{"content": {"parts": calls, "role": "model"}, "index": 0}],
+            "modelVersion": ctx.model,
+        }
+    )
+    bodies += [_gemini_response(ctx, d, None, None) for d in after]
+    prompt, completion = _usage(
+        reply, [*deltas, *after, *(c["functionCall"]["name"] for c in calls)]
+    )
+    bodies[-1]["candidates"][0]["finishReason"] = _finish("gemini", reply)
+    bodies[-1]["usageMetadata"] = {
+        "promptTokenCount": prompt,
+        "candidatesTokenCount": completion,
+        "totalTokenCount": prompt + completion,
+    }
+    error = {"error": {"code": 500, "message": _UPSTREAM_FAILURE, "status": "INTERNAL"}}
+    return _Parts(
+        preamble=[],
+        deltas=[_sse(_dumps(b), eol=eol) for b in bodies],
+        trailer=[],
+        error=_sse(_dumps(error), eol=eol),
+        eol=eol,
     )
 
 
@@ -641,12 +954,23 @@ def openai_stream_body(
 
 def _full_body(protocol: Protocol, reply: Reply, ctx: _Context) -> dict[str, Any]:
     """The non-streaming JSON answer for a protocol."""
-    text = _reply_text(reply, ctx)
+    text = _reply_text(reply, ctx) + (reply.text_after or "")
     prompt, completion = _usage(reply, _reply_deltas(reply, ctx))
-    finish = reply.finish_reason or _DEFAULT_FINISH[protocol]
+    finish = _finish(protocol, reply)
     thinking = "".join(_reasoning_deltas(reply))
+    calls = reply.tool_calls or []
     if protocol == "openai":
         message: dict[str, Any] = {"role": "assistant", "content": text}
+        if calls:
+            message["content"] = text or None
+            message["tool_calls"] = [
+                {
+                    "id": _call_id("openai", c, n),
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.json()},
+                }
+                for n, c in enumerate(calls)
+            ]
         if thinking and reply.reasoning_as == "think":
             message["content"] = f"<think>{thinking}</think>\n\n{text}"
         elif thinking:
@@ -681,7 +1005,16 @@ def _full_body(protocol: Protocol, reply: Reply, ctx: _Context) -> dict[str, Any
                     if thinking
                     else []
                 ),
-                {"type": "text", "text": text},
+                *([{"type": "text", "text": text}] if text or not calls else []),
+                *(
+                    {
+                        "type": "tool_use",
+                        "id": _call_id("anthropic", c, n),
+                        "name": c.name,
+                        "input": c.object(),
+                    }
+                    for n, c in enumerate(calls)
+                ),
             ],
             "stop_reason": finish,
             "stop_sequence": None,
@@ -690,6 +1023,11 @@ def _full_body(protocol: Protocol, reply: Reply, ctx: _Context) -> dict[str, Any
     body = _gemini_response(ctx, text, finish, (prompt, completion))
     if thinking:
         body["candidates"][0]["content"]["parts"].insert(0, {"text": thinking, "thought": True})
+    if calls:
+        parts = body["candidates"][0]["content"]["parts"]
+        if not text:
+            parts[:] = [p for p in parts if p.get("thought")]
+        parts += [_gemini_call_part(c) for c in calls]
     return body
 
 
@@ -829,6 +1167,9 @@ class FakeLLMServer(LoopbackServer):
         #: A chat request for one of these that carries any part but text (an image, a file)
         #: answers 400 "does not support image input", consuming nothing: a text-only model.
         self.text_only_models: set[str] = set()
+        #: A chat request for one of these that declares tools answers 400 "does not support
+        #: tools" (as Ollama does), consuming nothing.
+        self.no_tool_models: set[str] = set()
         #: While set, every model-list request (any protocol) answers this error.
         self.list_failure: Fail | None = None
         self.host = host
@@ -1067,8 +1408,11 @@ class FakeLLMServer(LoopbackServer):
             )
         if ctx.model in self.text_only_models:
             turns = request[_RECORDED].turns()
-            if any(part.kind != "text" for _, parts in turns for part in parts):
+            media = ("image", "document")
+            if any(part.kind in media for _, parts in turns for part in parts):
                 return _json_error(protocol, 400, f"{ctx.model} does not support image input")
+        if ctx.model in self.no_tool_models and request[_RECORDED].tool_names():
+            return _json_error(protocol, 400, f"{ctx.model} does not support tools")
         action = self._next_action()
         if isinstance(action, Fail):
             return await self._fail(protocol, action)
