@@ -348,19 +348,18 @@ class Reply:
                 thought = len(reasoning)
                 yield REASONING, chunk
                 continue
-            if tools != self.tool_version:
+            parts = self.message.parts
+            if parts is not None and index < len(parts):
+                chunk = parts[index] if index + 1 == len(parts) else "".join(parts[index:])
+                index = len(parts)
+                sent += len(chunk)
+                yield TEXT, chunk
+                continue
+            if tools != self.tool_version:  # after the text that came before the calls
                 tools = self.tool_version
                 yield TOOLS, self.tools_text
                 continue
-            parts = self.message.parts
-            if parts is not None:
-                if index < len(parts):
-                    chunk = parts[index] if index + 1 == len(parts) else "".join(parts[index:])
-                    index = len(parts)
-                    sent += len(chunk)
-                    yield TEXT, chunk
-                    continue
-            elif self.message.status is not Status.PENDING:
+            if parts is None and self.message.status is not Status.PENDING:
                 text = self.message.content
                 if len(text) > sent:
                     yield TEXT, text[sent:]

@@ -49,7 +49,7 @@ from core.attachments import Attachment, AttachmentLimits, prepare_all_async
 from core.clock import Clock
 from core.commands import Command, execute
 from core.conversations import Conversation, ConversationKey, Message, clean_text
-from core.delivery import REASONING, STATUS, TEXT, final_note, shown_events
+from core.delivery import REASONING, STATUS, TEXT, TOOLS, final_note, shown_events
 from core.engine import ChatEngine, Refused, Reply, StoreUnavailable
 from core.usage import usage_json
 
@@ -463,7 +463,9 @@ def create_app(
     async def bot_stream(conv_id: ConvId) -> AsyncIterator[ServerSentEvent]:
         """``start`` (status, model), ``delta`` (text; a late observer's first one is the text
         so far), ``status`` (``SHOW_REASONING=status``: the thinking line, until the first
-        delta), ``reasoning`` (``full``: a piece of the model's thinking), ``end`` (final status,
+        delta), ``reasoning`` (``full``: a piece of the model's thinking), ``tools`` (the
+        progress lines of the reply's tool calls, one per call, each time they change),
+        ``end`` (final status,
         content, error, the note to show under the reply, whether another reply is queued, the
         reply's ``created_at`` and, with ``full``, its whole ``reasoning``)."""
         key = web.key(conv_id)
@@ -481,6 +483,8 @@ def create_app(
                 yield ServerSentEvent(event="status", data=chunk)
             elif kind == REASONING:
                 yield ServerSentEvent(event="reasoning", data=chunk)
+            elif kind == TOOLS:
+                yield ServerSentEvent(event="tools", data=chunk)
         await reply
         ended = engine.clock.now()
         end = _end_event(reply, web.busy(key), engine.settings.show_reasoning)
