@@ -278,6 +278,9 @@ async def test_admin_rule_counts_workspace_admins(
         ("/llm", "status", Command("status")),
         ("/llm", "system: Be terse", Command("system", "Be terse")),
         ("/llm", "model local/beta", Command("model", "local/beta")),
+        ("/tools", "", Command("tools")),
+        ("/tools", "enable files", Command("tools", "enable files")),
+        ("/llm", "tools disable files", Command("tools", "disable files")),
     ],
 )
 def test_slash_commands_map_onto_the_core_grammar(name: str, text: str, expected: Command) -> None:
@@ -292,6 +295,7 @@ def test_every_core_command_has_a_slash_command() -> None:
         "/reset",
         "/system",
         "/stop",
+        "/tools",
         "/llm",
     }
 
