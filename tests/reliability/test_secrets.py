@@ -278,6 +278,9 @@ async def test_mcp_servers_secrets_leak_nowhere(
     line (root at DEBUG, the SDK's and its HTTP client's included), Slack message, settings
     repr or setting error holds any of them."""
     caplog.set_level(logging.DEBUG)
+    # Another test's configure_logging may have quietened them: every record of theirs here.
+    for name in ("mcp", "httpx2"):
+        caplog.set_level(logging.DEBUG, logger=name)
     async with (
         serve_http("search", token="another-token") as search,
         FakeSlackAPI(bot_token=BOT_TOKEN, app_token=APP_TOKEN) as api,
