@@ -7,6 +7,8 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from core.clock import FakeClock
 from core.conversations import Status
 from core.delivery import deliver, final_note
@@ -255,11 +257,19 @@ async def test_a_model_that_takes_no_tools_is_sent_none(
     assert llm_server.requests[-1].tool_names() == []
 
 
-async def test_anthropic_gets_the_results_as_tool_result_blocks(
-    make_engine: EngineMaker, llm_server: FakeLLMServer
+@pytest.mark.parametrize(
+    ("provider", "model", "native"),
+    [
+        ("anthropic", "claude-fake", "user/tool_result"),
+        ("gemini", "gemini-fake", "user/functionResponse"),
+    ],
+)
+async def test_each_protocol_gets_the_results_in_its_own_format(
+    make_engine: EngineMaker, llm_server: FakeLLMServer, provider: str, model: str, native: str
 ) -> None:
-    env = {"ANTHROPIC_API_KEY": "k-123", "ANTHROPIC_BASE_URL": llm_server.anthropic_base_url}
-    engine = await tool_engine(make_engine, env=env, llmconnect_model="anthropic/claude-fake")
+    base = {"anthropic": llm_server.anthropic_base_url, "gemini": llm_server.gemini_base_url}
+    env = {f"{provider.upper()}_API_KEY": "k-123", f"{provider.upper()}_BASE_URL": base[provider]}
+    engine = await tool_engine(make_engine, env=env, llmconnect_model=f"{provider}/{model}")
     llm_server.enqueue(
         Scripted(
             tool_calls=[
@@ -272,9 +282,9 @@ async def test_anthropic_gets_the_results_as_tool_result_blocks(
     reply = await ask(engine)
     assert reply.text == "3 and hi"
     results = llm_server.requests[-1].tool_results()
-    assert [(r.content, r.native) for r in results] == [
-        ("3", "user/tool_result"),
-        ("hi", "user/tool_result"),
+    assert [(r.name, r.content, r.native) for r in results] == [
+        ("files__add", "3", native),
+        ("files__echo", "hi", native),
     ]
 
 
