@@ -817,6 +817,7 @@ class ChatEngine:
                 reply, content, history, conversation, settings, tools
             )
             steps = 0
+            offered = tools  # this round's: none after the last round allowed
             while True:
                 round_start = len(parts)
                 try:
@@ -835,7 +836,7 @@ class ChatEngine:
                                 break
                             if kind == REASONING:
                                 reply._reason(delta, self.clock.now())
-                            elif kind == TOOL_CALL and tools:
+                            elif kind == TOOL_CALL and offered:
                                 self._called(reply, delta)
                             pending = await anext(events, None)
                     separate = steps > 0 and bool(parts) and not parts[-1].endswith("\n")
@@ -848,13 +849,13 @@ class ChatEngine:
                             reply._push(delta)
                         elif kind == REASONING:
                             reply._reason(delta, self.clock.now())
-                        elif kind == TOOL_CALL and tools:
+                        elif kind == TOOL_CALL and offered:
                             self._called(reply, delta)
                 finally:
                     await stream.aclose()
                 usage = _added(usage, stream.usage)
                 calls = stream.tool_calls
-                if not calls or not tools or stream.tools_dropped:
+                if not calls or not offered or stream.tools_dropped:
                     break
                 results = await self._run_tools(reply, calls, servers, settings)
                 placeholder.tool_steps += (
@@ -868,10 +869,8 @@ class ChatEngine:
                 steps += 1
                 # The last round allowed: the model gets the results without tools, so it
                 # answers in text.
-                last = steps >= settings.tool_max_steps
-                stream = await client.send_tool_results(
-                    results, stream=True, tools=None if last else tools
-                )
+                offered = [] if steps >= settings.tool_max_steps else tools
+                stream = await client.send_tool_results(results, stream=True, tools=offered or None)
                 events = stream.events()
             placeholder.finish(Status.COMPLETE)
         except LLMError as exc:

@@ -170,12 +170,14 @@ async def test_tool_max_steps_rounds_then_the_model_answers_without_tools(
     llm_server.enqueue(
         Scripted(tool_calls=[call]),
         Scripted(tool_calls=[call]),
-        Scripted(text="Done after two rounds."),
+        # Not offered any tool, a model that calls one anyway gets nothing run.
+        Scripted(text="Done after two rounds.", tool_calls=[call]),
     )
     reply = await ask(engine)
     assert reply.text == "Done after two rounds."
     requests = chats(llm_server)
     assert [bool(r.tool_names()) for r in requests] == [True, True, False]
+    assert len(reply.tool_progress) == 2
     assert len(reply.message.tool_steps) == 2
     assert final_note(reply) == "🔧 files.add \N{MULTIPLICATION SIGN}2"
 
