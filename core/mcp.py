@@ -388,6 +388,9 @@ class McpManager:
         for state in self.states.values():
             state.status, state.client, state.tools = ServerStatus.CLOSED, None, []
         self._wire.clear()
+        # Nothing of these servers logs any more: the log filter forgets their secrets.
+        mine = {id(state.config) for state in self.states.values()}
+        _REDACTING.configs = [c for c in _REDACTING.configs if id(c) not in mine]
 
     # -- tools ---------------------------------------------------------------------------------
 
