@@ -4,12 +4,13 @@ Why: a newcomer's first failure is usually configuration (a key pasted with quot
 token where the bot token belongs, ``LLMCONNECT_MODEL`` naming a provider without a key). Each
 finding is one line with the variable to change. With ``--online`` each provider in use is asked
 whether it answers (an OpenAI-compatible one lists its models; Anthropic and Gemini get a
-one-token request), and Discord and Slack whether they accept their token. No secret is ever
-printed, not even in part.
+one-token request), Discord and Slack whether they accept their token, and each MCP server
+whether it starts and lists its tools. No secret is ever printed, not even in part.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -24,6 +25,7 @@ from pydantic import SecretStr
 
 from core.catalogue import Catalogue, ProviderModels
 from core.clock import MonotonicClock
+from core.mcp import McpManager, ServerStatus
 from core.settings import Settings, SettingsError
 from llmconnect import (
     APIClientFactory,
@@ -394,6 +396,52 @@ async def _ask_platforms(report: Report, loaded: _Loaded, http: httpx.AsyncClien
 # --------------------------------------------------------------------------- entry
 
 
+def _check_tools(report: Report, settings: Settings) -> None:
+    """``MCP_SERVERS``: each server's kind and where it is (never a header, an env value or a
+    URL's credentials), and whether conversations use it by default."""
+    servers = settings.mcp_server_configs()
+    if not servers:
+        report.add("Tools", "off", "MCP_SERVERS", "no MCP server (the model calls no tools)")
+        return
+    defaults = set(settings.mcp_default_servers)
+    for name, config in servers.items():
+        used = "on by default" if name in defaults else "off until /tools enable"
+        if config.confirm:
+            report.add(
+                "Tools",
+                "problem",
+                name,
+                f"{config.kind} {config.where}: confirm is set, and approving calls is not "
+                "possible yet: its tools are never used",
+            )
+        else:
+            report.add("Tools", "ok", name, f"{config.kind} {config.where}, {used}")
+
+
+async def _ask_tool_servers(report: Report, settings: Settings) -> None:
+    """Start every MCP server as the bot would and say whether it listed its tools."""
+    servers = settings.mcp_server_configs()
+    if not servers:
+        return
+    manager = McpManager(servers, connect_timeout=15.0)
+    manager.start()
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(manager.wait_ready(), 20.0)
+        for name, state in manager.states.items():
+            if state.status is ServerStatus.READY:
+                tools = ", ".join(t.name for t in state.tools[:10])
+                more = f" and {len(state.tools) - 10} more" if len(state.tools) > 10 else ""
+                report.add(
+                    "Online", "ok", f"mcp {name}", f"{len(state.tools)} tools: {tools}{more}"
+                )
+            else:
+                why = state.problem or "no answer in 20 s"
+                report.add("Online", "problem", f"mcp {name}", f"does not start: {why}")
+    finally:
+        await manager.aclose()
+
+
 async def diagnose(
     env: Mapping[str, str] | None = None,
     *,
@@ -410,6 +458,8 @@ async def diagnose(
     to_ask = _check_providers(report, env, _in_use(settings, env))
     if loaded is not None:
         _check_frontends(report, loaded)
+    if settings is not None:
+        _check_tools(report, settings)
     if not online:
         return report
     http = http_client or httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0))
@@ -430,6 +480,8 @@ async def diagnose(
             _report_list(report, lists[r.spec.name], r.spec.default_model)
         if loaded is not None:
             await _ask_platforms(report, loaded, http)
+        if settings is not None:
+            await _ask_tool_servers(report, settings)
     finally:
         if http_client is None:
             await http.aclose()

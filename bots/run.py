@@ -229,6 +229,8 @@ class Runner:
         # Ask the providers for their models now, in the background: the first /model
         # autocomplete or web page finds the lists rather than the defaults.
         self.engine.available_models()
+        # The MCP servers connect in the background too (MCP_SERVERS): no front end waits.
+        await self.engine.start()
         lines: list[tuple[FrontEnd, str]] = []
         for fe in self.frontends:
             self._tried.append(fe)

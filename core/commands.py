@@ -1,6 +1,7 @@
 """One platform-neutral command grammar, parsed and executed here for every adapter.
 
-``help``, ``model [name]``, ``models [part of a name]``, ``reset``, ``system [text|clear]``, ``stop``, ``status``.
+``help``, ``model [name]``, ``models [part of a name]``, ``reset``, ``system [text|clear]``, ``stop``, ``status``,
+``tools [enable|disable NAME]``.
 Slash commands map onto :class:`Command` directly; mention text goes through :func:`parse_command`,
 which only takes a message for a command when it has the command's shape, so a prompt such as
 "help me write a poem" or "system design tips" stays a prompt (in mention text, ``system`` takes its
@@ -13,15 +14,16 @@ from dataclasses import dataclass
 
 from .catalogue import best_matches
 from .clock import wall_time
-from .conversations import ConversationKey, Status
+from .conversations import Conversation, ConversationKey, Status
 from .engine import HELP_TEXT, ChatEngine, Refused
 from .feedback import feedback_text
+from .mcp import ServerStatus
 from .policy import Actor
 from .usage import status_text
 
 __all__ = ["COMMANDS", "Command", "CommandResult", "execute", "parse_command"]
 
-COMMANDS = ("help", "model", "models", "reset", "system", "stop", "status")
+COMMANDS = ("help", "model", "models", "reset", "system", "stop", "status", "tools")
 _NO_ARGS = frozenset({"help", "reset", "stop", "status"})
 #: ``models`` lists at most this many (the best matches of its filter, when given).
 MODELS_SHOWN = 50
@@ -57,9 +59,20 @@ def parse_command(text: str) -> Command | None:
         return Command(name) if not rest else None
     if name in ("model", "models"):
         return Command(name, rest) if " " not in rest else None
+    if name == "tools":
+        # bare, or "tools enable NAME" / "tools disable NAME": "tools for data science" is a prompt
+        return Command(name, rest) if not rest or _tools_action(rest) is not None else None
     # system: bare, "system clear", or "system: <text>"
     if not rest or rest.lower() == "clear" or word.endswith(":"):
         return Command(name, rest)
+    return None
+
+
+def _tools_action(arg: str) -> tuple[bool, str] | None:
+    """``(enable?, server)`` of ``enable NAME`` / ``disable NAME``; ``None`` for anything else."""
+    words = arg.split()
+    if len(words) == 2 and words[0].lower() in ("enable", "disable"):
+        return words[0].lower() == "enable", words[1]
     return None
 
 
@@ -149,7 +162,51 @@ async def _run(
         feedback = await engine.feedback_of(key)
         votes = "" if feedback is None else f"\n{feedback_text(feedback)}"
         return CommandResult(f"{text}\n{usage}{votes}")
+    if name == "tools":
+        if not arg:
+            return CommandResult(_tools(engine, conversation))
+        action = _tools_action(arg)
+        if action is None:
+            return CommandResult("Usage: tools, tools enable NAME, tools disable NAME.", ok=False)
+        if denied := _admin_only(engine, actor):
+            return denied
+        enable, server = action
+        servers = await engine.set_tool_server(key, server, enable)
+        now = ", ".join(servers) or "none"
+        verb = "enabled" if enable else "disabled"
+        return CommandResult(f"Tools of {server} {verb} here. Tool servers here: {now}.")
     return CommandResult(f"Unknown command {name!r}. {HELP_TEXT}", ok=False)
+
+
+#: ``tools`` names at most this many tools per server.
+TOOLS_NAMED = 20
+
+
+def _tools(engine: ChatEngine, conversation: Conversation) -> str:
+    """The ``tools`` answer: each configured MCP server, whether this conversation may use it,
+    whether it is up, and its tools (``server.tool``)."""
+    manager = engine.mcp
+    if not manager.names:
+        return "No tool servers are configured (MCP_SERVERS)."
+    enabled = set(engine.tool_servers_of(conversation))
+    lines = ["Tool servers (✓ enabled here):"]
+    for name, state in manager.states.items():
+        mark = "✓" if name in enabled else "•"
+        if state.config.confirm:
+            status = "needs approval per call, not available yet"
+        elif state.status is ServerStatus.READY:
+            status = f"{len(state.tools)} tools"
+        elif state.status is ServerStatus.DOWN:
+            status = f"down ({state.problem or 'restarting'})"
+        else:
+            status = str(state.status)
+        lines.append(f"{mark} {name} — {status}")
+        if state.tools:
+            shown = ", ".join(t.name for t in state.tools[:TOOLS_NAMED])
+            more = len(state.tools) - TOOLS_NAMED
+            lines.append(f"   {shown}" + (f" and {more} more" if more > 0 else ""))
+    lines.append("Admins: tools enable NAME, tools disable NAME.")
+    return "\n".join(lines)
 
 
 async def _usage_status(

@@ -78,6 +78,10 @@ LIVE_KEYS = frozenset(
         "user_rate_limit",
         "user_rate_window",
         "config_poll_interval",
+        "mcp_default_servers",
+        "tool_timeout",
+        "tool_max_result_chars",
+        "tool_max_steps",
     }
 )
 

@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, NamedTuple, Protocol, TypeAlias
@@ -33,9 +33,11 @@ __all__ = [
     "Message",
     "MessageAttachment",
     "Status",
+    "ToolStep",
     "clean_text",
     "load_conversation",
     "new_conversation",
+    "tools_line",
 ]
 
 log = logging.getLogger("llmconnect.store")
@@ -146,6 +148,79 @@ class MessageAttachment:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ToolStep:
+    """One round of tool calls inside an assistant reply: the text the model wrote in that round
+    (before its calls; exactly as it is in the reply's ``content``), its calls and their results
+    (llmconnect's ``ToolCall.to_dict``/``ToolResult.to_dict``), and each call's shown name
+    (``server.tool``)."""
+
+    text: str
+    calls: tuple[Mapping[str, Any], ...]
+    results: tuple[Mapping[str, Any], ...]
+    names: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "calls": [dict(c) for c in self.calls],
+            "results": [dict(r) for r in self.results],
+            "names": list(self.names),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ToolStep:
+        def records(key: str) -> tuple[Mapping[str, Any], ...]:
+            value = data.get(key)
+            return (
+                tuple(r for r in value if isinstance(r, Mapping)) if isinstance(value, list) else ()
+            )
+
+        names = data.get("names")
+        return cls(
+            text=clean_text(str(data.get("text") or "")),
+            calls=records("calls"),
+            results=records("results"),
+            names=tuple(clean_text(str(n)) for n in names) if isinstance(names, list) else (),
+        )
+
+    @property
+    def chars(self) -> int:
+        """What it counts for in HISTORY_MAX_CHARS: its calls' arguments and its results."""
+        size = 0
+        for call in self.calls:
+            size += len(str(call.get("name", ""))) + len(json.dumps(call.get("arguments", {})))
+        for result in self.results:
+            size += len(str(result.get("content", "")))
+        return size
+
+    def failed(self) -> set[str]:
+        """The ids of the calls whose result is an error."""
+        return {str(r.get("call_id")) for r in self.results if r.get("is_error")}
+
+
+#: Between a tool's name and its number of calls in :func:`tools_line`.
+TIMES = "\N{MULTIPLICATION SIGN}"
+
+
+def tools_line(uses: Sequence[tuple[str, bool]]) -> str | None:
+    """The one line a reply that used tools keeps: ``🔧 files.read, search.query ✗`` (each
+    tool once, in order of first use, how many calls, ✗ when one failed); ``None`` for none."""
+    if not uses:
+        return None
+    counts: dict[str, int] = {}
+    failed: set[str] = set()
+    for name, ok in uses:
+        counts[name] = counts.get(name, 0) + 1
+        if not ok:
+            failed.add(name)
+    shown = [
+        name + (f" {TIMES}{n}" if n > 1 else "") + (" ✗" if name in failed else "")
+        for name, n in counts.items()
+    ]
+    return "🔧 " + ", ".join(shown)
+
+
 @dataclass(slots=True)
 class Message:
     role: str  # "user" | "assistant"
@@ -174,6 +249,26 @@ class Message:
     #: An assistant reply's asker (the user id that sent the prompt; ``None`` without one, e.g.
     #: the web chat's operator): who may stop or regenerate it besides an admin.
     user: str | None = None
+    #: An assistant reply's rounds of tool calls (the tool loop), kept for the history.
+    tool_steps: tuple[ToolStep, ...] = ()
+
+    @property
+    def tools_line(self) -> str | None:
+        """The one line under a reply that used tools (:func:`tools_line`)."""
+        uses: list[tuple[str, bool]] = []
+        for step in self.tool_steps:
+            failed = step.failed()
+            answered = {str(r.get("call_id")) for r in step.results}
+            for call, name in zip(step.calls, step.names, strict=False):
+                call_id = str(call.get("id"))
+                uses.append((name, call_id in answered and call_id not in failed))
+        return tools_line(uses)
+
+    @property
+    def final_text(self) -> str:
+        """The text after the last round of tool calls (the whole text without any)."""
+        done = sum(len(step.text) for step in self.tool_steps)
+        return self.text[done:]
 
     @property
     def text(self) -> str:
@@ -207,6 +302,8 @@ class Message:
             data["id"] = self.id
         if self.user is not None:
             data["user"] = self.user
+        if self.tool_steps:
+            data["tool_steps"] = [step.to_dict() for step in self.tool_steps]
         return data
 
     @classmethod
@@ -224,6 +321,11 @@ class Message:
             notes=tuple(clean_text(str(n)) for n in data.get("notes") or ()),
             id=None if data.get("id") is None else clean_text(str(data["id"])),
             user=None if data.get("user") is None else clean_text(str(data["user"])),
+            tool_steps=tuple(
+                ToolStep.from_dict(step)
+                for step in data.get("tool_steps") or ()
+                if isinstance(step, Mapping)
+            ),
         )
 
     @property
@@ -232,6 +334,8 @@ class Message:
         size = len(self.text)
         for attachment in self.attachments:
             size += attachment.chars
+        for step in self.tool_steps:
+            size += step.chars
         return size
 
 
@@ -251,6 +355,9 @@ class Conversation:
     parent: ConversationKey | None = None
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
+    #: The MCP servers whose tools this conversation may use (``/tools enable|disable``);
+    #: ``None``: the configured ``MCP_DEFAULT_SERVERS``.
+    tools: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able snapshot, for stores that keep conversations outside this process."""
@@ -262,6 +369,7 @@ class Conversation:
             "parent": None if self.parent is None else list(self.parent),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            **({} if self.tools is None else {"tools": list(self.tools)}),
         }
 
     @classmethod
@@ -270,6 +378,7 @@ class Conversation:
         by an older version) is repaired with U+FFFD (:func:`clean_text`)."""
         parent = data.get("parent")
         model, system = data.get("model"), data.get("system")
+        tools = data.get("tools")
         return cls(
             key=ConversationKey(*map(clean_text, data["key"])),
             model=None if model is None else clean_text(str(model)),
@@ -278,6 +387,7 @@ class Conversation:
             parent=None if parent is None else ConversationKey(*map(clean_text, parent)),
             created_at=float(data.get("created_at") or 0.0),
             updated_at=float(data.get("updated_at") or 0.0),
+            tools=tuple(clean_text(str(t)) for t in tools) if isinstance(tools, list) else None,
         )
 
     def llm_history(self) -> list[dict[str, str]]:
@@ -424,13 +534,14 @@ class ConversationStore(Protocol):
 async def new_conversation(
     store: ConversationStore, key: ConversationKey, parent: ConversationKey | None
 ) -> Conversation:
-    """A new, unsaved conversation; a thread starts with its parent channel's model and system
-    prompt (read from ``store``) and a history of its own."""
+    """A new, unsaved conversation; a thread starts with its parent channel's model, system
+    prompt and tool servers (read from ``store``) and a history of its own."""
     conversation = Conversation(key, parent=parent)
     if parent is not None:
         source = await store.get(parent)
         if source is not None:
             conversation.model, conversation.system = source.model, source.system
+            conversation.tools = source.tools
     return conversation
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from asyncio import FIRST_COMPLETED
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any, Protocol
 
@@ -21,7 +21,7 @@ from .budget import EditBudget, SendBudgets
 from .clock import Clock
 from .controls import final_controls, streaming_controls
 from .conversations import Status
-from .engine import NOT_LATEST, ChatEngine, Reply
+from .engine import NOT_LATEST, TOOLS, ChatEngine, Reply
 from .fallback import fallback_line
 from .render import MessageSink, RenderResult, SinkGone, StreamRenderer
 
@@ -32,6 +32,7 @@ __all__ = [
     "STATUS",
     "STOPPED_NOTE",
     "TEXT",
+    "TOOLS",
     "Outcome",
     "ReasoningQuote",
     "Renderer",
@@ -82,16 +83,21 @@ class Outcome(Protocol):
     @property
     def notes(self) -> tuple[str, ...]: ...
 
+    @property
+    def tools_line(self) -> str | None: ...
+
 
 def final_note(reply: Outcome) -> str | None:
     """The line(s) appended under a reply: its prompt's files that were skipped (or cut), one
-    line each (``Skipped big.png: larger than the 10 MB limit.``, :mod:`core.attachments`), which
-    model answered when the conversation's was unavailable (``answered by M — U was
-    unavailable``, :mod:`core.fallback`), then why it did not complete (or that it completed with
-    no text, which would otherwise leave the asker with nothing at all)."""
+    line each (``Skipped big.png: larger than the 10 MB limit.``, :mod:`core.attachments`), the
+    tools it used (``🔧 files.read, search.query ✗``), which model answered when the
+    conversation's was unavailable (``answered by M — U was unavailable``,
+    :mod:`core.fallback`), then why it did not complete (or that it completed with no text,
+    which would otherwise leave the asker with nothing at all)."""
     answered = reply.status is Status.COMPLETE or bool(reply.text)
     lines = [
         *reply.notes,
+        reply.tools_line,
         fallback_line(reply.model, reply.unavailable, answered),
         _status_note(reply),
     ]
@@ -125,20 +131,21 @@ async def shown_events(engine: ChatEngine, reply: Reply) -> AsyncIterator[tuple[
     reasoning has arrived, once when it starts and again each whole second on the engine clock
     (a front end shows the latest at its own pace); with ``full``, ``("reasoning", piece)`` until
     the answer starts. With ``off`` (and ``status``) no reasoning text ever comes out of here.
+    ``("tools", lines)``: the progress lines of the reply's tool calls, each time they change.
     """
     mode = engine.settings.show_reasoning
-    if mode == "off":
+    if mode == "off" and not engine.mcp.names:
         async for delta in reply:
             yield TEXT, delta
         return
     async with aclosing(reply.events()) as events:  # type: ignore[type-var]
-        before = _until_answer(engine, reply, events, full=mode == "full")
+        before = _until_answer(engine, reply, events, mode=mode)
         async with aclosing(before):  # type: ignore[type-var]
             async for event in before:
                 yield event
         async for kind, text in events:
-            if kind is TEXT:
-                yield TEXT, text
+            if kind is TEXT or kind == TOOLS:
+                yield kind, text
 
 
 async def _until_answer(
@@ -146,14 +153,17 @@ async def _until_answer(
     reply: Reply,
     events: AsyncIterator[tuple[str, str]],
     *,
-    full: bool,
+    mode: str,
 ) -> AsyncIterator[tuple[str, str]]:
     """:func:`shown_events` up to and with the answer's first text (``events`` then goes on with
     the rest, read directly: nothing more per delta than before reasoning existed)."""
-    if full:
+    if mode != "status":
         async for kind, text in events:
             if kind == REASONING:
-                yield REASONING, text
+                if mode == "full":
+                    yield REASONING, text
+            elif kind == TOOLS:
+                yield TOOLS, text
             elif kind is TEXT:
                 yield TEXT, text
                 return
@@ -188,7 +198,9 @@ async def _until_answer(
                 kind, text = done.result()
             except StopAsyncIteration:
                 return
-            if kind is TEXT:
+            if kind == TOOLS:
+                yield TOOLS, text
+            elif kind is TEXT:
                 yield TEXT, text
                 return
     finally:
@@ -287,7 +299,7 @@ async def deliver_with(
     failed = False
     try:
         try:
-            if engine.settings.show_reasoning == "off":
+            if engine.settings.show_reasoning == "off" and not engine.mcp.names:
                 async for delta in reply:
                     await renderer.feed(delta)
             else:
@@ -335,10 +347,11 @@ async def _feed_shown(engine: ChatEngine, reply: Reply, renderer: Renderer) -> N
     After the first text the reply's events are read here directly (one generator per delta, as
     before)."""
     show_status = getattr(renderer, "show_status", None)
+    progress = _progress_of(renderer)
     quote = ReasoningQuote(int(getattr(renderer, "max_len", 4000)) // 2)
-    full = engine.settings.show_reasoning == "full"
+    mode = engine.settings.show_reasoning
     async with aclosing(reply.events()) as events:  # type: ignore[type-var]
-        before = _until_answer(engine, reply, events, full=full)
+        before = _until_answer(engine, reply, events, mode=mode)
         async with aclosing(before):  # type: ignore[type-var]
             async for kind, text in before:
                 if kind is TEXT:
@@ -350,9 +363,30 @@ async def _feed_shown(engine: ChatEngine, reply: Reply, renderer: Renderer) -> N
                     piece = quote.add(text)
                     if piece:
                         await renderer.feed(piece)
+                elif kind == TOOLS and progress is not None:
+                    progress(text)
         async for kind, text in events:
             if kind is TEXT:
                 await renderer.feed(text)
+            elif kind == TOOLS and progress is not None:
+                progress(text)
+
+
+def _progress_of(renderer: Renderer) -> Callable[[str], None] | None:
+    """Where a renderer shows the tool progress lines: ``show_progress`` (below the text, while
+    the reply streams: :class:`~core.render.StreamRenderer`), else the last line as its status
+    (``show_status``: Slack's native stream shows it as the thread's status), else nowhere."""
+    show_progress = getattr(renderer, "show_progress", None)
+    if show_progress is not None:
+        return show_progress  # type: ignore[no-any-return]
+    show_status = getattr(renderer, "show_status", None)
+    if show_status is None:
+        return None
+
+    def last_line(lines: str) -> None:
+        show_status(lines.rsplit("\n", 1)[-1])
+
+    return last_line
 
 
 def _record(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import os
@@ -35,7 +36,9 @@ import httpx
 from llmconnect import (
     REASONING,
     TEXT,
+    TOOL_CALL,
     APIClientFactory,
+    AsyncAPIClient,
     ConfigurationError,
     Document,
     Image,
@@ -44,11 +47,17 @@ from llmconnect import (
     ProviderSpec,
     ReplyStream,
     Timeouts,
+    Tool,
+    ToolCall,
+    ToolResult,
     Usage,
+    assistant_turn,
     base_url_variable,
     parse_model,
     provider_status,
     resolve,
+    supports_tools,
+    tool_results_turn,
 )
 
 from .catalogue import Catalogue, closest
@@ -63,11 +72,14 @@ from .conversations import (
     Message,
     MessageAttachment,
     Status,
+    ToolStep,
     clean_text,
+    tools_line,
 )
 from .fallback import open_reply
 from .feedback import Counts, FeedbackStore
 from .logs import log_reply_end, new_reply_id, reply_context
+from .mcp import McpManager
 from .metrics import Metrics
 from .model_options import options_for
 from .policy import AccessPolicy, Actor
@@ -82,10 +94,12 @@ __all__ = [
     "NOT_IN_HISTORY",
     "NOT_LATEST",
     "ONLY_ASKER",
+    "TOOLS",
     "ChatEngine",
     "Refused",
     "Reply",
     "StoreUnavailable",
+    "ToolProgress",
 ]
 
 log = logging.getLogger("llmconnect.engine")
@@ -116,9 +130,14 @@ HEARD_WAIT = 1.0
 #: At most this many models are named after "Available:" in a refused model's answer.
 LISTED_IN_REFUSAL = 10
 
+#: The kind of :meth:`Reply.events` that carries the tool progress lines (one per call).
+TOOLS = "tools"
+#: At most this many characters of a call's arguments are shown in its progress line.
+SHOWN_ARGUMENTS = 60
+
 HELP_TEXT = (
     "Ask me anything: mention me with your question. Commands: help, model [name], "
-    "models [filter], reset, system [text|clear], stop, status."
+    "models [filter], reset, system [text|clear], stop, status, tools."
 )
 
 
@@ -139,6 +158,34 @@ class StoreUnavailable(Refused):
 
     def __init__(self, user_message: str = "") -> None:
         super().__init__(user_message or STORE_UNAVAILABLE)
+
+
+class ToolProgress:
+    """One tool call of a reply as its progress line shows it."""
+
+    __slots__ = ("arguments", "name", "state")
+
+    def __init__(self, name: str, arguments: str) -> None:
+        self.name = name
+        self.arguments = arguments
+        #: ``running``, ``ok`` or ``error``.
+        self.state = "running"
+
+    @property
+    def line(self) -> str:
+        """``🔧 files.read(path='a.txt') …``, then ``✓`` or ``✗``."""
+        mark = {"running": "…", "ok": "✓"}.get(self.state, "✗")
+        return f"🔧 {self.name}({self.arguments}) {mark}"
+
+
+def shown_arguments(arguments: Mapping[str, Any]) -> str:
+    """``path='a.txt', n=3``: a call's arguments, short (each value and the whole cut)."""
+    pieces = []
+    for name, value in arguments.items():
+        text = repr(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        pieces.append(f"{name}={text if len(text) <= 30 else text[:29] + '…'}")
+    joined = ", ".join(pieces)
+    return joined if len(joined) <= SHOWN_ARGUMENTS else joined[: SHOWN_ARGUMENTS - 1] + "…"
 
 
 class Reply:
@@ -165,6 +212,8 @@ class Reply:
         "started",
         "stored",
         "task",
+        "tool_progress",
+        "tool_version",
         "usage",
         "user",
     )
@@ -201,6 +250,10 @@ class Reply:
         #: True once its turn is in the conversation (saved): the reply can be regenerated
         #: and rated (a prompt stopped while queued never is).
         self.stored = False
+        #: Its tool calls, in order, as their progress lines show them; ``tool_version`` counts
+        #: the changes (a front end shows the lines again when it moved).
+        self.tool_progress: list[ToolProgress] = []
+        self.tool_version = 0
         self._on_end: Callable[[Reply], None] | None = None
         self._waiters: list[asyncio.Future[None]] = []
         self._final: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -254,6 +307,24 @@ class Reply:
                     waiter.set_result(None)
 
     @property
+    def tool_steps(self) -> tuple[ToolStep, ...]:
+        return self.message.tool_steps
+
+    @property
+    def tools_text(self) -> str:
+        """The progress lines of its tool calls, one per call (``""``: none)."""
+        return "\n".join(p.line for p in self.tool_progress)
+
+    @property
+    def tools_line(self) -> str | None:
+        """The one line it keeps about the tools it used (``None``: none)."""
+        return tools_line([(p.name, p.state == "ok") for p in self.tool_progress])
+
+    def _tools_moved(self) -> None:
+        self.tool_version += 1
+        self._push("")
+
+    @property
     def reasoning_text(self) -> str:
         """All of the model's reasoning so far (``""`` for a model that shows none)."""
         return "".join(self.reasoning)
@@ -302,12 +373,14 @@ class Reply:
             await waiter
 
     async def events(self) -> AsyncIterator[tuple[str, str]]:
-        """``(kind, text)``: ``("reasoning", …)`` pieces of the model's thinking and ``("text",
-        …)`` deltas of the answer, as :meth:`__aiter__` hands out the deltas (a late observer
-        first gets everything so far: the reasoning, then the text)."""
+        """``(kind, text)``: ``("reasoning", …)`` pieces of the model's thinking, ``("text",
+        …)`` deltas of the answer, as :meth:`__aiter__` hands out the deltas, and ``("tools",
+        lines)`` each time a tool call starts or ends: every call's progress line (a late
+        observer first gets everything so far: the reasoning, the tool lines, then the text)."""
         thought = 0  # reasoning pieces handed out
         sent = 0  # characters of text handed out
         index = 0  # parts handed out, while streaming
+        tools = 0  # the tool_version handed out
         while True:
             reasoning = self.reasoning
             if thought < len(reasoning):
@@ -316,14 +389,17 @@ class Reply:
                 yield REASONING, chunk
                 continue
             parts = self.message.parts
-            if parts is not None:
-                if index < len(parts):
-                    chunk = parts[index] if index + 1 == len(parts) else "".join(parts[index:])
-                    index = len(parts)
-                    sent += len(chunk)
-                    yield TEXT, chunk
-                    continue
-            elif self.message.status is not Status.PENDING:
+            if parts is not None and index < len(parts):
+                chunk = parts[index] if index + 1 == len(parts) else "".join(parts[index:])
+                index = len(parts)
+                sent += len(chunk)
+                yield TEXT, chunk
+                continue
+            if tools != self.tool_version:  # after the text that came before the calls
+                tools = self.tool_version
+                yield TOOLS, self.tools_text
+                continue
+            if parts is None and self.message.status is not Status.PENDING:
                 text = self.message.content
                 if len(text) > sent:
                     yield TEXT, text[sent:]
@@ -347,6 +423,7 @@ class ChatEngine:
         options: Mapping[str, Any] | None = None,
         cluster: Cluster | None = None,
         metrics: Metrics | None = None,
+        mcp: McpManager | None = None,
     ) -> None:
         self.settings = settings
         #: Prometheus metrics (``GET /metrics``), recorded per reply, never per delta.
@@ -391,6 +468,15 @@ class ChatEngine:
         )
         #: ``LLMCONNECT_FALLBACK_MODELS`` as ``provider/model`` names.
         self.fallback_models = _fallbacks(settings, self.env)
+        #: ``MCP_SERVERS``: connected by :meth:`start`, closed by :meth:`aclose`.
+        self.mcp = (
+            mcp if mcp is not None else McpManager(settings.mcp_server_configs(), clock=self.clock)
+        )
+
+    async def start(self) -> None:
+        """What runs beside the generations: the MCP servers connect in the background (their
+        tools are offered once they have listed them). Idempotent; the runner calls it."""
+        self.mcp.start()
 
     def update_settings(self, settings: Settings) -> None:
         """Use ``settings`` from the next prompt on (a configuration reload): the default model,
@@ -551,6 +637,32 @@ class ChatEngine:
             conversation.model = full
             await self.store.save(conversation)
         return full
+
+    def tool_servers_of(self, conversation: Conversation) -> list[str]:
+        """The MCP servers ``conversation`` may use: its own choice (``/tools``), else
+        ``MCP_DEFAULT_SERVERS``; only configured ones, in ``MCP_SERVERS``' order."""
+        chosen = conversation.tools
+        if chosen is None:
+            chosen = tuple(self.settings.mcp_default_servers)
+        return [name for name in self.mcp.names if name in chosen]
+
+    async def set_tool_server(self, key: ConversationKey, name: str, enabled: bool) -> list[str]:
+        """Enable or disable MCP server ``name`` in ``key``'s conversation; the servers it may
+        use now. :class:`Refused` for a server that is not configured."""
+        name = clean_text(name).strip()
+        if name not in self.mcp.names:
+            known = ", ".join(self.mcp.names) or "none configured (MCP_SERVERS)"
+            raise Refused(f"No tool server {name!r}. Servers: {known}.")
+        with _reaching_store(key):
+            conversation = await self.conversation(key)
+            servers = self.tool_servers_of(conversation)
+            if enabled and name not in servers:
+                servers.append(name)
+            elif not enabled and name in servers:
+                servers.remove(name)
+            conversation.tools = tuple(n for n in self.mcp.names if n in servers)
+            await self.store.save(conversation)
+        return list(conversation.tools)
 
     async def set_system(self, key: ConversationKey, text: str | None) -> None:
         with _reaching_store(key):
@@ -900,37 +1012,71 @@ class ChatEngine:
         started = self.clock.now()
         stream: ReplyStream | None = None
         error: str | None = None
+        usage: Usage | None = None
+        servers = self.tool_servers_of(conversation)
+        tools = self._tools(servers, reply.model)
         try:
             await self._wait_heard(reply)
             # The first event apart (the fallbacks: the next model answers only before it).
-            stream, events, first = await self._open(
-                reply, content, history, conversation, settings
+            stream, events, first, client = await self._open(
+                reply, content, history, conversation, settings, tools
             )
-            try:
-                # Up to the first answer text, reasoning goes to the reply only (never to the
-                # conversation); the first text apart (for the first-token metric), then the
-                # same generator goes on.
-                pending = first
-                while pending is not None:
-                    kind, delta = pending
-                    if kind is TEXT:
-                        reply.first_token = self.clock.now()
-                        metrics.first_delta(frontend, self.clock.now() - started)
-                        parts.append(delta)
-                        reply._push(delta)
-                        break
-                    if kind == REASONING:
-                        reply._reason(delta, self.clock.now())
-                    pending = await anext(events, None)
-                if pending is not None:
+            steps = 0
+            offered = tools  # this round's: none after the last round allowed
+            while True:
+                round_start = len(parts)
+                try:
+                    if steps == 0:
+                        # Up to the first answer text, reasoning goes to the reply only (never
+                        # to the conversation); the first text apart (for the first-token
+                        # metric), then the same generator goes on.
+                        pending = first
+                        while pending is not None:
+                            kind, delta = pending
+                            if kind is TEXT:
+                                reply.first_token = self.clock.now()
+                                metrics.first_delta(frontend, self.clock.now() - started)
+                                parts.append(delta)
+                                reply._push(delta)
+                                break
+                            if kind == REASONING:
+                                reply._reason(delta, self.clock.now())
+                            elif kind == TOOL_CALL and offered:
+                                self._called(reply, delta)
+                            pending = await anext(events, None)
+                    separate = steps > 0 and bool(parts) and not parts[-1].endswith("\n")
                     async for kind, delta in events:  # valid Unicode: llmconnect repairs each
                         if kind is TEXT:
+                            if separate:  # a round's text after the last one's: a new paragraph
+                                separate = False
+                                parts.append("\n\n")
                             parts.append(delta)
                             reply._push(delta)
                         elif kind == REASONING:
                             reply._reason(delta, self.clock.now())
-            finally:
-                await stream.aclose()
+                        elif kind == TOOL_CALL and offered:
+                            self._called(reply, delta)
+                finally:
+                    await stream.aclose()
+                usage = _added(usage, stream.usage)
+                calls = stream.tool_calls
+                if not calls or not offered or stream.tools_dropped:
+                    break
+                results = await self._run_tools(reply, calls, servers, settings)
+                placeholder.tool_steps += (
+                    ToolStep(
+                        "".join(parts[round_start:]),
+                        tuple(c.to_dict() for c in calls),
+                        tuple(r.to_dict() for r in results),
+                        tuple(self._shown_name(c.name) for c in calls),
+                    ),
+                )
+                steps += 1
+                # The last round allowed: the model gets the results without tools, so it
+                # answers in text.
+                offered = [] if steps >= settings.tool_max_steps else tools
+                stream = await client.send_tool_results(results, stream=True, tools=offered or None)
+                events = stream.events()
             placeholder.finish(Status.COMPLETE)
         except LLMError as exc:
             log.warning("reply failed: %s", exc)  # which: the reply's log context
@@ -941,13 +1087,13 @@ class ChatEngine:
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
         finally:
             reply.deltas, reply.error_kind = len(parts), error
-            reply.usage = stream.usage if stream is not None else None
+            reply.usage = usage
             placeholder.model = reply.model  # the model that answered (or failed last)
             metrics.reply_ended(
                 frontend,
                 reply.model.split("/", 1)[0],
                 str(placeholder.status),
-                usage=stream.usage if stream is not None else None,
+                usage=usage,
                 error=error,
             )
             conversation.trim(settings.history_max_messages, settings.history_max_chars)
@@ -1019,6 +1165,71 @@ class ChatEngine:
                 key, actor.user_id if actor else None, utc_day(wall_time(self.clock))
             )
 
+    # ----------------------------------------------------------------- tools
+
+    def _tools(self, servers: Sequence[str], model: str) -> list[Tool]:
+        """The tools offered to ``model`` for a reply: the enabled servers' that are up, none
+        for a model that cannot take tools."""
+        specs = self.mcp.tools(servers)
+        if not specs or not supports_tools(model, self.env):
+            return []
+        offered = []
+        for spec in specs:
+            try:
+                offered.append(Tool(spec.wire_name, spec.description, dict(spec.schema)))
+            except (ValueError, TypeError) as exc:  # a schema llmconnect cannot send
+                log.warning("tool %s is not offered: %s", spec.name, exc)
+        return offered
+
+    def _shown_name(self, wire_name: str) -> str:
+        spec = self.mcp.find(wire_name)
+        return spec.name if spec is not None else wire_name
+
+    def _called(self, reply: Reply, call: ToolCall) -> None:
+        """A call the model made: its progress line, running."""
+        reply.tool_progress.append(
+            ToolProgress(self._shown_name(call.name), shown_arguments(call.arguments))
+        )
+        reply._tools_moved()
+
+    async def _run_tools(
+        self, reply: Reply, calls: Sequence[ToolCall], servers: Sequence[str], settings: Settings
+    ) -> list[ToolResult]:
+        """Run one round's calls at once (parallel calls concurrently), each bounded by
+        ``TOOL_TIMEOUT``; their results in order. Cancelling (``/stop``) cancels them all."""
+        progress = reply.tool_progress[len(reply.tool_progress) - len(calls) :]
+        if len(progress) != len(calls):  # the events did not name them all: lines for all
+            progress = [
+                ToolProgress(self._shown_name(c.name), shown_arguments(c.arguments)) for c in calls
+            ]
+            reply.tool_progress += progress
+            reply._tools_moved()
+
+        async def run(call: ToolCall, line: ToolProgress) -> ToolResult:
+            try:
+                if call.error is not None:
+                    result = call.result(call.error, is_error=True)
+                else:
+                    got = await self.mcp.call(
+                        call.name,
+                        call.arguments,
+                        allowed=servers,
+                        time_limit=settings.tool_timeout,
+                        max_chars=settings.tool_max_result_chars,
+                    )
+                    result = call.result(got.text, is_error=got.is_error)
+                line.state = "error" if result.is_error else "ok"
+                return result
+            except asyncio.CancelledError:
+                line.state = "error"
+                raise
+            finally:
+                reply._tools_moved()
+
+        return list(
+            await asyncio.gather(*(run(c, p) for c, p in zip(calls, progress, strict=True)))
+        )
+
     async def _open(
         self,
         reply: Reply,
@@ -1026,11 +1237,13 @@ class ChatEngine:
         history: list[dict[str, Any]],
         conversation: Conversation,
         settings: Settings,
-    ) -> tuple[ReplyStream, AsyncIterator[tuple[str, str]], tuple[str, str] | None]:
+        tools: Sequence[Tool] = (),
+    ) -> tuple[ReplyStream, AsyncIterator[tuple[str, Any]], tuple[str, Any] | None, AsyncAPIClient]:
         """The reply's stream, its events and the first one from the conversation's model or, when it is
         unavailable before its first token, the first fallback model that answers
         (:mod:`core.fallback`); each model with its own ``MODEL_OPTIONS``."""
         system = self.system_of(conversation)
+        clients: list[AsyncAPIClient] = []
 
         async def start(model: str) -> ReplyStream:
             reply.model = model
@@ -1046,12 +1259,14 @@ class ChatEngine:
                 max_event_bytes=settings.llm_max_event_bytes,
                 **options_for(model, settings.model_options, self.options),
             )
-            return await client.chat(prompt, stream=True)
+            clients.append(client)
+            return await client.chat(prompt, stream=True, tools=tools or None)
 
         chain = [reply.model, *(m for m in self.fallback_models if m != reply.model)]
         unavailable: list[str] = []
         try:
-            return await open_reply(chain, start, unavailable)
+            stream, events, first = await open_reply(chain, start, unavailable)
+            return stream, events, first, clients[-1]
         finally:
             if unavailable:
                 reply.message.unavailable = tuple(unavailable)
@@ -1071,6 +1286,7 @@ class ChatEngine:
                 stored = await self.store.get(conversation.key)
                 if stored is not None:
                     conversation.model, conversation.system = stored.model, stored.system
+                    conversation.tools = stored.tools
             await self.store.save(conversation)
         except Exception as exc:
             # The user has seen the answer: it must not look "complete" (remembered) when the
@@ -1168,7 +1384,8 @@ class ChatEngine:
         await self.store.save(conversation)
 
     async def aclose(self) -> None:
-        """Shutdown: cancel every generation; each ends in a final state."""
+        """Shutdown: cancel every generation; each ends in a final state; the MCP servers
+        close after them (a generation's tool call ends first)."""
         await self.catalogue.aclose()
         tasks = list(self._tasks)
         for task in tasks:
@@ -1183,6 +1400,7 @@ class ChatEngine:
         if listener is not None:
             listener.cancel()
             await asyncio.wait([listener])
+        await self.mcp.aclose()
         if self._owns_store:
             await close_store(self.store)
 
@@ -1290,12 +1508,35 @@ def _history_and_prompt(
     """The history sent to the model and the prompt's content, the user turn just appended
     being the last one; images for the last ``max_images`` turns that have images (the prompt's
     own always: ``HISTORY_MAX_IMAGES=0`` is "only the current message's"). The bytes of older
-    images are dropped from the conversation for good."""
+    images are dropped from the conversation for good. An assistant reply that used tools is
+    its rounds (the text and calls, then the results) and then its last text."""
     keep = max(1, max_images) if any(a.kind == "image" for a in reply.attachments) else max_images
+    sent = conversation.sent_messages()
     turns = conversation.llm_history_parts(keep)
     conversation.drop_old_images(keep)
-    history = [{"role": role, "content": _llm_content(parts)} for role, parts in turns[:-1]]
+    history: list[dict[str, Any]] = []
+    for message, (role, parts) in zip(sent[:-1], turns[:-1], strict=True):
+        if not message.tool_steps:
+            history.append({"role": role, "content": _llm_content(parts)})
+            continue
+        for step in message.tool_steps:
+            calls = [ToolCall.from_dict(c) for c in step.calls]
+            history.append(assistant_turn(step.text.strip(), calls))
+            results = [ToolResult.from_dict(r) for r in step.results]
+            if results:
+                history.append(tool_results_turn(results))
+        # A reply stopped while its tools ran has no text after them: say so, as turns alternate.
+        history.append({"role": "assistant", "content": message.final_text.strip() or "(stopped)"})
     return history, _llm_content(turns[-1][1])
+
+
+def _added(total: Usage | None, more: Usage | None) -> Usage | None:
+    """Token usage over the rounds of a reply (``None`` while no round reported any)."""
+    if more is None:
+        return total
+    if total is None:
+        return more
+    return Usage(total.input_tokens + more.input_tokens, total.output_tokens + more.output_tokens)
 
 
 def _visible(char: str) -> bool:

@@ -181,8 +181,9 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> loggi
     root.setLevel(quiet)
     logging.getLogger("llmconnect").setLevel(level)
     logging.getLogger(BOLT_LOGGER).setLevel(quiet)  # bolt's own records, under our name
-    # httpx logs every request at INFO (a provider URL each): noise, not an operator's concern.
-    for name in ("httpx", "httpcore"):
+    # httpx (and the MCP SDK's httpx2) log every request at INFO (a URL each): noise, not an
+    # operator's concern; the MCP SDK's own debug lines too.
+    for name in ("httpx", "httpcore", "httpx2", "httpcore2", "mcp"):
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
     salt = settings.log_hash_salt
     set_hash_salt(salt.get_secret_value() if salt is not None else None)

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from core.controls import Control
 
 __all__ = [
+    "PROGRESS_LINES",
+    "PROGRESS_LINE_CHARS",
     "TRANSIENT_RETRIES",
     "TRANSIENT_WAIT",
     "BufferedRenderer",
@@ -61,6 +63,9 @@ _DEFAULT_CLOCK = MonotonicClock()
 #: as long. One hiccup of the platform does not lose a whole answer, an outage does not hang it.
 TRANSIENT_RETRIES = 3
 TRANSIENT_WAIT = 1.0
+#: :meth:`StreamRenderer.show_progress` shows the latest this many lines, each at most this long.
+PROGRESS_LINES = 8
+PROGRESS_LINE_CHARS = 150
 
 
 @runtime_checkable
@@ -424,6 +429,7 @@ class StreamRenderer(BufferedRenderer):
         "_sink",
         "_status",
         "_status_over",
+        "_trailer",
         "_transient",
         "_transient_streak",
         "_window",
@@ -490,6 +496,7 @@ class StreamRenderer(BufferedRenderer):
         self._window_seconds = float(window_seconds)
         self._status: str | None = None  # see show_status
         self._status_over = False
+        self._trailer = ""  # see show_progress
 
     async def finish(
         self, note: str | None = None, *, controls: Sequence[Control] = ()
@@ -510,6 +517,24 @@ class StreamRenderer(BufferedRenderer):
         if self._status_over or self._buf or self._finishing or self._failure is not None:
             return
         self._status = line
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        else:
+            self._wake()
+
+    def show_progress(self, lines: str) -> None:
+        """Show ``lines`` (a tool call's progress, ``🔧 files.read(path='a') …`` then ✓ or ✗,
+        one line per call) under the text while the reply streams: carried by the normal
+        edits (no request of its own, the same budget), the latest lines replacing the
+        previous ones, never in the final message. At most :data:`PROGRESS_LINES` lines (the
+        latest) of :data:`PROGRESS_LINE_CHARS` characters each."""
+        if self._finishing or self._failure is not None:
+            return
+        shown = [
+            line if len(line) <= PROGRESS_LINE_CHARS else line[: PROGRESS_LINE_CHARS - 1] + "…"
+            for line in lines.splitlines()[-PROGRESS_LINES:]
+        ]
+        self._trailer = "\n".join(shown)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
         else:
@@ -713,13 +738,19 @@ class StreamRenderer(BufferedRenderer):
         if self._finishing:
             return body
         room = self._max_len - len(self._marker)
-        return (body if len(body) <= room else body[:room]) + self._marker
+        trailer = self._trailer
+        if trailer:
+            # The progress lines stay whole below the text; the text gives way (interim only).
+            trailer = (("\n\n" if body else "") + trailer)[-room:]
+            room -= len(trailer)
+        return (body if len(body) <= room else body[:room]) + trailer + self._marker
 
     def _pick(self, now: float) -> tuple[int, float] | None:
         """The message to update next and when it may be sent: the earliest due, lowest index."""
         shown = self._shown
         frozen_count = len(self._frozen)
-        total = frozen_count + (1 if self._body else 0)
+        shows = self._body or (self._trailer and not self._finishing)
+        total = frozen_count + (1 if shows else 0)
         best_k = -1
         best_due = math.inf
         windowed = self._window is not None

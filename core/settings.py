@@ -19,7 +19,14 @@ import typing
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar, overload
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -28,6 +35,9 @@ from pydantic_settings import (
 )
 
 from llmconnect import RetryPolicy, Timeouts
+
+if typing.TYPE_CHECKING:
+    from .mcp import McpServerConfig
 
 __all__ = [
     "CommaList",
@@ -335,6 +345,38 @@ class Settings(EnvSettings):
         "reloads at once).",
     )
 
+    mcp_servers: SecretStr | None = Field(
+        None,
+        description='MCP servers whose tools the model may call, JSON: {"files": {"command": '
+        '["python", "-m", "server", "/srv/docs"], "env": {"K": "v"}}, "search": {"url": '
+        '"https://host/mcp", "headers": {"Authorization": "Bearer ..."}}} (stdio or streamable '
+        "HTTP); a secret: environment or .env only, never logged (empty: no tools).",
+    )
+    mcp_default_servers: CommaList = Field(
+        default_factory=list,
+        description="MCP servers a conversation may use until an admin changes it with /tools "
+        "enable|disable, comma-separated names (empty: none; tools are opt-in).",
+    )
+    tool_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds one tool call may take; then it is cancelled and the model is told "
+        "it timed out.",
+    )
+    tool_max_result_chars: int = Field(
+        20_000,
+        ge=100,
+        description="Most characters of one tool result the model gets; the rest is cut with a "
+        "note.",
+    )
+    tool_max_steps: int = Field(
+        6,
+        ge=1,
+        le=50,
+        description="Most rounds of tool calls in one reply; then the model must answer in text.",
+    )
+
     show_reasoning: Literal["off", "status", "full"] = Field(
         "status",
         description="What a reasoning model's thinking shows: off (nothing), status (a "
@@ -347,6 +389,39 @@ class Settings(EnvSettings):
         description="Buttons on a reply (Discord, the web; Slack's actions block builds on the "
         "same core): Stop while it streams, then Regenerate and 👍/👎 on the latest reply.",
     )
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _mcp_servers(cls, value: SecretStr | None) -> SecretStr | None:
+        from .mcp import parse_mcp_servers
+
+        if value is not None:
+            parse_mcp_servers(value.get_secret_value())  # a clear error now, never the value
+        return value
+
+    @field_validator("mcp_default_servers")
+    @classmethod
+    def _mcp_default_servers(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        from .mcp import parse_mcp_servers
+
+        secret = info.data.get("mcp_servers")
+        if not value or "mcp_servers" not in info.data:  # absent: MCP_SERVERS itself is wrong
+            return value
+        known = parse_mcp_servers(secret.get_secret_value()) if secret is not None else {}
+        unknown = [name for name in value if name not in known]
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)} not in MCP_SERVERS (configured: {', '.join(known) or 'none'})"
+            )
+        return value
+
+    def mcp_server_configs(self) -> dict[str, McpServerConfig]:
+        """``MCP_SERVERS`` as checked configurations (``{}`` when unset)."""
+        from .mcp import parse_mcp_servers
+
+        if self.mcp_servers is None:
+            return {}
+        return parse_mcp_servers(self.mcp_servers.get_secret_value())
 
     @field_validator("show_reasoning", mode="before")
     @classmethod

@@ -1,5 +1,5 @@
 """Slash commands: ``/ask``, ``/model`` (with autocomplete), ``/models``, ``/reset``, ``/system``,
-``/stop``, ``/status``, ``/help`` — each maps onto the core grammar (``core.commands``).
+``/stop``, ``/status``, ``/tools``, ``/help`` — each maps onto the core grammar (``core.commands``).
 
 No ``from __future__ import annotations`` here: discord.py reads the parameter annotations at
 registration to build the command options.
@@ -63,6 +63,30 @@ def register_commands(bot: "DiscordBot") -> None:
     )
     async def status(interaction: Interaction) -> None:
         await bot.run_command(interaction, Command("status"))
+
+    @tree.command(
+        name="tools",
+        description="List the tool servers; admins enable or disable one for this conversation.",
+    )
+    @app_commands.describe(action="enable or disable (empty: list)", server="A tool server's name")
+    @app_commands.choices(
+        action=[
+            app_commands.Choice(name="enable", value="enable"),
+            app_commands.Choice(name="disable", value="disable"),
+        ]
+    )
+    async def tools(
+        interaction: Interaction, action: str | None = None, server: str | None = None
+    ) -> None:
+        arg = " ".join(part for part in (action, server) if part)
+        await bot.run_command(interaction, Command("tools", arg))
+
+    @tools.autocomplete("server")
+    async def server_names(
+        interaction: Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        names = [n for n in bot.engine.mcp.names if current.lower() in n.lower()]
+        return [app_commands.Choice(name=n, value=n) for n in names[:25]]
 
     @tree.command(name="help", description="How to use the bot.")
     async def help_(interaction: Interaction) -> None:

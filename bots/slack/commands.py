@@ -24,12 +24,13 @@ SLASH_COMMANDS: dict[str, tuple[str, str]] = {
     "/reset": ("Forget this channel's conversation", ""),
     "/system": ("Show, set or clear this channel's system prompt", "[text | clear]"),
     "/stop": ("Stop the answer being written here", ""),
+    "/tools": ("List the tool servers; admins enable or disable one here", "[enable|disable NAME]"),
     "/llm": ("Help (and every command, e.g. /llm status)", "[command]"),
 }
 
 SLASH_HELP = (
     "Slash commands: /ask <question>, /model [name], /models, /reset, /system [text|clear], "
-    "/stop, /llm. In a thread, mention me with the command instead (e.g. @bot model <name>)."
+    "/stop, /tools, /llm. In a thread, mention me with the command instead (e.g. @bot model <name>)."
 )
 
 
@@ -41,6 +42,6 @@ def slash_command(name: str, text: str) -> Command:
         word, _, rest = text.partition(" ")
         word = word.rstrip(":").lower()
         return Command(word, rest.strip()) if word in COMMANDS else Command("help")
-    if name in ("model", "models", "system"):
+    if name in ("model", "models", "system", "tools"):
         return Command(name, text)
     return Command(name)

@@ -53,7 +53,7 @@ from core.clock import Clock
 from core.commands import Command, execute
 from core.controls import OPERATOR, Action, Press, key_hash, press
 from core.conversations import Conversation, ConversationKey, Message, clean_text
-from core.delivery import REASONING, STATUS, TEXT, final_note, shown_events
+from core.delivery import REASONING, STATUS, TEXT, TOOLS, final_note, shown_events
 from core.engine import ChatEngine, Refused, Reply, StoreUnavailable
 from core.usage import usage_json
 
@@ -97,6 +97,11 @@ class SendMessage(BaseModel):
 
 class SetModel(BaseModel):
     model: str
+
+
+class SetToolServer(BaseModel):
+    server: str
+    enabled: bool
 
 
 class WebChat:
@@ -499,7 +504,9 @@ def create_app(
         """``start`` (status, model, ``reply_id``, and ``replaces``: the reply a regeneration
         replaces), ``delta`` (text; a late observer's first one is the text
         so far), ``status`` (``SHOW_REASONING=status``: the thinking line, until the first
-        delta), ``reasoning`` (``full``: a piece of the model's thinking), ``end`` (final status,
+        delta), ``reasoning`` (``full``: a piece of the model's thinking), ``tools`` (the
+        progress lines of the reply's tool calls, one per call, each time they change),
+        ``end`` (final status,
         content, error, the note to show under the reply, whether another reply is queued, the
         reply's ``created_at``, its ``reply_id`` and, with ``full``, its whole ``reasoning``)."""
         key = web.key(conv_id)
@@ -523,6 +530,8 @@ def create_app(
                 yield ServerSentEvent(event="status", data=chunk)
             elif kind == REASONING:
                 yield ServerSentEvent(event="reasoning", data=chunk)
+            elif kind == TOOLS:
+                yield ServerSentEvent(event="tools", data=chunk)
         await reply
         ended = engine.clock.now()
         end = _end_event(reply, web.busy(key), engine.settings.show_reasoning)
@@ -549,6 +558,33 @@ def create_app(
     async def set_model(conv_id: ConvId, body: SetModel) -> dict[str, Any]:
         model = await engine.set_model(web.key(conv_id), body.model)
         return {"id": conv_id, "model": model}
+
+    @app.get("/chat/{conv_id}/tools", response_class=WebJSON, response_model=None)
+    async def tools(conv_id: ConvId) -> dict[str, Any] | JSONResponse:
+        """What ``tools`` says on Discord and Slack (``text``), and as data: each MCP server,
+        whether this conversation may use it, its status and its tools (``server.tool``)."""
+        key = web.key(conv_id)
+        result = await execute(engine, key, Command("tools"))
+        if not result.ok:
+            return _error(result.text, 400)
+        enabled = engine.tool_servers_of(await engine.conversation(key))
+        servers = [
+            {
+                "name": state.name,
+                "enabled": state.name in enabled,
+                "status": str(state.status),
+                "tools": [t.name for t in state.tools],
+            }
+            for state in engine.mcp.states.values()
+        ]
+        return {"id": conv_id, "text": result.text, "servers": servers}
+
+    @app.post("/chat/{conv_id}/tools", response_class=WebJSON)
+    async def set_tools(conv_id: ConvId, body: SetToolServer) -> dict[str, Any]:
+        """Enable or disable one MCP server in this conversation (the web chat's owner, who
+        holds ``WEB_AUTH_TOKEN`` when set, may: as for the model)."""
+        servers = await engine.set_tool_server(web.key(conv_id), body.server, body.enabled)
+        return {"id": conv_id, "servers": servers}
 
     @app.post("/chat/{conv_id}/stop", response_class=WebJSON)
     async def stop(conv_id: ConvId) -> dict[str, Any]:

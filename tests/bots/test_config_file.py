@@ -102,6 +102,7 @@ def test_llmconnect_config_names_the_file_and_it_must_exist(
         "groq_api_key",
         "aimlapi_api",
         "log_hash_salt",
+        "mcp_servers",
     ],
 )
 def test_a_secret_in_the_file_is_refused_without_showing_it(tmp_path: Path, key: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from bots.doctor import check_key, doctor
 from bots.registry import settings_classes
 from tests.fakes.discord_server import FakeDiscordServer
 from tests.fakes.llm_server import FakeLLMServer
+from tests.fakes.mcp_server import stdio_servers
 from tests.fakes.slack_api import FakeSlackAPI
 
 DISCORD_TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4.GaBcDe.abcdefghijklmnopqrstuvwxyz0123456789AB"
@@ -233,3 +235,28 @@ def test_the_cli_runs_doctor(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "LLMConnect doctor" in result.stdout
     assert "No problems found." in result.stdout
+
+
+async def test_tools_are_listed_and_online_each_mcp_server_is_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, off = await run_doctor()
+    assert "no MCP server (the model calls no tools)" in off
+    servers = json.loads(stdio_servers("files"))
+    servers["gone"] = {"command": ["/nonexistent/server"], "env": {"K": "env-SECRET-77"}}
+    servers["web"] = {"url": "https://u:pw-SECRET-1@h.test/mcp", "confirm": True}
+    monkeypatch.setenv("MCP_SERVERS", json.dumps(servers))
+    monkeypatch.setenv("MCP_DEFAULT_SERVERS", "files")
+    code, report = await run_doctor(online=True)
+    assert code == 1
+    tools = report.split("\nTools\n", 1)[1].split("\n\n", 1)[0]
+    assert [line for line in line_of(tools, "files") if "✓" in line and "on by default" in line]
+    assert [line for line in line_of(tools, "gone") if "off until /tools enable" in line]
+    assert [line for line in line_of(tools, "web") if "✗" in line and "confirm" in line]
+    online = report.split("\nOnline\n", 1)[1]
+    assert [line for line in line_of(online, "mcp files") if "✓ " in line and "6 tools" in line]
+    assert [
+        line for line in line_of(online, "mcp gone") if "✗" in line and "does not start" in line
+    ]
+    assert "env-SECRET-77" not in report
+    assert "pw-SECRET-1" not in report

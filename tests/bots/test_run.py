@@ -29,10 +29,12 @@ from bots.run import Runner
 from bots.slack import SlackFrontEnd, SlackSettings
 from bots.web import WebFrontEnd, WebSettings
 from core.conversations import FINAL, ConversationKey
+from core.mcp import ServerStatus
 from core.settings import load_settings
 from tests.bots.slack.conftest import CHANNEL, SECRET, SlackClient, wait_for
 from tests.fakes.discord_server import FakeDiscordServer
 from tests.fakes.llm_server import FakeLLMServer, Reply
+from tests.fakes.mcp_server import stdio_servers
 from tests.fakes.slack_api import FakeSlackAPI
 
 CLI = [sys.executable, "-m", "bots.console", "run"]
@@ -383,3 +385,21 @@ async def test_a_rejected_discord_token_stops_run_and_says_why() -> None:
     assert "Discord bot stopped: Discord rejected DISCORD_TOKEN" in out.getvalue()
     assert "not-the-right-token" not in out.getvalue()
     assert "Stopped." in out.getvalue()
+
+
+async def test_the_mcp_servers_start_with_the_runner_and_close_with_it() -> None:
+    web = WebFrontEnd(load_settings(WebSettings, web_port=0))
+    runner = Runner(
+        load_settings(mcp_servers=stdio_servers("files")), [web], env={}, out=StringIO()
+    )
+    task = asyncio.create_task(runner.run(install_signal_handlers=False))
+    await asyncio.wait_for(runner.started.wait(), 30)
+    manager = runner.engine.mcp
+    await asyncio.wait_for(manager.wait_ready(), 30)
+    state = manager.states["files"]
+    assert state.status is ServerStatus.READY
+    assert len(state.tools) == 6
+    runner.request_stop()
+    assert await asyncio.wait_for(task, 30) == 0
+    assert state.status is ServerStatus.CLOSED
+    assert manager.tools(["files"]) == []

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
+from pathlib import Path
 
 import pytest
 
+import tests.fakes.mcp_server
 from core.commands import COMMANDS, Command, CommandResult, execute, parse_command
 from core.conversations import ConversationKey, Status
 from core.engine import HELP_TEXT, ChatEngine
@@ -31,6 +35,8 @@ GROQ_ENV = {"GROQ_API_KEY": "gsk-test"}
         "reset the router how?",
         "stop the war",
         "status of the project",
+        "tools for data science",
+        "tools enable everything please",
         "what is a model",
         "hello",
         "helpful hints",
@@ -67,6 +73,9 @@ def test_prompts_stay_prompts(text: str) -> None:
         ("help", Command("help")),
         ("HELP", Command("help")),
         ("status", Command("status")),
+        ("tools", Command("tools")),
+        ("/tools enable files", Command("tools", "enable files")),
+        ("tools Disable files", Command("tools", "Disable files")),
     ],
 )
 def test_commands_are_recognised(text: str, command: Command) -> None:
@@ -258,3 +267,71 @@ async def test_access_lists_apply_to_commands(make_engine: EngineMaker) -> None:
     refused = await execute(engine, thread, Command("help"), Actor("u"), parent=parent)
     assert (refused.ok, refused.text) == (False, "I am not enabled in this channel.")
     assert (await execute(engine, KEY, Command("reset"), Actor("friend"))).ok
+
+
+# -- tools ----------------------------------------------------------------------------------------
+
+
+def tool_servers() -> str:
+    script = str(Path(tests.fakes.mcp_server.__file__))
+    return json.dumps(
+        {"files": {"command": [sys.executable, script]}, "web": {"url": "http://127.0.0.1:9/mcp"}}
+    )
+
+
+async def test_tools_without_servers(make_engine: EngineMaker) -> None:
+    engine = make_engine()
+    result = await run(engine, "tools")
+    assert result.text == "No tool servers are configured (MCP_SERVERS)."
+    refused = await run(engine, "tools enable files")
+    assert not refused.ok
+    assert refused.text == "No tool server 'files'. Servers: none configured (MCP_SERVERS)."
+
+
+async def test_tools_lists_servers_and_admins_enable_and_disable_them(
+    make_engine: EngineMaker,
+) -> None:
+    admin, member = Actor("U_ADMIN"), Actor("U_MEMBER")
+    engine = make_engine(mcp_servers=tool_servers(), admin_user_ids="U_ADMIN")
+    await engine.start()
+    await engine.mcp.wait_ready(["files"])
+    listed = await run(engine, "tools", member)
+    lines = listed.text.splitlines()
+    assert lines[0] == "Tool servers (✓ enabled here):"
+    assert lines[1] == "• files — 6 tools"
+    assert lines[2] == "   files.add, files.echo, files.slow, files.fail, files.env, files.die"
+    assert lines[3].startswith("• web — ")  # nothing listens there: starting, or down
+    assert lines[-1] == "Admins: tools enable NAME, tools disable NAME."
+
+    denied = await run(engine, "tools enable files", member)
+    assert (denied.ok, denied.text) == (False, "Only admins can change this here.")
+    enabled = await run(engine, "tools enable files", admin)
+    assert enabled.text == "Tools of files enabled here. Tool servers here: files."
+    conversation = await engine.conversation(KEY)
+    assert conversation.tools == ("files",)
+    assert engine.tool_servers_of(conversation) == ["files"]
+    assert (await run(engine, "tools")).text.splitlines()[1] == "✓ files — 6 tools"
+    # Another conversation is not changed.
+    other = await engine.conversation(ConversationKey("test", "other"))
+    assert engine.tool_servers_of(other) == []
+
+    disabled = await run(engine, "tools disable files", admin)
+    assert disabled.text == "Tools of files disabled here. Tool servers here: none."
+    assert (await engine.conversation(KEY)).tools == ()
+    unknown = await run(engine, "tools enable nope", admin)
+    assert (unknown.ok, unknown.text) == (False, "No tool server 'nope'. Servers: files, web.")
+
+
+async def test_default_servers_apply_until_a_conversation_chooses(make_engine: EngineMaker) -> None:
+    engine = make_engine(mcp_servers=tool_servers(), mcp_default_servers="web")
+    conversation = await engine.conversation(KEY)
+    assert conversation.tools is None
+    assert engine.tool_servers_of(conversation) == ["web"]
+    await run(engine, "tools enable files")
+    assert engine.tool_servers_of(await engine.conversation(KEY)) == ["files", "web"]
+    await run(engine, "tools disable web")
+    assert engine.tool_servers_of(await engine.conversation(KEY)) == ["files"]
+    # A thread starts with its channel's choice.
+    thread = ConversationKey("test", "general/thread")
+    await execute(engine, thread, Command("tools"), parent=KEY)
+    assert engine.tool_servers_of(await engine.conversation(thread, KEY)) == ["files"]

@@ -17,6 +17,8 @@ from core.budget import EditBudget, SendBudgets
 from core.clock import Clock, FakeClock, MonotonicClock
 from core.controls import Action, Control
 from core.render import (
+    PROGRESS_LINE_CHARS,
+    PROGRESS_LINES,
     TRANSIENT_RETRIES,
     TRANSIENT_WAIT,
     BufferedRenderer,
@@ -1056,3 +1058,46 @@ async def test_reuse_renders_into_an_existing_message_with_edits_only() -> None:
         ("edit", 0, "new", (UP.action_id,)),
     ]
     assert (result.refs, result.posts, result.edits) == ((old,), 0, 2)
+
+
+# -- tool progress ------------------------------------------------------------------------------
+
+
+async def test_progress_lines_show_under_the_text_at_the_normal_pace_never_in_the_final() -> None:
+    clock, sink, renderer = make(min_interval=1.0)
+    await renderer.feed("Let me look.")
+    await clock.advance(0)
+    assert sink.messages == ["Let me look. ▌"]
+    renderer.show_progress("🔧 files.read(path='a') …")
+    await clock.advance(0.5)
+    assert sink.edits == 0  # the progress waits for the next edit's turn: no request of its own
+    await clock.advance(0.5)
+    assert sink.messages == ["Let me look.\n\n🔧 files.read(path='a') … ▌"]
+    renderer.show_progress("🔧 files.read(path='a') ✓")
+    await renderer.feed(" Found it.")
+    await clock.advance(1.0)
+    assert sink.messages == ["Let me look. Found it.\n\n🔧 files.read(path='a') ✓ ▌"]
+    await clock.run(renderer.finish("🔧 files.read"))
+    assert sink.messages == ["Let me look. Found it.\n🔧 files.read"]
+    assert (sink.posts, sink.edits) == (1, 3)
+
+
+async def test_progress_before_any_text_is_the_message_and_is_cut_to_its_limits() -> None:
+    clock, sink, renderer = make(max_len=400, min_interval=0)
+    lines = [f"🔧 s.t{i}() …" for i in range(PROGRESS_LINES + 1)]
+    lines[-1] = "🔧 s." + "x" * PROGRESS_LINE_CHARS + "() …"
+    renderer.show_progress("\n".join(lines))
+    await clock.advance(0)
+    [shown] = sink.messages
+    kept = shown.removesuffix(" ▌").split("\n")
+    assert kept[:-1] == lines[1:-1]  # the latest PROGRESS_LINES lines
+    assert len(kept) == PROGRESS_LINES
+    assert kept[-1] == lines[-1][: PROGRESS_LINE_CHARS - 1] + "…"
+    # Longer than a message: the text gives way, the progress stays whole (interim only).
+    await renderer.feed("y" * 300)
+    await clock.advance(0)
+    assert sink.messages[0].startswith("yyy")
+    assert sink.messages[0].endswith("\n\n" + "\n".join(kept) + " ▌")
+    assert len(sink.messages[0]) == 400
+    await clock.run(renderer.finish())
+    assert sink.messages == ["y" * 300]

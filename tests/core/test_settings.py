@@ -205,3 +205,60 @@ def test_attachment_limits_take_their_bounds_and_refuse_beyond() -> None:
                 load_settings(**{name: value + step})
     with pytest.raises(SettingsError, match="ATTACHMENT_DOWNLOAD_TIMEOUT"):
         load_settings(attachment_download_timeout=0)
+
+
+def test_tool_limits_take_their_bounds_and_refuse_beyond() -> None:
+    s = load_settings()
+    assert (s.tool_timeout, s.tool_max_result_chars, s.tool_max_steps) == (30.0, 20_000, 6)
+    assert (s.mcp_servers, s.mcp_default_servers, s.mcp_server_configs()) == (None, [], {})
+    at_limits = {
+        "tool_timeout": (None, 3600),
+        "tool_max_result_chars": (100, None),
+        "tool_max_steps": (1, 50),
+    }
+    for name, (low, high) in at_limits.items():
+        for value, step in ((low, -1), (high, 1)):
+            if value is None:
+                continue
+            assert getattr(load_settings(**{name: value}), name) == value
+            with pytest.raises(SettingsError, match=name.upper()):
+                load_settings(**{name: value + step})
+    with pytest.raises(SettingsError, match="TOOL_TIMEOUT"):
+        load_settings(tool_timeout=0)
+
+
+MCP_TOKEN = "mcp-SECRET-token-31f"
+
+
+def test_mcp_servers_is_a_secret_that_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    servers = (
+        '{"files": {"command": ["python", "-m", "x"], "env": {"K": "v"}}, "search": '
+        f'{{"url": "https://h.test/mcp", "headers": {{"Authorization": "Bearer {MCP_TOKEN}"}}}}}}'
+    )
+    monkeypatch.setenv("MCP_SERVERS", servers)
+    monkeypatch.setenv("MCP_DEFAULT_SERVERS", "search, files")
+    s = load_settings()
+    assert list(s.mcp_server_configs()) == ["files", "search"]
+    assert s.mcp_default_servers == ["search", "files"]
+    assert MCP_TOKEN not in repr(s) + str(s)
+
+    monkeypatch.setenv("MCP_SERVERS", servers.replace("https://", "ftp://"))
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert info.value.problems == [
+        "MCP_SERVERS: Value error, search: url must be http:// or https:// with a host"
+    ]
+    monkeypatch.setenv("MCP_SERVERS", servers[:-1])  # not JSON: the text is never shown
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "not valid JSON" in str(info.value)
+    assert MCP_TOKEN not in str(info.value)
+
+    monkeypatch.setenv("MCP_SERVERS", servers)
+    monkeypatch.setenv("MCP_DEFAULT_SERVERS", "files,nope")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert info.value.problems == [
+        "MCP_DEFAULT_SERVERS: Value error, nope not in MCP_SERVERS (configured: files, search) "
+        "(got 'files,nope')"
+    ]

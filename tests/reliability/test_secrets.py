@@ -13,6 +13,7 @@ import asyncio
 import io
 import json
 import logging
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -24,11 +25,13 @@ from bots.discord import DiscordBot, DiscordSettings
 from bots.slack import EVENTS_PATH, SlackBot
 from core.engine import ChatEngine
 from core.logs import configure_logging
-from core.settings import load_settings
+from core.settings import SettingsError, load_settings
 from tests.bots.slack.conftest import SECRET, TEAM, SlackClient, slack_settings
 from tests.conftest import restored_logging
 from tests.fakes.discord_server import MANAGE_GUILD, FakeDiscordServer
 from tests.fakes.llm_server import Fail, FakeLLMServer, Reply
+from tests.fakes.mcp_server import SCRIPT as MCP_SCRIPT
+from tests.fakes.mcp_server import serve_http
 from tests.fakes.slack_api import FakeSlackAPI
 
 from .conftest import CHANNEL, USER, wait_for
@@ -258,3 +261,65 @@ async def test_json_logs_of_a_slack_reply_hold_no_secret_and_no_message_text(
     assert leaks("JSON log", text) == []
     for private in (prompt, answer, CHANNEL):
         assert private not in text
+
+
+MCP_HEADER = "mcp-LEAKCHECK-header-4d2e"
+MCP_ENV = "mcp-LEAKCHECK-env-9a71"
+MCP_PASSWORD = "mcp-LEAKCHECK-pw-3c3c"
+MCP_QUERY = "mcp-LEAKCHECK-query-1f1f"
+MCP_SECRETS = [MCP_HEADER, MCP_ENV, MCP_PASSWORD, MCP_QUERY]
+
+
+async def test_mcp_servers_secrets_leak_nowhere(
+    secret_llm: FakeLLMServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MCP_SERVERS holds a header token, an env value, a URL password and a query key; a server
+    refuses the token (401, retried), another runs with the env value; /tools lists both. No log
+    line (root at DEBUG, the SDK's and its HTTP client's included), Slack message, settings
+    repr or setting error holds any of them."""
+    caplog.set_level(logging.DEBUG)
+    # Another test's configure_logging may have quietened them: every record of theirs here.
+    for name in ("mcp", "httpx2"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    async with (
+        serve_http("search", token="another-token") as search,
+        FakeSlackAPI(bot_token=BOT_TOKEN, app_token=APP_TOKEN) as api,
+    ):
+        host = search.url.removeprefix("http://")
+        servers = {
+            "search": {
+                "url": f"http://me:{MCP_PASSWORD}@{host}?key={MCP_QUERY}",
+                "headers": {"Authorization": f"Bearer {MCP_HEADER}"},
+            },
+            "files": {"command": [sys.executable, MCP_SCRIPT], "env": {"TOKEN": MCP_ENV}},
+        }
+        settings, slack_only = slack_settings(api, mcp_servers=json.dumps(servers))
+        async with httpx.AsyncClient() as http, aiohttp.ClientSession() as session:
+            engine = engine_for(settings, llm=secret_llm, http=http)
+            engine.mcp.backoff = 0.05
+            bot = SlackBot(slack_only, engine)
+            try:
+                await engine.start()
+                await engine.mcp.wait_ready()
+                await wait_for(lambda: engine.mcp.states["search"].starts >= 2)
+                port = await bot.serve_http("127.0.0.1", 0)
+                slack = SlackClient(f"http://127.0.0.1:{port}{EVENTS_PATH}", session, api)
+                rid, _, _ = await slack.command("/tools")
+                [listed] = await slack.responses(rid)
+                rid, _, _ = await slack.command("/tools", "enable search")
+                await slack.responses(rid)
+            finally:
+                await bot.aclose()
+                await engine.aclose()
+    assert "• search — down" in listed["text"]
+    assert "• files — 6 tools" in listed["text"]
+    wrong = json.dumps(servers).replace('"http://', '"ftp://')
+    with pytest.raises(SettingsError) as refused:
+        load_settings(mcp_servers=wrong)
+    shown = caplog.text + "".join(r.getMessage() for r in caplog.records)
+    shown += json.dumps([c.args for c in api.calls], default=str) + json.dumps(api.responses)
+    shown += repr(settings) + str(settings) + repr(engine.mcp) + repr(engine.mcp.states)
+    shown += str(refused.value)
+    assert "mcp search" in caplog.text  # the failure was logged, without its secrets
+    assert "/mcp?*** " in caplog.text  # the HTTP client's request lines, redacted
+    assert [s for s in MCP_SECRETS if s in shown] == []

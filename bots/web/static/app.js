@@ -280,12 +280,41 @@
     box.querySelector(".thought").textContent = text;
   }
 
+  // A reply's tool calls while it streams: a collapsible list, one line per call
+  // ("🔧 files.read(path='a') …", then ✓ or ✗), open; the final note keeps a one-line summary.
+  function paintTools(el, lines) {
+    let box = el.querySelector("details.tools");
+    if (!lines) {
+      if (box) box.remove();
+      return;
+    }
+    if (!box) {
+      box = document.createElement("details");
+      box.className = "tools";
+      box.open = true;
+      const summary = document.createElement("summary");
+      const list = document.createElement("ul");
+      box.append(summary, list);
+      el.querySelector(".body").before(box);
+    }
+    const items = lines.split("\n");
+    box.querySelector("summary").textContent = `🔧 tools (${items.length})`;
+    box.querySelector("ul").replaceChildren(
+      ...items.map((line) => {
+        const li = document.createElement("li");
+        li.textContent = line;
+        return li;
+      }),
+    );
+  }
+
   function paintMessage(el, msg) {
     el.dataset.status = msg.status;
     const body = el.querySelector(".body");
     if (msg.role === "assistant") {
       body.innerHTML = renderMarkdown(msg.content);
       paintThought(el, msg.created_at != null ? state.thoughts[msg.created_at] : "");
+      paintTools(el, "");
     } else {
       body.textContent = msg.content;
       paintFiles(el, msg.attachments || []);
@@ -565,6 +594,10 @@
     es.addEventListener("status", (e) => {
       if (!state.streamEl || state.streamText) return;
       state.streamEl.querySelector(".body").textContent = JSON.parse(e.data);
+    });
+    es.addEventListener("tools", (e) => {
+      if (!state.streamEl) return;
+      paintTools(state.streamEl, JSON.parse(e.data));
     });
     es.addEventListener("reasoning", (e) => {
       if (!state.streamEl) return;

@@ -11,6 +11,7 @@ from core.conversations import ConversationKey, Status
 from core.split import split_message
 from tests.fakes.discord_server import FakeInteraction
 from tests.fakes.llm_server import FakeLLMServer, Reply
+from tests.fakes.mcp_server import stdio_servers
 from tests.fakes.wall_clock import ShiftedClock
 
 from .conftest import BotStarter, World, wait_for
@@ -18,7 +19,7 @@ from .conftest import BotStarter, World, wait_for
 #: 20:48 UTC: daily counts reset in 3 h 12 min.
 EVENING = datetime(2026, 12, 2, 20, 48, tzinfo=UTC).timestamp()
 MIDNIGHT = datetime(2026, 12, 3, tzinfo=UTC).timestamp()
-COMMANDS = {"ask", "model", "models", "reset", "system", "stop", "status", "help"}
+COMMANDS = {"ask", "model", "models", "reset", "system", "stop", "status", "tools", "help"}
 EPHEMERAL = 1 << 6
 
 
@@ -301,3 +302,28 @@ async def test_model_autocomplete_offers_a_model_only_the_providers_list_has(
     assert listing.endswith(
         "• local/alpha\n• local/beta\n• local/gpt-4.1-listed-only\n→ local/gpt-4o"
     )
+
+
+async def test_tools_lists_the_servers_and_admins_enable_one(
+    world: World, start_bot: BotStarter
+) -> None:
+    bot = await start_bot(mcp_servers=stdio_servers("files"), admin_user_ids=str(world.mod))
+    await bot.engine.start()
+    await bot.engine.mcp.wait_ready()
+    server = world.server
+    tools = next(c for c in server.commands[None] if c["name"] == "tools")
+    assert [o["name"] for o in tools["options"]] == ["action", "server"]
+
+    callback, text = await answer_of(world, await server.slash(world.general, world.alice, "tools"))
+    assert text.splitlines()[:2] == ["Tool servers (✓ enabled here):", "• files — 6 tools"]
+    assert callback["data"]["flags"] & EPHEMERAL
+    denied = await server.slash(
+        world.general, world.alice, "tools", action="enable", server="files"
+    )
+    assert (await answer_of(world, denied))[1] == "Only admins can change this here."
+    enabled = await server.slash(world.general, world.mod, "tools", action="enable", server="files")
+    assert (await answer_of(world, enabled))[1] == (
+        "Tools of files enabled here. Tool servers here: files."
+    )
+    key = ConversationKey("discord", world.general)
+    assert (await bot.engine.conversation(key)).tools == ("files",)

@@ -10,6 +10,7 @@ from bots.slack.commands import SLASH_COMMANDS, slash_command
 from core.commands import Command
 from core.conversations import Status
 from tests.fakes.llm_server import Fail, FakeLLMServer, Reply
+from tests.fakes.mcp_server import stdio_servers
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.fakes.wall_clock import ShiftedClock
 
@@ -278,6 +279,9 @@ async def test_admin_rule_counts_workspace_admins(
         ("/llm", "status", Command("status")),
         ("/llm", "system: Be terse", Command("system", "Be terse")),
         ("/llm", "model local/beta", Command("model", "local/beta")),
+        ("/tools", "", Command("tools")),
+        ("/tools", "enable files", Command("tools", "enable files")),
+        ("/llm", "tools disable files", Command("tools", "disable files")),
     ],
 )
 def test_slash_commands_map_onto_the_core_grammar(name: str, text: str, expected: Command) -> None:
@@ -292,6 +296,7 @@ def test_every_core_command_has_a_slash_command() -> None:
         "/reset",
         "/system",
         "/stop",
+        "/tools",
         "/llm",
     }
 
@@ -334,3 +339,26 @@ async def test_ask_is_answered_by_the_fallback_when_the_model_is_unavailable(
         )
     )
     assert [c["model"] for c in chats(llm)] == ["alpha", "beta"]
+
+
+async def test_tools_lists_the_servers_and_enables_one_for_the_channel(
+    make_bot: BotMaker, slack_api: FakeSlackAPI
+) -> None:
+    running = await make_bot(mcp_servers=stdio_servers("files"), admin_user_ids=USER)
+    await running.engine.start()
+    await running.engine.mcp.wait_ready()
+    rid, _, _ = await running.slack.command("/tools")
+    [listed] = await running.slack.responses(rid)
+    assert listed["text"].splitlines()[:2] == [
+        "Tool servers (✓ enabled here):",
+        "• files — 6 tools",
+    ]
+    rid, _, _ = await running.slack.command("/tools", "enable files", user="U0OTHER")
+    [denied] = await running.slack.responses(rid)
+    assert denied["text"] == "Only admins can change this here."
+    rid, _, _ = await running.slack.command("/tools", "enable files")
+    [enabled] = await running.slack.responses(rid)
+    assert enabled["text"] == "Tools of files enabled here. Tool servers here: files."
+    key = running.bot.threads.channel_key(CHANNEL)
+    assert (await running.engine.conversation(key)).tools == ("files",)
+    assert slash_command("/tools", " disable  files ") == Command("tools", "disable  files")

@@ -17,7 +17,8 @@ from core.clock import FakeClock
 from core.conversations import Status
 from core.delivery import EMPTY_NOTE, STOPPED_NOTE, final_note
 from tests.bots.web.conftest import ServeWeb, WebServer, echo_text
-from tests.fakes.llm_server import Fail, FakeLLMServer, Reply
+from tests.fakes.llm_server import Fail, FakeLLMServer, FakeToolCall, Reply
+from tests.fakes.mcp_server import stdio_servers
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -377,6 +378,8 @@ PROTECTED = [
     ("POST", "/chat/a/reset"),
     ("POST", "/chat/a/replies/0123456789ab/up"),
     ("GET", "/chat/a/status"),
+    ("GET", "/chat/a/tools"),
+    ("POST", "/chat/a/tools"),
     ("GET", "/nonexistent"),
 ]
 
@@ -969,3 +972,77 @@ async def test_reply_buttons_follow_the_cross_site_guard_and_the_token(make_web:
     assert ok.status_code == 200
     assert refused.status_code == 401
     assert state["messages"][-1]["id"] == rid  # the refused regeneration never ran
+
+
+async def test_tools_lists_the_servers_and_enables_one_for_the_conversation(
+    make_web: ServeWeb,
+) -> None:
+    server = await make_web(mcp_servers=stdio_servers("files"))
+    await server.engine.start()
+    await server.engine.mcp.wait_ready()
+    async with client_for(server) as client:
+        before = (await client.get("/chat/t/tools")).json()
+        enabled = await client.post("/chat/t/tools", json={"server": "files", "enabled": True})
+        after = (await client.get("/chat/t/tools")).json()
+        other = (await client.get("/chat/u/tools")).json()
+        unknown = await client.post("/chat/t/tools", json={"server": "nope", "enabled": True})
+    assert before["servers"] == [
+        {
+            "name": "files",
+            "enabled": False,
+            "status": "ready",
+            "tools": [
+                "files.add",
+                "files.echo",
+                "files.slow",
+                "files.fail",
+                "files.env",
+                "files.die",
+            ],
+        }
+    ]
+    assert before["text"].splitlines()[1] == "• files — 6 tools"
+    assert enabled.json() == {"id": "t", "servers": ["files"]}
+    assert after["servers"][0]["enabled"] is True
+    assert after["text"].splitlines()[1] == "✓ files — 6 tools"
+    assert other["servers"][0]["enabled"] is False
+    assert unknown.status_code == 400
+    assert unknown.json()["error"] == "No tool server 'nope'. Servers: files."
+
+
+async def test_a_tool_call_streams_its_progress_and_the_answer_follows(
+    make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    server = await make_web(
+        env={"LOCAL_BASE_URL": llm_server.openai_base_url},
+        llmconnect_model="local/fake",
+        mcp_servers=stdio_servers("files"),
+        mcp_default_servers="files",
+        edit_interval=0,
+    )
+    await server.engine.start()
+    await server.engine.mcp.wait_ready()
+    llm_server.enqueue(
+        Reply(text="Adding.", tool_calls=[FakeToolCall("files__add", {"a": 2, "b": 3})]),
+        Reply(text="It is 5."),
+    )
+    async with client_for(server) as client:
+        sent = await client.post("/chat/t/send-message", json={"text": "2 + 3?"})
+        assert sent.status_code == 202
+        tools: list[str] = []
+        end: dict[str, Any] = {}
+        async for event in events(client, "t"):
+            if event.event == "tools":
+                tools.append(json.loads(event.data))
+            elif event.event == "end":
+                end = json.loads(event.data)
+                break
+        stored = (await client.get("/chat/t")).json()
+    assert tools[-1] == "🔧 files.add(a=2, b=3) ✓"
+    assert (end["status"], end["content"], end["note"]) == (
+        "complete",
+        "Adding.\n\nIt is 5.",
+        "🔧 files.add",
+    )
+    assert llm_server.requests[-1].tool_results()[0].content == "5"
+    assert stored["messages"][-1]["note"] == "🔧 files.add"

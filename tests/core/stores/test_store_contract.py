@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from core.conversations import ConversationKey, Message, MessageAttachment, Status
+from core.conversations import ConversationKey, MemoryStore, Message, MessageAttachment, Status
 from core.feedback import DOWN, UP, Counts, FeedbackStore
 from core.stores.redis_store import USAGE_DAY_EXPIRY, RedisStore
 from core.usage import Tokens, UsageStore
@@ -166,6 +166,28 @@ async def test_a_thread_starts_with_its_parents_model_and_system_prompt(make_sto
     thread = await store.get_or_create(THREAD, parent=KEY)
     assert (thread.model, thread.system, thread.messages) == ("echo/echo", "You are a pirate.", [])
     assert thread.parent == KEY
+
+
+async def test_the_tool_servers_round_trip_and_a_thread_starts_with_its_parents(
+    make_store: StoreMaker,
+):
+    """``/tools enable|disable``'s choice: ``None`` (the defaults), none at all, or some."""
+    store = await make_store()
+    conversation = await store.get_or_create(KEY)
+    assert conversation.tools is None
+    await store.save(conversation)
+    stored = await store.get(KEY)
+    assert stored is not None
+    assert stored.tools is None
+    for chosen in ((), ("files", "search")):
+        conversation.tools = chosen
+        await store.save(conversation)
+        again = await (await make_store()).get(KEY) if not isinstance(store, MemoryStore) else None
+        stored = again or await store.get(KEY)
+        assert stored is not None
+        assert stored.tools == chosen
+    thread = await store.get_or_create(THREAD, parent=KEY)
+    assert thread.tools == ("files", "search")
 
 
 async def test_delete_forgets(make_store: StoreMaker):

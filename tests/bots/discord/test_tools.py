@@ -1,0 +1,51 @@
+"""Tools through the real Discord front end: a mention's reply runs a tool on a real MCP server
+(tests/fakes/mcp_server.py), shows its progress line in the streaming message, and ends on the
+answer with a one-line summary; /stop during a slow tool ends it all."""
+
+from __future__ import annotations
+
+from tests.fakes.llm_server import FakeLLMServer, FakeToolCall, Reply
+from tests.fakes.mcp_server import stdio_servers
+
+from .conftest import BotStarter, World, wait_for
+
+
+async def test_a_mention_runs_a_tool_shows_its_progress_and_answers(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    bot = await start_bot(mcp_servers=stdio_servers("files"), mcp_default_servers="files")
+    await bot.engine.start()
+    await bot.engine.mcp.wait_ready()
+    llm.enqueue(
+        Reply(text="Adding.", tool_calls=[FakeToolCall("files__add", {"a": 2, "b": 3})]),
+        Reply(text="It is 5."),
+    )
+    server = world.server
+    prompt = await server.send_message(world.general, world.alice, "2 + 3?")
+    final = "Adding.\n\nIt is 5.\n🔧 files.add"
+    await wait_for(lambda: [m.content for m in server.replies_to(prompt)] == [final])
+    [message] = server.replies_to(prompt)
+    shown = [p.get("content", "") for p in message.payloads]
+    assert any("🔧 files.add(a=2, b=3)" in text for text in shown[:-1]), shown
+    assert shown[0].startswith("Adding.")  # the text that came before the call first
+    assert all(p["allowed_mentions"]["parse"] == [] for p in message.payloads)
+    assert llm.requests[-1].tool_results()[0].content == "5"
+
+
+async def test_stop_during_a_slow_tool_ends_the_reply(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    bot = await start_bot(mcp_servers=stdio_servers("files"), mcp_default_servers="files")
+    await bot.engine.start()
+    await bot.engine.mcp.wait_ready()
+    llm.enqueue(Reply(text="Waiting.", tool_calls=[FakeToolCall("files__slow", {"seconds": 60})]))
+    server = world.server
+    prompt = await server.send_message(world.general, world.alice, "wait")
+    await wait_for(
+        lambda: any("files.slow(seconds=60) …" in m.content for m in server.replies_to(prompt))
+    )
+    stop = await server.slash(world.general, world.alice, "stop")
+    await wait_for(lambda: stop.responded)
+    final = "Waiting.\n🔧 files.slow ✗\n⏹ stopped"
+    await wait_for(lambda: server.replies_to(prompt)[0].content == final)
+    assert len([r for r in llm.requests if r.path.endswith("/completions")]) == 1
