@@ -174,6 +174,11 @@ class Message:
     #: An assistant reply's asker (the user id that sent the prompt; ``None`` without one, e.g.
     #: the web chat's operator): who may stop or regenerate it besides an admin.
     user: str | None = None
+    #: An assistant reply's platform messages (their refs, in order) when it took more than one
+    #: (split at the platform's length limit): what a regeneration renders into, so no part of
+    #: the old answer stays visible (:func:`core.delivery.deliver`). Recorded after the reply is
+    #: shown (:meth:`core.engine.ChatEngine.remember_messages`); ``()`` for one message.
+    refs: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -207,6 +212,8 @@ class Message:
             data["id"] = self.id
         if self.user is not None:
             data["user"] = self.user
+        if self.refs:
+            data["refs"] = list(self.refs)
         return data
 
     @classmethod
@@ -224,6 +231,7 @@ class Message:
             notes=tuple(clean_text(str(n)) for n in data.get("notes") or ()),
             id=None if data.get("id") is None else clean_text(str(data["id"])),
             user=None if data.get("user") is None else clean_text(str(data["user"])),
+            refs=tuple(clean_text(str(r)) for r in data.get("refs") or ()),
         )
 
     @property

@@ -40,10 +40,13 @@ if TYPE_CHECKING:
     from core.controls import Control
 
 __all__ = [
+    "PENDING_PART",
+    "REPLACED_PART",
     "TRANSIENT_RETRIES",
     "TRANSIENT_WAIT",
     "BufferedRenderer",
     "ControlsSink",
+    "DeletingSink",
     "MessageSink",
     "RenderResult",
     "SinkGone",
@@ -61,6 +64,13 @@ _DEFAULT_CLOCK = MonotonicClock()
 #: as long. One hiccup of the platform does not lose a whole answer, an outage does not hang it.
 TRANSIENT_RETRIES = 3
 TRANSIENT_WAIT = 1.0
+
+#: What a replaced reply's later messages show while its regeneration is written into the
+#: first ones (no part of the old answer stays visible under the new one).
+PENDING_PART = "…"
+#: What a replaced reply's message the new one does not need ends on, on a platform whose sink
+#: cannot delete (:class:`DeletingSink`); the new answer is in the messages above it.
+REPLACED_PART = "(replaced by the answer above)"
 
 
 @runtime_checkable
@@ -96,6 +106,16 @@ class ControlsSink(Protocol):
     async def post(self, text: str, *, controls: Sequence[Control] = ()) -> Any: ...
 
     async def edit(self, ref: Any, text: str, *, controls: Sequence[Control] = ()) -> None: ...
+
+
+@runtime_checkable
+class DeletingSink(Protocol):
+    """A sink that can also delete one of its messages: a regeneration that needs fewer
+    messages than the reply it replaces deletes the rest (a sink without ``delete`` edits them
+    to :data:`REPLACED_PART`). A message already gone is no error (return quietly); a 429 or a
+    transient failure is raised as for ``edit``."""
+
+    async def delete(self, ref: Any) -> None: ...
 
 
 class SinkRateLimited(Exception):
@@ -144,11 +164,14 @@ def with_note(text: str, note: str | None) -> str:
 class RenderResult:
     """What a finished renderer left on the platform."""
 
-    refs: tuple[Any, ...]  # platform refs of the posted messages, in order
+    refs: tuple[Any, ...]  # platform refs of the reply's messages, in order
     texts: tuple[str, ...]  # their final texts
     posts: int
     edits: int
     gone: bool = False  # the sink raised SinkGone; the texts are what was shown before
+    #: Messages of a replaced reply deleted (or, without ``delete``, emptied to
+    #: :data:`REPLACED_PART`) because the new one needed fewer; not in ``refs``.
+    cleared: int = 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -407,6 +430,7 @@ class StreamRenderer(BufferedRenderer):
     """
 
     __slots__ = (
+        "_cleared",
         "_controls",
         "_edits",
         "_final_controls",
@@ -418,6 +442,7 @@ class StreamRenderer(BufferedRenderer):
         "_posts",
         "_rate_limited",
         "_refs",
+        "_reused",
         "_settled",
         "_shown",
         "_shown_controls",
@@ -442,6 +467,7 @@ class StreamRenderer(BufferedRenderer):
         window_seconds: float = 0.0,
         controls: Sequence[Control] | None = None,
         reuse: Any = None,
+        replace: Sequence[Any] = (),
     ) -> None:
         if window_limit < 0 or window_seconds < 0:
             raise ValueError("window_limit and window_seconds must not be negative")
@@ -464,13 +490,20 @@ class StreamRenderer(BufferedRenderer):
         self._controls = None if controls is None else tuple(controls)
         self._final_controls: tuple[Control, ...] = ()  # finish(controls=...)
         self._shown_controls: list[tuple[Control, ...] | None] = []
-        if reuse is not None:
-            # Render into a message that exists (a regenerated reply): its first update is an
-            # edit, due at once, whatever the message shows now.
-            self._refs.append(reuse)
+        reused = tuple(replace) or (() if reuse is None else (reuse,))
+        if reuse is not None and replace and reuse not in replace:
+            raise ValueError("reuse must be one of the messages in replace")
+        for ref in reused:
+            # Render into messages that exist (a regenerated reply): each one's first update is
+            # an edit, due at once, whatever the message shows now.
+            self._refs.append(ref)
             self._shown.append("")
             self._shown_controls.append(None)
             self._last.append(-math.inf)
+        #: How many messages of a replaced reply this one renders into; those its text does not
+        #: fill show :data:`PENDING_PART` while it streams and are cleared at the end.
+        self._reused = len(reused)
+        self._cleared: set[int] = set()  # replaced messages deleted (or emptied) at the end
         #: Messages whose final edit is owed to the edit budgets (their reserve). The first is
         #: owed from the start: a burst of questions reserves its finals before the first words
         #: arrive, not one post at a time while earlier replies spend the window on interim edits.
@@ -580,6 +613,9 @@ class StreamRenderer(BufferedRenderer):
         post = k == len(self._refs)
         if await self._take_slot(final=final, first=not self._refs, post=post):
             self._absorb()  # send what arrived while we queued
+        if self._finishing and self._surplus(k):
+            await self._clear(k)
+            return False
         if k in self._owing and (self._finishing or k < len(self._frozen)):
             self._settle(k)  # its final has its slot: the reserve is free again
         await self._send(k, self._desired(k), self._desired_controls(k))
@@ -607,7 +643,52 @@ class StreamRenderer(BufferedRenderer):
             self._prefix_len = len(cut.reopen)
 
     def _result(self, *, gone: bool) -> RenderResult:
-        return RenderResult(tuple(self._refs), tuple(self._shown), self._posts, self._edits, gone)
+        cleared = self._cleared
+        if not cleared:
+            refs, texts = tuple(self._refs), tuple(self._shown)
+        else:
+            kept = [k for k in range(len(self._refs)) if k not in cleared]
+            refs = tuple(self._refs[k] for k in kept)
+            texts = tuple(self._shown[k] for k in kept)
+        return RenderResult(refs, texts, self._posts, self._edits, gone, len(cleared))
+
+    # -- a replaced reply's messages ---------------------------------------------------------
+
+    def _parts(self) -> int:
+        """How many messages the text needs now."""
+        return len(self._frozen) + (1 if self._body else 0)
+
+    def _surplus(self, k: int) -> bool:
+        """Message ``k`` is one of a replaced reply's that the text does not fill (yet). Only
+        once there is something to show: a regeneration that never ran touches nothing."""
+        parts = self._parts()
+        return 0 < parts <= k < self._reused
+
+    async def _clear(self, k: int) -> None:
+        """The text ended without message ``k`` of the replaced reply: delete it (or, where
+        the sink cannot delete, empty it to :data:`REPLACED_PART`, its buttons removed)."""
+        sink: Any = self._sink
+        started = self._clock.now()
+        try:
+            if isinstance(sink, DeletingSink):
+                await sink.delete(self._refs[k])
+            elif self._controls is None:
+                await sink.edit(self._refs[k], REPLACED_PART)
+            else:
+                await sink.edit(self._refs[k], REPLACED_PART, controls=())
+        except SinkRateLimited as exc:
+            await self._wait_out_rate_limit(exc, post=False)
+            return
+        except SinkTransient as exc:
+            await self._wait_out_transient(exc)
+            return
+        except SinkGone:
+            pass  # deleted already: what was wanted
+        self._transient_streak = 0
+        self._cleared.add(k)
+        if not isinstance(sink, DeletingSink):
+            self._shown_controls[k] = None if self._controls is None else ()
+            self._record_edit(k, REPLACED_PART, started)
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -695,7 +776,7 @@ class StreamRenderer(BufferedRenderer):
         written, the final ones on the last message once finishing, none on a full one."""
         if self._controls is None:
             return None
-        if k < len(self._frozen):
+        if k < len(self._frozen) or self._surplus(k):
             return ()
         return self._final_controls if self._finishing else self._controls
 
@@ -709,6 +790,8 @@ class StreamRenderer(BufferedRenderer):
         """What message ``k`` should show now."""
         if k < len(self._frozen):
             return self._frozen[k]
+        if self._surplus(k):
+            return PENDING_PART
         body = self._body
         if self._finishing:
             return body
@@ -720,6 +803,8 @@ class StreamRenderer(BufferedRenderer):
         shown = self._shown
         frozen_count = len(self._frozen)
         total = frozen_count + (1 if self._body else 0)
+        if total:
+            total = max(total, self._reused)  # a replaced reply's messages the text leaves
         best_k = -1
         best_due = math.inf
         windowed = self._window is not None
@@ -730,7 +815,14 @@ class StreamRenderer(BufferedRenderer):
                 if now < best_due:
                     best_k, best_due = k, now
                 break
-            if not self._current(k):
+            if k in self._cleared:
+                pass
+            elif self._finishing and self._surplus(k):
+                # Cleared once the new text is complete above it (not an edit of the window).
+                if best_k < 0:
+                    best_k, best_due = k, now
+                break
+            elif not self._current(k):
                 if windowed and (self._finishing or k < frozen_count):
                     due = max(room, now)  # a final goes as soon as the platform allows it
                 else:

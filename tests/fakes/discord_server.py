@@ -940,7 +940,8 @@ class FakeDiscordServer(LoopbackServer):
     def inject_error(
         self, status: int, count: int = 1, *, methods: tuple[str, ...] = ("PATCH",)
     ) -> None:
-        """Answer the next ``count`` message creates/edits with these methods with ``status``."""
+        """Answer the next ``count`` message creates/edits/deletes with these methods with
+        ``status``."""
         self._forced.append(_Forced(count, 0.0, False, methods, status))
 
     # ----------------------------------------------------------------- inspection
@@ -1230,10 +1231,18 @@ class FakeDiscordServer(LoopbackServer):
         return _json(self._message_payload(message), headers=headers)
 
     async def _delete_message(self, request: web.Request) -> web.Response:
+        """As Discord: the author may delete its own message (anyone else's needs Manage
+        Messages, which the bot is not given); MESSAGE_DELETE goes out on the gateway. Its own
+        bucket, unlimited here (faults from :meth:`inject_error`/:meth:`inject_429` apply)."""
+        limited, _ = self._limit_route(request, "delete", request.match_info["channel"], None)
+        if limited is not None:
+            return limited
         message = self._live(request)
         if message is None:
             return _error(404, 10008, "Unknown Message")
-        message.deleted = True
+        if message.author_id != self.bot_id:
+            return _error(403, 50013, "Missing Permissions")
+        await self.delete_message(message.id)
         return web.Response(status=204)
 
     async def _start_thread(self, request: web.Request) -> web.Response:
