@@ -17,6 +17,11 @@ Buttons (:mod:`core.controls`): a renderer given ``controls`` calls the sink's `
 none on a message frozen full, the final controls (``finish(note, controls=...)``) on the last
 message in the final edit. Without ``controls`` the sink is called as before.
 
+A regeneration (``replace=``: the messages of the reply it replaces, in order) renders into those
+messages in order, posts more after them when it needs more, shows :data:`PENDING_PART` in the ones
+its text has not reached yet, and at the end deletes those it did not need (:class:`DeletingSink`;
+a sink without ``delete`` gets them edited to :data:`REPLACED_PART`): only the new text stays.
+
 Adapters implement :class:`MessageSink` and only classify what the platform answered:
 :class:`SinkRateLimited` (a 429), :class:`SinkTransient` (worth retrying), :class:`SinkGone` (the
 message is gone); anything else is fatal. The retry policy lives here, once.
@@ -419,6 +424,12 @@ class StreamRenderer(BufferedRenderer):
     When the text outgrows ``sink.max_len`` the filled message is frozen at a boundary chosen by
     ``core.split.find_cut`` and the reply continues in a new message, so the final messages equal
     ``split_message(with_note(text, note), max_len)``. ``finish`` does the final edit(s).
+
+    ``reuse``/``replace``: render into existing messages (a regeneration; see the module doc). The
+    first update of each is an edit, due at once; the replaced messages the text does not fill show
+    :data:`PENDING_PART` once the reply shows anything, and are cleared (deleted, or edited to
+    :data:`REPLACED_PART`) after every other message has its final text, each taking a slot of the
+    edit budgets. A reply that shows nothing (a regeneration that never ran) touches none of them.
 
     A :class:`SinkRateLimited` is waited out (``retry_after``; a shared one defers the budget too)
     and a :class:`SinkTransient` a few times (:data:`TRANSIENT_RETRIES`, waits growing from

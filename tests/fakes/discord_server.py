@@ -9,8 +9,9 @@ bot). This server speaks enough of both protocols for that; point discord.py at 
 Gateway (``/gateway``): HELLO → (client) heartbeats and IDENTIFY → READY, then one GUILD_CREATE per
 guild; tests then dispatch MESSAGE_CREATE (:meth:`send_message`), INTERACTION_CREATE
 (:meth:`slash`, :meth:`autocomplete`, and a button click: :meth:`click`, type 3) and
-MESSAGE_DELETE (:meth:`delete_message`), all as TEXT frames. REST (``/api/v10``): login, command sync, message create/edit/delete, typing, interaction
-callbacks, webhook edits and follow-ups. Every REST answer is JSON with ``Content-Type:
+MESSAGE_DELETE (:meth:`delete_message`), all as TEXT frames. REST (``/api/v10``): login, command
+sync, message create/edit/delete (a delete: the bot's own messages only, MESSAGE_DELETE dispatched
+as Discord does), typing, interaction callbacks, webhook edits and follow-ups. Every REST answer is JSON with ``Content-Type:
 application/json`` exactly (discord.py compares the header).
 
 Shards, as Discord has them: IDENTIFY's ``shard: [id, count]`` (none: ``[0, 1]``) is kept per
