@@ -625,7 +625,10 @@ class StreamRenderer(BufferedRenderer):
         if await self._take_slot(final=final, first=not self._refs, post=post):
             self._absorb()  # send what arrived while we queued
         if self._finishing and self._surplus(k):
-            await self._clear(k)
+            # finish() may have come while a placeholder waited for its slot: clear only once
+            # the new text is complete above it (else the slot goes to the next pick).
+            if not any(not self._current(i) for i in range(self._settled, self._parts())):
+                await self._clear(k)
             return False
         if k in self._owing and (self._finishing or k < len(self._frozen)):
             self._settle(k)  # its final has its slot: the reserve is free again
@@ -674,6 +677,22 @@ class StreamRenderer(BufferedRenderer):
         once there is something to show: a regeneration that never ran touches nothing."""
         parts = self._parts()
         return 0 < parts <= k < self._reused
+
+    def _skippable(self, k: int) -> bool:
+        """Message ``k`` is an earlier part of the replaced reply that this renderer has not
+        updated yet: one deleted meanwhile (by a moderator) is skipped, the text goes on in the
+        next. The clicked (last) one's being gone stops the reply, as for any reply message."""
+        return k < self._reused - 1 and self._last[k] == -math.inf
+
+    def _skip(self, k: int) -> None:
+        """Forget message ``k`` (gone before this renderer touched it): the later ones move up.
+        Only replaced messages follow it that have not been updated either (first updates go
+        in order), or were posted (kept in ``_owing``, ``_cleared`` by index)."""
+        for seq in (self._refs, self._shown, self._shown_controls, self._last):
+            del seq[k]
+        self._reused -= 1
+        self._owing = {i - 1 if i > k else i for i in self._owing}
+        self._cleared = {i - 1 if i > k else i for i in self._cleared}
 
     async def _clear(self, k: int) -> None:
         """The text ended without message ``k`` of the replaced reply: delete it (or, where
@@ -727,6 +746,11 @@ class StreamRenderer(BufferedRenderer):
             return
         except SinkTransient as exc:
             await self._wait_out_transient(exc)
+            return
+        except SinkGone:
+            if not (posted and self._skippable(k)):
+                raise
+            self._skip(k)
             return
         self._transient_streak = 0
         if posted:

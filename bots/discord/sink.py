@@ -100,6 +100,9 @@ class ChannelSink(_Sink):
         self.reply_to = reply_to
         self.guild_id = guild_id
         self.posted: list[str] = []
+        #: Messages this sink deleted itself (a regeneration's surplus parts): their
+        #: MESSAGE_DELETE on the gateway is not someone deleting the reply.
+        self.deleted: set[str] = set()
 
     async def post(self, text: str, *, controls: Sequence[Control] | None = None) -> str:
         payload = _payload(text, controls)
@@ -122,14 +125,23 @@ class ChannelSink(_Sink):
 
     async def edit(self, ref: Any, text: str, *, controls: Sequence[Control] | None = None) -> None:
         payload = _payload(text, controls)
-        await self._call(
-            lambda: self.rest.edit_message(self.channel_id, str(ref), payload), idempotent=True
-        )
+        was_gone = self.gone
+        try:
+            await self._call(
+                lambda: self.rest.edit_message(self.channel_id, str(ref), payload), idempotent=True
+            )
+        except SinkGone:
+            if not was_gone and str(ref) not in self.posted:
+                # A message of a reply being regenerated, deleted meanwhile: the renderer may
+                # skip it and go on in the others (core.render), so the sink is not gone.
+                self.gone = False
+            raise
 
     async def delete(self, ref: Any) -> None:
         """Delete one of the reply's messages (a regeneration needed fewer: the renderer does
         it last, once the new text is complete); one already gone is no error, and does not
-        make the sink gone. Its MESSAGE_DELETE then finds the reply ended: nothing to stop."""
+        make the sink gone; its MESSAGE_DELETE does not either (:attr:`deleted`)."""
+        self.deleted.add(str(ref))
         try:
             await self.rest.delete_message(self.channel_id, str(ref))
         except DiscordNotFound:

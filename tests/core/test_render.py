@@ -1220,6 +1220,7 @@ def test_reuse_must_be_among_the_replaced_messages() -> None:
     old_parts=st.integers(1, 4),
     note=st.sampled_from([None, "⏹ stopped"]),
     can_delete=st.booleans(),
+    budget_burst=st.sampled_from([0, 1]),  # 0: no budget
 )
 def test_any_regeneration_leaves_exactly_the_new_text_visible(
     deltas: list[tuple[str, float]],
@@ -1227,6 +1228,7 @@ def test_any_regeneration_leaves_exactly_the_new_text_visible(
     old_parts: int,
     note: str | None,
     can_delete: bool,
+    budget_burst: int,
 ) -> None:
     text = "".join(d for d, _ in deltas)
     full = with_note(text, note)
@@ -1237,7 +1239,10 @@ def test_any_regeneration_leaves_exactly_the_new_text_visible(
         kind = DeletingRecordingSink if can_delete else ControlsRecordingSink
         sink = kind(max_len, clock=clock)
         old = await old_reply(sink, *(f"OLD{k}" for k in range(old_parts)))
-        r = StreamRenderer(sink, min_interval=1.0, clock=clock, controls=(STOP,), replace=old)
+        budget = EditBudget(2, 1.0, burst=budget_burst, clock=clock) if budget_burst else None
+        r = StreamRenderer(
+            sink, min_interval=1.0, clock=clock, controls=(STOP,), replace=old, budget=budget
+        )
         for delta, pause in deltas:
             await r.feed(delta)
             if pause:
@@ -1261,3 +1266,51 @@ def test_any_regeneration_leaves_exactly_the_new_text_visible(
             assert "delete" not in kinds[: max(i for i, k in enumerate(kinds) if k != "delete")]
     else:
         assert sink.messages == expected + [REPLACED_PART] * (len(sink.messages) - len(expected))
+
+
+async def test_an_earlier_replaced_message_deleted_meanwhile_is_skipped() -> None:
+    clock = FakeClock()
+    sink = DeletingRecordingSink(20, clock=clock)
+    old = await old_reply(sink, "old one", "old two", "old three")
+    sink.deleted.add(old[0])  # a moderator deleted it
+
+    async def edit(ref: Any, text: str, *, controls: Sequence[Control] = ()) -> None:
+        if ref in sink.deleted:
+            raise SinkGone("Unknown Message")
+        await DeletingRecordingSink.edit(sink, ref, text, controls=controls)
+
+    sink.edit = edit  # type: ignore[method-assign]
+    r = StreamRenderer(sink, min_interval=1.0, clock=clock, controls=(STOP,), replace=old)
+    await r.feed("new")
+    result = await clock.run(r.finish(controls=(REGEN,)))
+    assert sink.visible == ["new"]  # in the next one; the third deleted as surplus
+    assert (result.refs, result.cleared) == ((old[1],), 1)
+    assert not result.gone
+
+
+async def test_the_clicked_message_gone_stops_the_regeneration() -> None:
+    clock = FakeClock()
+    sink = ControlsRecordingSink(20, clock=clock, faults={2: SinkGone("Unknown Message")})
+    old = await old_reply(sink, "old one", "old two")  # attempts 0 and 1
+    r = StreamRenderer(sink, min_interval=1.0, clock=clock, controls=(STOP,), reuse=old[-1])
+    await r.feed("new")
+    result = await clock.run(r.finish(controls=(REGEN,)))
+    assert result.gone
+
+
+async def test_finish_while_a_placeholder_waits_for_its_slot_still_deletes_last() -> None:
+    clock = FakeClock()
+    sink = DeletingRecordingSink(20, clock=clock)
+    old = await old_reply(sink, "old one", "old two", "old three")
+    budget = EditBudget(1, 1.0, burst=1, clock=clock)
+    r = StreamRenderer(
+        sink, min_interval=1.0, clock=clock, controls=(STOP,), replace=old, budget=budget
+    )
+    await r.feed("new")
+    await clock.settle()  # the first edit went; a placeholder waits for the next slot
+    assert sink.calls == [("edit", 0, "new" + MARKER, (STOP.action_id,))]
+    await clock.run(r.finish(controls=(REGEN,)))
+    assert sink.visible == ["new"]
+    kinds = [c[:2] for c in sink.calls]
+    assert kinds.index(("edit", 0), 1) < kinds.index(("delete", 1))  # the final edit first
+    assert sink.buttons[0] == (REGEN.action_id,)

@@ -405,3 +405,21 @@ async def test_regenerating_a_long_answer_again_uses_the_messages_of_the_last_re
     assert_only_the_new_answer(world, second_new, "mid")
     assert [m.id for m in two] == [m.id for m in three[:2]]
     assert three[-1].deleted
+
+
+async def test_an_old_part_deleted_by_someone_is_skipped_by_the_regeneration(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    old, new = words("old", 700), words("new", 450)
+    llm.enqueue(Reply(old), Reply(new))
+    await start_bot()
+    server = world.server
+    prompt = await server.send_message(world.general, world.alice, "three parts")
+    first, middle, last = await long_answer(world, prompt, 3)
+    await server.delete_message(first.id)  # a moderator removed the first part
+
+    await server.click(last, world.alice, button(last, Action.REGENERATE))
+
+    after = await regenerated(world, new, 2)
+    assert_only_the_new_answer(world, new, "old")
+    assert [m.id for m in after] == [middle.id, last.id]

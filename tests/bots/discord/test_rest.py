@@ -202,6 +202,7 @@ async def test_a_sink_deletes_its_own_message_and_a_missing_one_is_no_error(
     keep, drop = await sink.post("kept"), await sink.post("dropped")
     await sink.delete(drop)
     assert world.server.messages[drop].deleted
+    assert drop in sink.deleted  # its MESSAGE_DELETE is the sink's own doing
     await sink.delete(drop)  # gone already: what was wanted, and the sink is not gone
     await sink.edit(keep, "still here")
     assert world.server.messages[keep].content == "still here"
