@@ -423,3 +423,28 @@ async def test_an_old_part_deleted_by_someone_is_skipped_by_the_regeneration(
     after = await regenerated(world, new, 2)
     assert_only_the_new_answer(world, new, "old")
     assert [m.id for m in after] == [middle.id, last.id]
+
+
+async def test_a_long_ask_answer_is_regenerated_into_its_own_messages(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    # /ask's answer is the interaction's response and a follow-up: kept by their real ids, so
+    # the regeneration edits them through the channel (the interaction token expires).
+    old, new = words("old", 450), "a short new answer"
+    llm.enqueue(Reply(old), Reply(new))
+    await start_bot()
+    server = world.server
+    asked = await server.slash(world.general, world.alice, "ask", prompt="long please")
+
+    def done() -> bool:
+        messages = server.interaction_messages(asked)
+        return len(messages) == 2 and Action.UP in actions(messages[-1])
+
+    await wait_for(done)
+    original, followup = server.interaction_messages(asked)
+
+    await server.click(followup, world.alice, button(followup, Action.REGENERATE))
+
+    await wait_for(lambda: original.content == new and Action.UP in actions(original))
+    await wait_for(lambda: followup.deleted)
+    assert [m.content for m in shown(world)] == [new]
