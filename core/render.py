@@ -699,13 +699,15 @@ class StreamRenderer(BufferedRenderer):
         the sink cannot delete, empty it to :data:`REPLACED_PART`, its buttons removed)."""
         sink: Any = self._sink
         started = self._clock.now()
+        # (A sink whose messages cannot hold the note gets the placeholder.)
+        text = REPLACED_PART if len(REPLACED_PART) <= self._max_len else PENDING_PART
         try:
             if isinstance(sink, DeletingSink):
                 await sink.delete(self._refs[k])
             elif self._controls is None:
-                await sink.edit(self._refs[k], REPLACED_PART)
+                await sink.edit(self._refs[k], text)
             else:
-                await sink.edit(self._refs[k], REPLACED_PART, controls=())
+                await sink.edit(self._refs[k], text, controls=())
         except SinkRateLimited as exc:
             await self._wait_out_rate_limit(exc, post=False)
             return
@@ -718,7 +720,7 @@ class StreamRenderer(BufferedRenderer):
         self._cleared.add(k)
         if not isinstance(sink, DeletingSink):
             self._shown_controls[k] = None if self._controls is None else ()
-            self._record_edit(k, REPLACED_PART, started)
+            self._record_edit(k, text, started)
 
     # -- sending -----------------------------------------------------------------------------
 

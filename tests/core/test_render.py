@@ -1127,7 +1127,7 @@ async def test_a_shorter_regeneration_fills_the_first_messages_and_deletes_the_r
 
 async def test_without_delete_the_surplus_messages_are_emptied_to_a_note() -> None:
     clock = FakeClock()
-    sink = ControlsRecordingSink(20, clock=clock)
+    sink = ControlsRecordingSink(40, clock=clock)
     assert not isinstance(sink, DeletingSink)
     old = await old_reply(sink, "old one", "old two")
     r = StreamRenderer(sink, min_interval=1.0, clock=clock, controls=(STOP,), replace=old)
@@ -1265,7 +1265,9 @@ def test_any_regeneration_leaves_exactly_the_new_text_visible(
         if "delete" in kinds:  # after every edit and post
             assert "delete" not in kinds[: max(i for i, k in enumerate(kinds) if k != "delete")]
     else:
-        assert sink.messages == expected + [REPLACED_PART] * (len(sink.messages) - len(expected))
+        replaced = REPLACED_PART if len(REPLACED_PART) <= max_len else PENDING_PART
+        assert all(len(m) <= max_len for m in sink.messages)
+        assert sink.messages == expected + [replaced] * (len(sink.messages) - len(expected))
 
 
 async def test_an_earlier_replaced_message_deleted_meanwhile_is_skipped() -> None:
