@@ -270,6 +270,12 @@ class Message:
         done = sum(len(step.text) for step in self.tool_steps)
         return self.text[done:]
 
+    #: An assistant reply's platform messages (their refs, in order) when it took more than one
+    #: (split at the platform's length limit): what a regeneration renders into, so no part of
+    #: the old answer stays visible (:func:`core.delivery.deliver`). Recorded after the reply is
+    #: shown (:meth:`core.engine.ChatEngine.remember_messages`); ``()`` for one message.
+    refs: tuple[str, ...] = ()
+
     @property
     def text(self) -> str:
         """What the user sees now: the deltas so far while streaming, else ``content``."""
@@ -304,6 +310,8 @@ class Message:
             data["user"] = self.user
         if self.tool_steps:
             data["tool_steps"] = [step.to_dict() for step in self.tool_steps]
+        if self.refs:
+            data["refs"] = list(self.refs)
         return data
 
     @classmethod
@@ -326,6 +334,7 @@ class Message:
                 for step in data.get("tool_steps") or ()
                 if isinstance(step, Mapping)
             ),
+            refs=tuple(clean_text(str(r)) for r in data.get("refs") or ()),
         )
 
     @property

@@ -39,6 +39,7 @@ __all__ = [
     "deliver",
     "deliver_with",
     "final_note",
+    "replaced_messages",
     "shown_events",
     "thinking_line",
 ]
@@ -271,7 +272,12 @@ async def deliver(
     ``controls``: the message carries the reply's buttons (:mod:`core.controls`; ``sink`` is
     a :class:`~core.render.ControlsSink`): Stop while it streams, Regenerate and 👍/👎 from
     the final edit on. ``reuse``: render into this existing message (a ref ``sink.edit``
-    takes) instead of posting a new one: a regeneration replaces the old answer's text."""
+    takes) instead of posting a new one: a regeneration replaces the old answer's text. When
+    ``reuse`` is the last message of a reply that took several (``reply.replaced_refs``, kept
+    with its turn), the regeneration renders into all of them in order: more are posted after
+    them when it needs more, and those it does not need are deleted at the end (edited to
+    :data:`~core.render.REPLACED_PART` where the sink cannot delete), so only the new text
+    stays visible."""
     renderer = StreamRenderer(
         sink,
         min_interval=min_interval,
@@ -280,7 +286,7 @@ async def deliver(
         window_limit=window_limit,
         window_seconds=window_seconds,
         controls=streaming_controls(reply.key, reply.id) if controls else None,
-        reuse=reuse,
+        replace=replaced_messages(reply, reuse),
     )
     return await deliver_with(engine, reply, renderer, controls=controls)
 
@@ -330,6 +336,20 @@ async def deliver_with(
         if result is not None and not result.gone and ended is not None:
             lag = engine.clock.now() - ended
         _record(engine, reply, renderer, result, failed=failed, lag=lag)
+        if controls and result is not None and not failed:
+            await _remember(engine, reply, result)
+
+
+def replaced_messages(reply: Reply, reuse: Any) -> tuple[Any, ...]:
+    """The messages a regeneration clicked in ``reuse`` renders into, in order: all of the
+    replaced reply's when ``reuse`` is its last (where its buttons are), else ``reuse`` alone
+    (a reply whose messages were not remembered: recorded before they were, or not saved)."""
+    if reuse is None:
+        return ()
+    refs = reply.replaced_refs
+    if len(refs) > 1 and str(reuse) == refs[-1]:
+        return (*refs[:-1], reuse)
+    return (reuse,)
 
 
 def _untouched(reply: Reply) -> bool:
@@ -338,6 +358,16 @@ def _untouched(reply: Reply) -> bool:
     if reply.replaces is None or reply.stored:
         return False
     return reply.status is Status.CANCELLED or reply.error == NOT_LATEST
+
+
+async def _remember(engine: ChatEngine, reply: Reply, result: RenderResult) -> None:
+    """Keep the messages of a reply that took several with its turn (it can be regenerated
+    into all of them); only refs a store can keep (strings), and never for one message."""
+    refs = result.refs
+    if result.gone or not reply.stored or len(refs) < 2:
+        return
+    if all(isinstance(ref, str) for ref in refs):
+        await engine.remember_messages(reply, refs)
 
 
 async def _feed_shown(engine: ChatEngine, reply: Reply, renderer: Renderer) -> None:
@@ -401,7 +431,7 @@ def _record(
     """One reply's platform requests (a renderer that counts none records none), budget wait and
     final lag; a renderer that stopped on a platform error counts that request as an error."""
     if result is not None:
-        ok = result.posts + result.edits
+        ok = result.posts + result.edits + result.cleared
     else:
         ok = int(getattr(renderer, "posts", 0)) + int(getattr(renderer, "edits", 0))
     transient = int(getattr(renderer, "transient", 0))

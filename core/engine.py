@@ -208,6 +208,7 @@ class Reply:
         "prompt",
         "reasoning",
         "reasoning_since",
+        "replaced_refs",
         "replaces",
         "started",
         "stored",
@@ -247,6 +248,9 @@ class Reply:
         self.heard: asyncio.Future[Any] | None = None
         #: A regeneration's: the id of the reply it replaces (:meth:`ChatEngine.regenerate`).
         self.replaces: str | None = None
+        #: A regeneration's: the platform messages the replaced reply was shown in, in order,
+        #: when known (:attr:`~core.conversations.Message.refs`); ``()``: only the clicked one.
+        self.replaced_refs: tuple[str, ...] = ()
         #: True once its turn is in the conversation (saved): the reply can be regenerated
         #: and rated (a prompt stopped while queued never is).
         self.stored = False
@@ -842,7 +846,7 @@ class ChatEngine:
             if self.cluster.shared and self._stop_listener is None:
                 await self._listen_for_stops()
         # The reply stays the asker's (they may stop it), whoever pressed the button.
-        return self._enqueue(
+        reply = self._enqueue(
             key,
             conversation,
             asked.content,
@@ -852,6 +856,34 @@ class ChatEngine:
             found.notes,
             replaces=reply_id,
         )
+        refs = found.refs
+        last = self._last.get(key)
+        if not refs and last is not None and last.id == reply_id:
+            refs = last.message.refs  # shown a moment ago: its save may still be under way
+        reply.replaced_refs = refs
+        return reply
+
+    async def remember_messages(self, reply: Reply, refs: Sequence[str]) -> None:
+        """Keep the platform messages ``reply`` was shown in (in order) with its turn, so that
+        a regeneration, in this process or another, after a restart too, renders into all of
+        them (:attr:`Message.refs <core.conversations.Message.refs>`). At once in this process;
+        in the store by one more save of the conversation (as :meth:`set_model` saves). Never
+        raises: a reply not remembered is regenerated into the clicked message only."""
+        refs = tuple(refs)
+        reply.message.refs = refs
+        key = reply.key
+        try:
+            with _reaching_store(key):
+                conversation = await self.get(key)
+                if conversation is None:
+                    return
+                for message in reversed(conversation.messages):
+                    if message.id == reply.id and message.role == "assistant":
+                        message.refs = refs
+                        await self.store.save(conversation)
+                        return
+        except Exception as exc:
+            log.warning("%s: could not remember the reply's messages (%s)", key, type(exc).__name__)
 
     async def stop_reply(self, key: ConversationKey, reply_id: str) -> bool:
         """Stop the reply ``reply_id`` when it runs or waits its turn (here, or in another

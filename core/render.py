@@ -17,6 +17,11 @@ Buttons (:mod:`core.controls`): a renderer given ``controls`` calls the sink's `
 none on a message frozen full, the final controls (``finish(note, controls=...)``) on the last
 message in the final edit. Without ``controls`` the sink is called as before.
 
+A regeneration (``replace=``: the messages of the reply it replaces, in order) renders into those
+messages in order, posts more after them when it needs more, shows :data:`PENDING_PART` in the ones
+its text has not reached yet, and at the end deletes those it did not need (:class:`DeletingSink`;
+a sink without ``delete`` gets them edited to :data:`REPLACED_PART`): only the new text stays.
+
 Adapters implement :class:`MessageSink` and only classify what the platform answered:
 :class:`SinkRateLimited` (a 429), :class:`SinkTransient` (worth retrying), :class:`SinkGone` (the
 message is gone); anything else is fatal. The retry policy lives here, once.
@@ -40,12 +45,15 @@ if TYPE_CHECKING:
     from core.controls import Control
 
 __all__ = [
+    "PENDING_PART",
     "PROGRESS_LINES",
     "PROGRESS_LINE_CHARS",
+    "REPLACED_PART",
     "TRANSIENT_RETRIES",
     "TRANSIENT_WAIT",
     "BufferedRenderer",
     "ControlsSink",
+    "DeletingSink",
     "MessageSink",
     "RenderResult",
     "SinkGone",
@@ -66,6 +74,13 @@ TRANSIENT_WAIT = 1.0
 #: :meth:`StreamRenderer.show_progress` shows the latest this many lines, each at most this long.
 PROGRESS_LINES = 8
 PROGRESS_LINE_CHARS = 150
+
+#: What a replaced reply's later messages show while its regeneration is written into the
+#: first ones (no part of the old answer stays visible under the new one).
+PENDING_PART = "…"
+#: What a replaced reply's message the new one does not need ends on, on a platform whose sink
+#: cannot delete (:class:`DeletingSink`); the new answer is in the messages above it.
+REPLACED_PART = "(replaced by the answer above)"
 
 
 @runtime_checkable
@@ -101,6 +116,16 @@ class ControlsSink(Protocol):
     async def post(self, text: str, *, controls: Sequence[Control] = ()) -> Any: ...
 
     async def edit(self, ref: Any, text: str, *, controls: Sequence[Control] = ()) -> None: ...
+
+
+@runtime_checkable
+class DeletingSink(Protocol):
+    """A sink that can also delete one of its messages: a regeneration that needs fewer
+    messages than the reply it replaces deletes the rest (a sink without ``delete`` edits them
+    to :data:`REPLACED_PART`). A message already gone is no error (return quietly); a 429 or a
+    transient failure is raised as for ``edit``."""
+
+    async def delete(self, ref: Any) -> None: ...
 
 
 class SinkRateLimited(Exception):
@@ -149,11 +174,14 @@ def with_note(text: str, note: str | None) -> str:
 class RenderResult:
     """What a finished renderer left on the platform."""
 
-    refs: tuple[Any, ...]  # platform refs of the posted messages, in order
+    refs: tuple[Any, ...]  # platform refs of the reply's messages, in order
     texts: tuple[str, ...]  # their final texts
     posts: int
     edits: int
     gone: bool = False  # the sink raised SinkGone; the texts are what was shown before
+    #: Messages of a replaced reply deleted (or, without ``delete``, emptied to
+    #: :data:`REPLACED_PART`) because the new one needed fewer; not in ``refs``.
+    cleared: int = 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -402,6 +430,12 @@ class StreamRenderer(BufferedRenderer):
     ``core.split.find_cut`` and the reply continues in a new message, so the final messages equal
     ``split_message(with_note(text, note), max_len)``. ``finish`` does the final edit(s).
 
+    ``reuse``/``replace``: render into existing messages (a regeneration; see the module doc). The
+    first update of each is an edit, due at once; the replaced messages the text does not fill show
+    :data:`PENDING_PART` once the reply shows anything, and are cleared (deleted, or edited to
+    :data:`REPLACED_PART`) after every other message has its final text, each taking a slot of the
+    edit budgets. A reply that shows nothing (a regeneration that never ran) touches none of them.
+
     A :class:`SinkRateLimited` is waited out (``retry_after``; a shared one defers the budget too)
     and a :class:`SinkTransient` a few times (:data:`TRANSIENT_RETRIES`, waits growing from
     :data:`TRANSIENT_WAIT`); each retry sends the latest text. If the sink raises
@@ -412,6 +446,7 @@ class StreamRenderer(BufferedRenderer):
     """
 
     __slots__ = (
+        "_cleared",
         "_controls",
         "_edits",
         "_final_controls",
@@ -423,6 +458,7 @@ class StreamRenderer(BufferedRenderer):
         "_posts",
         "_rate_limited",
         "_refs",
+        "_reused",
         "_settled",
         "_shown",
         "_shown_controls",
@@ -448,6 +484,7 @@ class StreamRenderer(BufferedRenderer):
         window_seconds: float = 0.0,
         controls: Sequence[Control] | None = None,
         reuse: Any = None,
+        replace: Sequence[Any] = (),
     ) -> None:
         if window_limit < 0 or window_seconds < 0:
             raise ValueError("window_limit and window_seconds must not be negative")
@@ -470,13 +507,20 @@ class StreamRenderer(BufferedRenderer):
         self._controls = None if controls is None else tuple(controls)
         self._final_controls: tuple[Control, ...] = ()  # finish(controls=...)
         self._shown_controls: list[tuple[Control, ...] | None] = []
-        if reuse is not None:
-            # Render into a message that exists (a regenerated reply): its first update is an
-            # edit, due at once, whatever the message shows now.
-            self._refs.append(reuse)
+        reused = tuple(replace) or (() if reuse is None else (reuse,))
+        if reuse is not None and replace and reuse not in replace:
+            raise ValueError("reuse must be one of the messages in replace")
+        for ref in reused:
+            # Render into messages that exist (a regenerated reply): each one's first update is
+            # an edit, due at once, whatever the message shows now.
+            self._refs.append(ref)
             self._shown.append("")
             self._shown_controls.append(None)
             self._last.append(-math.inf)
+        #: How many messages of a replaced reply this one renders into; those its text does not
+        #: fill show :data:`PENDING_PART` while it streams and are cleared at the end.
+        self._reused = len(reused)
+        self._cleared: set[int] = set()  # replaced messages deleted (or emptied) at the end
         #: Messages whose final edit is owed to the edit budgets (their reserve). The first is
         #: owed from the start: a burst of questions reserves its finals before the first words
         #: arrive, not one post at a time while earlier replies spend the window on interim edits.
@@ -605,6 +649,12 @@ class StreamRenderer(BufferedRenderer):
         post = k == len(self._refs)
         if await self._take_slot(final=final, first=not self._refs, post=post):
             self._absorb()  # send what arrived while we queued
+        if self._finishing and self._surplus(k):
+            # finish() may have come while a placeholder waited for its slot: clear only once
+            # the new text is complete above it (else the slot goes to the next pick).
+            if not any(not self._current(i) for i in range(self._settled, self._parts())):
+                await self._clear(k)
+            return False
         if k in self._owing and (self._finishing or k < len(self._frozen)):
             self._settle(k)  # its final has its slot: the reserve is free again
         await self._send(k, self._desired(k), self._desired_controls(k))
@@ -632,7 +682,70 @@ class StreamRenderer(BufferedRenderer):
             self._prefix_len = len(cut.reopen)
 
     def _result(self, *, gone: bool) -> RenderResult:
-        return RenderResult(tuple(self._refs), tuple(self._shown), self._posts, self._edits, gone)
+        cleared = self._cleared
+        if not cleared:
+            refs, texts = tuple(self._refs), tuple(self._shown)
+        else:
+            kept = [k for k in range(len(self._refs)) if k not in cleared]
+            refs = tuple(self._refs[k] for k in kept)
+            texts = tuple(self._shown[k] for k in kept)
+        return RenderResult(refs, texts, self._posts, self._edits, gone, len(cleared))
+
+    # -- a replaced reply's messages ---------------------------------------------------------
+
+    def _parts(self) -> int:
+        """How many messages the text needs now."""
+        return len(self._frozen) + (1 if self._body else 0)
+
+    def _surplus(self, k: int) -> bool:
+        """Message ``k`` is one of a replaced reply's that the text does not fill (yet). Only
+        once there is something to show: a regeneration that never ran touches nothing."""
+        parts = self._parts()
+        return 0 < parts <= k < self._reused
+
+    def _skippable(self, k: int) -> bool:
+        """Message ``k`` is an earlier part of the replaced reply that this renderer has not
+        updated yet: one deleted meanwhile (by a moderator) is skipped, the text goes on in the
+        next. The clicked (last) one's being gone stops the reply, as for any reply message."""
+        return k < self._reused - 1 and self._last[k] == -math.inf
+
+    def _skip(self, k: int) -> None:
+        """Forget message ``k`` (gone before this renderer touched it): the later ones move up.
+        Only replaced messages follow it that have not been updated either (first updates go
+        in order), or were posted (kept in ``_owing``, ``_cleared`` by index)."""
+        for seq in (self._refs, self._shown, self._shown_controls, self._last):
+            del seq[k]
+        self._reused -= 1
+        self._owing = {i - 1 if i > k else i for i in self._owing}
+        self._cleared = {i - 1 if i > k else i for i in self._cleared}
+
+    async def _clear(self, k: int) -> None:
+        """The text ended without message ``k`` of the replaced reply: delete it (or, where
+        the sink cannot delete, empty it to :data:`REPLACED_PART`, its buttons removed)."""
+        sink: Any = self._sink
+        started = self._clock.now()
+        # (A sink whose messages cannot hold the note gets the placeholder.)
+        text = REPLACED_PART if len(REPLACED_PART) <= self._max_len else PENDING_PART
+        try:
+            if isinstance(sink, DeletingSink):
+                await sink.delete(self._refs[k])
+            elif self._controls is None:
+                await sink.edit(self._refs[k], text)
+            else:
+                await sink.edit(self._refs[k], text, controls=())
+        except SinkRateLimited as exc:
+            await self._wait_out_rate_limit(exc, post=False)
+            return
+        except SinkTransient as exc:
+            await self._wait_out_transient(exc)
+            return
+        except SinkGone:
+            pass  # deleted already: what was wanted
+        self._transient_streak = 0
+        self._cleared.add(k)
+        if not isinstance(sink, DeletingSink):
+            self._shown_controls[k] = None if self._controls is None else ()
+            self._record_edit(k, text, started)
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -660,6 +773,11 @@ class StreamRenderer(BufferedRenderer):
             return
         except SinkTransient as exc:
             await self._wait_out_transient(exc)
+            return
+        except SinkGone:
+            if not (posted and self._skippable(k)):
+                raise
+            self._skip(k)
             return
         self._transient_streak = 0
         if posted:
@@ -720,7 +838,7 @@ class StreamRenderer(BufferedRenderer):
         written, the final ones on the last message once finishing, none on a full one."""
         if self._controls is None:
             return None
-        if k < len(self._frozen):
+        if k < len(self._frozen) or self._surplus(k):
             return ()
         return self._final_controls if self._finishing else self._controls
 
@@ -734,6 +852,8 @@ class StreamRenderer(BufferedRenderer):
         """What message ``k`` should show now."""
         if k < len(self._frozen):
             return self._frozen[k]
+        if self._surplus(k):
+            return PENDING_PART
         body = self._body
         if self._finishing:
             return body
@@ -751,6 +871,8 @@ class StreamRenderer(BufferedRenderer):
         frozen_count = len(self._frozen)
         shows = self._body or (self._trailer and not self._finishing)
         total = frozen_count + (1 if shows else 0)
+        if total:
+            total = max(total, self._reused)  # a replaced reply's messages the text leaves
         best_k = -1
         best_due = math.inf
         windowed = self._window is not None
@@ -761,7 +883,14 @@ class StreamRenderer(BufferedRenderer):
                 if now < best_due:
                     best_k, best_due = k, now
                 break
-            if not self._current(k):
+            if k in self._cleared:
+                pass
+            elif self._finishing and self._surplus(k):
+                # Cleared once the new text is complete above it (not an edit of the window).
+                if best_k < 0:
+                    best_k, best_due = k, now
+                break
+            elif not self._current(k):
                 if windowed and (self._finishing or k < frozen_count):
                     due = max(room, now)  # a final goes as soon as the platform allows it
                 else:

@@ -449,6 +449,8 @@ class DiscordBot(discord.AutoShardedClient):
         if entry is None:
             return
         sink, reply = entry
+        if str(payload.message_id) in sink.deleted:
+            return  # the reply deleted it itself (a regeneration needed fewer messages)
         sink.mark_gone()
         reply.cancel()
         await reply

@@ -114,6 +114,7 @@ class Route:
 
 CREATE_MESSAGE = Route("POST", "/channels/{channel_id}/messages", "channel_id")
 EDIT_MESSAGE = Route("PATCH", "/channels/{channel_id}/messages/{message_id}", "channel_id")
+DELETE_MESSAGE = Route("DELETE", "/channels/{channel_id}/messages/{message_id}", "channel_id")
 TRIGGER_TYPING = Route("POST", "/channels/{channel_id}/typing", "channel_id")
 EDIT_WEBHOOK_MESSAGE = Route(
     "PATCH", "/webhooks/{application_id}/{token}/messages/{message_id}", "token", auth=False
@@ -122,7 +123,7 @@ CREATE_FOLLOWUP = Route("POST", "/webhooks/{application_id}/{token}", "token", a
 
 
 class DiscordRest:
-    """A small REST client for message create/edit, interaction webhooks and typing."""
+    """A small REST client for message create/edit/delete, interaction webhooks and typing."""
 
     def __init__(
         self,
@@ -179,6 +180,10 @@ class DiscordRest:
                 EDIT_MESSAGE, payload=payload, channel_id=channel_id, message_id=message_id
             ),
         )
+
+    async def delete_message(self, channel_id: str, message_id: str) -> None:
+        """Delete one of the bot's own messages (no permission needed for that)."""
+        await self.request(DELETE_MESSAGE, channel_id=channel_id, message_id=message_id)
 
     async def trigger_typing(self, channel_id: str) -> None:
         await self.request(TRIGGER_TYPING, channel_id=channel_id)

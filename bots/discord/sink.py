@@ -100,6 +100,9 @@ class ChannelSink(_Sink):
         self.reply_to = reply_to
         self.guild_id = guild_id
         self.posted: list[str] = []
+        #: Messages this sink deleted itself (a regeneration's surplus parts): their
+        #: MESSAGE_DELETE on the gateway is not someone deleting the reply.
+        self.deleted: set[str] = set()
 
     async def post(self, text: str, *, controls: Sequence[Control] | None = None) -> str:
         payload = _payload(text, controls)
@@ -122,9 +125,31 @@ class ChannelSink(_Sink):
 
     async def edit(self, ref: Any, text: str, *, controls: Sequence[Control] | None = None) -> None:
         payload = _payload(text, controls)
-        await self._call(
-            lambda: self.rest.edit_message(self.channel_id, str(ref), payload), idempotent=True
-        )
+        was_gone = self.gone
+        try:
+            await self._call(
+                lambda: self.rest.edit_message(self.channel_id, str(ref), payload), idempotent=True
+            )
+        except SinkGone:
+            if not was_gone and str(ref) not in self.posted:
+                # A message of a reply being regenerated, deleted meanwhile: the renderer may
+                # skip it and go on in the others (core.render), so the sink is not gone.
+                self.gone = False
+            raise
+
+    async def delete(self, ref: Any) -> None:
+        """Delete one of the reply's messages (a regeneration needed fewer: the renderer does
+        it last, once the new text is complete); one already gone is no error, and does not
+        make the sink gone; its MESSAGE_DELETE does not either (:attr:`deleted`)."""
+        self.deleted.add(str(ref))
+        try:
+            await self.rest.delete_message(self.channel_id, str(ref))
+        except DiscordNotFound:
+            return
+        except DiscordServerError as exc:
+            raise SinkTransient(exc) from None
+        except DiscordUnreachable as exc:
+            raise SinkTransient(exc) from None  # deleting twice is harmless
 
 
 class InteractionSink(_Sink):
@@ -137,23 +162,26 @@ class InteractionSink(_Sink):
         self.application_id = application_id
         self.token = token
         self.ephemeral = ephemeral
-        self._original = False
+        self._original: str | None = None  # the response's message id, once it is shown
 
     def __repr__(self) -> str:  # the interaction token is a credential for 15 minutes
         return f"InteractionSink(application_id={self.application_id!r})"
 
     async def post(self, text: str, *, controls: Sequence[Control] | None = None) -> str:
         payload = _payload(text, controls)
-        if not self._original:
-            await self._call(
+        if self._original is None:
+            data = await self._call(
                 lambda: self.rest.edit_webhook_message(
                     self.application_id, self.token, "@original", payload
                 ),
                 idempotent=True,
             )
-            self._original = True
-            self._posted("@original")
-            return "@original"
+            # Its real id (a ref that outlives the 15-minute token: a regeneration edits it
+            # through the channel); "@original" only if Discord did not say.
+            found = data.get("id") if isinstance(data, dict) else None
+            self._original = str(found) if found else "@original"
+            self._posted(self._original)
+            return self._original
         if self.ephemeral:
             payload["flags"] = _EPHEMERAL
         data = await self._call(
@@ -166,9 +194,10 @@ class InteractionSink(_Sink):
 
     async def edit(self, ref: Any, text: str, *, controls: Sequence[Control] | None = None) -> None:
         payload = _payload(text, controls)
+        target = "@original" if str(ref) == self._original else str(ref)
         await self._call(
             lambda: self.rest.edit_webhook_message(
-                self.application_id, self.token, str(ref), payload
+                self.application_id, self.token, target, payload
             ),
             idempotent=True,
         )

@@ -481,3 +481,82 @@ async def test_a_regeneration_stopped_before_it_ran_leaves_the_message_as_it_was
     assert (again.posts, again.edits) == (0, 0)
     assert (sink.messages, sink.buttons) == shown
     assert (await engine.conversation(KEY)).messages[-1].id == first.id
+
+
+class NamedRefSink:
+    """A deleting sink with string refs (``"m0"``, ``"m1"``…), as platforms have them (a
+    Discord message id, a Slack ts): those are the refs a reply's turn can keep."""
+
+    def __init__(self, max_len: int, clock: FakeClock) -> None:
+        from tests.core.test_render import DeletingRecordingSink
+
+        self.inner = DeletingRecordingSink(max_len, clock=clock)
+        self.max_len = max_len
+
+    async def post(self, text: str, *, controls: Any = ()) -> str:
+        return f"m{await self.inner.post(text, controls=controls)}"
+
+    async def edit(self, ref: str, text: str, *, controls: Any = ()) -> None:
+        await self.inner.edit(int(ref[1:]), text, controls=controls)
+
+    async def delete(self, ref: str) -> None:
+        await self.inner.delete(int(ref[1:]))
+
+
+async def test_a_regeneration_renders_into_every_message_of_a_long_reply_even_after_a_restart(
+    make_engine: EngineMaker, tmp_path: Any
+) -> None:
+    from core.controls import Action, action_id, press
+
+    clock = FakeClock()
+    store = f"sqlite:///{tmp_path / 'c.db'}"
+    engine = make_engine(options={"words": 120}, store_url=store)
+    sink = NamedRefSink(200, clock)
+    first = await engine.submit(KEY, "tell me a lot")
+    # Awaited as they are (min_interval 0: nothing sleeps), the SQLite store works in a thread.
+    done = await deliver(engine, first, sink, min_interval=0, clock=clock, controls=True)
+    assert len(done.refs) >= 3
+    # The turn keeps its messages, in the store too.
+    assert (await engine.conversation(KEY)).messages[-1].refs == done.refs
+    await engine.aclose()
+
+    again_engine = make_engine(options={"words": 5}, store_url=store)  # a new process
+    pressed = await press(again_engine, KEY, action_id(Action.REGENERATE, KEY, first.id), None)
+    assert pressed.reply is not None
+    assert pressed.reply.replaced_refs == done.refs
+    again = await deliver(
+        again_engine,
+        pressed.reply,
+        sink,
+        min_interval=0,
+        clock=clock,
+        controls=True,
+        reuse=done.refs[-1],
+    )
+
+    new_text = echo_text("tell me a lot", 5)
+    assert again.refs == done.refs[:1]
+    assert again.cleared == len(done.refs) - 1
+    assert sink.inner.visible == [new_text]
+    # One message now: nothing more to remember.
+    assert (await again_engine.conversation(KEY)).messages[-1].refs == ()
+
+
+async def test_a_reply_in_one_message_or_without_buttons_keeps_no_refs(
+    make_engine: EngineMaker,
+) -> None:
+    clock = FakeClock()
+    engine = make_engine(options={"words": 120})
+    short = await engine.submit(KEY, "short")
+    await clock.run(
+        deliver(
+            engine, short, NamedRefSink(2000, clock), min_interval=0, clock=clock, controls=True
+        )
+    )
+    assert (await engine.conversation(KEY)).messages[-1].refs == ()
+    long = await engine.submit(OTHER, "long")
+    done = await clock.run(
+        deliver(engine, long, NamedRefSink(200, clock), min_interval=0, clock=clock)
+    )
+    assert len(done.refs) > 1
+    assert (await engine.conversation(OTHER)).messages[-1].refs == ()

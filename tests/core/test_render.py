@@ -17,12 +17,15 @@ from core.budget import EditBudget, SendBudgets
 from core.clock import Clock, FakeClock, MonotonicClock
 from core.controls import Action, Control
 from core.render import (
+    PENDING_PART,
     PROGRESS_LINE_CHARS,
     PROGRESS_LINES,
+    REPLACED_PART,
     TRANSIENT_RETRIES,
     TRANSIENT_WAIT,
     BufferedRenderer,
     ControlsSink,
+    DeletingSink,
     MessageSink,
     RenderResult,
     SinkGone,
@@ -1101,3 +1104,260 @@ async def test_progress_before_any_text_is_the_message_and_is_cut_to_its_limits(
     assert len(sink.messages[0]) == 400
     await clock.run(renderer.finish())
     assert sink.messages == ["y" * 300]
+
+
+# -- a regeneration renders into all of the replaced reply's messages ----------------------------
+
+
+class DeletingRecordingSink(ControlsRecordingSink):
+    """A ControlsRecordingSink that can delete; a deleted message takes no further call.
+
+    ``delete_faults``: the n-th delete (0-based) raises that exception instead."""
+
+    def __init__(self, *args: Any, delete_faults: dict[int, Exception] | None = None, **kw: Any):
+        super().__init__(*args, **kw)
+        self.deleted: set[int] = set()
+        self.delete_attempts = 0
+        self.delete_faults = dict(delete_faults or {})
+
+    async def edit(self, ref: Any, text: str, *, controls: Sequence[Control] = ()) -> None:
+        assert ref not in self.deleted
+        await super().edit(ref, text, controls=controls)
+
+    async def delete(self, ref: Any) -> None:
+        attempt = self.delete_attempts
+        self.delete_attempts += 1
+        self.attempt_times.append(self.clock.now())
+        await asyncio.sleep(0)
+        fault = self.delete_faults.pop(attempt, None)
+        if fault is not None:
+            raise fault
+        assert ref not in self.deleted
+        self.deleted.add(ref)
+        self.calls.append(("delete", ref, "", ()))
+
+    @property
+    def visible(self) -> list[str]:
+        return [m for k, m in enumerate(self.messages) if k not in self.deleted]
+
+
+async def old_reply(sink: ControlsRecordingSink, *parts: str) -> list[int]:
+    """An earlier reply's messages, buttons on the last; the sink's calls then cleared."""
+    refs = [await sink.post(p) for p in parts[:-1]]
+    refs.append(await sink.post(parts[-1], controls=(REGEN, UP)))
+    sink.calls.clear()
+    return refs
+
+
+async def test_a_shorter_regeneration_fills_the_first_messages_and_deletes_the_rest() -> None:
+    clock = FakeClock()
+    sink = DeletingRecordingSink(20, clock=clock)
+    assert isinstance(sink, DeletingSink)
+    old = await old_reply(sink, "old one", "old two", "old three")
+    r = StreamRenderer(sink, min_interval=1.0, clock=clock, controls=(STOP,), replace=old)
+    await r.feed("new")
+    await clock.settle()
+    # While it streams, the later parts of the old answer show a placeholder, without buttons.
+    assert sink.messages == ["new" + MARKER, PENDING_PART, PENDING_PART]
+    assert sink.buttons == [(STOP.action_id,), (), ()]
+    result = await clock.run(r.finish(controls=(REGEN, UP)))
+    assert sink.visible == ["new"]
+    assert sink.buttons[0] == (REGEN.action_id, UP.action_id)
+    assert sink.deleted == {old[1], old[2]}
+    # Deleted last, once the new answer is complete above them.
+    assert [c[:2] for c in sink.calls[-3:]] == [("edit", 0), ("delete", 1), ("delete", 2)]
+    assert (result.refs, result.texts) == ((old[0],), ("new",))
+    assert (result.posts, result.cleared) == (0, 2)
+
+
+async def test_without_delete_the_surplus_messages_are_emptied_to_a_note() -> None:
+    clock = FakeClock()
+    sink = ControlsRecordingSink(40, clock=clock)
+    assert not isinstance(sink, DeletingSink)
+    old = await old_reply(sink, "old one", "old two")
+    r = StreamRenderer(sink, min_interval=1.0, clock=clock, controls=(STOP,), replace=old)
+    await r.feed("new")
+    result = await clock.run(r.finish(controls=(REGEN,)))
+    assert sink.messages == ["new", REPLACED_PART]
+    assert sink.buttons == [(REGEN.action_id,), ()]
+    assert (result.refs, result.cleared) == ((old[0],), 1)
+
+
+async def test_a_longer_regeneration_edits_the_old_messages_in_order_then_posts() -> None:
+    clock = FakeClock()
+    sink = DeletingRecordingSink(20, clock=clock)
+    old = await old_reply(sink, "old one", "old two")
+    text = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu"
+    r = StreamRenderer(sink, min_interval=1.0, clock=clock, controls=(STOP,), replace=old)
+    for word in text.split(" "):
+        await r.feed(word + " ")
+        await clock.advance(0.3)
+    result = await clock.run(r.finish(controls=(REGEN,)))
+    expected = split_message(text + " ", 20)
+    assert len(expected) > 2
+    assert sink.messages == expected
+    assert not sink.deleted
+    assert result.refs[:2] == tuple(old)
+    assert result.posts == len(expected) - 2
+    assert sink.buttons == [()] * (len(expected) - 1) + [(REGEN.action_id,)]
+
+
+async def test_a_regeneration_that_shows_nothing_touches_none_of_the_old_messages() -> None:
+    clock = FakeClock()
+    sink = DeletingRecordingSink(20, clock=clock)
+    old = await old_reply(sink, "old one", "old two")
+    r = StreamRenderer(sink, min_interval=1.0, clock=clock, controls=(STOP,), replace=old)
+    result = await clock.run(r.finish(None))
+    assert sink.calls == []
+    assert sink.messages == ["old one", "old two"]
+    assert result.refs == tuple(old)
+
+
+async def test_a_rate_limited_delete_is_retried_and_a_gone_one_counts_as_deleted() -> None:
+    clock = FakeClock()
+    sink = DeletingRecordingSink(
+        20,
+        clock=clock,
+        delete_faults={0: SinkRateLimited(2.0), 2: SinkGone("deleted by someone")},
+    )
+    old = await old_reply(sink, "old one", "old two", "old three")
+    r = StreamRenderer(sink, min_interval=1.0, clock=clock, controls=(STOP,), replace=old)
+    await r.feed("new")
+    result = await clock.run(r.finish(controls=(REGEN,)))
+    assert sink.delete_attempts == 3
+    assert r.rate_limited == 1
+    assert (result.refs, result.cleared) == ((old[0],), 2)
+    assert sink.deleted == {old[1]}  # the other one was gone already
+
+
+async def test_surplus_deletes_take_the_shared_edit_budget() -> None:
+    clock = FakeClock()
+    sink = DeletingRecordingSink(20, clock=clock)
+    old = await old_reply(sink, "old one", "old two", "old three", "old four")
+    budget = EditBudget(1, 1.0, burst=1, clock=clock)
+    r = StreamRenderer(
+        sink, min_interval=1.0, clock=clock, controls=(STOP,), replace=old, budget=budget
+    )
+    await r.feed("new")
+    await clock.run(r.finish(controls=(REGEN,)))
+    assert sink.visible == ["new"]
+    assert len(sink.deleted) == 3
+    requests = sink.attempt_times[4:]  # after the old reply's posts
+    assert len(requests) >= 4  # the final edit and three deletes, at least
+    assert_rate(requests, 1, 1.0)  # edits and deletes together, 1/s
+
+
+def test_reuse_must_be_among_the_replaced_messages() -> None:
+    sink = ControlsRecordingSink(clock=FakeClock())
+    with pytest.raises(ValueError, match="reuse must be one of"):
+        StreamRenderer(sink, min_interval=1.0, controls=(STOP,), reuse=5, replace=(1, 2))
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(
+    deltas=deltas_st,
+    max_len=st.integers(20, 120),
+    old_parts=st.integers(1, 4),
+    note=st.sampled_from([None, "⏹ stopped"]),
+    can_delete=st.booleans(),
+    budget_burst=st.sampled_from([0, 1]),  # 0: no budget
+)
+def test_any_regeneration_leaves_exactly_the_new_text_visible(
+    deltas: list[tuple[str, float]],
+    max_len: int,
+    old_parts: int,
+    note: str | None,
+    can_delete: bool,
+    budget_burst: int,
+) -> None:
+    text = "".join(d for d, _ in deltas)
+    full = with_note(text, note)
+    assume(full and _repairable(full, max_len))
+
+    async def scenario() -> tuple[ControlsRecordingSink, RenderResult, list[int]]:
+        clock = FakeClock()
+        kind = DeletingRecordingSink if can_delete else ControlsRecordingSink
+        sink = kind(max_len, clock=clock)
+        old = await old_reply(sink, *(f"OLD{k}" for k in range(old_parts)))
+        budget = EditBudget(2, 1.0, burst=budget_burst, clock=clock) if budget_burst else None
+        r = StreamRenderer(
+            sink, min_interval=1.0, clock=clock, controls=(STOP,), replace=old, budget=budget
+        )
+        for delta, pause in deltas:
+            await r.feed(delta)
+            if pause:
+                await clock.advance(pause)
+            else:
+                await asyncio.sleep(0)
+        return sink, await clock.run(r.finish(note, controls=(REGEN,))), old
+
+    sink, result, old = asyncio.run(scenario())
+    expected = split_message(full, max_len)
+    refs = list(result.refs)
+    assert [sink.messages[k] for k in refs] == expected
+    assert refs[: min(old_parts, len(expected))] == old[: len(expected)]  # in place, in order
+    assert refs == sorted(refs)
+    assert all(sink.buttons[k] == () for k in refs[:-1])
+    assert sink.buttons[refs[-1]] == (REGEN.action_id,)
+    if isinstance(sink, DeletingRecordingSink):
+        assert sink.visible == expected
+        kinds = [c[0] for c in sink.calls]
+        if "delete" in kinds:  # after every edit and post
+            assert "delete" not in kinds[: max(i for i, k in enumerate(kinds) if k != "delete")]
+    else:
+        replaced = REPLACED_PART if len(REPLACED_PART) <= max_len else PENDING_PART
+        assert all(len(m) <= max_len for m in sink.messages)
+        assert sink.messages == expected + [replaced] * (len(sink.messages) - len(expected))
+
+
+async def test_an_earlier_replaced_message_deleted_meanwhile_is_skipped() -> None:
+    clock = FakeClock()
+    sink = DeletingRecordingSink(20, clock=clock)
+    old = await old_reply(sink, "old one", "old two", "old three")
+    sink.deleted.add(old[0])  # a moderator deleted it
+
+    async def edit(ref: Any, text: str, *, controls: Sequence[Control] = ()) -> None:
+        if ref in sink.deleted:
+            raise SinkGone("Unknown Message")
+        await DeletingRecordingSink.edit(sink, ref, text, controls=controls)
+
+    sink.edit = edit  # type: ignore[method-assign]
+    r = StreamRenderer(sink, min_interval=1.0, clock=clock, controls=(STOP,), replace=old)
+    await r.feed("new")
+    result = await clock.run(r.finish(controls=(REGEN,)))
+    assert sink.visible == ["new"]  # in the next one; the third deleted as surplus
+    assert (result.refs, result.cleared) == ((old[1],), 1)
+    assert not result.gone
+
+
+async def test_the_clicked_message_gone_stops_the_regeneration() -> None:
+    clock = FakeClock()
+    sink = ControlsRecordingSink(20, clock=clock, faults={2: SinkGone("Unknown Message")})
+    old = await old_reply(sink, "old one", "old two")  # attempts 0 and 1
+    r = StreamRenderer(sink, min_interval=1.0, clock=clock, controls=(STOP,), reuse=old[-1])
+    await r.feed("new")
+    result = await clock.run(r.finish(controls=(REGEN,)))
+    assert result.gone
+
+
+async def test_finish_while_a_placeholder_waits_for_its_slot_still_deletes_last() -> None:
+    clock = FakeClock()
+    sink = DeletingRecordingSink(20, clock=clock)
+    old = await old_reply(sink, "old one", "old two", "old three")
+    budget = EditBudget(1, 1.0, burst=1, clock=clock)
+    r = StreamRenderer(
+        sink, min_interval=1.0, clock=clock, controls=(STOP,), replace=old, budget=budget
+    )
+    await r.feed("new")
+    await clock.settle()  # the first edit went; a placeholder waits for the next slot
+    assert sink.calls == [("edit", 0, "new" + MARKER, (STOP.action_id,))]
+    await clock.run(r.finish(controls=(REGEN,)))
+    assert sink.visible == ["new"]
+    kinds = [c[:2] for c in sink.calls]
+    assert kinds.index(("edit", 0), 1) < kinds.index(("delete", 1))  # the final edit first
+    assert sink.buttons[0] == (REGEN.action_id,)

@@ -9,8 +9,9 @@ bot). This server speaks enough of both protocols for that; point discord.py at 
 Gateway (``/gateway``): HELLO → (client) heartbeats and IDENTIFY → READY, then one GUILD_CREATE per
 guild; tests then dispatch MESSAGE_CREATE (:meth:`send_message`), INTERACTION_CREATE
 (:meth:`slash`, :meth:`autocomplete`, and a button click: :meth:`click`, type 3) and
-MESSAGE_DELETE (:meth:`delete_message`), all as TEXT frames. REST (``/api/v10``): login, command sync, message create/edit/delete, typing, interaction
-callbacks, webhook edits and follow-ups. Every REST answer is JSON with ``Content-Type:
+MESSAGE_DELETE (:meth:`delete_message`), all as TEXT frames. REST (``/api/v10``): login, command
+sync, message create/edit/delete (a delete: the bot's own messages only, MESSAGE_DELETE dispatched
+as Discord does), typing, interaction callbacks, webhook edits and follow-ups. Every REST answer is JSON with ``Content-Type:
 application/json`` exactly (discord.py compares the header).
 
 Shards, as Discord has them: IDENTIFY's ``shard: [id, count]`` (none: ``[0, 1]``) is kept per
@@ -947,7 +948,8 @@ class FakeDiscordServer(LoopbackServer):
     def inject_error(
         self, status: int, count: int = 1, *, methods: tuple[str, ...] = ("PATCH",)
     ) -> None:
-        """Answer the next ``count`` message creates/edits with these methods with ``status``."""
+        """Answer the next ``count`` message creates/edits/deletes with these methods with
+        ``status``."""
         self._forced.append(_Forced(count, 0.0, False, methods, status))
 
     # ----------------------------------------------------------------- inspection
@@ -1246,10 +1248,18 @@ class FakeDiscordServer(LoopbackServer):
         return _json(self._message_payload(message), headers=headers)
 
     async def _delete_message(self, request: web.Request) -> web.Response:
+        """As Discord: the author may delete its own message (anyone else's needs Manage
+        Messages, which the bot is not given); MESSAGE_DELETE goes out on the gateway. Its own
+        bucket, unlimited here (faults from :meth:`inject_error`/:meth:`inject_429` apply)."""
+        limited, _ = self._limit_route(request, "delete", request.match_info["channel"], None)
+        if limited is not None:
+            return limited
         message = self._live(request)
         if message is None:
             return _error(404, 10008, "Unknown Message")
-        message.deleted = True
+        if message.author_id != self.bot_id:
+            return _error(403, 50013, "Missing Permissions")
+        await self.delete_message(message.id)
         return web.Response(status=204)
 
     async def _start_thread(self, request: web.Request) -> web.Response:

@@ -257,3 +257,194 @@ async def test_a_long_answer_has_its_buttons_on_its_last_message_only(
     first, last = server.replies_to(prompt)
     assert first.components == []
     assert " ".join([first.content, last.content]).split() == long.split()
+
+
+# -- regenerating a reply that took several messages ---------------------------------------
+
+
+def words(tag: str, count: int) -> str:
+    """``count`` words like ``tag17``: 450 make two Discord messages, 700 three."""
+    return " ".join(f"{tag}{i}" for i in range(count))
+
+
+def shown(world: World) -> list[StoredMessage]:
+    """The bot's messages a user sees in #general now (deleted ones gone), oldest first."""
+    return [m for m in world.server.bot_messages(world.general) if not m.deleted]
+
+
+async def long_answer(world: World, prompt: StoredMessage, parts: int) -> list[StoredMessage]:
+    """The reply to ``prompt`` once it spans ``parts`` messages and shows its final buttons."""
+    server = world.server
+
+    def done() -> bool:
+        replies = server.replies_to(prompt)
+        return len(replies) == parts and Action.UP in actions(replies[-1])
+
+    await wait_for(done)
+    return server.replies_to(prompt)
+
+
+async def regenerated(world: World, new_text: str, parts: int) -> list[StoredMessage]:
+    """#general's visible bot messages once they are ``parts`` showing ``new_text`` with the
+    final buttons on the last."""
+
+    def done() -> bool:
+        messages = shown(world)
+        return (
+            len(messages) == parts
+            and " ".join(m.content for m in messages).split() == new_text.split()
+            and Action.UP in actions(messages[-1])
+        )
+
+    await wait_for(done, tries=3000)
+    return shown(world)
+
+
+def assert_only_the_new_answer(world: World, new_text: str, old_tag: str) -> None:
+    messages = shown(world)
+    assert " ".join(m.content for m in messages).split() == new_text.split()
+    assert not any(old_tag in m.content for m in messages)
+    for message in messages[:-1]:
+        assert message.components == []  # buttons on the last message only
+    assert actions(messages[-1]) == [Action.REGENERATE, Action.UP, Action.DOWN]
+    for message in world.server.bot_messages(world.general):
+        for payload in message.payloads:
+            assert payload["allowed_mentions"] == NO_MENTIONS
+
+
+async def test_a_two_part_answer_regenerated_into_one_message_leaves_no_old_part(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    old, new = words("old", 450), "a short new answer"
+    llm.enqueue(Reply(old), Reply(new))
+    await start_bot()
+    server = world.server
+    prompt = await server.send_message(world.general, world.alice, "explain it")
+    first, last = await long_answer(world, prompt, 2)
+
+    click = await server.click(last, world.alice, button(last, Action.REGENERATE))
+
+    [message] = await regenerated(world, new, 1)
+    assert_only_the_new_answer(world, new, "old")
+    # The new answer is where the old one began (still a reply to the question); the clicked
+    # message, not needed any more, was deleted by the bot, which goes on working.
+    assert message.id == first.id
+    assert [m.id for m in server.replies_to(prompt) if not m.deleted] == [first.id]
+    assert last.deleted
+    assert click.callbacks == [{"type": 6}]
+    assert [m["content"] for m in llm.requests[-1].json["messages"]] == ["explain it"]
+    follow = await server.send_message(world.general, world.alice, "thanks")
+    await answered(world, follow, said("thanks"))
+    assert [m["content"] for m in llm.requests[-1].json["messages"]] == [
+        "explain it",
+        new,
+        "thanks",
+    ]
+
+
+async def test_a_one_part_answer_regenerated_into_three_messages(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    new = words("new", 700)
+    llm.enqueue(Reply("old short answer"), Reply(new))
+    await start_bot()
+    server = world.server
+    prompt = await server.send_message(world.general, world.alice, "go long")
+    message = await answered(world, prompt, "old short answer")
+
+    await server.click(message, world.alice, button(message, Action.REGENERATE))
+
+    messages = await regenerated(world, new, 3)
+    assert_only_the_new_answer(world, new, "old")
+    # The clicked message holds the start; the rest follows it.
+    assert messages[0].id == message.id
+    assert [m.id for m in server.replies_to(prompt)] == [m.id for m in messages]
+    assert not any(m.deleted for m in server.bot_messages(world.general))
+
+
+async def test_a_three_part_answer_regenerated_into_three_after_a_restart(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter, tmp_path: Path
+) -> None:
+    # The parts of the old answer are known from the store, not from the process that
+    # posted them.
+    store = f"sqlite:///{tmp_path / 'conversations.db'}"
+    old, new = words("old", 700), words("new", 690)
+    llm.enqueue(Reply(old))
+    first_bot = await start_bot(store_url=store)
+    server = world.server
+    prompt = await server.send_message(world.general, world.alice, "three parts please")
+    before = await long_answer(world, prompt, 3)
+    await first_bot.close()
+    await first_bot.engine.aclose()
+
+    await start_bot(store_url=store)
+    llm.enqueue(Reply(new))
+    await server.click(before[-1], world.alice, button(before[-1], Action.REGENERATE))
+
+    after = await regenerated(world, new, 3)
+    assert_only_the_new_answer(world, new, "old")
+    assert [m.id for m in after] == [m.id for m in before]  # edited in place, in order
+    assert len(server.bot_messages(world.general)) == 3  # nothing posted, nothing deleted
+
+
+async def test_regenerating_a_long_answer_again_uses_the_messages_of_the_last_regeneration(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    first_new, second_new = words("mid", 700), words("fin", 450)
+    llm.enqueue(Reply("short"), Reply(first_new), Reply(second_new))
+    await start_bot()
+    server = world.server
+    prompt = await server.send_message(world.general, world.alice, "again and again")
+    message = await answered(world, prompt, "short")
+    await server.click(message, world.alice, button(message, Action.REGENERATE))
+    three = await regenerated(world, first_new, 3)
+
+    await server.click(three[-1], world.alice, button(three[-1], Action.REGENERATE))
+
+    two = await regenerated(world, second_new, 2)
+    assert_only_the_new_answer(world, second_new, "mid")
+    assert [m.id for m in two] == [m.id for m in three[:2]]
+    assert three[-1].deleted
+
+
+async def test_an_old_part_deleted_by_someone_is_skipped_by_the_regeneration(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    old, new = words("old", 700), words("new", 450)
+    llm.enqueue(Reply(old), Reply(new))
+    await start_bot()
+    server = world.server
+    prompt = await server.send_message(world.general, world.alice, "three parts")
+    first, middle, last = await long_answer(world, prompt, 3)
+    await server.delete_message(first.id)  # a moderator removed the first part
+
+    await server.click(last, world.alice, button(last, Action.REGENERATE))
+
+    after = await regenerated(world, new, 2)
+    assert_only_the_new_answer(world, new, "old")
+    assert [m.id for m in after] == [middle.id, last.id]
+
+
+async def test_a_long_ask_answer_is_regenerated_into_its_own_messages(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    # /ask's answer is the interaction's response and a follow-up: kept by their real ids, so
+    # the regeneration edits them through the channel (the interaction token expires).
+    old, new = words("old", 450), "a short new answer"
+    llm.enqueue(Reply(old), Reply(new))
+    await start_bot()
+    server = world.server
+    asked = await server.slash(world.general, world.alice, "ask", prompt="long please")
+
+    def done() -> bool:
+        messages = server.interaction_messages(asked)
+        return len(messages) == 2 and Action.UP in actions(messages[-1])
+
+    await wait_for(done)
+    original, followup = server.interaction_messages(asked)
+
+    await server.click(followup, world.alice, button(followup, Action.REGENERATE))
+
+    await wait_for(lambda: original.content == new and Action.UP in actions(original))
+    await wait_for(lambda: followup.deleted)
+    assert [m.content for m in shown(world)] == [new]

@@ -193,3 +193,27 @@ async def test_an_unreachable_discord_is_transient_only_for_a_repeatable_call(
             await sink.edit("1", "second")
     finally:
         await rest.close()
+
+
+async def test_a_sink_deletes_its_own_message_and_a_missing_one_is_no_error(
+    world: World, rest: DiscordRest
+) -> None:
+    sink = ChannelSink(rest, world.general)
+    keep, drop = await sink.post("kept"), await sink.post("dropped")
+    await sink.delete(drop)
+    assert world.server.messages[drop].deleted
+    assert drop in sink.deleted  # its MESSAGE_DELETE is the sink's own doing
+    await sink.delete(drop)  # gone already: what was wanted, and the sink is not gone
+    await sink.edit(keep, "still here")
+    assert world.server.messages[keep].content == "still here"
+    # Someone else's message: Discord refuses (the bot has no Manage Messages).
+    other = await world.server.send_message(world.general, world.alice, "mine")
+    with pytest.raises(DiscordRestError) as refused:
+        await sink.delete(other.id)
+    assert refused.value.status == 403
+    assert not other.deleted
+    world.server.inject_error(502, 1, methods=("DELETE",))
+    with pytest.raises(SinkTransient):
+        await sink.delete(keep)
+    await sink.delete(keep)
+    assert world.server.messages[keep].deleted

@@ -112,12 +112,12 @@ async def test_the_model_that_answered_and_the_unavailable_ones_round_trip(
     ]
 
 
-async def test_a_replys_id_and_asker_round_trip(make_store: StoreMaker):
+async def test_a_replys_id_asker_and_messages_round_trip(make_store: StoreMaker):
     store = await make_store()
     conversation = await store.get_or_create(KEY)
     conversation.messages = [
         Message("user", "hi"),
-        Message("assistant", "hello", id="0123456789ab", user="U1"),
+        Message("assistant", "hello", id="0123456789ab", user="U1", refs=("1001", "1002")),
         Message("user", "old"),
         Message("assistant", "from before ids were kept"),
     ]
@@ -125,11 +125,11 @@ async def test_a_replys_id_and_asker_round_trip(make_store: StoreMaker):
     reopened = store if make_store.backend == "memory" else await make_store()  # type: ignore[attr-defined]
     stored = await reopened.get(KEY)
     assert stored is not None
-    assert [(m.id, m.user) for m in stored.messages] == [
-        (None, None),
-        ("0123456789ab", "U1"),
-        (None, None),
-        (None, None),
+    assert [(m.id, m.user, m.refs) for m in stored.messages] == [
+        (None, None, ()),
+        ("0123456789ab", "U1", ("1001", "1002")),
+        (None, None, ()),
+        (None, None, ()),
     ]
 
 
