@@ -86,6 +86,11 @@ from tests.fakes.discord_server import FakeDiscordServer, StoredMessage
 from tests.fakes.llm_server import FakeLLMServer, _Outcome, split_deltas
 from tests.fakes.slack_api import SLACK_LIMITS, Call, FakeSlackAPI, Message
 
+try:  # what llmconnect's runner does once the front ends are up (absent from earlier checkouts)
+    from bots.run import settle_heap
+except ImportError:
+    settle_heap = None
+
 MODEL = "alpha"
 DISCORD_MAX_LEN = 2000
 #: Plain words (Slack's mrkdwn conversion leaves them unchanged) the prompts are made of.
@@ -507,6 +512,8 @@ async def run_bots(
     await asyncio.wait_for(discord_bot.wait_until_ready(), 30)
     slack_bot = SlackBot(slack_only, engine)
     port = await slack_bot.serve_http("127.0.0.1", 0)
+    if settle_heap is not None:
+        settle_heap()  # as the process's runner does once every front end started
 
     keys = [
         ConversationKey("slack", slack_channel(i))
