@@ -504,12 +504,9 @@ class DiscordBot(discord.AutoShardedClient):
         free right now.
         """
         while True:
-            ticket = self.budget.request()
-            if ticket.granted:
+            if self.budget.try_take():  # never queued: a queued request would be stale
                 with contextlib.suppress(DiscordRestError, SinkRateLimited):
                     await self.rest.trigger_typing(channel_id)
-            else:
-                ticket.cancel()
             await self.engine.clock.sleep(TYPING_REFRESH)
 
     # ----------------------------------------------------------------- slash commands
