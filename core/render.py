@@ -331,6 +331,10 @@ class BufferedRenderer(ABC):
             started = self._clock.now()
             try:
                 await ticket.wait()
+            except asyncio.CancelledError:
+                if ticket.granted:  # granted just before the cancel reached us: not sent
+                    budget.returned()
+                raise
             finally:
                 self._ticket = None
                 self.budget_waited += self._clock.now() - started
