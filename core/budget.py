@@ -96,10 +96,12 @@ class EditBudget:
     ``confirm`` (for a platform that counts requests as they *arrive*, e.g. Discord's 50 per
     second): the sender calls :meth:`returned` once each granted request has come back (or was
     not sent), and a grant is made only while the requests in flight plus those that came back
-    within the last ``per`` seconds are fewer than ``rate``. Any ``per`` window of arrivals then
-    holds at most ``rate`` requests, however late an event loop sent them or the platform read
-    them (each of them was in flight, or came back less than ``per`` before the last one's grant),
-    so a larger ``burst`` may catch up the slots a busy loop missed without a 429.
+    within the last ``per`` seconds are fewer than ``rate * arrival_limit`` (``arrival_limit``:
+    the platform's own limit as a multiple of the rate, e.g. Discord's 50 over a budget of 45).
+    Any ``per`` window of arrivals then holds at most that many requests, however late an event
+    loop sent them or the platform read them (each of them was in flight, or came back less than
+    ``per`` before the last one's grant), so a larger ``burst`` may catch up the slots a busy loop
+    missed without a 429.
 
     Pacing is decided on the actual grant times, never on pre-booked slots, so an event loop that
     was busy cannot release a catch-up burst beyond ``burst``. With ``burst=1`` (default) grants are at least
@@ -109,6 +111,7 @@ class EditBudget:
     """
 
     __slots__ = (
+        "_arrival_limit",
         "_back",
         "_clock",
         "_confirm",
@@ -141,6 +144,7 @@ class EditBudget:
         final_slack: float = FINAL_SLACK,
         reserve_finals: bool = False,
         confirm: bool = False,
+        arrival_limit: float = 1.0,
     ) -> None:
         if rate <= 0 or per <= 0:
             raise ValueError("rate and per must be positive")
@@ -148,12 +152,15 @@ class EditBudget:
             raise ValueError("burst must be between 1 and rate")
         if final_slack < 0:
             raise ValueError("final_slack must not be negative")
+        if arrival_limit < 1:
+            raise ValueError("arrival_limit must be at least 1")
         self.per = per
         self.final_slack = final_slack
         self._reserve = reserve_finals
         #: Final edits owed by live renderers (counted only with ``reserve_finals``).
         self.owed = 0
         self._confirm = confirm
+        self._arrival_limit = arrival_limit
         self._out: deque[float] = deque()  # grant times of the requests in flight (confirm)
         self._back: deque[float] = deque()  # when requests came back, the last `per` s (confirm)
         self._wake: asyncio.Future[None] | None = None  # set to re-check a blocked interim
@@ -303,7 +310,8 @@ class EditBudget:
             out.popleft()  # never answered: assume it came back long ago
         while back and back[0] <= now - self.per:
             back.popleft()
-        room = int(self.rate) - len(out) - 1  # requests back within `per` the next grant allows
+        # Requests back within `per` that the next grant allows.
+        room = int(self.rate * self._arrival_limit + _EPS) - len(out) - 1
         if room < 0:
             return out[0] + IN_FLIGHT_LIMIT
         if len(back) <= room:

@@ -76,6 +76,9 @@ MAX_THREAD_NAME = 100
 DEFER_AFTER = 2.0
 #: The typing indicator lasts about 10 s; it is renewed until the first text is posted.
 TYPING_REFRESH = 8.0
+#: Requests per second Discord takes from a bot (its global limit); the bot-wide budget paces
+#: ``DISCORD_REQUESTS_PER_SECOND`` (45) and guarantees this at Discord whatever the timing.
+GLOBAL_LIMIT = 50
 #: Grants the bot-wide budget may make at once: after the event loop was busy for up to a
 #: third of a second, the slots it missed are caught up rather than lost.
 BURST = 15
@@ -176,9 +179,14 @@ class DiscordBot(discord.AutoShardedClient):
         rate = settings.discord_requests_per_second
         # Discord counts requests as they arrive: the budget counts each until it comes back
         # (confirm), so that a burst catching up the slots a busy event loop missed can never
-        # put more than `rate` into any second at Discord (docs/benchmarks.md).
+        # put more than Discord's own limit into any second at Discord (docs/benchmarks.md).
         self.budget = budget or EditBudget(
-            rate, 1.0, burst=max(1, min(BURST, int(rate))), clock=engine.clock, confirm=True
+            rate,
+            1.0,
+            burst=max(1, min(BURST, int(rate))),
+            clock=engine.clock,
+            confirm=True,
+            arrival_limit=GLOBAL_LIMIT / rate,
         )
         #: Discord's limit is per bot: processes sharing a store (shards) divide it.
         self.budget_share = BudgetShare(engine.cluster, "discord", clock=engine.clock)

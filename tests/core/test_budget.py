@@ -336,3 +336,19 @@ async def test_returned_is_a_no_op_without_confirm() -> None:
     second = budget.request()
     await clock.advance(1.0)
     assert second.granted
+
+
+async def test_arrival_limit_lets_more_be_in_flight_than_the_pace() -> None:
+    # Paced at 3 per second; the platform takes 6 (arrival_limit 2): six may be out at once.
+    clock = FakeClock()
+    budget = EditBudget(3, 1.0, burst=3, clock=clock, confirm=True, arrival_limit=2.0)
+    tickets = [budget.request(first=True) for _ in range(7)]
+    await clock.advance(1.0)
+    assert [t.granted for t in tickets] == [True] * 6 + [False]  # 3 at t=0, 3 by t=1
+    await clock.advance(5.0)
+    assert not tickets[6].granted  # six in flight: the platform's limit
+    budget.returned()
+    await clock.advance(1.0)
+    assert tickets[6].granted
+    with pytest.raises(ValueError, match="arrival_limit"):
+        EditBudget(3, 1.0, confirm=True, arrival_limit=0.5)
