@@ -49,10 +49,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import io
 import logging
 import math
 import multiprocessing as mp
+import os
 import random
 import resource
 import sys
@@ -83,6 +85,11 @@ from tests.bots.slack.conftest import SlackClient, slack_settings
 from tests.fakes.discord_server import FakeDiscordServer, StoredMessage
 from tests.fakes.llm_server import FakeLLMServer, _Outcome, split_deltas
 from tests.fakes.slack_api import SLACK_LIMITS, Call, FakeSlackAPI, Message
+
+try:  # what llmconnect's runner does once the front ends are up (absent from earlier checkouts)
+    from bots.run import settle_heap
+except ImportError:
+    settle_heap = None
 
 MODEL = "alpha"
 DISCORD_MAX_LEN = 2000
@@ -231,12 +238,18 @@ class TimedDiscord(FakeDiscordServer):
     def __init__(self) -> None:
         super().__init__()  # Discord's limits: 5 creates and 5 edits / 5 s per channel, 50/s
         self.times: dict[str, list[float]] = {}
+        #: Receive time of every request the bot-wide window counts.
+        self.limited_times: list[float] = []
 
     def _store(self, channel_id: str, body: dict[str, Any], **kwargs: Any) -> StoredMessage:
         message = super()._store(channel_id, body, **kwargs)
         now = time.monotonic()
         self.times[message.id] = [now, now]
         return message
+
+    def _limit_global(self, request: web.Request) -> web.Response | None:
+        self.limited_times.append(time.monotonic())  # every request the 50/s window counts
+        return super()._limit_global(request)
 
     def _edit(self, message: StoredMessage, body: dict[str, Any]) -> None:
         before = message.content
@@ -279,6 +292,8 @@ class PlatformReport:
     slack_429: int
     discord_requests: int
     slack_calls: int
+    #: Receive times of the Discord requests the bot-wide 50/s window counts.
+    discord_times: list[float] = field(default_factory=list)
 
 
 async def _users(
@@ -327,6 +342,7 @@ def _report(
         slack_429=sum(1 for c in slack.calls if c.status == 429),
         discord_requests=len(discord.requests),
         slack_calls=len(slack.calls),
+        discord_times=list(discord.limited_times),
     )
 
 
@@ -377,6 +393,49 @@ class BotRun:
     budgets: dict[str, tuple[float, float, int]] = field(default_factory=dict)
     #: How late each 10 ms heartbeat of this process's event loop woke up, in seconds.
     lags: list[float] = field(default_factory=list)
+    #: Garbage collections of this process during the run: generation -> (count, CPU seconds,
+    #: longest pause in wall seconds).
+    gc: dict[int, tuple[int, float, float]] = field(default_factory=dict)
+    #: Busy core-seconds of the whole machine (``/proc/stat``) during the run; NaN if unknown.
+    machine_cpu: float = float("nan")
+
+
+class GCWatch:
+    """Counts this process's garbage collections and the CPU and pause time they take."""
+
+    def __init__(self) -> None:
+        self.stats: dict[int, list[float]] = {0: [0, 0.0, 0.0], 1: [0, 0.0, 0.0], 2: [0, 0.0, 0.0]}
+        self._cpu = self._wall = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._cpu, self._wall = time.thread_time(), time.perf_counter()
+            return
+        entry = self.stats[info["generation"]]
+        entry[0] += 1
+        entry[1] += time.thread_time() - self._cpu
+        entry[2] = max(entry[2], time.perf_counter() - self._wall)
+
+    def __enter__(self) -> GCWatch:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+    def result(self) -> dict[int, tuple[int, float, float]]:
+        return {g: (int(n), cpu, pause) for g, (n, cpu, pause) in self.stats.items()}
+
+
+def machine_busy() -> float:
+    """Busy core-seconds of the whole machine since boot (``/proc/stat``); NaN if unknown."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()[1:]
+    except OSError:
+        return float("nan")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 async def _heartbeat(lags: list[float], period: float = 0.01) -> None:
@@ -453,6 +512,8 @@ async def run_bots(
     await asyncio.wait_for(discord_bot.wait_until_ready(), 30)
     slack_bot = SlackBot(slack_only, engine)
     port = await slack_bot.serve_http("127.0.0.1", 0)
+    if settle_heap is not None:
+        settle_heap()  # as the process's runner does once every front end started
 
     keys = [
         ConversationKey("slack", slack_channel(i))
@@ -481,15 +542,17 @@ async def run_bots(
     deadline = args.ramp + args.ttft + (args.tokens + 2) / slowest + args.grace
     lags: list[float] = []
     heartbeat = asyncio.create_task(_heartbeat(lags))
-    wall0, cpu0 = time.perf_counter(), time.process_time()
+    wall0, cpu0, machine0 = time.perf_counter(), time.process_time(), machine_busy()
     platform.send(f"http://127.0.0.1:{port}{EVENTS_PATH}")
     finished = False
-    for _ in range(int(deadline / POLL) + 1):
-        await asyncio.sleep(POLL)
-        if done():
-            finished = True
-            break
+    with GCWatch() as collections:
+        for _ in range(int(deadline / POLL) + 1):
+            await asyncio.sleep(POLL)
+            if done():
+                finished = True
+                break
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    machine = machine_busy() - machine0
     heartbeat.cancel()
     rest = discord_bot.rest
     requests, limited = rest.requests, rest.rate_limited
@@ -513,7 +576,9 @@ async def run_bots(
     await aclose_shared_clients()
     if http is not None:
         await http.aclose()
-    return BotRun(wall, cpu, finished, requests, limited, budgets, lags)
+    return BotRun(
+        wall, cpu, finished, requests, limited, budgets, lags, collections.result(), machine
+    )
 
 
 # --------------------------------------------------------------------------- report
@@ -618,6 +683,7 @@ def run(args: argparse.Namespace, loop: str, transport: str, *, earlier: bool = 
         daemon=True,
     )
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     llm.start()
     stand_ins.start()
     try:
@@ -638,6 +704,8 @@ def run(args: argparse.Namespace, loop: str, transport: str, *, earlier: bool = 
                 proc.terminate()
     # KiB on Linux; a high-water mark of the whole process (so a later run may show an earlier's).
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    kids_cpu = (kids1.ru_utime + kids1.ru_stime) - (kids0.ru_utime + kids0.ru_stime)
 
     first: dict[str, list[float]] = {"discord": [], "slack": []}
     arrived: dict[str, list[float]] = {"discord": [], "slack": []}
@@ -721,6 +789,16 @@ def run(args: argparse.Namespace, loop: str, transport: str, *, earlier: bool = 
             f"{label:<8} complete after last  p50 {pct(a, 0.5):8.2f} s   p99 {pct(a, 0.99):8.2f} s"
             f"   max {max(a):8.2f} s"
         )
+        if name == "discord" and report.discord_times:
+            # How fast the platform actually took requests while first posts were going out.
+            start = min(arrived[name])
+            end = max(t + v for t, v in zip(arrived[name], f, strict=True))
+            taken = sum(1 for t in report.discord_times if start <= t <= end)
+            span = max(end - start, 1e-9)
+            print(
+                f"{label:<8} requests received while first posts went out: {taken} in "
+                f"{span:.2f} s = {taken / span:.1f}/s (budget {rate:g}/{per:g} s)"
+            )
         print(
             f"{label:<8} final floor          p50 {pct(final_floors, 0.5):8.2f} s   p99 "
             f"{pct(final_floors, 0.99):8.2f} s   max {max(final_floors):8.2f} s  (finals alone: "
@@ -746,6 +824,23 @@ def run(args: argparse.Namespace, loop: str, transport: str, *, earlier: bool = 
     print(
         f"event-loop lag (this process)  p50 {pct(bots.lags, 0.5) * 1e3:.1f} ms  p99 "
         f"{summary.lag_p99 * 1e3:.1f} ms  max {summary.lag_max * 1e3:.1f} ms (10 ms heartbeat)"
+    )
+    stalls = [lag for lag in bots.lags if lag >= 0.1]
+    print(
+        f"event-loop stalls (this process)  >= 100 ms: {len(stalls)} ({sum(stalls):.2f} s in all), "
+        f">= 250 ms: {sum(1 for lag in stalls if lag >= 0.25)}"
+    )
+    if bots.gc:
+        gcs = ", ".join(
+            f"gen{g} {n} ({cpu:.2f} s, longest {pause * 1e3:.0f} ms)"
+            for g, (n, cpu, pause) in sorted(bots.gc.items())
+        )
+        print(f"garbage collections (this process, CPU s)  {gcs}")
+    cores = os.cpu_count() or 1
+    print(
+        f"machine CPU during the run   {bots.machine_cpu:8.2f} core-s of {cores * bots.wall:.2f} "
+        f"({cores} cores); this process {bots.cpu:.2f}, everything else {bots.machine_cpu - bots.cpu:.2f} "
+        f"(the stand-ins' children over their whole life: {kids_cpu:.2f})"
     )
     note = "" if rss > rss0 or not earlier else " (the process's high-water mark: an upper bound)"
     print(f"peak RSS (this process)     {rss / 1024:8.1f} MB{note}")

@@ -22,10 +22,15 @@ from typing import Any
 
 from core.clock import Clock, MonotonicClock
 
-__all__ = ["FINAL_SLACK", "BudgetTicket", "EditBudget", "SendBudgets"]
+__all__ = ["FINAL_SLACK", "IN_FLIGHT_LIMIT", "BudgetTicket", "EditBudget", "SendBudgets"]
 
 _EPS = 1e-9
 _DEFAULT_CLOCK = MonotonicClock()
+
+#: Seconds after which a granted request never answered by :meth:`EditBudget.returned` is taken
+#: to have come back (``confirm``): a sender that lost track of one does not shrink the budget
+#: for good. Longer than any request may take (Discord's REST timeout is 15 s).
+IN_FLIGHT_LIMIT = 60.0
 
 #: Seconds a final edit may wait behind first posts queued after it. Why not "finals first":
 #: under a saturated budget the first replies to end would push every first post not yet sent
@@ -88,18 +93,32 @@ class EditBudget:
     window keeps a slot for every final owed. Without it interim edits spent early in the window would leave the finals waiting for it to
     slide, up to ``per`` seconds.
 
+    ``confirm`` (for a platform that counts requests as they *arrive*, e.g. Discord's 50 per
+    second): the sender calls :meth:`returned` once each granted request has come back (or was
+    not sent), and a grant is made only while the requests in flight plus those that came back
+    within the last ``per`` seconds are fewer than ``rate * arrival_limit`` (``arrival_limit``:
+    the platform's own limit as a multiple of the rate, e.g. Discord's 50 over a budget of 45).
+    Any ``per`` window of arrivals then holds at most that many requests, however late an event
+    loop sent them or the platform read them (each of them was in flight, or came back less than
+    ``per`` before the last one's grant), so a larger ``burst`` may catch up the slots a busy loop
+    missed without a 429.
+
     Pacing is decided on the actual grant times, never on pre-booked slots, so an event loop that
-    was busy cannot release a catch-up burst. With ``burst=1`` (default) grants are at least
+    was busy cannot release a catch-up burst beyond ``burst``. With ``burst=1`` (default) grants are at least
     ``per / rate`` apart. A larger ``burst`` lets up to that many grants go together (useful when
     the loop may be slower than ``per / rate``, e.g. Discord's 50 requests/s) while no window of
     ``per`` seconds ever holds more than ``rate`` grants (``rate`` is then taken as an integer).
     """
 
     __slots__ = (
+        "_arrival_limit",
+        "_back",
         "_clock",
+        "_confirm",
         "_heap",
         "_interval",
         "_max_burst",
+        "_out",
         "_reserve",
         "_seq",
         "_task",
@@ -124,6 +143,8 @@ class EditBudget:
         clock: Clock | None = None,
         final_slack: float = FINAL_SLACK,
         reserve_finals: bool = False,
+        confirm: bool = False,
+        arrival_limit: float = 1.0,
     ) -> None:
         if rate <= 0 or per <= 0:
             raise ValueError("rate and per must be positive")
@@ -131,11 +152,17 @@ class EditBudget:
             raise ValueError("burst must be between 1 and rate")
         if final_slack < 0:
             raise ValueError("final_slack must not be negative")
+        if arrival_limit < 1:
+            raise ValueError("arrival_limit must be at least 1")
         self.per = per
         self.final_slack = final_slack
         self._reserve = reserve_finals
         #: Final edits owed by live renderers (counted only with ``reserve_finals``).
         self.owed = 0
+        self._confirm = confirm
+        self._arrival_limit = arrival_limit
+        self._out: deque[float] = deque()  # grant times of the requests in flight (confirm)
+        self._back: deque[float] = deque()  # when requests came back, the last `per` s (confirm)
         self._wake: asyncio.Future[None] | None = None  # set to re-check a blocked interim
         self._max_burst = burst
         self._tat = -math.inf  # theoretical time of the next grant (GCRA)
@@ -174,6 +201,11 @@ class EditBudget:
     @property
     def clock(self) -> Clock:
         return self._clock
+
+    @property
+    def in_flight(self) -> int:
+        """Granted requests not yet :meth:`returned` (``confirm``; else 0)."""
+        return len(self._out)
 
     @property
     def waiting(self) -> int:
@@ -216,6 +248,18 @@ class EditBudget:
         self._grant(now)
         return True
 
+    def returned(self) -> None:
+        """A granted request came back, failed, or was not sent after all (``confirm``; a no-op
+        otherwise). Every grant must be answered by one call, or its slot stays taken for
+        :data:`IN_FLIGHT_LIMIT` seconds."""
+        if not self._confirm:
+            return
+        now = self._clock.now()
+        if self._out:
+            self._out.popleft()
+        self._back.append(now)
+        self._poke()
+
     def owe(self) -> None:
         """A renderer posted a message whose final edit is still to come (``reserve_finals``)."""
         if self._reserve:
@@ -238,6 +282,8 @@ class EditBudget:
     def _ready_at(self, urgent: bool = True) -> float:
         """Earliest time the next grant may happen (for an interim edit: ``urgent=False``)."""
         at = self._tat - self._tau
+        if self._confirm:
+            at = max(at, self._confirmed_at())
         window = self._window
         if window is None:
             return at
@@ -254,10 +300,30 @@ class EditBudget:
                 at = max(at, window[len(window) - keep - 1] + self.per)
         return at
 
+    def _confirmed_at(self) -> float:
+        """When the requests in flight and those back within ``per`` leave room for one more
+        (while ``rate`` are in flight: when the oldest would count as back; a :meth:`returned`
+        wakes the dispatcher sooner)."""
+        now = self._clock.now()
+        out, back = self._out, self._back
+        while out and out[0] <= now - IN_FLIGHT_LIMIT:
+            out.popleft()  # never answered: assume it came back long ago
+        while back and back[0] <= now - self.per:
+            back.popleft()
+        # Requests back within `per` that the next grant allows.
+        room = int(self.rate * self._arrival_limit + _EPS) - len(out) - 1
+        if room < 0:
+            return out[0] + IN_FLIGHT_LIMIT
+        if len(back) <= room:
+            return -math.inf
+        return back[len(back) - room - 1] + self.per
+
     def _grant(self, now: float) -> None:
         self._tat = max(self._tat, now) + self._interval
         if self._window is not None:
             self._window.append(now)
+        if self._confirm:
+            self._out.append(now)
         self.granted += 1
 
     def _push(self, ticket: BudgetTicket, deadline: float, seq: int) -> None:
@@ -295,10 +361,10 @@ class EditBudget:
                 urgent = self._heap[0][0] != math.inf
                 wait = self._ready_at(urgent) - clock.now()
                 if wait > _EPS:
-                    if urgent or not self._reserve:
-                        await clock.sleep(wait)
+                    if self._confirm or (self._reserve and not urgent):
+                        await self._sleep_or_wake(wait)  # a returned() or settle() may make room
                     else:
-                        await self._sleep_or_wake(wait)
+                        await clock.sleep(wait)
                     continue  # re-check: a final may have arrived meanwhile
                 ticket: BudgetTicket = heapq.heappop(self._heap)[2]
                 self._grant(clock.now())

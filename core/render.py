@@ -210,6 +210,7 @@ class BufferedRenderer(ABC):
         "_clock",
         "_failure",
         "_finishing",
+        "_held",
         "_idle",
         "_min_interval",
         "_note",
@@ -247,6 +248,7 @@ class BufferedRenderer(ABC):
         self._idle: asyncio.Future[None] | None = None
         self._on_finish: asyncio.Future[None] | None = None  # set while a wait ends on finish()
         self._ticket: BudgetTicket | None = None
+        self._held: list[EditBudget] = []  # budgets whose slot the current send holds
         self._failure: Exception | None = None
         #: Seconds this renderer's sends waited for the shared budget, in total (metrics).
         self.budget_waited = 0.0
@@ -371,22 +373,36 @@ class BufferedRenderer(ABC):
 
     async def _take_slot(self, *, final: bool, first: bool, post: bool = False) -> bool:
         """Wait for a send slot of each shared budget a post (``post``) or an edit takes; True
-        when that meant waiting."""
+        when that meant waiting. The slots are held until :meth:`_give_back` (after the send:
+        a budget that counts requests until they come back, ``confirm``, needs to know)."""
+        self._give_back()  # the previous send is over
         waited = False
         for budget in self._budgets.posts if post else self._budgets.edits:
             # finish() may come while an earlier budget made us wait: the rest is a final's.
             ticket = budget.request(final or self._finishing, first=first)
             if ticket.granted:
+                self._held.append(budget)
                 continue
             waited = True
             self._ticket = ticket
             started = self._clock.now()
             try:
                 await ticket.wait()
+            except asyncio.CancelledError:
+                if ticket.granted:  # granted just before the cancel reached us: not sent
+                    budget.returned()
+                raise
             finally:
                 self._ticket = None
                 self.budget_waited += self._clock.now() - started
+            self._held.append(budget)
         return waited
+
+    def _give_back(self) -> None:
+        """The send the held slots were for came back (or was not made)."""
+        held = self._held
+        while held:
+            held.pop().returned()
 
     def _release(self) -> None:  # noqa: B027 - optional hook: most renderers hold nothing
         """The task ended (complete, failed or cancelled): give back what it held."""
@@ -409,6 +425,7 @@ class BufferedRenderer(ABC):
         except Exception as exc:  # reported by feed()/finish(), never lost in a dead task
             self._failure = exc
         finally:
+            self._give_back()
             self._release()
 
 
@@ -647,17 +664,20 @@ class StreamRenderer(BufferedRenderer):
             return False  # pick again: text or finish() may have come meanwhile
         final = self._finishing or k < len(self._frozen)
         post = k == len(self._refs)
-        if await self._take_slot(final=final, first=not self._refs, post=post):
-            self._absorb()  # send what arrived while we queued
-        if self._finishing and self._surplus(k):
-            # finish() may have come while a placeholder waited for its slot: clear only once
-            # the new text is complete above it (else the slot goes to the next pick).
-            if not any(not self._current(i) for i in range(self._settled, self._parts())):
-                await self._clear(k)
-            return False
-        if k in self._owing and (self._finishing or k < len(self._frozen)):
-            self._settle(k)  # its final has its slot: the reserve is free again
-        await self._send(k, self._desired(k), self._desired_controls(k))
+        try:
+            if await self._take_slot(final=final, first=not self._refs, post=post):
+                self._absorb()  # send what arrived while we queued
+            if self._finishing and self._surplus(k):
+                # finish() may have come while a placeholder waited for its slot: clear only once
+                # the new text is complete above it (else the slot goes to the next pick).
+                if not any(not self._current(i) for i in range(self._settled, self._parts())):
+                    await self._clear(k)
+                return False
+            if k in self._owing and (self._finishing or k < len(self._frozen)):
+                self._settle(k)  # its final has its slot: the reserve is free again
+            await self._send(k, self._desired(k), self._desired_controls(k))
+        finally:
+            self._give_back()
         return False
 
     def _settle(self, k: int) -> None:

@@ -54,8 +54,9 @@ log = logging.getLogger("llmconnect")
 class Timeouts:
     connect: float = 10.0
     #: Longest time a reply may go without a content event, counted from the request: keep-alive
-    #: comments and partial lines do not count (a provider trickling them is silent). Also
-    #: httpx's read timeout, which bounds the wait for the response head.
+    #: comments and partial lines do not count (a provider trickling them is silent); this also
+    #: bounds the wait for a stream's response head. The read timeout of requests that are not
+    #: streamed (model lists).
     idle: float = 60.0
     write: float = 30.0
     #: Longest a whole reply may take, retries included (``None``: no limit). Past it the reply
@@ -309,16 +310,26 @@ async def open_stream(
     json_body: Any,
     timeouts: Timeouts,
     secrets: tuple[str, ...] = (),
+    watched: bool = False,
 ) -> AsyncIterator[httpx.Response]:
     """Send the request and yield the (2xx) response, its body not read yet; errors met while
     reading it (``response.aiter_bytes()``) inside the context are translated too.
 
+    ``watched``: the caller bounds the wait for the response head and for every read itself
+    (``stream_sse`` does, with its idle timer), so the transport gets no read timeout. Why: a
+    transport read timeout is a timer re-armed on every socket read (aiohttp's ``sock_read``:
+    one timer handle made and one cancelled per read), which with hundreds of paced streams
+    cost about a tenth of the bots' CPU (``docs/benchmarks.md``).
+
     Leaving the context (normally, by error, or by cancellation) closes the response at once, so
     a cancelled reply never keeps a connection busy.
     """
-    request = client.build_request(
-        method, url, headers=headers, json=json_body, timeout=timeouts.to_httpx()
-    )
+    timeout = timeouts.to_httpx()
+    if watched:
+        timeout = httpx.Timeout(
+            connect=timeout.connect, read=None, write=timeout.write, pool=timeout.pool
+        )
+    request = client.build_request(method, url, headers=headers, json=json_body, timeout=timeout)
     with translate_transport_errors(provider, started=False):
         response = await client.send(request, stream=True)
     try:

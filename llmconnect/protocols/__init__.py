@@ -411,6 +411,7 @@ async def _stream_sse(
             json_body=body,
             timeouts=call.timeouts,
             secrets=call.secrets,
+            watched=True,  # the watch bounds the head and every read: no timer per read
         ) as response:
             if _is_json(response.headers.get("content-type", "")):
                 whole = await _whole_reply(call, state, response, on_json)

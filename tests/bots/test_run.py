@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import re
@@ -25,7 +26,7 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from bots.discord import DiscordFrontEnd, DiscordSettings
-from bots.run import Runner
+from bots.run import SERVING_GC_THRESHOLDS, Runner
 from bots.slack import SlackFrontEnd, SlackSettings
 from bots.web import WebFrontEnd, WebSettings
 from core.conversations import FINAL, ConversationKey
@@ -339,6 +340,43 @@ async def test_a_port_in_use_is_reported_with_the_variable_to_change() -> None:
         code = await runner.run(install_signal_handlers=False)
     assert code == 2
     assert "WEB_PORT" in out.getvalue()
+
+
+@pytest.fixture
+def restore_gc() -> Iterator[None]:
+    """settle_heap changes the collector of the whole process: put it back for the next test."""
+    thresholds = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)
+
+
+@pytest.mark.usefixtures("restore_gc")
+@pytest.mark.parametrize("tune_gc", [True, False])
+async def test_the_serving_process_settles_its_heap_once_started(tune_gc: bool) -> None:
+    # run() (the process's own runner) freezes what start-up made and collects less often;
+    # a Runner embedded elsewhere (tests, a host application) leaves the collector alone.
+    gc.unfreeze()
+    before = gc.get_threshold()
+    web = WebFrontEnd(load_settings(WebSettings, web_port=0))
+    runner = Runner(load_settings(), [web], env={}, out=StringIO(), tune_gc=tune_gc)
+    task = asyncio.create_task(runner.run(install_signal_handlers=False))
+    await asyncio.wait_for(runner.started.wait(), 30)
+    frozen, thresholds = gc.get_freeze_count(), gc.get_threshold()
+    assert web.url is not None
+    async with httpx.AsyncClient(base_url=web.url, timeout=30) as client:
+        await client.post("/chat/gc/send-message", json={"text": "still answers"})
+        async with aconnect_sse(client, "GET", "/chat/gc/bot-stream") as source:
+            end = [json.loads(e.data) async for e in source.aiter_sse() if e.event == "end"]
+    runner.request_stop()
+    assert await asyncio.wait_for(task, 30) == 0
+    assert end[0]["content"] == "[echo] You said: still answers"
+    if tune_gc:
+        assert frozen > 0
+        assert thresholds == SERVING_GC_THRESHOLDS
+    else:
+        assert frozen == 0
+        assert thresholds == before
 
 
 async def test_a_configured_key_is_suggested_instead_of_echo() -> None:

@@ -260,3 +260,95 @@ async def test_try_take_takes_a_free_slot_and_otherwise_skips_without_queueing()
     assert budget.waiting == 1
     queued.cancel()
     assert budget.granted == 4
+
+
+async def test_a_confirming_budget_counts_a_request_until_it_comes_back() -> None:
+    # rate 3 per 1 s: three requests may be in flight or back within the last second, together.
+    clock = FakeClock()
+    budget = EditBudget(3, 1.0, burst=3, clock=clock, confirm=True)
+    assert [budget.request(first=True).granted for _ in range(3)] == [True, True, True]
+    assert budget.in_flight == 3
+    fourth = budget.request(first=True)
+    await clock.advance(5.0)  # nothing came back: none of the three may have arrived yet
+    assert not fourth.granted
+    budget.returned()  # at t=5; the two still out may arrive any moment
+    await clock.advance(0.999)
+    assert not fourth.granted
+    await clock.advance(0.001)  # the one back at t=5 is out of the last second
+    assert fourth.granted
+    assert clock.now() == 6.0
+    for _ in range(3):
+        budget.returned()
+    assert budget.in_flight == 0
+
+
+async def test_a_confirming_budget_catches_up_a_busy_loop_without_overfilling_a_second() -> None:
+    # A loop busy for 0.3 s: the burst catches up the missed grants at once, while every
+    # second of arrivals (each request arriving any time between its grant and its return)
+    # still holds at most `rate`.
+    clock = FakeClock()
+    budget = EditBudget(10, 1.0, burst=5, clock=clock, confirm=True)
+    grants: list[float] = []
+    spans: list[tuple[float, float]] = []  # (granted, came back)
+
+    async def send() -> None:
+        await budget.request(first=True).wait()
+        granted = clock.now()
+        grants.append(granted)
+        await clock.sleep(0.02)  # the round trip
+        spans.append((granted, clock.now()))
+        budget.returned()
+
+    tasks = [asyncio.create_task(send()) for _ in range(40)]
+    await clock.settle()
+    await clock.advance(2.05)  # 10 per second by now
+    await clock.jump(0.3)  # the event loop was busy
+    caught_up = [g for g in grants if g == clock.now()]
+    await clock.run(asyncio.gather(*tasks))
+    assert len(grants) == 40
+    assert len(caught_up) == 3  # the missed slots the last second still had room for
+    # The worst case at the platform: every request arriving at the latest moment of others'
+    # windows. For any second (t - 1, t], count each request that may have arrived in it.
+    for t in {moment for span in spans for moment in span}:
+        inside = [1 for g, back in spans if g <= t and back > t - 1.0]
+        assert len(inside) <= 10, (t, spans)
+
+
+async def test_a_request_never_confirmed_frees_its_slot_after_the_limit() -> None:
+    from core.budget import IN_FLIGHT_LIMIT
+
+    clock = FakeClock()
+    budget = EditBudget(1, 1.0, clock=clock, confirm=True)
+    assert budget.request(first=True).granted  # its sender lost track of it
+    second = budget.request(first=True)
+    await clock.advance(IN_FLIGHT_LIMIT - 1)
+    assert not second.granted
+    await clock.advance(1.0)
+    assert second.granted
+
+
+async def test_returned_is_a_no_op_without_confirm() -> None:
+    clock = FakeClock()
+    budget = EditBudget(1, 1.0, clock=clock)
+    assert budget.request().granted
+    budget.returned()
+    assert budget.in_flight == 0
+    second = budget.request()
+    await clock.advance(1.0)
+    assert second.granted
+
+
+async def test_arrival_limit_lets_more_be_in_flight_than_the_pace() -> None:
+    # Paced at 3 per second; the platform takes 6 (arrival_limit 2): six may be out at once.
+    clock = FakeClock()
+    budget = EditBudget(3, 1.0, burst=3, clock=clock, confirm=True, arrival_limit=2.0)
+    tickets = [budget.request(first=True) for _ in range(7)]
+    await clock.advance(1.0)
+    assert [t.granted for t in tickets] == [True] * 6 + [False]  # 3 at t=0, 3 by t=1
+    await clock.advance(5.0)
+    assert not tickets[6].granted  # six in flight: the platform's limit
+    budget.returned()
+    await clock.advance(1.0)
+    assert tickets[6].granted
+    with pytest.raises(ValueError, match="arrival_limit"):
+        EditBudget(3, 1.0, confirm=True, arrival_limit=0.5)

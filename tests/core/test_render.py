@@ -1361,3 +1361,42 @@ async def test_finish_while_a_placeholder_waits_for_its_slot_still_deletes_last(
     kinds = [c[:2] for c in sink.calls]
     assert kinds.index(("edit", 0), 1) < kinds.index(("delete", 1))  # the final edit first
     assert sink.buttons[0] == (REGEN.action_id,)
+
+
+async def test_every_send_gives_its_slot_back_to_a_confirming_budget() -> None:
+    # A budget that counts requests until they come back (Discord's): each post and edit is
+    # counted while it is on its way, and given back when it came back, failed or was skipped;
+    # a renderer stopped mid-send gives back too.
+    clock = FakeClock()
+    budget = EditBudget(50, 1.0, burst=5, clock=clock, confirm=True)
+    sink = RecordingSink(
+        clock=clock, latency=0.1, faults={1: SinkRateLimited(0.5), 2: SinkTransient(OSError("x"))}
+    )
+    r = StreamRenderer(sink, min_interval=0.2, budget=budget, clock=clock)
+    in_flight: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            in_flight.append(budget.in_flight)
+            await clock.sleep(0.05)
+
+    watcher = asyncio.create_task(watch())
+    for word in ("one ", "two ", "three ", "four"):
+        await r.feed(word)
+        await clock.advance(0.5)
+    result = await clock.run(r.finish())
+    assert result.texts == ("one two three four",)
+    assert (r.rate_limited, r.transient) == (1, 1)
+    assert max(in_flight) == 1  # one send at a time, counted while it was out
+    assert in_flight[1] == 1  # the post, out at t=0-0.1...
+    assert in_flight[3] == 0  # ...and back before its edit
+    assert budget.in_flight == 0
+    stopped = StreamRenderer(
+        RecordingSink(clock=clock, latency=10.0), min_interval=0.2, budget=budget, clock=clock
+    )
+    await stopped.feed("never answered")
+    await clock.advance(1.0)
+    assert budget.in_flight == 1
+    await stopped.aclose()
+    assert budget.in_flight == 0
+    watcher.cancel()

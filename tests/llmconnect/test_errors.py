@@ -283,6 +283,22 @@ async def test_silent_stream_times_out(
     assert_presentable(exc, "openai")
 
 
+async def test_a_response_head_that_never_comes_times_out(
+    llm_server: FakeLLMServer, make_client: ClientMaker, sleeps: SleepRecorder
+) -> None:
+    # A stream's request has no transport read timeout (no timer per socket read): the idle
+    # clock, counted from the request, is what bounds the wait for the head. Retried like any
+    # failure before the first delta; each attempt waits the idle time, not the server's 60 s.
+    llm_server.enqueue(*[Fail(503, delay=60.0) for _ in range(3)])
+    client = make_client(timeouts=Timeouts(idle=0.3))
+    exc, received = await chat_error(client, stream=True)
+    assert isinstance(exc, LLMTimeoutError)
+    assert received == []
+    assert len(llm_server.requests) == 3
+    assert len(sleeps.delays) == 2
+    assert_presentable(exc, "openai")
+
+
 @pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])
 async def test_malformed_chunk_is_interrupted(
     llm_server: FakeLLMServer, make_client: ClientMaker, sleeps: SleepRecorder, provider: str
