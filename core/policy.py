@@ -69,9 +69,16 @@ class AccessPolicy:
         everyone one, or anyone could stop anyone's answer. No actor (the web chat: whoever
         reaches the page is its operator) may; a reply without a recorded asker only admins.
         """
-        if actor is None:
+        if actor is not None and asker is not None and actor.user_id == asker:
             return True
-        if asker is not None and actor.user_id == asker:
+        return self.is_explicit_admin(actor)
+
+    def is_explicit_admin(self, actor: Actor | None) -> bool:
+        """An admin by ``ADMIN_USER_IDS`` or the platform's own admin role; no actor (the web
+        chat's operator) is one. Unlike :meth:`is_admin`, an empty ``ADMIN_USER_IDS`` makes
+        nobody else one: for what must not fall to anyone by default (stopping someone else's
+        reply, enabling tool servers)."""
+        if actor is None:
             return True
         return actor.platform_admin or actor.user_id in self.settings.admin_user_ids
 

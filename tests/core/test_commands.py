@@ -322,6 +322,19 @@ async def test_tools_lists_servers_and_admins_enable_and_disable_them(
     assert (unknown.ok, unknown.text) == (False, "No tool server 'nope'. Servers: files, web.")
 
 
+async def test_without_admin_ids_only_platform_admins_enable_tools(
+    make_engine: EngineMaker,
+) -> None:
+    engine = make_engine(mcp_servers=tool_servers())  # ADMIN_USER_IDS empty: /model is everyone's
+    member, owner = Actor("U_MEMBER"), Actor("U_OWNER", platform_admin=True)
+    assert (await run(engine, "model echo/echo", member)).ok
+    denied = await run(engine, "tools enable files", member)
+    assert (denied.ok, denied.text) == (False, "Only admins can change this here.")
+    assert (await engine.conversation(KEY)).tools is None
+    assert (await run(engine, "tools enable files", owner)).ok
+    assert (await engine.conversation(KEY)).tools == ("files",)
+
+
 async def test_default_servers_apply_until_a_conversation_chooses(make_engine: EngineMaker) -> None:
     engine = make_engine(mcp_servers=tool_servers(), mcp_default_servers="web")
     conversation = await engine.conversation(KEY)
