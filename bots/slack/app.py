@@ -45,7 +45,7 @@ from core.clock import Clock, MonotonicClock
 from core.cluster import BudgetShare
 from core.commands import Command, CommandResult, execute, parse_command
 from core.controls import ACTION_ID_PATTERN, Action, parse_action_id, press, streaming_controls
-from core.delivery import deliver_with
+from core.delivery import deliver_with, replaced_messages
 from core.engine import ChatEngine, Refused, Reply
 from core.policy import Actor, is_prompt
 from core.render import StreamRenderer
@@ -770,7 +770,8 @@ class SlackBot:
                 window_limit=window[0],
                 window_seconds=window[1],
                 controls=controls,
-                reuse=reuse,
+                # A regeneration: all of the old reply's messages when it took several.
+                replace=replaced_messages(reply, reuse),
             )
         clearing = None
         try:

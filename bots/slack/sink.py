@@ -146,6 +146,16 @@ class SlackSink:
             idempotent=True,
         )
 
+    async def delete(self, ref: Any) -> None:
+        """Delete one of the reply's messages (a regeneration needed fewer: the renderer does it
+        last, once the new text is complete above); one already gone is no error."""
+        try:
+            await self._call(
+                lambda: self.client.chat_delete(channel=self.channel, ts=ref), idempotent=True
+            )
+        except SinkGone:
+            return
+
     async def _call(self, make: Callable[[], Awaitable[Any]], *, idempotent: bool) -> Any:
         """One Web API call; Slack errors become the renderer's, and a transient failure (a 5xx;
         for an edit also a dropped connection slack-sdk's own retry did not get past) becomes

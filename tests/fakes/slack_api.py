@@ -512,6 +512,14 @@ class FakeSlackAPI(LoopbackServer):
             self._set_blocks(message, blocks)
         return {"channel": message.channel, "ts": message.ts, "text": text}
 
+    def _m_chat_delete(self, call: Call) -> dict[str, Any] | web.Response:
+        """Delete a message: here every stored message is the bot's own (people's messages
+        arrive as events and are not kept), so any known ``ts`` may go."""
+        key = (call.args.get("channel", ""), call.args.get("ts", ""))
+        if self.messages.pop(key, None) is None:
+            return self._error(call, "message_not_found")
+        return {"channel": key[0], "ts": key[1]}
+
     def _m_chat_startStream(self, call: Call) -> dict[str, Any] | web.Response:
         args = call.args
         channel = args.get("channel", "")

@@ -169,3 +169,15 @@ async def test_a_held_method_arrives_when_released_and_the_journal_keeps_the_ord
     assert journal.entries == [("slack", "auth.test"), ("slack", "assistant.threads.setStatus")]
     assert journal.first("slack", "assistant.threads.setStatus") == 1
     assert slack.statuses[("C1", "1.0")] == "is thinking…"
+
+
+async def test_chat_delete_removes_a_posted_message_and_a_second_delete_is_not_found(
+    slack: FakeSlackAPI,
+) -> None:
+    web = client(slack)
+    posted = await web.chat_postMessage(channel="C1", text="one")
+    await web.chat_postMessage(channel="C1", text="two")
+    await web.chat_delete(channel="C1", ts=posted["ts"])
+    assert slack.texts("C1") == ["two"]
+    with pytest.raises(SlackApiError, match="message_not_found"):
+        await web.chat_delete(channel="C1", ts=posted["ts"])

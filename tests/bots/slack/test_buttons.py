@@ -284,3 +284,28 @@ async def test_without_reply_buttons_answers_carry_no_blocks(
     await native.slack.mention("streamed", thread_ts=root)
     await wait_for(lambda: len(slack_api.calls_to("chat.stopStream")) == 1)
     assert "blocks" not in slack_api.calls_to("chat.stopStream")[0].args
+
+
+async def test_regenerating_a_split_reply_into_a_short_one_deletes_the_surplus_messages(
+    make_bot: BotMaker, slack_api: FakeSlackAPI, llm: FakeLLMServer
+) -> None:
+    running = await make_bot(slack_streaming="update")
+    long_answer = " ".join(f"word{n}" for n in range(1200))  # past one message's length
+    llm.enqueue(Reply(text=long_answer), Reply(text="Short now."))
+    await running.slack.mention("tell me at length")
+    await wait_for(lambda: len(slack_api.thread(CHANNEL)) >= 2 and not running.bot._tasks)
+    old = slack_api.thread(CHANNEL)
+    last = old[-1]
+    await wait_for(lambda: actions(last) == [Action.REGENERATE, Action.UP, Action.DOWN])
+    assert all(not m.buttons for m in old[:-1])
+
+    _, status, _ = await running.slack.click(last, button(last, Action.REGENERATE))
+
+    assert status == 200
+    await wait_for(lambda: len(slack_api.thread(CHANNEL)) == 1 and not running.bot._tasks)
+    [kept] = slack_api.thread(CHANNEL)
+    assert kept.ts == old[0].ts  # the first part is the new answer, the rest deleted
+    assert kept.text == "Short now."
+    assert actions(kept) == [Action.REGENERATE, Action.UP, Action.DOWN]
+    deleted = {c.args["ts"] for c in slack_api.calls_to("chat.delete")}
+    assert deleted == {m.ts for m in old[1:]}
