@@ -1,6 +1,7 @@
 """The ``llmconnect`` command line: ``run`` (the web chat plus every configured bot),
-``doctor`` (checks the configuration), ``chat`` (a terminal chat that streams tokens), ``models``,
-and one front end alone: ``discord``, ``slack``, ``web``.
+``doctor`` (checks the configuration), ``chat`` (a terminal chat that streams tokens; with
+``--tools`` the model may call the configured MCP servers' tools), ``models``, and one front end
+alone: ``discord``, ``slack``, ``web``.
 
 Loads ``.env`` first (python-dotenv), so provider keys set there work.
 """
@@ -13,20 +14,26 @@ import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Coroutine, Sequence
-from typing import Any, Literal, TextIO, cast
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
 
 from dotenv import load_dotenv
 
 from core.settings import Settings, SettingsError, load_settings
 from llmconnect import (
+    TEXT,
     APIClientFactory,
     AsyncAPIClient,
     LLMError,
     aclose_shared_clients,
     list_models,
     provider_status,
+    supports_tools,
 )
+
+if TYPE_CHECKING:
+    from core.engine import ChatEngine
+    from core.mcp import ToolSpec
 
 __all__ = ["main"]
 
@@ -48,9 +55,15 @@ class _LineReader:
             loop.call_soon_threadsafe(self._queue.put_nowait, None)
 
         threading.Thread(target=pump, name="stdin", daemon=True).start()
+        self._ended = False
 
     async def readline(self) -> str | None:
-        return await self._queue.get()
+        """The next line; ``None`` at the end of input (and for ever after)."""
+        if self._ended:
+            return None
+        line = await self._queue.get()
+        self._ended = line is None
+        return line
 
 
 def _new_client(settings: Settings, model: str, system: str | None) -> AsyncAPIClient:
@@ -89,10 +102,24 @@ async def chat(
     model: str | None,
     system: str | None,
     prompt: str | None,
+    tools: str | None = None,
     stdin: TextIO = sys.stdin,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
+    """``tools``: ``None`` (no tools), ``"*"`` (every configured MCP server) or a
+    comma-separated list of server names."""
+    if tools is not None:
+        return await _tool_chat(
+            settings,
+            tools,
+            model=model,
+            system=system,
+            prompt=prompt,
+            stdin=stdin,
+            out=out,
+            err=err,
+        )
     model = model or settings.llmconnect_model
     system = system if system is not None else settings.llmconnect_system_prompt
     try:
@@ -104,16 +131,29 @@ async def chat(
         if prompt is not None:
             # A script can tell: 1 when the reply failed (its text so far is still printed).
             return 0 if await _stream_reply(client, prompt, out, err) else 1
-        return await _repl(settings, client, stdin, out, err)
+        holder = [client]
+
+        async def ask(text: str) -> bool:
+            return await _stream_reply(holder[0], text, out, err)
+
+        async def command(name: str, arg: str) -> None:
+            holder[0] = _command(settings, holder[0], name, arg, err)
+
+        err.write(f"llmconnect chat — model {client.model}. {HELP}\n")
+        return await _repl(_LineReader(stdin), ask, command, out, err)
     finally:
         await aclose_shared_clients()
 
 
 async def _repl(
-    settings: Settings, client: AsyncAPIClient, stdin: TextIO, out: TextIO, err: TextIO
+    reader: _LineReader,
+    ask: Callable[[str], Coroutine[Any, Any, bool]],
+    command: Callable[[str, str], Awaitable[None]],
+    out: TextIO,
+    err: TextIO,
 ) -> int:
-    err.write(f"llmconnect chat — model {client.model}. {HELP}\n")
-    reader = _LineReader(stdin)
+    """Read prompts and ``/commands`` until the end of input or ``/quit``; Ctrl-C stops the
+    reply that is streaming (it cancels ``ask``), else leaves."""
     loop = asyncio.get_running_loop()
     reply: asyncio.Task[bool] | None = None
     main = asyncio.current_task()
@@ -138,12 +178,12 @@ async def _repl(
             if not text:
                 continue
             if text.startswith("/"):
-                command, _, arg = text[1:].partition(" ")
-                if command in ("quit", "exit"):
+                name, _, arg = text[1:].partition(" ")
+                if name in ("quit", "exit"):
                     return 0
-                client = _command(settings, client, command, arg.strip(), err)
+                await command(name, arg.strip())
                 continue
-            reply = asyncio.create_task(_stream_reply(client, text, out, err))
+            reply = asyncio.create_task(ask(text))
             try:
                 await reply
             except asyncio.CancelledError:
@@ -183,6 +223,236 @@ def _command(
     else:
         err.write(HELP + "\n")
     return client
+
+
+# ----------------------------------------------------------------------------- chat --tools
+
+TOOLS_HELP = """Commands: /model <provider/model>  /system <text|clear>  /reset  /tools  /help  /quit
+Ctrl-C stops a reply (and a tool call that runs); Ctrl-D (or /quit) leaves."""
+#: The conversation of the terminal chat in the engine's (in-memory) store.
+CONSOLE_KEY_PLATFORM = "console"
+
+
+def _chosen_servers(configured: Sequence[str], tools: str) -> list[str]:
+    """The servers ``--tools`` names (``*``: all configured); :class:`SettingsError` for a name
+    that is not configured, or when none is."""
+    if not configured:
+        raise SettingsError(["--tools: no MCP servers are configured (MCP_SERVERS)"])
+    if tools == "*":
+        return list(configured)
+    names = list(dict.fromkeys(n.strip() for n in tools.split(",") if n.strip()))
+    unknown = [n for n in names if n not in configured]
+    if unknown or not names:
+        raise SettingsError(
+            [
+                f"--mcp-servers: {', '.join(map(repr, unknown)) or 'no name given'}: "
+                f"the configured servers are {', '.join(configured)}"
+            ]
+        )
+    return names
+
+
+class _TerminalApproval:
+    """Asks y/N on the terminal before each call to a ``confirm`` server (one question at a
+    time: parallel calls wait their turn). No answer (the end of input) is no."""
+
+    def __init__(self, reader: _LineReader, err: TextIO) -> None:
+        self.reader = reader
+        self.err = err
+        self._one_at_a_time = asyncio.Lock()
+
+    async def __call__(self, spec: ToolSpec, arguments: Mapping[str, Any]) -> bool:
+        from core.engine import shown_arguments
+
+        async with self._one_at_a_time:
+            self.err.write(f"Allow {spec.name}({shown_arguments(arguments)})? [y/N] ")
+            self.err.flush()
+            line = await self.reader.readline()
+            allowed = line is not None and line.strip().lower() in ("y", "yes")
+            self.err.write("" if line is not None else "\n")
+            self.err.write(f"{'allowed' if allowed else 'denied'}: {spec.name}\n")
+            return allowed
+
+
+def _server_lines(engine: ChatEngine) -> list[str]:
+    """One line per server of the session: its state and tools."""
+    lines = []
+    for state in engine.mcp.states.values():
+        if state.tools:
+            what = f"{len(state.tools)} tools: {', '.join(t.tool for t in state.tools)}"
+        else:
+            what = f"{state.status}" + (f" ({state.problem})" if state.problem else "")
+        ask = " — asks before each call" if state.config.confirm else ""
+        lines.append(f"🔧 {state.name}: {what}{ask}")
+    return lines
+
+
+async def _model_line(engine: ChatEngine, key: Any) -> str:
+    """``model: M``, and whether it takes tools (llmconnect's per-model fact)."""
+    model = engine.model_of(await engine.conversation(key))
+    if supports_tools(model, engine.env):
+        return f"model: {model}"
+    return (
+        f"model: {model} — it takes no tools, none are offered (LLMCONNECT_TOOL_MODELS adds models)"
+    )
+
+
+async def _tool_chat(
+    settings: Settings,
+    tools: str,
+    *,
+    model: str | None,
+    system: str | None,
+    prompt: str | None,
+    stdin: TextIO,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """The terminal chat on the bots' engine (an in-memory conversation), so its tool loop,
+    limits (``TOOL_*``), progress lines and history are the bots' own."""
+    from core.conversations import ConversationKey, MemoryStore
+    from core.engine import ChatEngine, Refused
+    from core.mcp import McpManager
+
+    try:
+        configs = settings.mcp_server_configs()
+        names = _chosen_servers(list(configs), tools)
+    except SettingsError as exc:
+        err.write(f"{exc}\n")
+        return 2
+    # The terminal's user runs the bot: the bots' channel and model lists do not apply.
+    settings = settings.model_copy(
+        update={
+            "mcp_default_servers": names,
+            "allowed_channels": [],
+            "blocked_channels": [],
+            "llmconnect_allowed_models": [],
+        }
+    )
+    reader = _LineReader(stdin)
+    mcp = McpManager(
+        {n: configs[n] for n in names}, approve=_TerminalApproval(reader, err), errlog=err
+    )
+    key = ConversationKey(CONSOLE_KEY_PLATFORM, "terminal")
+    try:
+        engine = ChatEngine(settings, MemoryStore(), mcp=mcp)
+    except LLMError as exc:
+        err.write(f"{exc}\n")
+        return 2
+    try:
+        try:
+            if model:
+                await engine.set_model(key, model)
+            if system is not None:
+                await engine.set_system(key, system)
+        except Refused as exc:
+            err.write(f"{exc.user_message}\n")
+            return 2
+        await engine.start()
+        await engine.mcp.wait_ready()
+        err.write("\n".join(_server_lines(engine)) + "\n")
+        if prompt is not None and not supports_tools(
+            engine.model_of(await engine.conversation(key)), engine.env
+        ):
+            err.write(await _model_line(engine, key) + "\n")
+
+        async def ask(text: str) -> bool:
+            return await _stream_engine_reply(engine, key, text, out, err)
+
+        async def command(name: str, arg: str) -> None:
+            await _tool_command(engine, key, name, arg, err)
+
+        if prompt is not None:
+            return 0 if await ask(prompt) else 1
+        err.write(f"llmconnect chat with tools — {await _model_line(engine, key)}\n{TOOLS_HELP}\n")
+        return await _repl(reader, ask, command, out, err)
+    finally:
+        await engine.aclose()
+        await aclose_shared_clients()
+
+
+async def _stream_engine_reply(
+    engine: ChatEngine, key: Any, text: str, out: TextIO, err: TextIO
+) -> bool:
+    """One reply: its text to ``out``, each tool call's progress line to ``err`` when it starts
+    and again when it ends (``…`` then ``✓``/``✗``), the final note to ``err``; False when it
+    failed. Cancelling it stops the reply (a running tool call is cancelled)."""
+    from core.conversations import Status
+    from core.delivery import final_note
+    from core.engine import TOOLS, Refused
+
+    try:
+        reply = await engine.submit(key, text)
+    except Refused as exc:
+        err.write(f"⚠️ {exc.user_message}\n")
+        return False
+    shown: list[str] = []  # the progress lines as printed last
+    at_line_start = True
+    after_tools = False
+
+    def show_progress(text: str) -> None:
+        nonlocal shown, at_line_start, after_tools
+        lines = text.splitlines()
+        if not at_line_start:
+            out.write("\n")
+            at_line_start = True
+        out.flush()
+        for i, line in enumerate(lines):
+            if i >= len(shown) or shown[i] != line:
+                err.write(line + "\n")
+        err.flush()
+        shown, after_tools = lines, True
+
+    try:
+        async for kind, value in reply.events():
+            if kind == TOOLS:
+                show_progress(value)
+            elif kind == TEXT and value:
+                if after_tools and at_line_start:
+                    value = value.lstrip("\n")  # the engine's paragraph break, already made
+                    if not value:
+                        continue
+                after_tools = False
+                out.write(value)
+                out.flush()
+                at_line_start = value.endswith("\n")
+    except asyncio.CancelledError:
+        reply.cancel()
+        await reply
+        if reply.tool_progress:
+            show_progress(reply.tools_text)  # the calls it cancelled: ✗
+        raise
+    await reply
+    if not at_line_start or reply.status is Status.COMPLETE:
+        out.write("\n")
+    out.flush()
+    note = final_note(reply)
+    if note and reply.status is not Status.CANCELLED:
+        err.write(note + "\n")
+    return reply.status is Status.COMPLETE
+
+
+async def _tool_command(engine: ChatEngine, key: Any, name: str, arg: str, err: TextIO) -> None:
+    from core.engine import Refused
+
+    try:
+        if name == "model":
+            if arg:
+                await engine.set_model(key, arg)
+            err.write(await _model_line(engine, key) + "\n")
+        elif name == "system":
+            await engine.set_system(key, None if arg in ("", "clear") else arg)
+            system = engine.system_of(await engine.conversation(key))
+            err.write(f"system prompt: {system or '(none)'}\n")
+        elif name == "reset":
+            await engine.reset(key)
+            err.write("history cleared\n")
+        elif name == "tools":
+            err.write("\n".join(_server_lines(engine)) + "\n")
+        else:
+            err.write(TOOLS_HELP + "\n")
+    except Refused as exc:
+        err.write(f"⚠️ {exc.user_message}\n")
 
 
 async def models(provider: str | None, *, online: bool, out: TextIO = sys.stdout) -> int:
@@ -233,6 +503,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     p_chat.add_argument("--model", "-m", help="provider/model, or a bare provider name")
     p_chat.add_argument("--system", "-s", help="system prompt")
+    p_chat.add_argument(
+        "--tools",
+        action="store_true",
+        help="let the model call the tools of every configured MCP server (MCP_SERVERS)",
+    )
+    p_chat.add_argument(
+        "--mcp-servers",
+        metavar="NAMES",
+        help="with tools, only these MCP servers (comma-separated names; implies --tools)",
+    )
     p_models = sub.add_parser("models", help="list providers, their configuration and models")
     p_models.add_argument("--provider", "-p", help="only this provider")
     p_models.add_argument(
@@ -287,7 +567,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(exc, file=sys.stderr)
             return 2
     elif args.command == "chat":
-        coro = chat(settings, model=args.model, system=args.system, prompt=args.prompt)
+        tools = args.mcp_servers if args.mcp_servers is not None else "*" if args.tools else None
+        coro = chat(settings, model=args.model, system=args.system, prompt=args.prompt, tools=tools)
     else:
         coro = models(args.provider, online=not args.offline)
     try:

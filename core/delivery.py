@@ -404,8 +404,9 @@ async def _feed_shown(engine: ChatEngine, reply: Reply, renderer: Renderer) -> N
 
 def _progress_of(renderer: Renderer) -> Callable[[str], None] | None:
     """Where a renderer shows the tool progress lines: ``show_progress`` (below the text, while
-    the reply streams: :class:`~core.render.StreamRenderer`), else the last line as its status
-    (``show_status``: Slack's native stream shows it as the thread's status), else nowhere."""
+    the reply streams: :class:`~core.render.StreamRenderer`; Slack's native stream as task
+    cards), else the last line as its status (a renderer with ``show_status`` only), else
+    nowhere."""
     show_progress = getattr(renderer, "show_progress", None)
     if show_progress is not None:
         return show_progress  # type: ignore[no-any-return]

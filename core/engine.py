@@ -100,6 +100,8 @@ __all__ = [
     "Reply",
     "StoreUnavailable",
     "ToolProgress",
+    "parse_progress_line",
+    "shown_arguments",
 ]
 
 log = logging.getLogger("llmconnect.engine")
@@ -176,6 +178,20 @@ class ToolProgress:
         """``🔧 files.read(path='a.txt') …``, then ``✓`` or ``✗``."""
         mark = {"running": "…", "ok": "✓"}.get(self.state, "✗")
         return f"🔧 {self.name}({self.arguments}) {mark}"
+
+
+_PROGRESS_STATES = {"…": "running", "✓": "ok", "✗": "error"}
+
+
+def parse_progress_line(line: str) -> tuple[str, str]:
+    """A :attr:`ToolProgress.line` back as ``(call, state)``: ``("files.read(path='a.txt')",
+    "running")``, state ``running``, ``ok`` or ``error``; for a renderer that shows each call
+    its own way (Slack's task cards). A line of another shape is ``(line, "running")``."""
+    head, _, mark = line.rpartition(" ")
+    state = _PROGRESS_STATES.get(mark)
+    if not head or state is None:
+        return line, "running"
+    return head.removeprefix("🔧 "), state
 
 
 def shown_arguments(arguments: Mapping[str, Any]) -> str:

@@ -22,7 +22,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TextIO
@@ -37,6 +37,7 @@ from .clock import Clock, MonotonicClock
 __all__ = [
     "MAX_BACKOFF",
     "RESTART_BACKOFF",
+    "Approver",
     "McpManager",
     "McpServerConfig",
     "ServerState",
@@ -300,6 +301,10 @@ def validate_arguments(schema: Mapping[str, Any], arguments: Mapping[str, Any]) 
 
 # ----------------------------------------------------------------------------- servers
 
+#: Asks the user whether a call to a ``confirm`` server's tool may run (the tool, its checked
+#: arguments): True to run it. See :class:`McpManager`'s ``approve``.
+Approver = Callable[[ToolSpec, Mapping[str, Any]], Awaitable[bool]]
+
 
 class ServerStatus(StrEnum):
     STARTING = "starting"
@@ -332,7 +337,9 @@ class McpManager:
     anyio task groups: entered and left by one task); calls come from any task.
 
     ``backoff``/``max_backoff`` and ``clock``: the restart waits (tests shorten them and drive
-    a fake clock). ``errlog``: where stdio servers' standard error goes.
+    a fake clock). ``errlog``: where stdio servers' standard error goes. ``approve``: who is
+    asked before each call to a ``confirm`` server's tool (the terminal chat asks y/N); without
+    it such a server's tools are never offered and a call to one is denied.
     """
 
     def __init__(
@@ -344,7 +351,9 @@ class McpManager:
         max_backoff: float = MAX_BACKOFF,
         connect_timeout: float = CONNECT_TIMEOUT,
         errlog: TextIO | None = None,
+        approve: Approver | None = None,
     ) -> None:
+        self.approve = approve
         self.clock = clock or MonotonicClock()
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -396,14 +405,14 @@ class McpManager:
 
     def tools(self, servers: Iterable[str]) -> list[ToolSpec]:
         """The tools of the named servers that are up now (in their order), none of a
-        ``confirm`` server's: approving a call is not possible yet, so it is never offered."""
+        ``confirm`` server's unless there is an ``approve`` to ask."""
         found: list[ToolSpec] = []
         for name in servers:
             state = self.states.get(name)
             if (
                 state is not None
                 and state.status is ServerStatus.READY
-                and not state.config.confirm
+                and (self.approve is not None or not state.config.confirm)
             ):
                 found += state.tools
         return found
@@ -436,7 +445,7 @@ class McpManager:
         if spec is None or spec.server not in set(allowed):
             return ToolResult(f"Unknown tool {name!r}: it is not one of the tools offered.", True)
         state = self.states[spec.server]
-        if state.config.confirm:
+        if state.config.confirm and self.approve is None:
             return ToolResult(
                 f"{spec.name} needs the user's approval for each call, which cannot be asked "
                 "for here: the call was denied.",
@@ -448,6 +457,10 @@ class McpManager:
         client = state.client
         if client is None or state.status is not ServerStatus.READY:
             return ToolResult(f"{spec.name} is unavailable: its server is {state.status}.", True)
+        # Asked before the time limit starts: the user's thinking is not the tool's time.
+        approve = self.approve if state.config.confirm else None
+        if approve is not None and not await approve(spec, arguments):
+            return ToolResult(f"The user denied the call to {spec.name}.", True)
         call = asyncio.ensure_future(
             # The SDK's own read timeout only backs up the clock's (TOOL_TIMEOUT) below.
             client.call_tool(spec.tool, dict(arguments), read_timeout_seconds=time_limit + 60)

@@ -24,6 +24,11 @@ While a reasoning model only thinks, a stream has nothing to append, and a statu
 would stay in the answer: :meth:`NativeStreamRenderer.show_status` shows it as the thread's status
 instead (:mod:`~bots.slack.status`), at most once per ``min_interval``, and clears it after the
 first text is appended or when the reply ends.
+
+Tool calls (:meth:`NativeStreamRenderer.show_progress`) are Slack's task cards: each call is a
+``task_update`` chunk (``in_progress``, then ``complete`` or ``error``) riding on the stream's
+appends (the same pacing and budget; a change waiting alone takes an append of its own), shown
+where the call came in the answer (``task_display_mode`` timeline, Slack's default).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from core.budget import EditBudget, SendBudgets
 from core.clock import Clock
+from core.engine import parse_progress_line
 from core.render import BufferedRenderer, MessageSink, RenderResult, SinkGone, StreamRenderer
 from core.split import find_cut
 
@@ -52,13 +58,17 @@ if TYPE_CHECKING:
 from .sink import GONE_ERRORS
 from .status import StatusLine
 
-__all__ = ["NATIVE_MAX_LEN", "UNSUPPORTED_ERRORS", "NativeStreamRenderer"]
+__all__ = ["NATIVE_MAX_LEN", "TASK_TITLE_CHARS", "UNSUPPORTED_ERRORS", "NativeStreamRenderer"]
 
 log = logging.getLogger("llmconnect.slack")
 
 #: Characters per streamed message: Slack's ``markdown_text`` limit per call and the cumulative
 #: limit of markdown content in one message.
 NATIVE_MAX_LEN = 12_000
+#: A task card's title (a call with its arguments, ``files.read(path='a.txt')``) is cut to this.
+TASK_TITLE_CHARS = 200
+#: A progress line's state as a ``task_update`` chunk's ``status``.
+_TASK_STATUS = {"running": "in_progress", "ok": "complete", "error": "error"}
 
 #: ``chat.startStream`` errors that mean streaming is not available to this app at all (as
 #: opposed to one stream that expired): the bot stops trying.
@@ -139,6 +149,11 @@ class NativeStreamRenderer(BufferedRenderer):
         #: shows them; the final ones go on ``chat.stopStream``'s blocks.
         self._controls = None if controls is None else tuple(controls)
         self._final_controls: tuple[Control, ...] = ()
+        #: The tool calls' task cards: the latest chunk per call not yet sent (in call order),
+        #: and the (title, status) each call's card shows.
+        self._tasks_due: dict[int, dict[str, str]] = {}
+        self._tasks_shown: dict[int, tuple[str, str]] = {}
+        self._progress: str | None = None  # the latest lines, for a fallback to edits
 
     def __repr__(self) -> str:
         return f"NativeStreamRenderer(channel={self.channel!r}, thread_ts={self.thread_ts!r})"
@@ -174,6 +189,50 @@ class NativeStreamRenderer(BufferedRenderer):
             self._task = asyncio.get_running_loop().create_task(self._run())
         else:
             self._wake()
+
+    def show_progress(self, lines: str) -> None:
+        """Show the tool calls' progress (:attr:`core.engine.Reply.tools_text`: one line per
+        call, in call order) as task cards in the stream: a call whose card changed gets a
+        ``task_update`` chunk on the next append (or the stop), the latest state only. After a
+        fallback to edits, the lines go under the text as :class:`~core.render.StreamRenderer`
+        shows them."""
+        if self._failure is not None:
+            return
+        self._progress = lines
+        if self._fallback is not None:
+            self._fallback.show_progress(lines)
+            return
+        if self._finishing:
+            return
+        for index, line in enumerate(lines.splitlines()):
+            call, state = parse_progress_line(line)
+            title = call if len(call) <= TASK_TITLE_CHARS else call[: TASK_TITLE_CHARS - 1] + "…"
+            card = (title, _TASK_STATUS[state])
+            if self._tasks_shown.get(index) == card:
+                self._tasks_due.pop(index, None)
+                continue
+            self._tasks_due[index] = {
+                "type": "task_update",
+                "id": f"tool-{index + 1}",
+                "title": title,
+                "status": card[1],
+            }
+        if not self._tasks_due:
+            return
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        else:
+            self._wake()
+
+    def _take_tasks(self) -> list[dict[str, str]] | None:
+        """The task chunks due, as sent now (``None``: none)."""
+        if not self._tasks_due:
+            return None
+        chunks = [self._tasks_due[i] for i in sorted(self._tasks_due)]
+        for index, chunk in self._tasks_due.items():
+            self._tasks_shown[index] = (chunk["title"], chunk["status"])
+        self._tasks_due = {}
+        return chunks
 
     async def feed(self, delta: str) -> None:
         """Take ``delta``; never waits on the network."""
@@ -222,13 +281,13 @@ class NativeStreamRenderer(BufferedRenderer):
     # -- the step --------------------------------------------------------------------------
 
     async def _step(self) -> bool:
-        if len(self._body) <= self._sent and not self._finishing:
+        if len(self._body) <= self._sent and not self._finishing and not self._tasks_due:
             if not await self._status_step():
                 await self._wait_for_text()
             return False
         if not self._finishing and await self._wait_until(self._last + self._min_interval):
             return False  # appends are coalesced: at most one per min_interval
-        if self._finishing and not self._body and self._stream is None:
+        if self._finishing and not self._body and self._stream is None and not self._tasks_due:
             return True  # nothing to send
         opening = self._stream is None
         stopping = self._finishing or len(self._body) > self._max_len
@@ -336,13 +395,14 @@ class NativeStreamRenderer(BufferedRenderer):
             self._sent = 0
             return False
         if self._finishing:
-            if body or self._stream is not None:
+            if body or self._stream is not None or self._tasks_due:
                 final = self._final_controls
                 await self._stop(body[self._sent :], [actions_block(final)] if final else None)
                 self._texts.append(body)
             return True
         stream = await self._open()
-        await stream.append(markdown_text=body[self._sent :])
+        # Text and task cards go in one call (a change of cards alone takes one of its own).
+        await stream.append(markdown_text=body[self._sent :] or None, chunks=self._take_tasks())
         self._started = True
         self._sent = len(body)
         self._appends += 1
@@ -362,7 +422,7 @@ class NativeStreamRenderer(BufferedRenderer):
 
     async def _stop(self, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
         stream = await self._open()
-        await stream.stop(markdown_text=text or None, blocks=blocks)
+        await stream.stop(markdown_text=text or None, blocks=blocks, chunks=self._take_tasks())
         self._started = True
         self._refs.append(stream.ts)
         self._stream = None
@@ -384,4 +444,6 @@ class NativeStreamRenderer(BufferedRenderer):
             controls=self._controls,
         )
         self._fallback = renderer
+        if self._progress:
+            renderer.show_progress(self._progress)  # the cards' lines, under the text again
         await renderer.feed(self._body)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 
 import pytest
 
-from tests.fakes.llm_server import Fail, FakeLLMServer, Reply
+from tests.fakes.llm_server import Fail, FakeLLMServer, FakeToolCall, Reply
+from tests.fakes.mcp_server import stdio_servers
 
 CLI = [sys.executable, "-m", "bots.console"]
 WORKDIR = tempfile.gettempdir()
@@ -39,18 +41,22 @@ def run_cli(*args: str, stdin: str = "", env: dict[str, str] | None = None):
     )
 
 
-async def run_cli_async(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+async def run_cli_async(
+    *args: str, env: dict[str, str], stdin: str | None = None
+) -> tuple[int, str, str]:
     """Same, without blocking the event loop that serves the fake LLM server."""
     proc = await asyncio.create_subprocess_exec(
         *CLI,
         *args,
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=cli_env(env),
         cwd=WORKDIR,
     )
-    out, err = await proc.communicate()
+    out, err = await asyncio.wait_for(
+        proc.communicate(None if stdin is None else stdin.encode()), 60
+    )
     return proc.returncode or 0, out.decode(), err.decode()
 
 
@@ -151,3 +157,165 @@ async def test_models_asks_anthropic_and_gemini_for_their_lists(server, provider
     assert f"{provider}/alpha" in out
     assert f"{provider}/beta" in out
     assert "k-123456" not in out + err
+
+
+# --------------------------------------------------------------------------- chat --tools
+
+
+def chats(server: FakeLLMServer) -> list:
+    return [r for r in server.requests if r.path.endswith("/chat/completions")]
+
+
+def tools_env(server: FakeLLMServer, mcp_servers: str) -> dict[str, str]:
+    return {
+        "LOCAL_BASE_URL": server.openai_base_url,
+        "LLMCONNECT_MODEL": "local/alpha",
+        "MCP_SERVERS": mcp_servers,
+    }
+
+
+async def test_chat_tools_runs_a_call_shows_its_progress_and_streams_the_answer(server):
+    server.enqueue(
+        Reply(text="Let me add.", tool_calls=[FakeToolCall("files__add", {"a": 2, "b": 3})]),
+        Reply(text="It is 5."),
+    )
+    env = tools_env(server, stdio_servers("files"))
+    code, out, err = await run_cli_async("chat", "--tools", "what is 2 + 3?", env=env)
+
+    assert code == 0, err
+    assert out == "Let me add.\nIt is 5.\n"  # the answer alone on standard output
+    lines = err.splitlines()
+    assert "🔧 files: 6 tools: add, echo, slow, fail, env, die" in lines
+    running = lines.index("🔧 files.add(a=2, b=3) …")
+    assert lines[running + 1] == "🔧 files.add(a=2, b=3) ✓"
+    assert lines[-1] == "🔧 files.add"  # the one-line summary
+    first, second = chats(server)
+    assert "files__add" in first.tool_names()
+    [result] = second.tool_results()
+    assert (result.name, result.content) == ("files__add", "5")
+
+
+async def test_chat_tools_a_failing_call_is_an_error_result_and_the_reply_goes_on(server):
+    server.enqueue(
+        Reply(tool_calls=[FakeToolCall("files__fail", {"message": "disk on fire"})]),
+        Reply(text="It failed, sorry."),
+    )
+    env = tools_env(server, stdio_servers("files"))
+    code, out, err = await run_cli_async("chat", "--tools", "read it", env=env)
+
+    assert code == 0, err
+    assert out == "It failed, sorry.\n"
+    assert "🔧 files.fail(message='disk on fire') ✗" in err.splitlines()
+    [result] = chats(server)[1].tool_results()
+    assert result.content.startswith("Error: files.fail failed")
+
+
+async def test_chat_mcp_servers_offers_only_the_named_ones(server):
+    server.enqueue(Reply(text="Nothing to do."))
+    env = tools_env(server, stdio_servers("files", "other"))
+    code, out, err = await run_cli_async("chat", "--mcp-servers", "other", "hi", env=env)
+
+    assert code == 0, err
+    assert out == "Nothing to do.\n"
+    names = chats(server)[0].tool_names()
+    assert "other__add" in names
+    assert not [n for n in names if n.startswith("files__")]
+    assert "🔧 files:" not in err
+
+
+async def test_chat_without_tools_offers_none_even_with_servers_configured(server):
+    server.enqueue(Reply(text="Plain."))
+    env = tools_env(server, stdio_servers("files"))
+    code, out, err = await run_cli_async("chat", "hi", env=env)
+
+    assert code == 0, err
+    assert out == "Plain.\n"
+    assert chats(server)[0].tool_names() == []
+
+
+async def test_chat_tools_asks_before_each_call_to_a_confirm_server(server):
+    server.enqueue(
+        Reply(tool_calls=[FakeToolCall("files__add", {"a": 1, "b": 1})]),
+        Reply(text="Two."),
+        Reply(tool_calls=[FakeToolCall("files__add", {"a": 2, "b": 2})]),
+        Reply(text="Not allowed."),
+    )
+    env = tools_env(server, stdio_servers("files", confirm=True))
+    code, out, err = await run_cli_async(
+        "chat", "--tools", env=env, stdin="one plus one?\ny\ntwo plus two?\nn\n"
+    )
+
+    assert code == 0, err
+    assert out == "Two.\nNot allowed.\n"
+    assert "🔧 files: 6 tools: add, echo, slow, fail, env, die — asks before each call" in err
+    assert "Allow files.add(a=1, b=1)? [y/N] allowed: files.add" in err
+    assert "Allow files.add(a=2, b=2)? [y/N] denied: files.add" in err
+    assert "🔧 files.add(a=1, b=1) ✓" in err
+    assert "🔧 files.add(a=2, b=2) ✗" in err
+    allowed, denied = chats(server)[1].tool_results(), chats(server)[3].tool_results()
+    assert allowed[0].content == "2"
+    assert denied[-1].content.endswith("The user denied the call to files.add.")
+
+
+async def test_chat_tools_with_no_answer_on_stdin_denies_a_confirm_call(server):
+    server.enqueue(
+        Reply(tool_calls=[FakeToolCall("files__add", {"a": 1, "b": 1})]),
+        Reply(text="Denied, then."),
+    )
+    env = tools_env(server, stdio_servers("files", confirm=True))
+    code, out, _ = await run_cli_async("chat", "--tools", "one plus one?", env=env)
+
+    assert code == 0
+    assert out == "Denied, then.\n"
+    [result] = chats(server)[1].tool_results()
+    assert result.content.endswith("The user denied the call to files.add.")
+
+
+def test_chat_tools_refuses_unknown_servers_and_a_missing_configuration():
+    none = run_cli("chat", "--tools", "hi")
+    assert none.returncode == 2
+    assert "no MCP servers are configured (MCP_SERVERS)" in none.stderr
+    unknown = run_cli(
+        "chat", "--mcp-servers", "files,nope", "hi", env={"MCP_SERVERS": stdio_servers("files")}
+    )
+    assert unknown.returncode == 2
+    assert "'nope': the configured servers are files" in unknown.stderr
+
+
+async def test_ctrl_c_during_a_slow_call_stops_the_reply_and_the_chat_goes_on(server):
+    server.enqueue(
+        Reply(text="Waiting.", tool_calls=[FakeToolCall("files__slow", {"seconds": 600})]),
+        Reply(text="Back again."),
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        "chat",
+        "--tools",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_env(tools_env(server, stdio_servers("files"))),
+        cwd=WORKDIR,
+    )
+    assert proc.stdin is not None
+    assert proc.stderr is not None
+    proc.stdin.write(b"take your time\n")
+    await proc.stdin.drain()
+    seen = b""
+    while "🔧 files.slow(seconds=600) …".encode() not in seen:
+        chunk = await asyncio.wait_for(proc.stderr.read(4096), 60)
+        assert chunk, seen.decode()
+        seen += chunk
+    proc.send_signal(signal.SIGINT)
+    proc.stdin.write(b"and now?\n/quit\n")
+    await proc.stdin.drain()
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    err_text = seen.decode() + err.decode()
+
+    assert proc.returncode == 0, err_text
+    assert out.decode() == "Waiting.\n\nBack again.\n"  # a line ends the stopped reply
+    assert "[stopped]" in err_text
+    assert "🔧 files.slow(seconds=600) ✗" in err_text
+    _, second = chats(server)
+    # The stopped turn went into the history with the call not run; the next prompt followed.
+    assert second.json["messages"][-1] == {"role": "user", "content": "and now?"}

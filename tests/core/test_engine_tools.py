@@ -12,7 +12,7 @@ import pytest
 from core.clock import FakeClock
 from core.conversations import Status
 from core.delivery import deliver, final_note
-from core.engine import ChatEngine, Reply
+from core.engine import ChatEngine, Reply, ToolProgress, parse_progress_line
 from tests.core.test_render import RecordingSink
 from tests.fakes.llm_server import FakeLLMServer, FakeToolCall
 from tests.fakes.llm_server import Reply as Scripted
@@ -305,3 +305,13 @@ async def test_the_progress_lines_stream_under_the_text_and_the_summary_stays(
     shown = [call.text for call in sink.history]
     assert any("Checking.\n\n🔧 files.add(a=2, b=3) " in text for text in shown), shown
     assert sink.messages == ["Checking.\n\nIt is 5.\n🔧 files.add"]
+
+
+def test_a_progress_line_reads_back_as_its_call_and_state() -> None:
+    line = ToolProgress("files.read", "path='a b.txt'")
+    assert parse_progress_line(line.line) == ("files.read(path='a b.txt')", "running")
+    line.state = "ok"
+    assert parse_progress_line(line.line) == ("files.read(path='a b.txt')", "ok")
+    line.state = "error"
+    assert parse_progress_line(line.line) == ("files.read(path='a b.txt')", "error")
+    assert parse_progress_line("something else") == ("something else", "running")

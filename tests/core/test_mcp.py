@@ -21,6 +21,7 @@ from core.mcp import (
     McpServerConfig,
     ServerStatus,
     ToolResult,
+    ToolSpec,
     cut_result,
     parse_mcp_servers,
     validate_arguments,
@@ -352,7 +353,7 @@ async def test_a_server_that_cannot_start_is_down_and_retried(
 
 
 async def test_a_confirm_server_is_never_offered_nor_called(managers: list[McpManager]) -> None:
-    """Approving each call needs buttons this version does not have: denied, never run."""
+    """Without an ``approve`` to ask (the bots: no approval buttons yet): denied, never run."""
     manager = manager_for(managers, {"files": stdio_entry(confirm=True)})
     await manager.wait_ready()
     assert manager.states["files"].status is ServerStatus.READY
@@ -360,6 +361,40 @@ async def test_a_confirm_server_is_never_offered_nor_called(managers: list[McpMa
     denied = await call(manager, "files__add", {"a": 1, "b": 2})
     assert denied.is_error
     assert "needs the user's approval" in denied.text
+
+
+async def test_a_confirm_server_asks_its_approver_before_each_call(
+    managers: list[McpManager],
+) -> None:
+    """With ``approve`` (the terminal chat's y/N) its tools are offered, each call is asked
+    about with its checked arguments, and a no is an error result; nothing is asked for bad
+    arguments, nor for a server without ``confirm``."""
+    asked: list[tuple[str, dict[str, Any]]] = []
+    answers = [True, False]
+
+    async def approve(spec: ToolSpec, arguments: Mapping[str, Any]) -> bool:
+        asked.append((spec.name, dict(arguments)))
+        return answers.pop(0)
+
+    manager = manager_for(
+        managers,
+        {"files": stdio_entry(confirm=True), "plain": stdio_entry()},
+        approve=approve,
+    )
+    await manager.wait_ready()
+    assert [t.name for t in manager.tools(["files"])][:2] == ["files.add", "files.echo"]
+
+    allowed = await call(manager, "files__add", {"a": 1, "b": 2})
+    denied = await call(manager, "files__add", {"a": 3, "b": 4})
+    invalid = await call(manager, "files__add", {"a": "one"})
+    unconfirmed = await call(manager, "plain__add", {"a": 5, "b": 6}, allowed=("plain",))
+
+    assert (allowed.text, allowed.is_error) == ("3", False)
+    assert (denied.text, denied.is_error) == ("The user denied the call to files.add.", True)
+    assert invalid.is_error
+    assert invalid.text.startswith("Invalid arguments for files.add")
+    assert (unconfirmed.text, unconfirmed.is_error) == ("11", False)
+    assert asked == [("files.add", {"a": 1, "b": 2}), ("files.add", {"a": 3, "b": 4})]
 
 
 # ----------------------------------------------------------------------------- HTTP

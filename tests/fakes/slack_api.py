@@ -13,7 +13,13 @@ Real wire behaviour it imitates (checked against slack-sdk 3.48 / slack-bolt 1.3
 ``Authorization: Bearer``; answers are JSON ``{"ok": ...}``; ``chat.startStream`` needs
 ``thread_ts`` and, outside DMs, ``recipient_user_id`` + ``recipient_team_id``; ``markdown_text``
 is at most 12,000 characters per call; a text over 40,000 characters is ``msg_too_long``.
-``assistant.threads.setStatus`` needs ``channel_id`` and ``thread_ts``; the stand-in keeps each
+The streaming methods' ``chunks`` are checked as Slack documents them (``markdown_text`` with
+``text``; ``task_update`` with ``id``, ``title`` and ``status`` one of ``pending``,
+``in_progress``, ``complete``, ``error``, optional ``details``/``output`` strings; ``plan_update``
+with ``title``; ``blocks`` with ``blocks``): anything else is refused with ``invalid_arguments``
+and changes nothing. A message keeps its task cards (``tasks``: the latest of each id, in the
+order they first came; ``task_updates``: every one; ``task_at``: how much text was before each
+card, timeline order). ``assistant.threads.setStatus`` needs ``channel_id`` and ``thread_ts``; the stand-in keeps each
 thread's status (``statuses``, every value in ``status_history``) and, unlike Slack, does not clear
 it when the app replies, so a test sees whether the bot cleared it.
 """
@@ -56,6 +62,8 @@ MAX_BUTTON_TEXT = 75
 #: Suggested prompts one ``assistant.threads.setSuggestedPrompts`` call may set.
 MAX_SUGGESTED_PROMPTS = 4
 _GONE = "channel_not_found"
+#: A ``task_update`` chunk's statuses.
+TASK_STATUSES = frozenset({"pending", "in_progress", "complete", "error"})
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,11 @@ class Message:
     #: streamed text) and every set of button action ids it showed, in order.
     blocks: list[dict[str, Any]] | None = None
     button_history: list[list[str]] = field(default_factory=list)
+    #: Its task cards (streamed ``task_update`` chunks): the latest of each id, in the order they
+    #: first came; every update in order; the length of the text before each card came.
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    task_updates: list[dict[str, Any]] = field(default_factory=list)
+    task_at: dict[str, int] = field(default_factory=dict)
 
     @property
     def buttons(self) -> list[str]:
@@ -394,15 +407,59 @@ class FakeSlackAPI(LoopbackServer):
         self.messages[(message.channel, message.ts)] = message
 
     @staticmethod
-    def _stream_text(args: dict[str, Any]) -> str:
-        text = args.get("markdown_text") or ""
-        chunks = args.get("chunks") or []
+    def _chunks(args: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The call's ``chunks`` (``[]``: none), or ``None`` when one is malformed."""
+        chunks = args.get("chunks")
+        if chunks is None:
+            return []
         if isinstance(chunks, str):
-            chunks = json.loads(chunks)
+            try:
+                chunks = json.loads(chunks)
+            except ValueError:
+                return None
+        if not isinstance(chunks, list):
+            return None
         for chunk in chunks:
+            if not isinstance(chunk, dict):
+                return None
+            kind = chunk.get("type")
+            if kind == "markdown_text":
+                ok = isinstance(chunk.get("text"), str)
+            elif kind == "task_update":
+                ok = (
+                    all(isinstance(chunk.get(k), str) and chunk[k] for k in ("id", "title"))
+                    and chunk.get("status") in TASK_STATUSES
+                    and all(isinstance(chunk[k], str) for k in ("details", "output") if k in chunk)
+                )
+            elif kind == "plan_update":
+                ok = isinstance(chunk.get("title"), str)
+            elif kind == "blocks":
+                ok = isinstance(chunk.get("blocks"), list)
+            else:
+                ok = False
+            if not ok:
+                return None
+        return chunks
+
+    @classmethod
+    def _stream_text(cls, args: dict[str, Any]) -> str:
+        text = args.get("markdown_text") or ""
+        for chunk in cls._chunks(args) or []:
             if chunk.get("type") == "markdown_text":
                 text += chunk.get("text", "")
         return text
+
+    def _stream_into(self, message: Message, args: dict[str, Any]) -> None:
+        """Add a checked call's text and task cards to ``message``, in their order."""
+        message.text += args.get("markdown_text") or ""
+        for chunk in self._chunks(args) or []:
+            if chunk["type"] == "markdown_text":
+                message.text += chunk["text"]
+            elif chunk["type"] == "task_update":
+                card = {k: v for k, v in chunk.items() if k != "type"}
+                message.task_updates.append(card)
+                message.task_at.setdefault(card["id"], len(message.text))
+                message.tasks[card["id"]] = {**message.tasks.get(card["id"], {}), **card}
 
     def _m_auth_test(self, call: Call) -> dict[str, Any]:
         return {
@@ -531,10 +588,13 @@ class FakeSlackAPI(LoopbackServer):
             args.get("recipient_user_id") and args.get("recipient_team_id")
         ):
             return self._error(call, "missing_recipient_user_id")
+        if self._chunks(args) is None:
+            return self._error(call, "invalid_arguments")
         text = self._stream_text(args)
         if len(text) > MAX_MARKDOWN_PER_CALL:
             return self._error(call, "msg_too_long")
-        message = Message(channel, self._next_ts(), text, args["thread_ts"])
+        message = Message(channel, self._next_ts(), "", args["thread_ts"])
+        self._stream_into(message, args)
         message.streaming = message.streamed = True
         self._store(message)
         return {"channel": channel, "ts": message.ts}
@@ -548,6 +608,8 @@ class FakeSlackAPI(LoopbackServer):
             message.streaming = False  # the stream expired, as Slack's do after a while
         if not message.streaming:
             return self._error(call, "message_not_in_streaming_state")
+        if self._chunks(call.args) is None:
+            return self._error(call, "invalid_arguments")
         text = self._stream_text(call.args)
         if len(text) > MAX_MARKDOWN_PER_CALL or len(message.text) + len(text) > MAX_TEXT:
             return self._error(call, "msg_too_long")
@@ -558,7 +620,7 @@ class FakeSlackAPI(LoopbackServer):
         if isinstance(message, web.Response):
             return message
         message.appends += 1
-        message.text += self._stream_text(call.args)
+        self._stream_into(message, call.args)
         message.history.append(message.text)
         return {"channel": message.channel, "ts": message.ts}
 
@@ -571,7 +633,7 @@ class FakeSlackAPI(LoopbackServer):
             return self._error(call, "invalid_blocks")
         if isinstance(blocks, list):  # shown under the streamed text
             self._set_blocks(message, blocks)
-        message.text += self._stream_text(call.args)
+        self._stream_into(message, call.args)
         message.streaming = False
         message.history.append(message.text)
         return {"channel": message.channel, "ts": message.ts, "message": {"text": message.text}}

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from slack_sdk.errors import SlackApiError
+from slack_sdk.models.messages.chunk import MarkdownTextChunk, TaskUpdateChunk
 from slack_sdk.web.async_client import AsyncWebClient
 
 from tests.fakes.journal import Journal
@@ -39,6 +40,68 @@ async def test_streamed_text_is_visible_whether_sent_as_markdown_text_or_chunks(
     assert not message.streaming
     with pytest.raises(SlackApiError, match="message_not_in_streaming_state"):
         await web.chat_appendStream(channel="D1", ts=started["ts"], markdown_text="more")
+
+
+async def test_task_update_chunks_are_kept_as_cards_where_they_came_in_the_text(
+    slack: FakeSlackAPI,
+) -> None:
+    """slack-sdk's own chunk classes, as an app would send them."""
+    web = client(slack)
+    started = await web.chat_startStream(
+        channel="D1",
+        thread_ts="1.0",
+        chunks=[
+            MarkdownTextChunk(text="Let me add."),
+            TaskUpdateChunk(id="t1", title="files.add(a=2, b=3)", status="in_progress"),
+        ],
+    )
+    await web.chat_appendStream(
+        channel="D1",
+        ts=started["ts"],
+        chunks=[
+            TaskUpdateChunk(id="t1", title="files.add(a=2, b=3)", status="complete", output="5"),
+            MarkdownTextChunk(text=" It is 5."),
+        ],
+    )
+    await web.chat_stopStream(channel="D1", ts=started["ts"])
+
+    [message] = slack.thread("D1", "1.0")
+    assert message.text == "Let me add. It is 5."
+    assert message.tasks == {
+        "t1": {"id": "t1", "title": "files.add(a=2, b=3)", "status": "complete", "output": "5"}
+    }
+    assert [u["status"] for u in message.task_updates] == ["in_progress", "complete"]
+    assert message.task_at == {"t1": len("Let me add.")}
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        {"type": "task_update", "id": "t1", "title": "x", "status": "done"},
+        {"type": "task_update", "title": "x", "status": "complete"},
+        {"type": "task_update", "id": "t1", "title": "", "status": "complete"},
+        {"type": "task_update", "id": "t1", "title": "x", "status": "error", "output": 5},
+        {"type": "markdown_text"},
+        {"type": "progress", "text": "x"},
+        "task_update",
+    ],
+)
+async def test_a_malformed_chunk_is_refused_and_changes_nothing(
+    slack: FakeSlackAPI, chunk: object
+) -> None:
+    web = client(slack)
+    started = await web.chat_startStream(channel="D1", thread_ts="1.0", markdown_text="Hi")
+    body = {"channel": "D1", "ts": started["ts"], "chunks": [chunk]}
+    for method in ("chat.appendStream", "chat.stopStream"):
+        with pytest.raises(SlackApiError, match="invalid_arguments"):
+            await web.api_call(method, json=body)
+    with pytest.raises(SlackApiError, match="invalid_arguments"):
+        await web.api_call(
+            "chat.startStream", json={"channel": "D1", "thread_ts": "2.0", "chunks": [chunk]}
+        )
+    [message] = slack.thread("D1", "1.0")
+    assert (message.text, message.tasks, message.streaming) == ("Hi", {}, True)
+    assert slack.thread("D1", "2.0") == []
 
 
 async def test_streams_in_channels_need_a_thread_and_recipients(slack: FakeSlackAPI) -> None:
