@@ -351,15 +351,30 @@ async def test_a_server_that_cannot_start_is_down_and_retried(
     assert "mcp gone (mcp-server) is down" in caplog.text
 
 
-async def test_a_confirm_server_is_never_offered_nor_called(managers: list[McpManager]) -> None:
-    """Approving each call needs buttons this version does not have: denied, never run."""
+async def test_a_confirm_server_is_offered_and_runs_only_approved_calls(
+    managers: list[McpManager],
+) -> None:
+    """Its tools are offered (the engine asks the asker to approve each call); a call without
+    the approval is refused here too, a safety net; the checks come before any approval."""
     manager = manager_for(managers, {"files": stdio_entry(confirm=True)})
     await manager.wait_ready()
-    assert manager.states["files"].status is ServerStatus.READY
-    assert manager.tools(["files"]) == []
+    assert manager.confirming
+    [add] = [t for t in manager.tools(["files"]) if t.tool == "add"]
+    assert manager.needs_approval(add)
     denied = await call(manager, "files__add", {"a": 1, "b": 2})
     assert denied.is_error
     assert "needs the user's approval" in denied.text
+    approved = await manager.call(
+        "files__add",
+        {"a": 1, "b": 2},
+        allowed=["files"],
+        time_limit=30,
+        max_chars=100,
+        approved=True,
+    )
+    assert approved == ToolResult("3")
+    spec, refused = manager.check("files__add", {"a": "x"}, allowed=["files"])
+    assert spec is add and refused is not None and "Invalid arguments" in refused.text
 
 
 # ----------------------------------------------------------------------------- HTTP
