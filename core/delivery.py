@@ -19,7 +19,7 @@ from llmconnect import REASONING, TEXT
 
 from .budget import EditBudget, SendBudgets
 from .clock import Clock
-from .controls import final_controls, live_controls, renderer_controls
+from .controls import approval_controls, final_controls, live_controls, renderer_controls
 from .conversations import Status
 from .engine import NOT_LATEST, TOOLS, ChatEngine, Reply
 from .fallback import fallback_line
@@ -379,8 +379,11 @@ def _progress_of(renderer: Renderer, reply: Reply, buttons: bool) -> Callable[[s
     the reply streams: :class:`~core.render.StreamRenderer`), else the last line as its status
     (``show_status``: Slack's native stream shows it as the thread's status), else nowhere.
     With each change the renderer's ``show_controls`` (when it has one) gets the buttons of
-    the moment: Stop (``buttons``) and Approve/Deny for the calls waiting for approval."""
+    the moment: Stop (``buttons``) and Approve/Deny for the calls waiting for approval; a
+    renderer with ``show_approvals(lines, controls)`` gets the waiting calls' lines and their
+    Approve/Deny instead (its message cannot carry buttons while it streams)."""
     show_controls = getattr(renderer, "show_controls", None)
+    show_approvals = getattr(renderer, "show_approvals", None)
     show_progress = getattr(renderer, "show_progress", None)
     show_status = getattr(renderer, "show_status", None)
     if show_progress is None and show_status is None and show_controls is None:
@@ -391,7 +394,12 @@ def _progress_of(renderer: Renderer, reply: Reply, buttons: bool) -> Callable[[s
             show_progress(lines)
         elif show_status is not None:
             show_status(lines.rsplit("\n", 1)[-1])
-        if show_controls is not None:
+        if show_approvals is not None:
+            # A renderer whose message cannot carry buttons now (Slack's native stream) asks
+            # for the approvals its own way: the waiting calls' lines and their buttons.
+            waiting = "\n".join(p.line for p in reply.tool_progress if p.waiting)
+            show_approvals(waiting, approval_controls(reply))
+        elif show_controls is not None:
             show_controls(live_controls(reply, buttons))
 
     return show

@@ -374,7 +374,9 @@ async def test_a_confirm_server_is_offered_and_runs_only_approved_calls(
     )
     assert approved == ToolResult("3")
     spec, refused = manager.check("files__add", {"a": "x"}, allowed=["files"])
-    assert spec is add and refused is not None and "Invalid arguments" in refused.text
+    assert spec is add
+    assert refused is not None
+    assert "Invalid arguments" in refused.text
 
 
 # ----------------------------------------------------------------------------- HTTP

@@ -85,7 +85,8 @@ async def test_a_confirm_call_waits_for_the_askers_button_a_strangers_click_is_r
 
     click = await server.click(message, world.bob, button(message, Action.APPROVE))
     assert await ephemeral_answer(click) == ONLY_ASKER
-    assert message.content.count(waiting) == 1 and len(llm.requests) == 1
+    assert message.content.count(waiting) == 1
+    assert len(llm.requests) == 1
 
     click = await server.click(message, world.alice, button(message, Action.APPROVE))
     final = "Adding.\n\nIt is 5.\n🔧 files.add"
