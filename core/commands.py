@@ -198,6 +198,8 @@ def _tools(engine: ChatEngine, conversation: Conversation) -> str:
             status = f"down ({state.problem or 'restarting'})"
         else:
             status = str(state.status)
+        if state.config.confirm:
+            status += ", each call approved by the asker"
         lines.append(f"{mark} {name} — {status}")
         if state.tools:
             shown = ", ".join(t.name for t in state.tools[:TOOLS_NAMED])

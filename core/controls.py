@@ -13,6 +13,11 @@ characters: Discord's ``custom_id`` allows 100, Slack's ``action_id`` 255), with
 them in memory: the reply is found in the conversation's history by its id (the message stores
 it), and the hash ties the id to the conversation it was posted in.
 
+While a call of a ``"confirm": true`` MCP server waits, the message also carries **Approve**
+and **Deny** for it (:func:`approval_controls`; the action id ends with the call's number):
+Approve only the asker (an admin may not run a tool on someone's behalf), Deny the asker or an
+admin, like Stop.
+
 Who may press what: Stop and Regenerate only the reply's asker or an admin
 (:meth:`~core.policy.AccessPolicy.may_control`), others get :data:`~core.engine.ONLY_ASKER`;
 👍/👎 anyone the access lists admit, one vote per user per reply (:mod:`core.feedback`).

@@ -518,7 +518,7 @@ def create_app(
         so far), ``status`` (``SHOW_REASONING=status``: the thinking line, until the first
         delta), ``reasoning`` (``full``: a piece of the model's thinking), ``tools`` (the
         progress lines of the reply's tool calls, one per call, each time they change),
-        ``approvals`` (after each ``tools``: the calls waiting for Approve/Deny, ``[{"call",
+        ``approvals`` (after each ``tools`` when a ``confirm`` server is configured: the calls waiting for Approve/Deny, ``[{"call",
         "line"}]``), ``end`` (final status,
         content, error, the note to show under the reply, whether another reply is queued, the
         reply's ``created_at``, its ``reply_id`` and, with ``full``, its whole ``reasoning``)."""
@@ -545,7 +545,8 @@ def create_app(
                 yield ServerSentEvent(event="reasoning", data=chunk)
             elif kind == TOOLS:
                 yield ServerSentEvent(event="tools", data=chunk)
-                yield ServerSentEvent(event="approvals", data=_approvals(reply))
+                if engine.mcp.confirming:  # only a confirm server's calls wait
+                    yield ServerSentEvent(event="approvals", data=_approvals(reply))
         await reply
         ended = engine.clock.now()
         end = _end_event(reply, web.busy(key), engine.settings.show_reasoning)
