@@ -406,16 +406,8 @@ def _check_tools(report: Report, settings: Settings) -> None:
     defaults = set(settings.mcp_default_servers)
     for name, config in servers.items():
         used = "on by default" if name in defaults else "off until /tools enable"
-        if config.confirm:
-            report.add(
-                "Tools",
-                "problem",
-                name,
-                f"{config.kind} {config.where}: confirm is set, and approving calls is not "
-                "possible yet: its tools are never used",
-            )
-        else:
-            report.add("Tools", "ok", name, f"{config.kind} {config.where}, {used}")
+        approval = ", each call approved by the asker" if config.confirm else ""
+        report.add("Tools", "ok", name, f"{config.kind} {config.where}, {used}{approval}")
 
 
 async def _ask_tool_servers(report: Report, settings: Settings) -> None:

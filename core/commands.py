@@ -193,14 +193,14 @@ def _tools(engine: ChatEngine, conversation: Conversation) -> str:
     lines = ["Tool servers (✓ enabled here):"]
     for name, state in manager.states.items():
         mark = "✓" if name in enabled else "•"
-        if state.config.confirm:
-            status = "needs approval per call, not available yet"
-        elif state.status is ServerStatus.READY:
+        if state.status is ServerStatus.READY:
             status = f"{len(state.tools)} tools"
         elif state.status is ServerStatus.DOWN:
             status = f"down ({state.problem or 'restarting'})"
         else:
             status = str(state.status)
+        if state.config.confirm:
+            status += ", each call approved by the asker"
         lines.append(f"{mark} {name} — {status}")
         if state.tools:
             shown = ", ".join(t.name for t in state.tools[:TOOLS_NAMED])

@@ -82,6 +82,7 @@ LIVE_KEYS = frozenset(
         "tool_timeout",
         "tool_max_result_chars",
         "tool_max_steps",
+        "tool_confirm_timeout",
     }
 )
 

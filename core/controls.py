@@ -13,6 +13,11 @@ characters: Discord's ``custom_id`` allows 100, Slack's ``action_id`` 255), with
 them in memory: the reply is found in the conversation's history by its id (the message stores
 it), and the hash ties the id to the conversation it was posted in.
 
+While a call of a ``"confirm": true`` MCP server waits, the message also carries **Approve**
+and **Deny** for it (:func:`approval_controls`; the action id ends with the call's number):
+Approve only the asker (an admin may not run a tool on someone's behalf), Deny the asker or an
+admin, like Stop.
+
 Who may press what: Stop and Regenerate only the reply's asker or an admin
 (:meth:`~core.policy.AccessPolicy.may_control`), others get :data:`~core.engine.ONLY_ASKER`;
 👍/👎 anyone the access lists admit, one vote per user per reply (:mod:`core.feedback`).
@@ -37,16 +42,20 @@ from .policy import Actor
 __all__ = [
     "ACTION_ID_PATTERN",
     "ACTION_PREFIX",
+    "APPROVAL_BUTTONS",
     "OPERATOR",
     "Action",
     "Control",
     "Press",
     "PressResult",
     "action_id",
+    "approval_controls",
     "final_controls",
     "key_hash",
+    "live_controls",
     "parse_action_id",
     "press",
+    "renderer_controls",
     "streaming_controls",
     "voter",
 ]
@@ -59,14 +68,25 @@ class Action(StrEnum):
     REGENERATE = "regen"
     UP = "up"
     DOWN = "down"
+    #: A call to a ``"confirm": true`` MCP server waits for one of these (the call's number
+    #: is the action id's last part).
+    APPROVE = "approve"
+    DENY = "deny"
 
 
-#: An action id: ``llmc:<action>:<reply id, 12 hex>:<conversation hash, 8 hex>``; the groups
-#: ``action``, ``reply`` and ``conv`` (a Discord ``DynamicItem`` template can use it as it is).
+#: An action id: ``llmc:<action>:<reply id, 12 hex>:<conversation hash, 8 hex>``, and for
+#: Approve/Deny ``:<call number>``; the groups ``action``, ``reply``, ``conv`` and ``call`` (a
+#: Discord ``DynamicItem`` template can use it as it is). At most 64 characters.
 ACTION_ID_PATTERN = (
-    rf"{ACTION_PREFIX}:(?P<action>stop|regen|up|down):(?P<reply>[0-9a-f]{{1,32}}):"
-    r"(?P<conv>[0-9a-f]{8})"
+    rf"{ACTION_PREFIX}:(?P<action>stop|regen|up|down|approve|deny):"
+    r"(?P<reply>[0-9a-f]{1,32}):(?P<conv>[0-9a-f]{8})(?::(?P<call>[0-9]{1,4}))?"
 )
+#: At most this many calls waiting at once get buttons (two each, Stop besides: 25, what a
+#: Discord message's five rows of five and a Slack actions block hold); the others wait
+#: their turn, their time-out running.
+APPROVAL_BUTTONS = 12
+#: A tool's name on an Approve button is cut to this many characters.
+BUTTON_NAME_CHARS = 40
 _ACTION_ID = re.compile(ACTION_ID_PATTERN)
 
 Style = Literal["primary", "secondary", "danger"]
@@ -90,6 +110,8 @@ class Press:
     action: Action
     reply_id: str
     conv: str
+    #: Approve/Deny: the number of the call (its index among the reply's progress lines).
+    call: int | None = None
 
     def belongs_to(self, key: ConversationKey) -> bool:
         return self.conv == key_hash(key)
@@ -100,8 +122,9 @@ def key_hash(key: ConversationKey) -> str:
     return hashlib.blake2b(str(key).encode("utf-8", "replace"), digest_size=4).hexdigest()
 
 
-def action_id(action: Action, key: ConversationKey, reply_id: str) -> str:
-    return f"{ACTION_PREFIX}:{action}:{reply_id}:{key_hash(key)}"
+def action_id(action: Action, key: ConversationKey, reply_id: str, call: int | None = None) -> str:
+    tail = "" if call is None else f":{call}"
+    return f"{ACTION_PREFIX}:{action}:{reply_id}:{key_hash(key)}{tail}"
 
 
 def parse_action_id(value: str) -> Press | None:
@@ -109,7 +132,11 @@ def parse_action_id(value: str) -> Press | None:
     match = _ACTION_ID.fullmatch(value)
     if match is None:
         return None
-    return Press(Action(match["action"]), match["reply"], match["conv"])
+    action = Action(match["action"])
+    call = match["call"]
+    if (call is None) != (action not in (Action.APPROVE, Action.DENY)):
+        return None  # Approve/Deny name their call; the others none
+    return Press(action, match["reply"], match["conv"], None if call is None else int(call))
 
 
 _LOOKS: dict[Action, tuple[str, str, Style]] = {
@@ -117,6 +144,8 @@ _LOOKS: dict[Action, tuple[str, str, Style]] = {
     Action.REGENERATE: ("Regenerate", "🔄", "secondary"),
     Action.UP: ("", "👍", "secondary"),
     Action.DOWN: ("", "👎", "secondary"),
+    Action.APPROVE: ("Approve", "✅", "primary"),
+    Action.DENY: ("Deny", "✖️", "secondary"),
 }
 
 
@@ -137,6 +166,41 @@ def voter(actor: Actor | None) -> str:
 def streaming_controls(key: ConversationKey, reply_id: str) -> tuple[Control, ...]:
     """What a reply's message carries while it is written: Stop."""
     return (_control(Action.STOP, key, reply_id),)
+
+
+def approval_controls(reply: Reply) -> tuple[Control, ...]:
+    """Approve and Deny for each call of ``reply`` that waits for the asker's approval (the
+    first :data:`APPROVAL_BUTTONS`), named after its tool when several wait."""
+    waiting = [(n, p) for n, p in enumerate(reply.tool_progress) if p.waiting]
+    found: list[Control] = []
+    for n, line in waiting[:APPROVAL_BUTTONS]:
+        name = line.name if len(line.name) <= BUTTON_NAME_CHARS else line.name[:39] + "…"
+        for action in (Action.APPROVE, Action.DENY):
+            label, emoji, style = _LOOKS[action]
+            if len(waiting) > 1:
+                label = f"{label} {name}"
+            found.append(
+                Control(action, action_id(action, reply.key, reply.id, n), label, emoji, style)
+            )
+    return tuple(found)
+
+
+def renderer_controls(
+    engine: ChatEngine, reply: Reply, buttons: bool
+) -> tuple[Control, ...] | None:
+    """The buttons a renderer of ``reply`` starts with: Stop with ``buttons``
+    (``REPLY_BUTTONS``); without, none but still drawn (``()``) when a ``confirm`` MCP server
+    is configured, whose calls need Approve/Deny; ``None``: this renderer draws no buttons."""
+    if buttons:
+        return streaming_controls(reply.key, reply.id)
+    return () if engine.mcp.confirming else None
+
+
+def live_controls(reply: Reply, buttons: bool) -> tuple[Control, ...]:
+    """What ``reply``'s message carries while it streams now: Stop (with ``buttons``), and
+    Approve/Deny for the calls that wait."""
+    base = streaming_controls(reply.key, reply.id) if buttons else ()
+    return base + approval_controls(reply)
 
 
 def final_controls(reply: Reply) -> tuple[Control, ...]:
@@ -200,6 +264,10 @@ async def _press(
     actor: Actor | None,
     parent: ConversationKey | None,
 ) -> PressResult:
+    if pressed.action in (Action.APPROVE, Action.DENY):
+        approve = pressed.action is Action.APPROVE
+        await engine.answer_approval(key, pressed.reply_id, pressed.call or 0, actor, approve)
+        return PressResult("")
     if pressed.action is Action.REGENERATE:
         reply = await engine.regenerate(key, pressed.reply_id, actor=actor, parent=parent)
         return PressResult("", reply=reply)

@@ -19,7 +19,7 @@ from llmconnect import REASONING, TEXT
 
 from .budget import EditBudget, SendBudgets
 from .clock import Clock
-from .controls import final_controls, streaming_controls
+from .controls import approval_controls, final_controls, live_controls, renderer_controls
 from .conversations import Status
 from .engine import NOT_LATEST, TOOLS, ChatEngine, Reply
 from .fallback import fallback_line
@@ -285,7 +285,7 @@ async def deliver(
         clock=clock,
         window_limit=window_limit,
         window_seconds=window_seconds,
-        controls=streaming_controls(reply.key, reply.id) if controls else None,
+        controls=renderer_controls(engine, reply, controls),
         replace=replaced_messages(reply, reuse),
     )
     return await deliver_with(engine, reply, renderer, controls=controls)
@@ -309,7 +309,7 @@ async def deliver_with(
                 async for delta in reply:
                     await renderer.feed(delta)
             else:
-                await _feed_shown(engine, reply, renderer)
+                await _feed_shown(engine, reply, renderer, buttons=controls)
         except SinkGone:
             # The reply message was deleted: stop generating, quietly. Only while this reply
             # still runs: once it is done, stop(key) would cancel the next queued prompt instead.
@@ -370,14 +370,16 @@ async def _remember(engine: ChatEngine, reply: Reply, result: RenderResult) -> N
         await engine.remember_messages(reply, refs)
 
 
-async def _feed_shown(engine: ChatEngine, reply: Reply, renderer: Renderer) -> None:
+async def _feed_shown(
+    engine: ChatEngine, reply: Reply, renderer: Renderer, *, buttons: bool = False
+) -> None:
     """What :func:`shown_events` yields, into ``renderer``: the status line where the renderer
     can show one (``show_status``; Slack's append-only native stream shows it as the thread's
     status), the reasoning as a quote above the answer, cut to half the renderer's ``max_len``.
     After the first text the reply's events are read here directly (one generator per delta, as
     before)."""
     show_status = getattr(renderer, "show_status", None)
-    progress = _progress_of(renderer)
+    progress = _progress_of(renderer, reply, buttons)
     quote = ReasoningQuote(int(getattr(renderer, "max_len", 4000)) // 2)
     mode = engine.settings.show_reasoning
     async with aclosing(reply.events()) as events:  # type: ignore[type-var]
@@ -402,22 +404,35 @@ async def _feed_shown(engine: ChatEngine, reply: Reply, renderer: Renderer) -> N
                 progress(text)
 
 
-def _progress_of(renderer: Renderer) -> Callable[[str], None] | None:
+def _progress_of(renderer: Renderer, reply: Reply, buttons: bool) -> Callable[[str], None] | None:
     """Where a renderer shows the tool progress lines: ``show_progress`` (below the text, while
     the reply streams: :class:`~core.render.StreamRenderer`; Slack's native stream as task
     cards), else the last line as its status (a renderer with ``show_status`` only), else
-    nowhere."""
+    nowhere. With each change the renderer's ``show_controls`` (when it has one) gets the buttons
+    of the moment: Stop (``buttons``) and Approve/Deny for the calls waiting for approval; a
+    renderer with ``show_approvals(lines, controls)`` gets the waiting calls' lines and their
+    Approve/Deny instead (its message cannot carry buttons while it streams)."""
+    show_controls = getattr(renderer, "show_controls", None)
+    show_approvals = getattr(renderer, "show_approvals", None)
     show_progress = getattr(renderer, "show_progress", None)
-    if show_progress is not None:
-        return show_progress  # type: ignore[no-any-return]
     show_status = getattr(renderer, "show_status", None)
-    if show_status is None:
+    if show_progress is None and show_status is None and show_controls is None:
         return None
 
-    def last_line(lines: str) -> None:
-        show_status(lines.rsplit("\n", 1)[-1])
+    def show(lines: str) -> None:
+        if show_progress is not None:
+            show_progress(lines)
+        elif show_status is not None:
+            show_status(lines.rsplit("\n", 1)[-1])
+        if show_approvals is not None:
+            # A renderer whose message cannot carry buttons now (Slack's native stream) asks
+            # for the approvals its own way: the waiting calls' lines and their buttons.
+            waiting = "\n".join(p.line for p in reply.tool_progress if p.waiting)
+            show_approvals(waiting, approval_controls(reply))
+        elif show_controls is not None:
+            show_controls(live_controls(reply, buttons))
 
-    return last_line
+    return show
 
 
 def _record(

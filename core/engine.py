@@ -91,8 +91,11 @@ if TYPE_CHECKING:
     from .attachments import Attachment
 
 __all__ = [
+    "DENIED",
+    "NOT_APPROVED",
     "NOT_IN_HISTORY",
     "NOT_LATEST",
+    "NOT_WAITING",
     "ONLY_ASKER",
     "TOOLS",
     "ChatEngine",
@@ -121,6 +124,15 @@ NOT_SAVED = (
 ONLY_ASKER = "Only the asker can do that."
 #: Regenerate pressed on a reply that a newer one (or a queued prompt) followed.
 NOT_LATEST = "Only the latest reply here can be regenerated."
+#: Approve or Deny pressed on a call that no longer waits (answered, timed out, stopped).
+NOT_WAITING = "This call is no longer waiting for approval."
+#: What the model reads when the asker pressed Deny on a call.
+DENIED = "{name}: the user denied this call."
+#: What the model reads when nobody approved a call in ``TOOL_CONFIRM_TIMEOUT`` seconds.
+NOT_APPROVED = (
+    "{name}: the user did not approve this call within {seconds:g} s "
+    "(TOOL_CONFIRM_TIMEOUT): it was denied."
+)
 #: A control pressed on a reply that has left the history (trimmed, reset, evicted).
 NOT_IN_HISTORY = "That reply is no longer in this conversation's history."
 #: How long ``stop`` waits for a generation running in another process to end, polling.
@@ -165,18 +177,28 @@ class StoreUnavailable(Refused):
 class ToolProgress:
     """One tool call of a reply as its progress line shows it."""
 
-    __slots__ = ("arguments", "name", "state")
+    __slots__ = ("approval", "arguments", "name", "state")
 
     def __init__(self, name: str, arguments: str) -> None:
         self.name = name
         self.arguments = arguments
-        #: ``running``, ``ok`` or ``error``.
+        #: ``running``, ``waiting`` (for the asker's approval), ``ok``, ``error`` or ``denied``.
         self.state = "running"
+        #: While ``waiting``: resolved True (approved) or False (denied) by a button.
+        self.approval: asyncio.Future[bool] | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """Waiting for the asker's Approve or Deny (:meth:`ChatEngine.answer_approval`)."""
+        return self.state == "waiting" and self.approval is not None and not self.approval.done()
 
     @property
     def line(self) -> str:
-        """``🔧 files.read(path='a.txt') …``, then ``✓`` or ``✗``."""
-        mark = {"running": "…", "ok": "✓"}.get(self.state, "✗")
+        """``🔧 files.read(path='a.txt') …``, then ``✓`` or ``✗``; ``— waiting for approval``
+        while a ``confirm`` server's call waits, ``✗ denied`` once denied."""
+        if self.state == "waiting":
+            return f"🔧 {self.name}({self.arguments}) — waiting for approval"
+        mark = {"running": "…", "ok": "✓", "denied": "✗ denied"}.get(self.state, "✗")
         return f"🔧 {self.name}({self.arguments}) {mark}"
 
 
@@ -1255,8 +1277,19 @@ class ChatEngine:
 
         async def run(call: ToolCall, line: ToolProgress) -> ToolResult:
             try:
+                spec, refused = self.mcp.check(call.name, call.arguments, allowed=servers)
                 if call.error is not None:
                     result = call.result(call.error, is_error=True)
+                elif refused is not None or spec is None:
+                    text = refused.text if refused is not None else "Unknown tool."
+                    result = call.result(text, is_error=True)
+                elif (needs := self.mcp.needs_approval(spec)) and not await self._approved(
+                    reply, line, settings
+                ):
+                    seconds = settings.tool_confirm_timeout
+                    why = DENIED if line.state == "denied" else NOT_APPROVED
+                    line.state = "denied"
+                    return call.result(why.format(name=spec.name, seconds=seconds), is_error=True)
                 else:
                     got = await self.mcp.call(
                         call.name,
@@ -1264,6 +1297,9 @@ class ChatEngine:
                         allowed=servers,
                         time_limit=settings.tool_timeout,
                         max_chars=settings.tool_max_result_chars,
+                        # Approved here by the asker's button; else the manager's own approver
+                        # (the terminal's y/N) is asked for a confirm server's call.
+                        approved=needs,
                     )
                     result = call.result(got.text, is_error=got.is_error)
                 line.state = "error" if result.is_error else "ok"
@@ -1277,6 +1313,51 @@ class ChatEngine:
         return list(
             await asyncio.gather(*(run(c, p) for c, p in zip(calls, progress, strict=True)))
         )
+
+    async def _approved(self, reply: Reply, line: ToolProgress, settings: Settings) -> bool:
+        """Wait for the asker's Approve or Deny of the call ``line`` shows (its buttons are the
+        reply's while it waits: :func:`core.controls.approval_controls`), at most
+        ``TOOL_CONFIRM_TIMEOUT`` seconds of the engine clock; True when approved. A denial
+        leaves ``line`` ``denied``; a time-out ``waiting`` (the caller says which it was)."""
+        approval: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        line.state, line.approval = "waiting", approval
+        reply._tools_moved()
+        timer = asyncio.ensure_future(self.clock.sleep(settings.tool_confirm_timeout))
+        try:
+            await asyncio.wait((approval, timer), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            if not approval.done():
+                approval.cancel()  # timed out or stopped: a late press finds it answered
+        if approval.cancelled() or not approval.result():
+            if not approval.cancelled():
+                line.state = "denied"
+            return False
+        line.state = "running"
+        reply._tools_moved()
+        return True
+
+    async def answer_approval(
+        self, key: ConversationKey, reply_id: str, call: int, actor: Actor | None, approve: bool
+    ) -> None:
+        """Approve (``approve``) or deny the waiting call number ``call`` (its index among the
+        reply's progress lines) of the reply ``reply_id`` running here. Approve is the asker's
+        alone (an admin may not run a tool on someone else's behalf); Deny the asker's or an
+        admin's, like Stop. :class:`Refused` (:data:`ONLY_ASKER`, :data:`NOT_WAITING`)
+        otherwise."""
+        reply = next((r for r in self._queues.get(key, ()) if r.id == reply_id), None)
+        progress = reply.tool_progress if reply is not None else []
+        line = progress[call] if 0 <= call < len(progress) else None
+        if reply is None or line is None or not line.waiting or line.approval is None:
+            raise Refused(NOT_WAITING)
+        allowed = (
+            actor is None or (reply.user is not None and actor.user_id == reply.user)
+            if approve
+            else self.policy.may_control(actor, reply.user)
+        )
+        if not allowed:
+            raise Refused(ONLY_ASKER)
+        line.approval.set_result(approve)
 
     async def _open(
         self,

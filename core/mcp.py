@@ -339,7 +339,8 @@ class McpManager:
     ``backoff``/``max_backoff`` and ``clock``: the restart waits (tests shorten them and drive
     a fake clock). ``errlog``: where stdio servers' standard error goes. ``approve``: who is
     asked before each call to a ``confirm`` server's tool (the terminal chat asks y/N); without
-    it such a server's tools are never offered and a call to one is denied.
+    it the engine asks the asker by buttons (:meth:`needs_approval`) and calls with
+    ``approved=True``, and a call without either is denied.
     """
 
     def __init__(
@@ -373,6 +374,11 @@ class McpManager:
     def names(self) -> list[str]:
         return list(self.states)
 
+    @property
+    def confirming(self) -> bool:
+        """Whether a server is marked ``confirm`` (its calls need Approve/Deny buttons)."""
+        return any(state.config.confirm for state in self.states.values())
+
     def start(self) -> None:
         """Connect every server in the background (a slow one delays nobody)."""
         if self.states:
@@ -404,18 +410,37 @@ class McpManager:
     # -- tools ---------------------------------------------------------------------------------
 
     def tools(self, servers: Iterable[str]) -> list[ToolSpec]:
-        """The tools of the named servers that are up now (in their order), none of a
-        ``confirm`` server's unless there is an ``approve`` to ask."""
+        """The tools of the named servers that are up now (in their order); a ``confirm``
+        server's too (the engine asks the asker to approve each call: :meth:`needs_approval`)."""
         found: list[ToolSpec] = []
         for name in servers:
             state = self.states.get(name)
-            if (
-                state is not None
-                and state.status is ServerStatus.READY
-                and (self.approve is not None or not state.config.confirm)
-            ):
+            if state is not None and state.status is ServerStatus.READY:
                 found += state.tools
         return found
+
+    def needs_approval(self, spec: ToolSpec) -> bool:
+        """Whether a call of ``spec`` waits for the asker's approval (``"confirm": true``) by
+        the engine's buttons; not with an ``approve`` of the manager's own (the terminal asks)."""
+        state = self.states.get(spec.server)
+        return state is not None and state.config.confirm and self.approve is None
+
+    def check(
+        self, name: str, arguments: Mapping[str, Any], *, allowed: Iterable[str]
+    ) -> tuple[ToolSpec | None, ToolResult | None]:
+        """``(the tool, None)`` when ``name`` may be called with ``arguments`` here, else
+        ``(the tool or None, the error result)``: an unknown tool (or one of a server not
+        ``allowed``), arguments its schema refuses. What :meth:`call` checks first; the engine
+        checks before asking for an approval (an invalid call is not worth one)."""
+        spec = self.find(name)
+        if spec is None or spec.server not in set(allowed):
+            return None, ToolResult(
+                f"Unknown tool {name!r}: it is not one of the tools offered.", True
+            )
+        problem = validate_arguments(spec.schema, arguments)
+        if problem is not None:
+            return spec, ToolResult(f"Invalid arguments for {spec.name}: {problem}", True)
+        return spec, None
 
     def find(self, name: str) -> ToolSpec | None:
         """A tool by its wire name (``server__tool``) or its shown one (``server.tool``)."""
@@ -436,29 +461,24 @@ class McpManager:
         allowed: Iterable[str],
         time_limit: float,
         max_chars: int,
+        approved: bool = False,
     ) -> ToolResult:
         """Run tool ``name`` (wire or shown name) with ``arguments``, when its server is one of
-        ``allowed``; always a :class:`ToolResult` (an error one for whatever went wrong), cut at
+        ``allowed`` (a ``confirm`` server's only when ``approved``); always a :class:`ToolResult` (an error one for whatever went wrong), cut at
         ``max_chars``; after ``time_limit`` seconds of the manager's clock the call is cancelled;
         cancelling the caller cancels the call."""
-        spec = self.find(name)
-        if spec is None or spec.server not in set(allowed):
-            return ToolResult(f"Unknown tool {name!r}: it is not one of the tools offered.", True)
+        spec, refused = self.check(name, arguments, allowed=allowed)
+        if refused is not None or spec is None:
+            return refused or ToolResult(f"Unknown tool {name!r}.", True)
         state = self.states[spec.server]
-        if state.config.confirm and self.approve is None:
-            return ToolResult(
-                f"{spec.name} needs the user's approval for each call, which cannot be asked "
-                "for here: the call was denied.",
-                True,
-            )
-        problem = validate_arguments(spec.schema, arguments)
-        if problem is not None:
-            return ToolResult(f"Invalid arguments for {spec.name}: {problem}", True)
+        if state.config.confirm and not approved and self.approve is None:
+            # A safety net: only the engine calls, and only once the asker approved.
+            return ToolResult(f"{spec.name} needs the user's approval: the call was denied.", True)
         client = state.client
         if client is None or state.status is not ServerStatus.READY:
             return ToolResult(f"{spec.name} is unavailable: its server is {state.status}.", True)
         # Asked before the time limit starts: the user's thinking is not the tool's time.
-        approve = self.approve if state.config.confirm else None
+        approve = self.approve if state.config.confirm and not approved else None
         if approve is not None and not await approve(spec, arguments):
             return ToolResult(f"The user denied the call to {spec.name}.", True)
         call = asyncio.ensure_future(

@@ -601,6 +601,22 @@ class StreamRenderer(BufferedRenderer):
         else:
             self._wake()
 
+    def show_controls(self, controls: Sequence[Control]) -> None:
+        """The buttons of the message being written from now on (Stop, and Approve/Deny while a
+        tool call waits for approval: :func:`core.controls.live_controls`): carried by the next
+        edit at the normal pacing, no request of their own. Ignored by a renderer made without
+        ``controls``, and once finishing (the final buttons are ``finish``'s)."""
+        if self._controls is None or self._finishing or self._failure is not None:
+            return
+        controls = tuple(controls)
+        if controls == self._controls:
+            return
+        self._controls = controls
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        else:
+            self._wake()
+
     def _absorb_status(self) -> None:
         """While no text has come, the status is the message; the first text (or the end) ends
         it."""

@@ -370,6 +370,13 @@ class Settings(EnvSettings):
         description="Most characters of one tool result the model gets; the rest is cut with a "
         "note.",
     )
+    tool_confirm_timeout: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description='Seconds a call to a "confirm": true MCP server waits for the asker\'s '
+        "Approve or Deny button; no answer by then means denied.",
+    )
     tool_max_steps: int = Field(
         6,
         ge=1,

@@ -64,9 +64,14 @@ class ControlButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=ACT
             await on_control(interaction, self.control.action_id)
 
 
+#: Buttons per action row, and rows per message (Discord's limits).
+ROW_BUTTONS = 5
+ROWS = 5
+
+
 def components_of(controls: Sequence[Control]) -> list[dict[str, Any]]:
-    """The ``components`` field of a message carrying ``controls`` (``[]``: no buttons)."""
-    if not controls:
-        return []
+    """The ``components`` field of a message carrying ``controls`` (``[]``: no buttons): rows
+    of five (Stop with the Approve/Deny of several waiting tool calls takes more than one)."""
     buttons = [ControlButton(control).to_component_dict() for control in controls]
-    return [{"type": 1, "components": buttons}]
+    rows = [buttons[i : i + ROW_BUTTONS] for i in range(0, len(buttons), ROW_BUTTONS)]
+    return [{"type": 1, "components": row} for row in rows[:ROWS]]

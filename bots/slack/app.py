@@ -44,7 +44,13 @@ from core.budget import EditBudget, SendBudgets
 from core.clock import Clock, MonotonicClock
 from core.cluster import BudgetShare
 from core.commands import Command, CommandResult, execute, parse_command
-from core.controls import ACTION_ID_PATTERN, Action, parse_action_id, press, streaming_controls
+from core.controls import (
+    ACTION_ID_PATTERN,
+    Action,
+    parse_action_id,
+    press,
+    renderer_controls,
+)
 from core.delivery import deliver_with, replaced_messages
 from core.engine import ChatEngine, Refused, Reply
 from core.policy import Actor, is_prompt
@@ -515,7 +521,7 @@ class SlackBot:
             key, parent = channel_key, None
         actor = Actor(user)
         admins = self.engine.settings.admin_user_ids
-        if pressed.action in (Action.STOP, Action.REGENERATE) and user not in admins:
+        if pressed.action in (Action.STOP, Action.REGENERATE, Action.DENY) and user not in admins:
             actor = Actor(user, platform_admin=await self._workspace_admin(user))
         result = await press(self.engine, key, pressed, actor, parent=parent)
         if result.text:
@@ -722,7 +728,8 @@ class SlackBot:
         ``chat.update`` into the clicked message."""
         interval = self.settings.slack_edit_interval
         buttons = self.engine.settings.reply_buttons  # REPLY_BUTTONS
-        controls = streaming_controls(reply.key, reply.id) if buttons else None
+        # Without REPLY_BUTTONS still drawn (none) when a confirm MCP server needs Approve/Deny.
+        controls = renderer_controls(self.engine, reply, buttons)
         budgets = self.budgets(place.team_id)
         edits = budgets.for_edits(place.channel)
         gap = self.settings.slack_final_update_gap

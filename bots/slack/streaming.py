@@ -55,7 +55,7 @@ from .safe_markdown import SafeMarkdown, safe_markdown
 
 if TYPE_CHECKING:
     from core.controls import Control
-from .sink import GONE_ERRORS
+from .sink import GONE_ERRORS, SlackSink
 from .status import StatusLine
 
 __all__ = ["NATIVE_MAX_LEN", "TASK_TITLE_CHARS", "UNSUPPORTED_ERRORS", "NativeStreamRenderer"]
@@ -154,6 +154,15 @@ class NativeStreamRenderer(BufferedRenderer):
         self._tasks_due: dict[int, dict[str, str]] = {}
         self._tasks_shown: dict[int, tuple[str, str]] = {}
         self._progress: str | None = None  # the latest lines, for a fallback to edits
+        #: Approve/Deny of the tool calls waiting for approval: a message of their own in the
+        #: thread (a stream takes no blocks before its stop). What it should show, what it
+        #: shows, its ts, and the task that keeps it so.
+        self._approvals_wanted: tuple[str, tuple[Control, ...]] = ("", ())
+        self._approvals_shown: tuple[str, tuple[Control, ...]] = ("", ())
+        self._approvals_ts: str | None = None
+        self._approvals_task: asyncio.Task[None] | None = None
+        self._approvals_moved = asyncio.Event()
+        self._approvals_idle = asyncio.Event()  # it shows what it should
 
     def __repr__(self) -> str:
         return f"NativeStreamRenderer(channel={self.channel!r}, thread_ts={self.thread_ts!r})"
@@ -234,6 +243,65 @@ class NativeStreamRenderer(BufferedRenderer):
         self._tasks_due = {}
         return chunks
 
+    def show_approvals(self, lines: str, controls: Sequence[Control]) -> None:
+        """Ask for the approval of the tool calls ``lines`` shows (``— waiting for
+        approval``) with their Approve/Deny ``controls``: a stream carries no buttons before
+        ``chat.stopStream``, so they go in a small message of their own in the thread, posted
+        when a call starts waiting and updated when that changes (no buttons once none waits:
+        ``— answered``). Its requests are its own, outside the stream's budget. After a
+        fallback to edits the buttons ride on the edited message instead."""
+        if self._fallback is not None and not self._approvals_ts:
+            self._fallback.show_controls(tuple(self._controls or ()) + tuple(controls))
+            return
+        if not lines and self._approvals_ts is None and self._approvals_task is None:
+            return
+        self._approvals_wanted = (lines, tuple(controls))
+        self._approvals_idle.clear()
+        self._approvals_moved.set()
+        if self._approvals_task is None:
+            self._approvals_task = asyncio.ensure_future(self._keep_approvals())
+
+    async def _keep_approvals(self) -> None:
+        sink = SlackSink(self.client, self.channel, thread_ts=self.thread_ts)
+        asked = ""  # the lines last asked about, shown ``— answered`` once none waits
+        while True:
+            await self._approvals_moved.wait()
+            self._approvals_moved.clear()
+            wanted = self._approvals_wanted
+            if wanted == self._approvals_shown:
+                self._approvals_idle.set()
+                continue
+            lines, controls = wanted
+            if lines:
+                asked = lines
+            text = lines or asked.replace("— waiting for approval", "— answered")
+            try:
+                if self._approvals_ts is None:
+                    self._approvals_ts = await sink.post(text, controls=controls)
+                else:
+                    await sink.edit(self._approvals_ts, text, controls=controls)
+                self._approvals_shown = wanted
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the answer goes on; the call times out if unseen
+                log.warning("Could not ask for a tool call's approval in %s: %s", self.channel, exc)
+                self._approvals_shown = wanted
+            if self._approvals_wanted == self._approvals_shown:
+                self._approvals_idle.set()
+
+    async def _end_approvals(self) -> None:
+        """At the end: the approval message loses its buttons (a stop while a call waited)."""
+        task = self._approvals_task
+        if task is None:
+            return
+        if self._approvals_wanted[1] or self._approvals_shown[1]:
+            self._approvals_wanted = ("", ())
+            self._approvals_idle.clear()
+            self._approvals_moved.set()
+            await self._approvals_idle.wait()  # one update, bounded by the client's timeout
+        task.cancel()
+        await asyncio.wait([task])
+
     async def feed(self, delta: str) -> None:
         """Take ``delta``; never waits on the network."""
         if self._fallback is not None:
@@ -250,6 +318,7 @@ class NativeStreamRenderer(BufferedRenderer):
         is still up."""
         if self._controls is not None:
             self._final_controls = tuple(controls)
+        await self._end_approvals()
         try:
             streamed = await super().finish(note)
         except Exception:  # not on cancellation: aclose() gives the status up without a call
@@ -271,6 +340,8 @@ class NativeStreamRenderer(BufferedRenderer):
 
     async def aclose(self) -> None:
         """Shutdown: stop sending (no final text)."""
+        if self._approvals_task is not None:
+            self._approvals_task.cancel()
         await super().aclose()
         self._status_over = True
         if self._status is not None:

@@ -38,7 +38,7 @@ from typing import Annotated, Any, Literal
 
 # FastAPI's own SSE support (``fastapi.sse``, FastAPI >= 0.135): maintained with FastAPI, encodes
 # each event, sends keep-alive comments and stops the generator when the client goes away.
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -76,8 +76,10 @@ ACTIONS = {
     "regenerate": Action.REGENERATE,
     "up": Action.UP,
     "down": Action.DOWN,
+    "approve": Action.APPROVE,
+    "deny": Action.DENY,
 }
-ActionName = Literal["stop", "regenerate", "up", "down"]
+ActionName = Literal["stop", "regenerate", "up", "down", "approve", "deny"]
 
 
 class WebJSON(JSONResponse):
@@ -132,12 +134,16 @@ class WebChat:
         self._follow(key, reply)
         return reply
 
-    async def press(self, conv_id: str, reply_id: str, action: Action) -> dict[str, Any]:
-        """A reply button (:func:`core.controls.press`, as the operator: no actor). A
-        regeneration is followed like a prompt (``bot-stream`` shows it). :class:`Refused`
-        (:class:`StoreUnavailable`) when the core refuses."""
+    async def press(
+        self, conv_id: str, reply_id: str, action: Action, call: int | None = None
+    ) -> dict[str, Any]:
+        """A reply button (:func:`core.controls.press`, as the operator: no actor; Approve and
+        Deny name the ``call`` waiting for approval). A regeneration is followed like a prompt
+        (``bot-stream`` shows it). :class:`Refused` (:class:`StoreUnavailable`) when the core
+        refuses."""
         key = self.key(conv_id)
-        result = await press(self.engine, key, Press(action, reply_id, key_hash(key)), None)
+        pressed = Press(action, reply_id, key_hash(key), call)
+        result = await press(self.engine, key, pressed, None)
         if not result.ok:
             raise StoreUnavailable(result.text) if result.unavailable else Refused(result.text)
         if result.reply is not None:
@@ -328,6 +334,12 @@ async def _form_message(request: Request, limits: AttachmentLimits) -> tuple[str
     return text or "", await prepare_all_async(files, limits)
 
 
+def _approvals(reply: Reply) -> list[dict[str, Any]]:
+    """The reply's tool calls waiting for approval: ``call`` (what ``?call=`` names) and its
+    progress line."""
+    return [{"call": n, "line": p.line} for n, p in enumerate(reply.tool_progress) if p.waiting]
+
+
 def _end_event(reply: Reply, busy: bool, show_reasoning: str) -> dict[str, Any]:
     """The reply's final state; with ``SHOW_REASONING=full`` also its reasoning (never stored:
     the page keeps it, by ``created_at``, for as long as it is open)."""
@@ -506,7 +518,8 @@ def create_app(
         so far), ``status`` (``SHOW_REASONING=status``: the thinking line, until the first
         delta), ``reasoning`` (``full``: a piece of the model's thinking), ``tools`` (the
         progress lines of the reply's tool calls, one per call, each time they change),
-        ``end`` (final status,
+        ``approvals`` (after each ``tools`` when a ``confirm`` server is configured: the calls waiting for Approve/Deny, ``[{"call",
+        "line"}]``), ``end`` (final status,
         content, error, the note to show under the reply, whether another reply is queued, the
         reply's ``created_at``, its ``reply_id`` and, with ``full``, its whole ``reasoning``)."""
         key = web.key(conv_id)
@@ -532,6 +545,8 @@ def create_app(
                 yield ServerSentEvent(event="reasoning", data=chunk)
             elif kind == TOOLS:
                 yield ServerSentEvent(event="tools", data=chunk)
+                if engine.mcp.confirming:  # only a confirm server's calls wait
+                    yield ServerSentEvent(event="approvals", data=_approvals(reply))
         await reply
         ended = engine.clock.now()
         end = _end_event(reply, web.busy(key), engine.settings.show_reasoning)
@@ -596,15 +611,23 @@ def create_app(
         response_model=None,
     )
     async def reply_button(
-        conv_id: ConvId, reply_id: ReplyId, action: ActionName
+        conv_id: ConvId,
+        reply_id: ReplyId,
+        action: ActionName,
+        call: Annotated[int | None, Query(ge=0, le=9999)] = None,
     ) -> dict[str, Any] | JSONResponse:
         """A reply's button: ``stop`` (that reply only), ``regenerate`` (the latest reply:
         asked again, followed by ``bot-stream``), ``up``/``down`` (the operator's vote; the
-        same again withdraws it). ``{"id", "reply_id", "text", "vote", "regenerating"}``; a
-        refusal is 400 with ``{"error"}`` (503: the store is unreachable)."""
+        same again withdraws it), ``approve``/``deny`` with ``?call=N`` (a tool call waiting
+        for approval: the ``approvals`` event's ``call``). ``{"id", "reply_id", "text",
+        "vote", "regenerating"}``; a refusal is 400 with ``{"error"}`` (503: the store is
+        unreachable)."""
         if web.closing and action == "regenerate":
             return _error("The server is shutting down.", 503)
-        return await web.press(conv_id, reply_id, ACTIONS[action])
+        approval = action in ("approve", "deny")
+        if approval != (call is not None):
+            return _error("approve and deny take ?call=N; the other buttons none.", 400)
+        return await web.press(conv_id, reply_id, ACTIONS[action], call)
 
     @app.post("/chat/{conv_id}/reset", response_class=WebJSON)
     async def reset(conv_id: ConvId) -> dict[str, Any]:

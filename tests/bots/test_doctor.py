@@ -252,7 +252,9 @@ async def test_tools_are_listed_and_online_each_mcp_server_is_started(
     tools = report.split("\nTools\n", 1)[1].split("\n\n", 1)[0]
     assert [line for line in line_of(tools, "files") if "✓" in line and "on by default" in line]
     assert [line for line in line_of(tools, "gone") if "off until /tools enable" in line]
-    assert [line for line in line_of(tools, "web") if "✗" in line and "confirm" in line]
+    assert [
+        line for line in line_of(tools, "web") if "✓" in line and "approved by the asker" in line
+    ]
     online = report.split("\nOnline\n", 1)[1]
     assert [line for line in line_of(online, "mcp files") if "✓ " in line and "6 tools" in line]
     assert [

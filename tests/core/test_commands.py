@@ -335,6 +335,19 @@ async def test_without_admin_ids_only_platform_admins_enable_tools(
     assert (await engine.conversation(KEY)).tools == ("files",)
 
 
+async def test_tools_says_which_server_needs_the_askers_approval(
+    make_engine: EngineMaker,
+) -> None:
+    servers = json.loads(tool_servers())
+    servers["files"]["confirm"] = True
+    engine = make_engine(mcp_servers=json.dumps(servers))
+    await engine.start()
+    await engine.mcp.wait_ready(["files"])
+    lines = (await run(engine, "tools")).text.splitlines()
+    assert lines[1] == "• files — 6 tools, each call approved by the asker"
+    assert "approved" not in lines[3]  # web: no confirm
+
+
 async def test_default_servers_apply_until_a_conversation_chooses(make_engine: EngineMaker) -> None:
     engine = make_engine(mcp_servers=tool_servers(), mcp_default_servers="web")
     conversation = await engine.conversation(KEY)

@@ -37,9 +37,12 @@ PLATFORM_ADMIN = Actor("u-owner", platform_admin=True)
 def test_action_ids_round_trip_and_fit_discord_and_slack() -> None:
     long_key = ConversationKey("slack", "C0123456789/1700000000.123456" + "x" * 200)
     for action in Action:
-        value = action_id(action, long_key, "0123456789ab")
-        assert len(value) <= 100  # Discord's custom_id limit (Slack's action_id: 255)
-        assert parse_action_id(value) == Press(action, "0123456789ab", key_hash(long_key))
+        # Approve/Deny name the call waiting for approval (its number); the others none.
+        call = 9999 if action in (Action.APPROVE, Action.DENY) else None
+        value = action_id(action, long_key, "f" * 32, call)
+        assert len(value) <= 64  # Discord's custom_id: 100 (Slack's action_id: 255)
+        value = action_id(action, long_key, "0123456789ab", call)
+        assert parse_action_id(value) == Press(action, "0123456789ab", key_hash(long_key), call)
         assert parse_action_id(value).belongs_to(long_key)  # type: ignore[union-attr]
         assert not parse_action_id(value).belongs_to(KEY)  # type: ignore[union-attr]
 
@@ -53,6 +56,9 @@ def test_action_ids_round_trip_and_fit_discord_and_slack() -> None:
         "xllmc:stop:0123456789ab:00000000",
         "llmc:stop:0123456789ab:0000000",
         "llmc:stop:ZZ:00000000",
+        "llmc:approve:0123456789ab:00000000",  # which call?
+        "llmc:stop:0123456789ab:00000000:1",
+        "llmc:deny:0123456789ab:00000000:12345",
     ],
 )
 def test_foreign_ids_are_not_ours(value: str) -> None:

@@ -5,14 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from core.clock import FakeClock
+from core.controls import Action, Control, approval_controls, press
 from core.conversations import Status
 from core.delivery import deliver, final_note
-from core.engine import ChatEngine, Reply, ToolProgress, parse_progress_line
+from core.engine import (
+    NOT_WAITING,
+    ONLY_ASKER,
+    ChatEngine,
+    Reply,
+    ToolProgress,
+    parse_progress_line,
+)
+from core.policy import Actor
 from tests.core.test_render import RecordingSink
 from tests.fakes.llm_server import FakeLLMServer, FakeToolCall
 from tests.fakes.llm_server import Reply as Scripted
@@ -315,3 +325,173 @@ def test_a_progress_line_reads_back_as_its_call_and_state() -> None:
     line.state = "error"
     assert parse_progress_line(line.line) == ("files.read(path='a b.txt')", "error")
     assert parse_progress_line("something else") == ("something else", "running")
+
+
+# -- "confirm": true: each call waits for the asker's Approve or Deny ----------------------------
+
+
+ASKER = Actor("U-ASKER")
+
+
+async def confirm_engine(make: EngineMaker, clock: FakeClock, **overrides: Any) -> ChatEngine:
+    return await tool_engine(
+        make, clock=clock, mcp_servers=stdio_servers("files", confirm=True), **overrides
+    )
+
+
+async def waiting_call(engine: ChatEngine, llm: FakeLLMServer, text: str = "2 + 3?") -> Reply:
+    llm.enqueue(
+        Scripted(text="Let me add.", tool_calls=[FakeToolCall("files__add", {"a": 2, "b": 3})]),
+        Scripted(text="Done."),
+    )
+    reply = await engine.submit(KEY, text, actor=ASKER)
+    await wait_for(lambda: bool(approval_controls(reply)), tries=2000)
+    return reply
+
+
+async def test_a_confirm_call_waits_for_the_asker_and_runs_once_approved(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    clock = FakeClock()
+    engine = await confirm_engine(local_engine, clock)
+    reply = await waiting_call(engine, llm_server)
+    assert chats(llm_server)[0].tool_names() == FILES_TOOLS  # offered, unlike before
+    assert [p.line for p in reply.tool_progress] == [
+        "🔧 files.add(a=2, b=3) — waiting for approval"
+    ]
+    approve, deny = approval_controls(reply)
+    assert (approve.action, approve.label, deny.action, deny.label) == (
+        Action.APPROVE,
+        "Approve",
+        Action.DENY,
+        "Deny",
+    )
+    assert len(chats(llm_server)) == 1  # nothing runs while it waits
+    stranger = await press(engine, KEY, approve.action_id, Actor("U-OTHER"))
+    assert (stranger.ok, stranger.text) == (False, ONLY_ASKER)
+    # An admin may not approve someone else's call (it may deny it, like Stop).
+    admin = await press(engine, KEY, approve.action_id, Actor("U-OTHER", platform_admin=True))
+    assert (admin.ok, admin.text) == (False, ONLY_ASKER)
+    assert reply.tool_progress[0].waiting
+    pressed = await press(engine, KEY, approve.action_id, ASKER)
+    assert pressed.ok
+    await reply
+    assert reply.text == "Let me add.\n\nDone."
+    [result] = chats(llm_server)[1].tool_results()
+    assert result.content == "5"
+    assert [p.line for p in reply.tool_progress] == ["🔧 files.add(a=2, b=3) ✓"]
+    late = await press(engine, KEY, approve.action_id, ASKER)
+    assert (late.ok, late.text) == (False, NOT_WAITING)
+
+
+async def test_a_denied_call_is_an_error_result_and_the_reply_goes_on(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    clock = FakeClock()
+    engine = await confirm_engine(local_engine, clock, admin_user_ids="U-ADMIN")
+    reply = await waiting_call(engine, llm_server)
+    _, deny = approval_controls(reply)
+    assert (await press(engine, KEY, deny.action_id, Actor("U-ADMIN"))).ok  # an admin may deny
+    await reply
+    assert reply.status is Status.COMPLETE
+    assert reply.text == "Let me add.\n\nDone."
+    [result] = chats(llm_server)[1].tool_results()
+    assert result.content == "Error: files.add: the user denied this call."
+    assert [p.line for p in reply.tool_progress] == ["🔧 files.add(a=2, b=3) ✗ denied"]
+    assert final_note(reply) == "🔧 files.add ✗"
+
+
+async def test_no_answer_within_tool_confirm_timeout_is_denied(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    clock = FakeClock()
+    engine = await confirm_engine(local_engine, clock, tool_confirm_timeout=60)
+    reply = await waiting_call(engine, llm_server)
+    await wait_for(lambda: clock.next_deadline() == 60.0)
+    await clock.advance(59.999)
+    assert reply.tool_progress[0].waiting  # still waiting at the limit's edge
+    assert len(chats(llm_server)) == 1
+    await clock.advance(0.001)
+    await reply
+    [result] = chats(llm_server)[1].tool_results()
+    assert result.content == (
+        "Error: files.add: the user did not approve this call within 60 s "
+        "(TOOL_CONFIRM_TIMEOUT): it was denied."
+    )
+    assert reply.text == "Let me add.\n\nDone."
+    assert reply.tool_progress[0].state == "denied"
+
+
+async def test_stop_while_a_call_waits_ends_everything(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    clock = FakeClock()
+    engine = await confirm_engine(local_engine, clock)
+    reply = await waiting_call(engine, llm_server)
+    approve, _ = approval_controls(reply)
+    assert await engine.stop(KEY)
+    assert reply.status is Status.CANCELLED
+    assert reply.text == "Let me add."
+    assert len(chats(llm_server)) == 1
+    assert [p.line for p in reply.tool_progress] == ["🔧 files.add(a=2, b=3) ✗"]
+    assert (await press(engine, KEY, approve.action_id, ASKER)).text == NOT_WAITING
+
+
+async def test_the_approval_buttons_ride_on_the_reply_s_own_edits(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    """While the call waits the message carries Stop, Approve and Deny with its progress line;
+    once approved Stop alone; the final edit Regenerate and the votes."""
+    clock = FakeClock()
+    engine = await confirm_engine(local_engine, clock)
+    sink = ControlsRecordingSink(clock=clock)
+    reply = await waiting_call(engine, llm_server)
+    delivery = asyncio.ensure_future(
+        deliver(engine, reply, sink, min_interval=0, clock=clock, controls=True)
+    )
+    await wait_for(lambda: any(Action.APPROVE in c for _, c in sink.sent), tries=2000)
+    text, actions = next((t, c) for t, c in sink.sent if Action.APPROVE in c)
+    assert "🔧 files.add(a=2, b=3) — waiting for approval" in text
+    assert actions == [Action.STOP, Action.APPROVE, Action.DENY]
+    approve = next(c for c in approval_controls(reply) if c.action is Action.APPROVE)
+    assert (await press(engine, KEY, approve.action_id, ASKER)).ok
+    await delivery
+    assert sink.sent[-1][1] == [Action.REGENERATE, Action.UP, Action.DOWN]
+    assert sink.posts == 1  # the buttons cost no request of their own
+
+
+async def test_without_reply_buttons_the_approval_buttons_still_show(
+    local_engine: EngineMaker, llm_server: FakeLLMServer
+) -> None:
+    clock = FakeClock()
+    engine = await confirm_engine(local_engine, clock, reply_buttons=False)
+    sink = ControlsRecordingSink(clock=clock)
+    reply = await waiting_call(engine, llm_server)
+    delivery = asyncio.ensure_future(deliver(engine, reply, sink, min_interval=0, clock=clock))
+    await wait_for(lambda: any(Action.APPROVE in c for _, c in sink.sent), tries=2000)
+    assert next(c for _, c in sink.sent if Action.APPROVE in c) == [Action.APPROVE, Action.DENY]
+    _, deny = approval_controls(reply)
+    assert (await press(engine, KEY, deny.action_id, ASKER)).ok
+    await delivery
+    assert sink.sent[-1][1] == []
+
+
+class ControlsRecordingSink:
+    """A sink whose messages carry buttons: each request's text and actions, in order."""
+
+    max_len = 2000
+
+    def __init__(self, *, clock: FakeClock) -> None:
+        self.clock = clock
+        self.sent: list[tuple[str, list[Action]]] = []
+        self.posts = 0
+
+    async def post(self, text: str, *, controls: Sequence[Control] = ()) -> int:
+        await asyncio.sleep(0)
+        self.posts += 1
+        self.sent.append((text, [c.action for c in controls]))
+        return self.posts
+
+    async def edit(self, ref: Any, text: str, *, controls: Sequence[Control] = ()) -> None:
+        await asyncio.sleep(0)
+        self.sent.append((text, [c.action for c in controls]))

@@ -352,15 +352,32 @@ async def test_a_server_that_cannot_start_is_down_and_retried(
     assert "mcp gone (mcp-server) is down" in caplog.text
 
 
-async def test_a_confirm_server_is_never_offered_nor_called(managers: list[McpManager]) -> None:
-    """Without an ``approve`` to ask (the bots: no approval buttons yet): denied, never run."""
+async def test_a_confirm_server_is_offered_and_runs_only_approved_calls(
+    managers: list[McpManager],
+) -> None:
+    """Its tools are offered (the engine asks the asker to approve each call); a call without
+    the approval is refused here too, a safety net; the checks come before any approval."""
     manager = manager_for(managers, {"files": stdio_entry(confirm=True)})
     await manager.wait_ready()
-    assert manager.states["files"].status is ServerStatus.READY
-    assert manager.tools(["files"]) == []
+    assert manager.confirming
+    [add] = [t for t in manager.tools(["files"]) if t.tool == "add"]
+    assert manager.needs_approval(add)
     denied = await call(manager, "files__add", {"a": 1, "b": 2})
     assert denied.is_error
     assert "needs the user's approval" in denied.text
+    approved = await manager.call(
+        "files__add",
+        {"a": 1, "b": 2},
+        allowed=["files"],
+        time_limit=30,
+        max_chars=100,
+        approved=True,
+    )
+    assert approved == ToolResult("3")
+    spec, refused = manager.check("files__add", {"a": "x"}, allowed=["files"])
+    assert spec is add
+    assert refused is not None
+    assert "Invalid arguments" in refused.text
 
 
 async def test_a_confirm_server_asks_its_approver_before_each_call(
@@ -440,7 +457,9 @@ async def test_secrets_stay_out_of_logs_states_and_results(
         )
         await manager.wait_ready()
         search = manager.states["search"]
-        assert search.status is ServerStatus.DOWN
+        # Refused, and tried again every 0.05 s: down, or starting its next attempt.
+        assert search.status in (ServerStatus.DOWN, ServerStatus.STARTING)
+        assert search.problem
         await wait_for(lambda: search.starts >= 2, tries=1000)
         failed = await call(manager, "files__fail", {"message": ENV_SECRET})
         await manager.aclose()

@@ -210,11 +210,13 @@ def test_attachment_limits_take_their_bounds_and_refuse_beyond() -> None:
 def test_tool_limits_take_their_bounds_and_refuse_beyond() -> None:
     s = load_settings()
     assert (s.tool_timeout, s.tool_max_result_chars, s.tool_max_steps) == (30.0, 20_000, 6)
+    assert s.tool_confirm_timeout == 60.0
     assert (s.mcp_servers, s.mcp_default_servers, s.mcp_server_configs()) == (None, [], {})
     at_limits = {
         "tool_timeout": (None, 3600),
         "tool_max_result_chars": (100, None),
         "tool_max_steps": (1, 50),
+        "tool_confirm_timeout": (None, 3600),
     }
     for name, (low, high) in at_limits.items():
         for value, step in ((low, -1), (high, 1)):
@@ -225,6 +227,8 @@ def test_tool_limits_take_their_bounds_and_refuse_beyond() -> None:
                 load_settings(**{name: value + step})
     with pytest.raises(SettingsError, match="TOOL_TIMEOUT"):
         load_settings(tool_timeout=0)
+    with pytest.raises(SettingsError, match="TOOL_CONFIRM_TIMEOUT"):
+        load_settings(tool_confirm_timeout=0)
 
 
 MCP_TOKEN = "mcp-SECRET-token-31f"

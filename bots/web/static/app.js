@@ -308,6 +308,42 @@
     );
   }
 
+  // A tool call of a "confirm": true MCP server waits for Approve or Deny (the SSE "approvals"
+  // event: [{call, line}]; empty once none waits). Denied after TOOL_CONFIRM_TIMEOUT seconds.
+  function paintApprovals(el, calls) {
+    let box = el.querySelector(".approvals");
+    if (!calls || !calls.length) {
+      if (box) box.remove();
+      return;
+    }
+    if (!box) {
+      box = document.createElement("div");
+      box.className = "approvals";
+      box.setAttribute("role", "group");
+      box.setAttribute("aria-label", "Tool calls waiting for your approval");
+      el.querySelector(".body").before(box);
+    }
+    box.replaceChildren(
+      ...calls.map(({ call, line }) => {
+        const row = document.createElement("div");
+        row.className = "approval";
+        const text = document.createElement("span");
+        text.textContent = line;
+        row.append(text);
+        for (const [action, label] of [["approve", "✅ Approve"], ["deny", "✖️ Deny"]]) {
+          const b = document.createElement("button");
+          b.type = "button";
+          b.className = `ctl ctl-${action}`;
+          b.dataset.action = action;
+          b.dataset.call = String(call);
+          b.textContent = label;
+          row.append(b);
+        }
+        return row;
+      }),
+    );
+  }
+
   function paintMessage(el, msg) {
     el.dataset.status = msg.status;
     const body = el.querySelector(".body");
@@ -315,6 +351,7 @@
       body.innerHTML = renderMarkdown(msg.content);
       paintThought(el, msg.created_at != null ? state.thoughts[msg.created_at] : "");
       paintTools(el, "");
+      paintApprovals(el, []);
     } else {
       body.textContent = msg.content;
       paintFiles(el, msg.attachments || []);
@@ -364,13 +401,14 @@
     box.hidden = names.length === 0;
   }
 
-  async function pressControl(el, action) {
+  async function pressControl(el, action, call) {
     const id = el.dataset.replyId;
     if (!id) return;
     notice("");
     let result;
+    const which = call != null ? `?call=${encodeURIComponent(call)}` : "";
     try {
-      result = await api("POST", `/chat/${encodeURIComponent(state.id)}/replies/${encodeURIComponent(id)}/${action}`);
+      result = await api("POST", `/chat/${encodeURIComponent(state.id)}/replies/${encodeURIComponent(id)}/${action}${which}`);
     } catch (err) {
       notice(err.message);
       return;
@@ -599,6 +637,10 @@
       if (!state.streamEl) return;
       paintTools(state.streamEl, JSON.parse(e.data));
     });
+    es.addEventListener("approvals", (e) => {
+      if (!state.streamEl) return;
+      paintApprovals(state.streamEl, JSON.parse(e.data));
+    });
     es.addEventListener("reasoning", (e) => {
       if (!state.streamEl) return;
       state.streamThought += JSON.parse(e.data);
@@ -823,7 +865,7 @@
   $("messages").addEventListener("click", (e) => {
     const button = e.target.closest("button.ctl");
     const el = button && button.closest("article.msg");
-    if (el) pressControl(el, button.dataset.action);
+    if (el) pressControl(el, button.dataset.action, button.dataset.call);
   });
   $("reset").addEventListener("click", () => post("reset"));
   $("usage").addEventListener("click", showStatus);

@@ -4,10 +4,13 @@ answer with a one-line summary; /stop during a slow tool ends it all."""
 
 from __future__ import annotations
 
+from core.controls import Action
+from core.engine import ONLY_ASKER
 from tests.fakes.llm_server import FakeLLMServer, FakeToolCall, Reply
 from tests.fakes.mcp_server import stdio_servers
 
 from .conftest import BotStarter, World, wait_for
+from .test_buttons import actions, button, ephemeral_answer
 
 
 async def test_a_mention_runs_a_tool_shows_its_progress_and_answers(
@@ -49,3 +52,68 @@ async def test_stop_during_a_slow_tool_ends_the_reply(
     final = "Waiting.\n🔧 files.slow ✗\n⏹ stopped"
     await wait_for(lambda: server.replies_to(prompt)[0].content == final)
     assert len([r for r in llm.requests if r.path.endswith("/completions")]) == 1
+
+
+async def test_a_confirm_call_waits_for_the_askers_button_a_strangers_click_is_refused(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    bot = await start_bot(
+        mcp_servers=stdio_servers("files", confirm=True), mcp_default_servers="files"
+    )
+    await bot.engine.start()
+    await bot.engine.mcp.wait_ready()
+    llm.enqueue(
+        Reply(text="Adding.", tool_calls=[FakeToolCall("files__add", {"a": 2, "b": 3})]),
+        Reply(text="It is 5."),
+    )
+    server = world.server
+    prompt = await server.send_message(world.general, world.alice, "2 + 3?")
+    waiting = "🔧 files.add(a=2, b=3) — waiting for approval"
+    await wait_for(
+        lambda: any(
+            waiting in m.content and Action.APPROVE in actions(m) for m in server.replies_to(prompt)
+        )
+    )
+    [message] = server.replies_to(prompt)
+    assert actions(message) == [Action.STOP, Action.APPROVE, Action.DENY]
+    assert [(b["label"], b["style"]) for b in message.buttons[1:]] == [
+        ("Approve", 1),  # blurple
+        ("Deny", 2),
+    ]
+    assert all(len(c) <= 100 for c in message.custom_ids)
+    assert len(llm.requests) == 1  # the call waits: nothing more was asked
+
+    click = await server.click(message, world.bob, button(message, Action.APPROVE))
+    assert await ephemeral_answer(click) == ONLY_ASKER
+    assert message.content.count(waiting) == 1
+    assert len(llm.requests) == 1
+
+    click = await server.click(message, world.alice, button(message, Action.APPROVE))
+    final = "Adding.\n\nIt is 5.\n🔧 files.add"
+    await wait_for(lambda: message.content == final)
+    assert click.callbacks == [{"type": 6}]  # acknowledged: the message shows the effect
+    assert actions(message) == [Action.REGENERATE, Action.UP, Action.DOWN]
+    assert llm.requests[-1].tool_results()[0].content == "5"
+    assert all(p["allowed_mentions"]["parse"] == [] for p in message.payloads)
+
+
+async def test_a_denied_confirm_call_reaches_the_model_as_an_error_and_the_reply_ends(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    bot = await start_bot(
+        mcp_servers=stdio_servers("files", confirm=True), mcp_default_servers="files"
+    )
+    await bot.engine.start()
+    await bot.engine.mcp.wait_ready()
+    llm.enqueue(
+        Reply(text="Adding.", tool_calls=[FakeToolCall("files__add", {"a": 2, "b": 3})]),
+        Reply(text="You said no."),
+    )
+    server = world.server
+    prompt = await server.send_message(world.general, world.alice, "2 + 3?")
+    await wait_for(lambda: any(Action.DENY in actions(m) for m in server.replies_to(prompt)))
+    [message] = server.replies_to(prompt)
+    await server.click(message, world.alice, button(message, Action.DENY))
+    await wait_for(lambda: message.content == "Adding.\n\nYou said no.\n🔧 files.add ✗")
+    [result] = llm.requests[-1].tool_results()
+    assert result.content == "Error: files.add: the user denied this call."

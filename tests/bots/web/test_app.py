@@ -16,6 +16,7 @@ from bots.web.guard import COOKIE, SIGN_IN_FAILURES, SIGN_IN_WINDOW
 from core.clock import FakeClock
 from core.conversations import Status
 from core.delivery import EMPTY_NOTE, STOPPED_NOTE, final_note
+from core.engine import NOT_WAITING
 from tests.bots.web.conftest import ServeWeb, WebServer, echo_text
 from tests.fakes.llm_server import Fail, FakeLLMServer, FakeToolCall, Reply
 from tests.fakes.mcp_server import stdio_servers
@@ -1046,3 +1047,64 @@ async def test_a_tool_call_streams_its_progress_and_the_answer_follows(
     )
     assert llm_server.requests[-1].tool_results()[0].content == "5"
     assert stored["messages"][-1]["note"] == "🔧 files.add"
+
+
+async def test_a_confirm_call_waits_for_approve_or_deny_from_the_page(
+    make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    """The ``approvals`` event names the waiting call; ``approve?call=N`` runs it, ``deny``
+    makes it an error result the model reads; a call no longer waiting is refused."""
+    server = await make_web(
+        env={"LOCAL_BASE_URL": llm_server.openai_base_url},
+        llmconnect_model="local/fake",
+        mcp_servers=stdio_servers("files", confirm=True),
+        mcp_default_servers="files",
+        edit_interval=0,
+    )
+    await server.engine.start()
+    await server.engine.mcp.wait_ready()
+
+    async def answer(client: httpx.AsyncClient, action: str) -> tuple[str, dict[str, Any]]:
+        reply_id, pressed, end = "", "", {}
+        async for event in events(client, "t"):
+            if event.event == "start":
+                reply_id = json.loads(event.data)["reply_id"]
+            elif event.event == "approvals" and not pressed:
+                waiting = json.loads(event.data)
+                if waiting:
+                    assert waiting == [
+                        {"call": 0, "line": "🔧 files.add(a=2, b=3) — waiting for approval"}
+                    ]
+                    chats = [r for r in llm_server.requests if r.path.endswith("/completions")]
+                    assert len(chats) % 2 == 1  # nothing more was asked yet
+                    url = f"/chat/t/replies/{reply_id}/{action}"
+                    assert (await client.post(url, json={})).status_code == 400  # which call?
+                    done = await client.post(url, params={"call": 0}, json={})
+                    assert done.status_code == 200, done.text
+                    pressed = url
+            elif event.event == "end":
+                end = json.loads(event.data)
+                break
+        return pressed, end
+
+    async with client_for(server) as client:
+        for action, said in (("approve", "It is 5."), ("deny", "You said no.")):
+            llm_server.enqueue(
+                Reply(text="Adding.", tool_calls=[FakeToolCall("files__add", {"a": 2, "b": 3})]),
+                Reply(text=said),
+            )
+            sent = await client.post("/chat/t/send-message", json={"text": "2 + 3?"})
+            assert sent.status_code == 202
+            pressed, end = await answer(client, action)
+            assert end["status"] == "complete"
+            assert end["content"] == f"Adding.\n\n{said}"
+            late = await client.post(pressed, params={"call": 0}, json={})
+            assert late.status_code == 400
+            assert late.json()["error"] == NOT_WAITING
+            result = llm_server.requests[-1].tool_results()[-1]  # earlier ones: the history
+            if action == "approve":
+                assert result.content == "5"
+                assert end["note"] == "🔧 files.add"
+            else:
+                assert result.content == "Error: files.add: the user denied this call."
+                assert end["note"] == "🔧 files.add ✗"

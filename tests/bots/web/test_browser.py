@@ -21,7 +21,8 @@ from playwright.async_api import Browser, Locator, Page, Route, async_playwright
 from core.delivery import final_note
 from core.fences import closes, opens
 from tests.bots.web.conftest import ServeWeb, WebServer, echo_text
-from tests.fakes.llm_server import Fail, FakeLLMServer, RecordedRequest, Reply
+from tests.fakes.llm_server import Fail, FakeLLMServer, FakeToolCall, RecordedRequest, Reply
+from tests.fakes.mcp_server import stdio_servers
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -843,3 +844,36 @@ async def test_without_reply_buttons_the_page_shows_none(page: Page, make_web: S
     await send(page, "hello")
     await expect(page.locator("#status")).to_have_text("complete", timeout=WAIT)
     await expect(last_reply(page).locator("button.ctl")).to_have_count(0)
+
+
+async def test_a_confirm_tool_call_is_approved_with_the_page_s_button(
+    page: Page, make_web: ServeWeb, llm_server: FakeLLMServer
+) -> None:
+    server = await make_web(
+        env={"LOCAL_BASE_URL": llm_server.openai_base_url},
+        llmconnect_model="local/fake",
+        mcp_servers=stdio_servers("files", confirm=True),
+        mcp_default_servers="files",
+    )
+    await server.engine.start()
+    await server.engine.mcp.wait_ready()
+    llm_server.enqueue(
+        Reply(text="Adding.", tool_calls=[FakeToolCall("files__add", {"a": 2, "b": 3})]),
+        Reply(text="It is 5."),
+    )
+    await open_chat(page, server, "confirm", "local/fake")
+    await send(page, "2 + 3?")
+    reply = last_reply(page)
+    approval = reply.locator(".approvals .approval")
+    await expect(approval).to_have_count(1, timeout=WAIT)
+    await expect(approval.locator("span")).to_have_text(
+        "🔧 files.add(a=2, b=3) — waiting for approval"
+    )
+    chats = [r for r in llm_server.requests if r.path.endswith("/chat/completions")]
+    assert len(chats) == 1  # the call waits for the button
+    await approval.locator("button.ctl-approve").click()
+    await expect(reply).to_have_attribute("data-status", "complete", timeout=WAIT)
+    await expect(reply.locator(".body p")).to_have_text(["Adding.", "It is 5."], timeout=WAIT)
+    await expect(reply.locator(".approvals")).to_have_count(0)
+    await expect(reply.locator(".note")).to_have_text("🔧 files.add")
+    assert llm_server.requests[-1].tool_results()[0].content == "5"
