@@ -117,3 +117,29 @@ async def test_a_denied_confirm_call_reaches_the_model_as_an_error_and_the_reply
     await wait_for(lambda: message.content == "Adding.\n\nYou said no.\n🔧 files.add ✗")
     [result] = llm.requests[-1].tool_results()
     assert result.content == "Error: files.add: the user denied this call."
+
+
+async def test_an_unknown_tool_and_bad_arguments_are_error_results_and_the_reply_ends(
+    world: World, llm: FakeLLMServer, start_bot: BotStarter
+) -> None:
+    bot = await start_bot(mcp_servers=stdio_servers("files"), mcp_default_servers="files")
+    await bot.engine.start()
+    await bot.engine.mcp.wait_ready()
+    llm.enqueue(
+        Reply(
+            text="Trying.",
+            tool_calls=[
+                FakeToolCall("files__nope", {}),
+                FakeToolCall("files__add", {"a": "two", "b": 3}),
+            ],
+        ),
+        Reply(text="Neither worked."),
+    )
+    server = world.server
+    prompt = await server.send_message(world.general, world.alice, "try things")
+    # A tool no server has keeps the name the model used.
+    final = "Trying.\n\nNeither worked.\n🔧 files__nope ✗, files.add ✗"
+    await wait_for(lambda: [m.content for m in server.replies_to(prompt)] == [final])
+    results = llm.requests[-1].tool_results()
+    assert results[0].content.startswith("Error: Unknown tool 'files__nope'")
+    assert results[1].content.startswith("Error: Invalid arguments for files.add")
