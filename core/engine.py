@@ -1253,7 +1253,12 @@ class ChatEngine:
 
     def _shown_name(self, wire_name: str) -> str:
         spec = self.mcp.find(wire_name)
-        return spec.name if spec is not None else wire_name
+        if spec is not None:
+            return spec.name
+        # A tool no server has: shown as the model named it, in the ``server.tool`` form users
+        # see everywhere else when it has the wire form.
+        server, sep, tool = wire_name.partition("__")
+        return f"{server}.{tool}" if sep and server and tool else wire_name
 
     def _called(self, reply: Reply, call: ToolCall) -> None:
         """A call the model made: its progress line, running."""

@@ -137,8 +137,8 @@ async def test_an_unknown_tool_and_bad_arguments_are_error_results_and_the_reply
     )
     server = world.server
     prompt = await server.send_message(world.general, world.alice, "try things")
-    # A tool no server has keeps the name the model used.
-    final = "Trying.\n\nNeither worked.\n🔧 files__nope ✗, files.add ✗"
+    # A tool no server has is shown in the server.tool form too.
+    final = "Trying.\n\nNeither worked.\n🔧 files.nope ✗, files.add ✗"
     await wait_for(lambda: [m.content for m in server.replies_to(prompt)] == [final])
     results = llm.requests[-1].tool_results()
     assert results[0].content.startswith("Error: Unknown tool 'files__nope'")
