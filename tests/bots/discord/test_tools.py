@@ -4,6 +4,8 @@ answer with a one-line summary; /stop during a slow tool ends it all."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from core.controls import Action
 from core.engine import ONLY_ASKER
 from tests.fakes.llm_server import FakeLLMServer, FakeToolCall, Reply
@@ -13,16 +15,29 @@ from .conftest import BotStarter, World, wait_for
 from .test_buttons import actions, button, ephemeral_answer
 
 
+async def files_bot(start_bot: BotStarter, *, confirm: bool = False) -> Any:
+    """A bot whose conversations may use the test MCP server ``files``, started and ready."""
+    bot = await start_bot(
+        mcp_servers=stdio_servers("files", confirm=confirm), mcp_default_servers="files"
+    )
+    await bot.engine.start()
+    await bot.engine.mcp.wait_ready()
+    return bot
+
+
+def adding(llm: FakeLLMServer, answer: str) -> None:
+    """The model calls ``files.add(a=2, b=3)``, then answers ``answer``."""
+    llm.enqueue(
+        Reply(text="Adding.", tool_calls=[FakeToolCall("files__add", {"a": 2, "b": 3})]),
+        Reply(text=answer),
+    )
+
+
 async def test_a_mention_runs_a_tool_shows_its_progress_and_answers(
     world: World, llm: FakeLLMServer, start_bot: BotStarter
 ) -> None:
-    bot = await start_bot(mcp_servers=stdio_servers("files"), mcp_default_servers="files")
-    await bot.engine.start()
-    await bot.engine.mcp.wait_ready()
-    llm.enqueue(
-        Reply(text="Adding.", tool_calls=[FakeToolCall("files__add", {"a": 2, "b": 3})]),
-        Reply(text="It is 5."),
-    )
+    await files_bot(start_bot)
+    adding(llm, "It is 5.")
     server = world.server
     prompt = await server.send_message(world.general, world.alice, "2 + 3?")
     final = "Adding.\n\nIt is 5.\n🔧 files.add"
@@ -38,9 +53,7 @@ async def test_a_mention_runs_a_tool_shows_its_progress_and_answers(
 async def test_stop_during_a_slow_tool_ends_the_reply(
     world: World, llm: FakeLLMServer, start_bot: BotStarter
 ) -> None:
-    bot = await start_bot(mcp_servers=stdio_servers("files"), mcp_default_servers="files")
-    await bot.engine.start()
-    await bot.engine.mcp.wait_ready()
+    await files_bot(start_bot)
     llm.enqueue(Reply(text="Waiting.", tool_calls=[FakeToolCall("files__slow", {"seconds": 60})]))
     server = world.server
     prompt = await server.send_message(world.general, world.alice, "wait")
@@ -57,15 +70,8 @@ async def test_stop_during_a_slow_tool_ends_the_reply(
 async def test_a_confirm_call_waits_for_the_askers_button_a_strangers_click_is_refused(
     world: World, llm: FakeLLMServer, start_bot: BotStarter
 ) -> None:
-    bot = await start_bot(
-        mcp_servers=stdio_servers("files", confirm=True), mcp_default_servers="files"
-    )
-    await bot.engine.start()
-    await bot.engine.mcp.wait_ready()
-    llm.enqueue(
-        Reply(text="Adding.", tool_calls=[FakeToolCall("files__add", {"a": 2, "b": 3})]),
-        Reply(text="It is 5."),
-    )
+    await files_bot(start_bot, confirm=True)
+    adding(llm, "It is 5.")
     server = world.server
     prompt = await server.send_message(world.general, world.alice, "2 + 3?")
     waiting = "🔧 files.add(a=2, b=3) — waiting for approval"
@@ -100,15 +106,8 @@ async def test_a_confirm_call_waits_for_the_askers_button_a_strangers_click_is_r
 async def test_a_denied_confirm_call_reaches_the_model_as_an_error_and_the_reply_ends(
     world: World, llm: FakeLLMServer, start_bot: BotStarter
 ) -> None:
-    bot = await start_bot(
-        mcp_servers=stdio_servers("files", confirm=True), mcp_default_servers="files"
-    )
-    await bot.engine.start()
-    await bot.engine.mcp.wait_ready()
-    llm.enqueue(
-        Reply(text="Adding.", tool_calls=[FakeToolCall("files__add", {"a": 2, "b": 3})]),
-        Reply(text="You said no."),
-    )
+    await files_bot(start_bot, confirm=True)
+    adding(llm, "You said no.")
     server = world.server
     prompt = await server.send_message(world.general, world.alice, "2 + 3?")
     await wait_for(lambda: any(Action.DENY in actions(m) for m in server.replies_to(prompt)))
@@ -122,9 +121,7 @@ async def test_a_denied_confirm_call_reaches_the_model_as_an_error_and_the_reply
 async def test_an_unknown_tool_and_bad_arguments_are_error_results_and_the_reply_ends(
     world: World, llm: FakeLLMServer, start_bot: BotStarter
 ) -> None:
-    bot = await start_bot(mcp_servers=stdio_servers("files"), mcp_default_servers="files")
-    await bot.engine.start()
-    await bot.engine.mcp.wait_ready()
+    await files_bot(start_bot)
     llm.enqueue(
         Reply(
             text="Trying.",
